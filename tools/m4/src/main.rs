@@ -1,0 +1,84 @@
+//! `m4`: inspect and drive the m4npu NPU from the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use m4npu::{Device, DeviceInfo};
+
+#[derive(Parser)]
+#[command(version, about = "m4npu: the foundation model as NPU firmware")]
+struct Cli {
+    /// Device node.
+    #[arg(long, global = true, default_value_os_t = Device::default_path())]
+    device: PathBuf,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Driver, firmware and pool information (GET_INFO).
+    Info,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Info => info(&cli.device, cli.json),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("m4: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn info(path: &PathBuf, json: bool) -> m4npu::Result<()> {
+    let info = Device::open_path(path)?.info()?;
+    if json {
+        println!("{}", info_json(&info));
+    } else {
+        print!("{}", info_text(&info));
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn info_json(i: &DeviceInfo) -> serde_json::Value {
+    serde_json::json!({
+        "uapi_version": format!("{}.{}", i.uapi_version >> 16, i.uapi_version & 0xffff),
+        "driver_version": i.driver_version,
+        "context_id": i.context_id,
+        "pool_size": i.pool_size,
+        "pool_used": i.pool_used,
+        "model": i.model.as_ref().map(|m| serde_json::json!({
+            "name": m.name, "size": m.size, "hash": hex(&m.hash),
+        })),
+    })
+}
+
+fn info_text(i: &DeviceInfo) -> String {
+    let model = match &i.model {
+        Some(m) => format!("{} ({} bytes, sha256 {})", m.name, m.size, hex(&m.hash)),
+        None => "none loaded".into(),
+    };
+    format!(
+        "driver:     m4npu {} (uapi {}.{})\ncontext:    {}\nnpu memory: {} of {} bytes used\nmodel:      {}\n",
+        i.driver_version,
+        i.uapi_version >> 16,
+        i.uapi_version & 0xffff,
+        i.context_id,
+        i.pool_used,
+        i.pool_size,
+        model
+    )
+}

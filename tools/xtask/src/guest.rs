@@ -1,0 +1,321 @@
+//! The guest: an initramfs of our own, QEMU, and the judgement of a run.
+//!
+//! The guest's `/init` runs one job (`m4job=` on the kernel command line) and
+//! reports its status through QEMU's isa-debug-exit port, so QEMU's exit
+//! code is the job's. Everything the guest prints streams to our stdout as
+//! it happens; the host then fails the run on any kernel splat.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::kernel::{self, Flavour, Kernel};
+use crate::{cmd, kmod, paths};
+
+/// Userspace binaries the guest needs, by cargo package and binary name.
+const GUEST_BINARIES: &[(&str, &str)] =
+    &[("m4npu-guest-tests", "m4npu-guest-tests"), ("m4npu-guest-tests", "qemu-exit"), ("m4", "m4")];
+
+/// Kernel log lines that fail a run, wherever they appear.
+const SPLATS: &[&str] = &[
+    "BUG:",
+    "WARNING:",
+    "Oops",
+    "KASAN",
+    "kernel BUG",
+    "Kernel panic",
+    "general protection fault",
+    "unreferenced object",
+    "possible circular locking",
+    "possible recursive locking",
+    "inconsistent lock state",
+    "suspicious RCU usage",
+    "DEBUG_LOCKS_WARN_ON",
+    "Call Trace:",
+    "rust_panic",
+    "kmemleak: leaks found",
+];
+
+/// Port of QEMU's isa-debug-exit device: writing `v` exits with `v << 1 | 1`.
+const DEBUG_EXIT_PORT: &str = "0xf4";
+
+pub struct Boot {
+    kernel: Kernel,
+    initramfs: PathBuf,
+}
+
+impl Boot {
+    /// Builds the kernel, the module, the guest binaries and the initramfs.
+    pub fn prepare(flavour: Flavour) -> Result<Self> {
+        let kernel = kernel::build(flavour)?;
+        let ko = kmod::build(&kernel)?;
+        let bins = guest_binaries()?;
+        let initramfs = initramfs(&kernel, &ko, &bins)?;
+        Ok(Self { kernel, initramfs })
+    }
+}
+
+fn guest_binaries() -> Result<Vec<PathBuf>> {
+    cmd::step("building guest userspace (release)");
+    let mut c = cmd::cargo();
+    c.args(["build", "--release"]);
+    for (pkg, bin) in GUEST_BINARIES {
+        c.args(["--package", pkg, "--bin", bin]);
+    }
+    cmd::run(&mut c)?;
+    let dir = paths::target().join("release");
+    Ok(GUEST_BINARIES.iter().map(|(_, b)| dir.join(b)).collect())
+}
+
+/// Shared libraries `exe` loads, as absolute host paths (ldd's view).
+fn shared_libs(exe: &Path) -> Result<Vec<PathBuf>> {
+    let out = cmd::output(Command::new("ldd").arg(exe))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from))
+        .collect())
+}
+
+/// Writes a `gen_init_cpio` spec and packs the initramfs with the kernel's
+/// own tool, so device nodes need no root and the archive is reproducible.
+fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> {
+    let out = paths::target().join("guest").join(kernel.flavour.name());
+    std::fs::create_dir_all(&out)?;
+    let init = out.join("init");
+    std::fs::write(&init, INIT)?;
+
+    let mut spec = String::new();
+    let mut dirs = BTreeSet::new();
+    for d in ["/bin", "/dev", "/proc", "/sys", "/tmp", "/lib/modules", "/lib/firmware/m4npu"] {
+        add_dir(&mut spec, &mut dirs, Path::new(d));
+    }
+    spec += "nod /dev/console 0600 0 0 c 5 1\nnod /dev/null 0666 0 0 c 1 3\n";
+    spec += &format!("file /init {} 0755 0 0\n", init.display());
+    spec += &format!("file /bin/busybox {} 0755 0 0\n", which("busybox")?.display());
+    spec += "slink /bin/sh busybox 0777 0 0\n";
+    spec += &format!("file /lib/modules/m4npu.ko {} 0644 0 0\n", ko.display());
+    let mut libs = BTreeSet::new();
+    for b in bins {
+        let name = b.file_name().context("binary name")?.to_string_lossy();
+        spec += &format!("file /bin/{name} {} 0755 0 0\n", b.display());
+        libs.extend(shared_libs(b)?);
+    }
+    for lib in libs {
+        // Keep the host path: the dynamic loader and glibc look there.
+        if let Some(parent) = lib.parent() {
+            add_dir(&mut spec, &mut dirs, parent);
+        }
+        let real = std::fs::canonicalize(&lib)?;
+        spec += &format!("file {} {} 0755 0 0\n", lib.display(), real.display());
+    }
+    let spec_path = out.join("initramfs.spec");
+    std::fs::write(&spec_path, spec)?;
+    let cpio = out.join("initramfs.cpio");
+    let gen = kernel.build_dir.join("usr/gen_init_cpio");
+    let archive = Command::new(&gen).arg(&spec_path).output().with_context(|| format!("run {}", gen.display()))?;
+    if !archive.status.success() {
+        bail!("gen_init_cpio failed: {}", String::from_utf8_lossy(&archive.stderr));
+    }
+    std::fs::write(&cpio, archive.stdout)?;
+    Ok(cpio)
+}
+
+fn add_dir(spec: &mut String, seen: &mut BTreeSet<PathBuf>, d: &Path) {
+    let mut acc = PathBuf::from("/");
+    for c in d.components().skip(1) {
+        acc.push(c);
+        if seen.insert(acc.clone()) {
+            *spec += &format!("dir {} 0755 0 0\n", acc.display());
+        }
+    }
+}
+
+fn which(prog: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/bin"), PathBuf::from("/usr/bin")])
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{prog} not found (busybox-static not installed?)"))
+}
+
+/// The guest's PID 1.
+const INIT: &str = r#"#!/bin/sh
+export PATH=/bin
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t debugfs debugfs /sys/kernel/debug
+kmemleak=/sys/kernel/debug/kmemleak
+# Leaks suspected during boot are not ours.
+[ -e $kmemleak ] && echo clear > $kmemleak
+
+echo "m4npu-guest: running job '$m4job' on $(uname -r), $(nproc) cpus"
+status=1
+case "$m4job" in
+probe)
+	status=0 ;;
+test)
+	/bin/m4npu-guest-tests; status=$? ;;
+demo)
+	insmod /lib/modules/m4npu.ko && m4 info && rmmod m4npu; status=$? ;;
+*)
+	echo "m4npu-guest: unknown job '$m4job'" ;;
+esac
+
+if [ "$m4job" = test ] && [ -e $kmemleak ]; then
+	# kmemleak reports only objects older than 5 s: let the last test's
+	# allocations age, then scan twice as Documentation/dev-tools/kmemleak.rst advises.
+	sleep 6
+	echo scan > $kmemleak
+	echo scan > $kmemleak
+	if [ -s $kmemleak ]; then
+		cat $kmemleak
+		echo "kmemleak: leaks found"
+		status=1
+	else
+		echo "kmemleak: no leaks"
+	fi
+fi
+echo "m4npu-guest: job '$m4job' exit status $status"
+exec /bin/qemu-exit $status
+"#;
+
+/// How a finished job went.
+pub struct Outcome {
+    /// The suite's `N passed, N failed` line, or a description.
+    pub summary: String,
+}
+
+/// KVM only when a probe boot shows it works (here /dev/kvm exists but the
+/// CPU lacks VT-x and KVM hangs). The answer is kept per host boot.
+fn accel(boot: &Boot) -> Result<&'static str> {
+    if let Ok(a) = std::env::var("M4NPU_ACCEL") {
+        return Ok(if a == "kvm" { "kvm" } else { "tcg" });
+    }
+    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return Ok("tcg");
+    }
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let stamp = paths::cache().join(format!("kvm-probe-{}", boot_id.trim()));
+    if let Ok(v) = std::fs::read_to_string(&stamp) {
+        return Ok(if v == "kvm" { "kvm" } else { "tcg" });
+    }
+    cmd::step("probing KVM (a boot that must finish within 20 s)");
+    let ok = boot_qemu(boot, "probe", "kvm", Duration::from_secs(20), false).is_ok_and(|r| r.code == Some(1));
+    let a = if ok { "kvm" } else { "tcg" };
+    println!("    KVM {}", if ok { "works" } else { "does not work here: using TCG" });
+    std::fs::create_dir_all(paths::cache())?;
+    std::fs::write(&stamp, a)?;
+    Ok(a)
+}
+
+struct Run {
+    code: Option<i32>,
+    lines: Vec<String>,
+    timed_out: bool,
+}
+
+fn boot_qemu(boot: &Boot, job: &str, accel: &str, timeout: Duration, echo: bool) -> Result<Run> {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-accel", accel, "-cpu", "max", "-smp", "2", "-m", "2G"])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
+        .args(["-device", &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT},iosize=0x04")])
+        .arg("-kernel")
+        .arg(&boot.kernel.bzimage)
+        .arg("-initrd")
+        .arg(&boot.initramfs)
+        .arg("-append")
+        .arg(format!("console=ttyS0 panic=-1 m4job={job}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = c.spawn().context("cannot start qemu-system-x86_64")?;
+    let stdout = child.stdout.take().context("qemu stdout")?;
+
+    let done = Arc::new(AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let pid = child.id();
+    let watchdog = {
+        let (done, timed_out) = (done.clone(), timed_out.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !done.load(Ordering::Acquire) {
+                if start.elapsed() > timeout {
+                    timed_out.store(true, Ordering::Release);
+                    // SAFETY: kill() on the pid of our own child, not yet reaped
+                    // (we join this thread before waiting for it).
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::park_timeout(Duration::from_millis(200));
+            }
+        })
+    };
+    let mut lines = Vec::new();
+    let mut out = std::io::stdout();
+    for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+        let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+        if echo {
+            let _ = writeln!(out, "{line}");
+        }
+        lines.push(line);
+    }
+    done.store(true, Ordering::Release);
+    watchdog.thread().unpark();
+    let _ = watchdog.join();
+    let st = child.wait()?;
+    Ok(Run { code: st.code(), lines, timed_out: timed_out.load(Ordering::Acquire) })
+}
+
+/// Boots the guest for `job`; fails unless the job succeeded and the kernel
+/// log is free of splats.
+pub fn run(boot: &Boot, job: &str) -> Result<Outcome> {
+    let accel = accel(boot)?;
+    let timeout = Duration::from_secs(match boot.kernel.flavour {
+        Flavour::Debug => 40 * 60,
+        Flavour::Release => 20 * 60,
+    });
+    cmd::step(&format!("booting the {} kernel ({accel}) for job '{job}'", boot.kernel.flavour.name()));
+    let r = boot_qemu(boot, job, accel, timeout, true)?;
+    let log = paths::target().join("guest").join(format!("{job}-{}.log", boot.kernel.flavour.name()));
+    std::fs::write(&log, r.lines.join("\n"))?;
+
+    let splats: Vec<&String> = r.lines.iter().filter(|l| SPLATS.iter().any(|s| l.contains(s))).collect();
+    let summary = r
+        .lines
+        .iter()
+        .rev()
+        .find(|l| l.contains(" passed, ") && l.contains(" failed"))
+        .cloned()
+        .unwrap_or_else(|| format!("job '{job}' completed"));
+    let mut problems = Vec::new();
+    if r.timed_out {
+        problems.push(format!("the guest did not finish within {} s", timeout.as_secs()));
+    }
+    // isa-debug-exit: status 0 exits QEMU with 1, status s with 2s+1.
+    match r.code {
+        Some(1) => {}
+        Some(c) if c % 2 == 1 => problems.push(format!("the guest job exited with status {}", c / 2)),
+        c => problems.push(format!("QEMU ended without a job status (exit code {c:?}): crash or panic")),
+    }
+    if !splats.is_empty() {
+        problems.push(format!(
+            "the kernel log has {} splat line(s), first: {}",
+            splats.len(),
+            splats.iter().take(5).map(|s| s.as_str()).collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    if !problems.is_empty() {
+        bail!("guest job '{job}' failed: {} (log: {})", problems.join("; "), log.display());
+    }
+    Ok(Outcome { summary })
+}

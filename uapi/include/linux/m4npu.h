@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: ((GPL-2.0 WITH Linux-syscall-note) OR MIT) */
+/*
+ * m4npu: the foundation model as NPU firmware.
+ *
+ * User/kernel contract of /dev/m4npu. Twin of the Rust crate m4npu-uapi
+ * (uapi/src/abi.rs); uapi/tests/c_layout.rs checks that both agree.
+ */
+#ifndef _UAPI_LINUX_M4NPU_H
+#define _UAPI_LINUX_M4NPU_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define M4NPU_UAPI_VERSION_MAJOR 0
+#define M4NPU_UAPI_VERSION_MINOR 1
+#define M4NPU_UAPI_VERSION \
+	((M4NPU_UAPI_VERSION_MAJOR << 16) | M4NPU_UAPI_VERSION_MINOR)
+
+#define M4NPU_DEVICE_NAME "m4npu"
+#define M4NPU_IOCTL_MAGIC 0xBA
+
+/* struct m4npu_info.flags */
+#define M4NPU_INFO_MODEL_LOADED (1U << 0)
+
+/**
+ * struct m4npu_info - the driver, its firmware and the caller's context
+ * @uapi_version:   M4NPU_UAPI_VERSION of the driver
+ * @flags:          M4NPU_INFO_* flags
+ * @context_id:     id of the caller's context, unique while loaded; never 0
+ * @pool_size:      bytes of NPU memory owned by the driver
+ * @pool_used:      bytes of NPU memory in use, firmware included
+ * @model_size:     bytes of the pinned foundation model; 0 without one
+ * @driver_version: NUL-padded driver version
+ * @model_name:     NUL-padded foundation model name; empty without one
+ * @model_hash:     SHA-256 of the foundation model; zero without one
+ */
+struct m4npu_info {
+	__u32 uapi_version;
+	__u32 flags;
+	__u64 context_id;
+	__u64 pool_size;
+	__u64 pool_used;
+	__u64 model_size;
+	char driver_version[32];
+	char model_name[64];
+	__u8 model_hash[32];
+};
+
+#define M4NPU_IOC_GET_INFO _IOR(M4NPU_IOCTL_MAGIC, 0x00, struct m4npu_info)
+
+/**
+ * struct m4npu_bo_create - a buffer object in the caller's context
+ * @size:        in: bytes wanted (>= 1); rounded up to pages, as charged
+ * @flags:       in: must be 0
+ * @handle:      out: handle, valid in this context only; never 0
+ * @mmap_offset: out: offset to mmap(MAP_SHARED) the buffer on this fd
+ *
+ * Errors: EINVAL (size 0, flags), EDQUOT (context quota), ENOSPC (NPU
+ * memory full). The buffer is zeroed.
+ */
+struct m4npu_bo_create {
+	__u64 size;
+	__u32 flags;
+	__u32 handle;
+	__u64 mmap_offset;
+};
+
+/**
+ * struct m4npu_bo_destroy - drop a handle (ENOENT if this context has none)
+ * @handle: from M4NPU_IOC_BO_CREATE on this fd
+ * @pad:    must be 0
+ *
+ * The memory is freed once no mapping uses it any more.
+ */
+struct m4npu_bo_destroy {
+	__u32 handle;
+	__u32 pad;
+};
+
+#define M4NPU_IOC_BO_CREATE _IOWR(M4NPU_IOCTL_MAGIC, 0x01, struct m4npu_bo_create)
+#define M4NPU_IOC_BO_DESTROY _IOW(M4NPU_IOCTL_MAGIC, 0x02, struct m4npu_bo_destroy)
+
+/* The foundation model's firmware blob: /lib/firmware/m4npu/<name> */
+
+#define M4NPU_FW_MAGIC "M4NPUFW" /* 8 bytes with the NUL */
+#define M4NPU_FW_FORMAT_VERSION 1
+#define M4NPU_FW_ALIGN 4096
+
+/* Tensor element formats, numbered as ggml's enum ggml_type. */
+#define M4NPU_FW_DTYPE_F32 0
+#define M4NPU_FW_DTYPE_F16 1
+#define M4NPU_FW_DTYPE_Q4_1 3
+#define M4NPU_FW_DTYPE_Q8_0 8
+#define M4NPU_FW_DTYPE_I8 24
+#define M4NPU_FW_DTYPE_I32 26
+#define M4NPU_FW_DTYPE_BYTES 0x100
+
+/**
+ * struct m4npu_fw_header - at offset 0 of a firmware blob
+ *
+ * Offsets are from the blob's start. @content_hash is the SHA-256 of bytes
+ * [@header_size, @total_size): the model's identity, verified at load and
+ * bound into every adapter. @meta is UTF-8 JSON (architecture, tokenizer).
+ */
+struct m4npu_fw_header {
+	__u8 magic[8];
+	__u32 format_version;
+	__u32 header_size;
+	__u64 total_size;
+	__u64 tensor_table_offset;
+	__u32 tensor_count;
+	__u32 tensor_entry_size;
+	__u64 meta_offset;
+	__u64 meta_size;
+	__u64 data_offset;
+	__u64 data_size;
+	char name[64];
+	__u8 content_hash[32];
+	__u8 reserved[32];
+};
+
+/**
+ * struct m4npu_fw_tensor - one entry of the tensor table
+ * @dims:   innermost first (GGUF order); unused ones are 1
+ * @offset: in the data section, M4NPU_FW_ALIGN-aligned
+ */
+struct m4npu_fw_tensor {
+	char name[64];
+	__u32 dtype;
+	__u32 ndim;
+	__u64 dims[4];
+	__u64 offset;
+	__u64 size;
+};
+
+#endif /* _UAPI_LINUX_M4NPU_H */

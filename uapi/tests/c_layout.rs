@@ -1,0 +1,144 @@
+//! The C header and the Rust types must describe the same ABI: compile a C
+//! program against `include/linux/m4npu.h` that prints every size, offset
+//! and constant, and compare with what the Rust crate says.
+
+use std::collections::BTreeMap;
+use std::mem::{offset_of, size_of};
+use std::path::PathBuf;
+use std::process::Command;
+
+use m4npu_uapi as uapi;
+
+/// (C expression, value Rust computes for it).
+fn expectations() -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = Vec::new();
+    macro_rules! layout {
+        ($c:literal, $rust:ty, { $($cf:ident => $rf:ident),* $(,)? }) => {
+            v.push((format!("sizeof(struct {})", $c), size_of::<$rust>() as u64));
+            $(v.push((
+                format!("offsetof(struct {}, {})", $c, stringify!($cf)),
+                offset_of!($rust, $rf) as u64,
+            ));)*
+        };
+    }
+    macro_rules! constant {
+        ($c:literal, $rust:expr) => {
+            v.push(($c.to_string(), $rust as u64));
+        };
+    }
+
+    layout!("m4npu_info", uapi::Info, {
+        uapi_version => uapi_version,
+        flags => flags,
+        context_id => context_id,
+        pool_size => pool_size,
+        pool_used => pool_used,
+        model_size => model_size,
+        driver_version => driver_version,
+        model_name => model_name,
+        model_hash => model_hash,
+    });
+    layout!("m4npu_bo_create", uapi::BoCreate, {
+        size => size, flags => flags, handle => handle, mmap_offset => mmap_offset,
+    });
+    layout!("m4npu_bo_destroy", uapi::BoDestroy, { handle => handle, pad => pad });
+    layout!("m4npu_fw_header", uapi::FwHeader, {
+        magic => magic,
+        format_version => format_version,
+        header_size => header_size,
+        total_size => total_size,
+        tensor_table_offset => tensor_table_offset,
+        tensor_count => tensor_count,
+        tensor_entry_size => tensor_entry_size,
+        meta_offset => meta_offset,
+        meta_size => meta_size,
+        data_offset => data_offset,
+        data_size => data_size,
+        name => name,
+        content_hash => content_hash,
+        reserved => reserved,
+    });
+    layout!("m4npu_fw_tensor", uapi::FwTensor, {
+        name => name, dtype => dtype, ndim => ndim, dims => dims, offset => offset, size => size,
+    });
+    constant!("M4NPU_UAPI_VERSION", uapi::UAPI_VERSION);
+    constant!("M4NPU_IOCTL_MAGIC", uapi::IOCTL_MAGIC);
+    constant!("M4NPU_INFO_MODEL_LOADED", uapi::INFO_MODEL_LOADED);
+    constant!("M4NPU_IOC_GET_INFO", uapi::IOC_GET_INFO);
+    constant!("M4NPU_IOC_BO_CREATE", uapi::IOC_BO_CREATE);
+    constant!("M4NPU_IOC_BO_DESTROY", uapi::IOC_BO_DESTROY);
+    constant!("M4NPU_FW_FORMAT_VERSION", uapi::FW_FORMAT_VERSION);
+    constant!("M4NPU_FW_ALIGN", uapi::FW_ALIGN);
+    constant!("sizeof(M4NPU_FW_MAGIC)", uapi::FW_MAGIC.len());
+    constant!("M4NPU_FW_DTYPE_F32", uapi::FW_DTYPE_F32);
+    constant!("M4NPU_FW_DTYPE_F16", uapi::FW_DTYPE_F16);
+    constant!("M4NPU_FW_DTYPE_Q4_1", uapi::FW_DTYPE_Q4_1);
+    constant!("M4NPU_FW_DTYPE_Q8_0", uapi::FW_DTYPE_Q8_0);
+    constant!("M4NPU_FW_DTYPE_I8", uapi::FW_DTYPE_I8);
+    constant!("M4NPU_FW_DTYPE_I32", uapi::FW_DTYPE_I32);
+    constant!("M4NPU_FW_DTYPE_BYTES", uapi::FW_DTYPE_BYTES);
+    v
+}
+
+fn c_values(exprs: &[String]) -> BTreeMap<String, u64> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c_layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut src = String::from(
+        "#include <stddef.h>\n#include <stdio.h>\n#include <linux/m4npu.h>\nint main(void) {\n",
+    );
+    for e in exprs {
+        src += &format!("\tprintf(\"%s=%llu\\n\", \"{e}\", (unsigned long long)({e}));\n");
+    }
+    src += "\treturn 0;\n}\n";
+    let c = dir.join("layout.c");
+    let exe = dir.join("layout");
+    std::fs::write(&c, src).unwrap();
+    let include = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("include");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let st = Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(&include)
+        .arg(&c)
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(st.success(), "the C header does not compile");
+    let out = Command::new(&exe).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.rsplit_once('=').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn c_header_matches_rust_types() {
+    let want = expectations();
+    let exprs: Vec<String> = want.iter().map(|(e, _)| e.clone()).collect();
+    let got = c_values(&exprs);
+    let mismatches: Vec<String> = want
+        .iter()
+        .filter(|(e, v)| got.get(e) != Some(v))
+        .map(|(e, v)| format!("{e}: C says {:?}, Rust says {v}", got.get(e)))
+        .collect();
+    assert!(mismatches.is_empty(), "ABI mismatch:\n{}", mismatches.join("\n"));
+}
+
+#[test]
+fn fw_magic_matches_c_string() {
+    assert_eq!(&uapi::FW_MAGIC[..], b"M4NPUFW\0");
+}
+
+#[test]
+fn ioctl_encoding_round_trips() {
+    let cmd = uapi::IOC_GET_INFO;
+    assert_eq!(uapi::ioc_type(cmd), uapi::IOCTL_MAGIC);
+    assert_eq!(uapi::ioc_nr(cmd), 0);
+    assert_eq!(uapi::ioc_dir(cmd), uapi::IOC_READ);
+    assert_eq!(uapi::ioc_size(cmd), size_of::<uapi::Info>());
+}

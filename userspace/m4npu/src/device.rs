@@ -1,0 +1,119 @@
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use m4npu_uapi as uapi;
+
+use crate::{Error, Result};
+
+nix::ioctl_read_bad!(ioc_get_info, uapi::IOC_GET_INFO, uapi::Info);
+
+/// One open of the m4npu device: an isolated context in the driver.
+#[derive(Debug)]
+pub struct Device {
+    fd: OwnedFd,
+}
+
+/// The foundation model pinned by the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub size: u64,
+    pub hash: [u8; 32],
+}
+
+/// What [`Device::info`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub uapi_version: u32,
+    pub driver_version: String,
+    /// Unique per open for the module's lifetime.
+    pub context_id: u64,
+    pub pool_size: u64,
+    pub pool_used: u64,
+    pub model: Option<ModelInfo>,
+}
+
+impl Device {
+    /// Default device node.
+    pub fn default_path() -> PathBuf {
+        Path::new("/dev").join(uapi::DEVICE_NAME)
+    }
+
+    /// Opens `/dev/m4npu`, creating a fresh context.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn open() -> Result<Self> {
+        Self::open_path(Self::default_path())
+    }
+
+    /// Opens the device at `path` and checks that the driver speaks our UAPI.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open_path("/dev/m4npu")?;
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn open_path(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::Open { path: path.to_owned(), source: errno_of(&e) })?;
+        let dev = Self { fd: file.into() };
+        let info = dev.raw_info()?;
+        if info.uapi_version >> 16 != uapi::UAPI_VERSION >> 16 {
+            return Err(Error::UapiMismatch { driver: info.uapi_version, library: uapi::UAPI_VERSION });
+        }
+        Ok(dev)
+    }
+
+    fn raw_info(&self) -> Result<uapi::Info> {
+        let mut info = uapi::Info::zeroed();
+        // SAFETY: `info` is a valid, writable `struct m4npu_info` for the call.
+        unsafe { ioc_get_info(self.fd.as_raw_fd(), &mut info) }
+            .map_err(|source| Error::Ioctl { op: "GET_INFO", source })?;
+        Ok(info)
+    }
+
+    /// Driver, firmware and context information.
+    ///
+    /// ```no_run
+    /// let info = m4npu::Device::open()?.info()?;
+    /// assert_ne!(info.context_id, 0);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn info(&self) -> Result<DeviceInfo> {
+        let raw = self.raw_info()?;
+        let model = (raw.flags & uapi::INFO_MODEL_LOADED != 0).then(|| ModelInfo {
+            name: c_string(&raw.model_name),
+            size: raw.model_size,
+            hash: raw.model_hash,
+        });
+        Ok(DeviceInfo {
+            uapi_version: raw.uapi_version,
+            driver_version: c_string(&raw.driver_version),
+            context_id: raw.context_id,
+            pool_size: raw.pool_size,
+            pool_used: raw.pool_used,
+            model,
+        })
+    }
+}
+
+impl AsFd for Device {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn errno_of(e: &std::io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}

@@ -20,7 +20,7 @@ use kernel::{
     types::{ForeignOwnable, Opaque},
 };
 
-use super::file::File;
+use super::{file::File, mm::Vma, seq_file::SeqFile};
 
 /// `struct miscdevice` of `include/linux/miscdevice.h` (stable since 5.x).
 #[repr(C)]
@@ -110,6 +110,13 @@ impl<T: MiscDevice> MiscDeviceRegistration<T> {
         unsafe { kernel::init::pin_init_from_closure(init) }
     }
 
+    /// The `struct device` of the node, e.g. for the firmware loader.
+    pub(crate) fn device_ptr(&self) -> *mut bindings::device {
+        // SAFETY: registered (type invariant), so misc_register() has set
+        // `this_device`, which stays valid until deregistration.
+        unsafe { (*self.inner.get()).this_device.cast() }
+    }
+
     /// The data given at registration, shared by every open file.
     pub(crate) fn data(&self) -> &T::RegistrationData {
         &self.data
@@ -153,6 +160,16 @@ pub(crate) trait MiscDevice: Sized {
     ) -> Result<isize> {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
+
+    /// `mmap`: set up `vma` (mmap_lock is held for writing).
+    fn mmap(_device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, _file: &File, _vma: &Vma) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// `show_fdinfo`: extra lines of `/proc/<pid>/fdinfo/<fd>`.
+    fn show_fdinfo(_device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, _m: &SeqFile, _file: &File) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 }
 
 struct VtableHelper<T: MiscDevice>(PhantomData<T>);
@@ -169,6 +186,12 @@ impl<T: MiscDevice> VtableHelper<T> {
             {
                 fops.compat_ioctl = Some(bindings::compat_ptr_ioctl);
             }
+        }
+        if T::HAS_MMAP {
+            fops.mmap = Some(fops_mmap::<T>);
+        }
+        if T::HAS_SHOW_FDINFO {
+            fops.show_fdinfo = Some(fops_show_fdinfo::<T>);
         }
         fops
     };
@@ -230,4 +253,36 @@ unsafe extern "C" fn fops_ioctl<T: MiscDevice>(
         Ok(ret) => ret as c_long,
         Err(e) => e.to_errno() as c_long,
     }
+}
+
+/// # Safety
+///
+/// Called by the VFS for `mmap()` on a file opened by `fops_open::<T>`.
+unsafe extern "C" fn fops_mmap<T: MiscDevice>(
+    raw_file: *mut bindings::file,
+    vma: *mut bindings::vm_area_struct,
+) -> c_int {
+    // SAFETY: as in `fops_ioctl`.
+    let device = unsafe { <T::Ptr as ForeignOwnable>::borrow((*raw_file).private_data) };
+    // SAFETY: `raw_file` is valid for the duration of this call.
+    let file = unsafe { File::from_raw_file(raw_file) };
+    // SAFETY: the VFS calls mmap with a VMA under construction and mmap_lock
+    // held for writing, for the duration of this call.
+    let vma = unsafe { Vma::from_raw(vma) };
+    match T::mmap(device, file, vma) {
+        Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// Called by procfs for an open file opened by `fops_open::<T>`.
+unsafe extern "C" fn fops_show_fdinfo<T: MiscDevice>(m: *mut bindings::seq_file, raw_file: *mut bindings::file) {
+    // SAFETY: procfs holds a reference to the file, so release has not run.
+    let device = unsafe { <T::Ptr as ForeignOwnable>::borrow((*raw_file).private_data) };
+    // SAFETY: `raw_file` is valid for the duration of this call.
+    let file = unsafe { File::from_raw_file(raw_file) };
+    // SAFETY: `m` is the seq_file of this show call.
+    T::show_fdinfo(device, unsafe { SeqFile::from_raw(m) }, file);
 }

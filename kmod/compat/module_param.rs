@@ -77,14 +77,13 @@ macro_rules! module_param {
             }
 
             #[link_section = "__param"]
-            #[used]
+            #[used(compiler)]
             static PARAM: $crate::compat::module_param::KernelParam =
                 $crate::compat::module_param::KernelParam(::kernel::bindings::kernel_param {
                     name: concat!($name, "\0").as_ptr().cast(),
                     // SAFETY: only the address of the module's own `struct module` is taken.
                     mod_: unsafe { __this_module.get() },
-                    // SAFETY: only the address of the kernel's ops table is taken.
-                    ops: unsafe { ::core::ptr::addr_of!(::kernel::bindings::$ops) },
+                    ops: ::core::ptr::addr_of!(::kernel::bindings::$ops),
                     perm: 0o444,
                     level: -1,
                     flags: 0,
@@ -93,12 +92,12 @@ macro_rules! module_param {
 
             const TYPE: &str = concat!("parmtype=", $name, ":", $tname, "\0");
             #[link_section = ".modinfo"]
-            #[used]
+            #[used(compiler)]
             static PARMTYPE: [u8; TYPE.len()] = $crate::compat::module_param::modinfo(TYPE);
 
             const DESC: &str = concat!("parm=", $name, ":", $desc, "\0");
             #[link_section = ".modinfo"]
-            #[used]
+            #[used(compiler)]
             static PARM: [u8; DESC.len()] = $crate::compat::module_param::modinfo(DESC);
         };
     };

@@ -141,6 +141,89 @@ pub const IOC_BO_CREATE: u32 = ioc(IOC_READ | IOC_WRITE, IOCTL_MAGIC, 0x01, core
 /// this context does not have. Memory is freed once no mapping uses it.
 pub const IOC_BO_DESTROY: u32 = ioc(IOC_WRITE, IOCTL_MAGIC, 0x02, core::mem::size_of::<BoDestroy>());
 
+/// Argument of [`IOC_ADAPTER_LOAD`]: an adapter blob in a sealed memfd.
+///
+/// The memfd must carry `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW`, so its
+/// content cannot change while the kernel reads it. The blob is copied into
+/// the context's NPU memory and charged to its quota.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdapterLoad {
+    /// In: the memfd.
+    pub fd: i32,
+    /// In: must be 0.
+    pub flags: u32,
+    /// In: where the blob starts in the memfd.
+    pub offset: u64,
+    /// In: bytes of the blob.
+    pub length: u64,
+    /// Out: adapter handle, valid in this context only; never 0.
+    pub handle: u32,
+    /// Must be 0.
+    pub pad: u32,
+}
+
+/// Argument of [`IOC_ADAPTER_UNLOAD`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdapterUnload {
+    pub handle: u32,
+    /// Must be 0.
+    pub pad: u32,
+}
+
+/// `_IOWR(IOCTL_MAGIC, 0x03, struct m4npu_adapter_load)`. Errors: `EBADF`
+/// (no such fd), `EOPNOTSUPP` (not a memfd), `EPERM` (seals missing),
+/// `EINVAL` (flags, pad, range outside the file), `EFBIG` (larger than the
+/// quota), `ENOEXEC` (not a valid adapter blob), `EBADMSG` (checksum),
+/// `ENODEV` (no foundation model loaded), `EMEDIUMTYPE` (trained for
+/// another foundation model), `EDQUOT`, `ENOSPC`.
+pub const IOC_ADAPTER_LOAD: u32 = ioc(IOC_READ | IOC_WRITE, IOCTL_MAGIC, 0x03, core::mem::size_of::<AdapterLoad>());
+/// `_IOW(IOCTL_MAGIC, 0x04, struct m4npu_adapter_unload)`: `ENOENT` for a
+/// handle this context does not have.
+pub const IOC_ADAPTER_UNLOAD: u32 = ioc(IOC_WRITE, IOCTL_MAGIC, 0x04, core::mem::size_of::<AdapterUnload>());
+
+// ---- Adapter blobs (`.m4a`) ----
+
+/// First bytes of an adapter blob.
+pub const ADAPTER_MAGIC: [u8; 8] = *b"M4NPUAD\0";
+/// Version of the adapter layout.
+pub const ADAPTER_FORMAT_VERSION: u32 = 1;
+
+/// Header at offset 0 of an adapter blob: the firmware layout (tensor
+/// table of [`FwTensor`], JSON metadata, [`FW_ALIGN`]-aligned data) plus the
+/// foundation model it was trained for. The metadata names the task, labels,
+/// LoRA rank and targets; the tensors hold LoRA matrices, the task head and
+/// the optional input projection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdapterHeader {
+    /// [`ADAPTER_MAGIC`].
+    pub magic: [u8; 8],
+    /// [`ADAPTER_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// `size_of::<AdapterHeader>()`.
+    pub header_size: u32,
+    /// Bytes of the whole blob.
+    pub total_size: u64,
+    pub tensor_table_offset: u64,
+    pub tensor_count: u32,
+    /// `size_of::<FwTensor>()`.
+    pub tensor_entry_size: u32,
+    pub meta_offset: u64,
+    pub meta_size: u64,
+    pub data_offset: u64,
+    pub data_size: u64,
+    /// NUL-padded adapter name.
+    pub name: [u8; 64],
+    /// SHA-256 of bytes `header_size..total_size`.
+    pub content_hash: [u8; 32],
+    /// Content hash of the foundation model this adapter was trained for.
+    pub base_model_hash: [u8; 32],
+    /// Must be 0.
+    pub reserved: [u8; 32],
+}
+
 // ---- The foundation model's firmware blob: /lib/firmware/m4npu/<name> ----
 
 /// First bytes of a firmware blob.

@@ -61,6 +61,31 @@ fn expectations() -> Vec<(String, u64)> {
     layout!("m4npu_fw_tensor", uapi::FwTensor, {
         name => name, dtype => dtype, ndim => ndim, dims => dims, offset => offset, size => size,
     });
+    layout!("m4npu_adapter_load", uapi::AdapterLoad, {
+        fd => fd, flags => flags, offset => offset, length => length, handle => handle, pad => pad,
+    });
+    layout!("m4npu_adapter_unload", uapi::AdapterUnload, { handle => handle, pad => pad });
+    layout!("m4npu_adapter_header", uapi::AdapterHeader, {
+        magic => magic,
+        format_version => format_version,
+        header_size => header_size,
+        total_size => total_size,
+        tensor_table_offset => tensor_table_offset,
+        tensor_count => tensor_count,
+        tensor_entry_size => tensor_entry_size,
+        meta_offset => meta_offset,
+        meta_size => meta_size,
+        data_offset => data_offset,
+        data_size => data_size,
+        name => name,
+        content_hash => content_hash,
+        base_model_hash => base_model_hash,
+        reserved => reserved,
+    });
+    constant!("M4NPU_IOC_ADAPTER_LOAD", uapi::IOC_ADAPTER_LOAD);
+    constant!("M4NPU_IOC_ADAPTER_UNLOAD", uapi::IOC_ADAPTER_UNLOAD);
+    constant!("M4NPU_ADAPTER_FORMAT_VERSION", uapi::ADAPTER_FORMAT_VERSION);
+    constant!("sizeof(M4NPU_ADAPTER_MAGIC)", uapi::ADAPTER_MAGIC.len());
     constant!("M4NPU_UAPI_VERSION", uapi::UAPI_VERSION);
     constant!("M4NPU_IOCTL_MAGIC", uapi::IOCTL_MAGIC);
     constant!("M4NPU_INFO_MODEL_LOADED", uapi::INFO_MODEL_LOADED);

@@ -159,12 +159,19 @@ pub fn rmmod_refused_while_open() -> Result<()> {
     Ok(())
 }
 
+/// With firmware, a buffer and a mapping each time, so that every
+/// allocation path is unwound; kmemleak at the end of the run checks it.
 pub fn load_unload_20_times() -> Result<()> {
     let mut last_id = 0;
     for i in 0..20 {
         module::unload().with_context(|| format!("unload #{i}"))?;
-        module::load().with_context(|| format!("load #{i}"))?;
-        let id = Device::open()?.info()?.context_id;
+        module::load_with(&format!("firmware={}", crate::firmware::GOOD)).with_context(|| format!("load #{i}"))?;
+        let dev = Device::open()?;
+        let info = dev.info()?;
+        ensure!(info.model.is_some(), "load #{i}: no model");
+        let mut buf = dev.alloc(8192)?;
+        buf.as_mut_slice()[8191] = 1;
+        let id = info.context_id;
         // Ids restart with each load: a fresh module has fresh state.
         ensure!(id == 1, "first context after load #{i} has id {id} (previous load's last: {last_id})");
         last_id = id;

@@ -4,8 +4,12 @@
 //! first and unloaded and reloaded by the last ones). Each prints
 //! `test NAME ... ok|FAILED`; the suite ends with `N passed, N failed`.
 
+mod adapters;
 mod basics;
+mod buffers;
+mod firmware;
 mod harness;
+mod kmsg;
 mod module;
 mod raw;
 
@@ -20,6 +24,25 @@ const TESTS: &[Test] = &[
     Test::new("unknown_ioctl_is_enotty", basics::unknown_ioctl_is_enotty),
     Test::new("bad_user_pointer_is_efault", basics::bad_user_pointer_is_efault),
     Test::new("wrong_argument_size_is_einval", basics::wrong_argument_size_is_einval),
+    Test::new("valid_firmware_is_pinned", firmware::valid_firmware_is_pinned),
+    Test::new("bad_magic_is_refused", firmware::bad_magic_is_refused),
+    Test::new("truncated_firmware_is_refused", firmware::truncated_firmware_is_refused),
+    Test::new("bad_checksum_is_refused", firmware::bad_checksum_is_refused),
+    Test::new("out_of_bounds_tensor_is_refused", firmware::out_of_bounds_tensor_is_refused),
+    Test::new("missing_firmware_leaves_driver_usable", firmware::missing_firmware_leaves_driver_usable),
+    Test::new("firmware_larger_than_pool_is_refused", firmware::firmware_larger_than_pool_is_refused),
+    Test::new("reload_good_firmware", firmware::reload_good_firmware),
+    Test::new("buffer_roundtrip_and_zeroed", buffers::buffer_roundtrip_and_zeroed),
+    Test::new("bad_buffer_arguments", buffers::bad_buffer_arguments),
+    Test::new("bad_mappings_are_refused", buffers::bad_mappings_are_refused),
+    Test::new("destroy_while_mapped_keeps_memory", buffers::destroy_while_mapped_keeps_memory),
+    Test::new("quota_and_pool_exhaustion", buffers::quota_and_pool_exhaustion),
+    Test::new("contexts_are_isolated", buffers::contexts_are_isolated),
+    Test::new("fdinfo_reports_context", buffers::fdinfo_reports_context),
+    Test::new("adapter_loads_from_sealed_memfd", adapters::adapter_loads_from_sealed_memfd),
+    Test::new("bad_adapters_are_refused", adapters::bad_adapters_are_refused),
+    Test::new("adapters_are_isolated", adapters::adapters_are_isolated),
+    Test::new("adapter_needs_a_model", adapters::adapter_needs_a_model),
     Test::new("rmmod_refused_while_open", basics::rmmod_refused_while_open),
     Test::new("load_unload_20_times", basics::load_unload_20_times),
 ];
@@ -34,6 +57,26 @@ fn main() {
                 eprintln!("{e}");
                 std::process::exit(1);
             }
+        }
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--probe-foreign-handles") {
+        let handles: Vec<u32> =
+            args.get(1).map(|s| s.split(',').filter_map(|h| h.parse().ok()).collect()).unwrap_or_default();
+        let res = m4npu::Device::open().map_err(anyhow::Error::from).and_then(|d| buffers::probe_foreign_handles(&d, &handles));
+        if let Err(e) = res {
+            println!("{e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--probe-foreign-adapters") {
+        let handles: Vec<u32> =
+            args.get(1).map(|s| s.split(',').filter_map(|h| h.parse().ok()).collect()).unwrap_or_default();
+        let res = m4npu::Device::open().map_err(anyhow::Error::from).and_then(|d| adapters::probe_foreign_adapters(&d, &handles));
+        if let Err(e) = res {
+            println!("{e:#}");
+            std::process::exit(1);
         }
         return;
     }

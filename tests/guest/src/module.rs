@@ -8,12 +8,30 @@ use std::path::Path;
 const KO: &str = "/lib/modules/m4npu.ko";
 const NAME: &CStr = c"m4npu";
 
+/// Parameters of the suite's default load: no firmware.
+pub const NO_FIRMWARE: &str = "firmware=";
+
 pub fn load() -> std::io::Result<()> {
+    load_with(NO_FIRMWARE)
+}
+
+/// Loads the module with a parameter string such as `"firmware=m4npu/x pool_mb=16"`.
+pub fn load_with(params: &str) -> std::io::Result<()> {
     let f = std::fs::File::open(KO)?;
+    let params = std::ffi::CString::new(params)?;
     // SAFETY: finit_module(fd, params, flags) with a valid fd and a valid,
-    // NUL-terminated empty parameter string.
-    let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), c"".as_ptr(), 0) };
+    // NUL-terminated parameter string.
+    let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), 0) };
     if r == 0 { Ok(()) } else { Err(Error::last_os_error()) }
+}
+
+/// Unloads (all files must be closed) and loads again with `params`.
+pub fn reload(params: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if is_loaded() {
+        unload().context("rmmod m4npu")?;
+    }
+    load_with(params).with_context(|| format!("insmod m4npu {params}"))
 }
 
 pub fn unload() -> std::io::Result<()> {

@@ -20,7 +20,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         let (src, dst) = (e.path(), to.join(e.file_name()));
         if e.file_type()?.is_dir() {
             copy_tree(&src, &dst)?;
-        } else if matches!(src.extension().and_then(|x| x.to_str()), Some("rs")) || e.file_name() == "Kbuild" {
+        } else if matches!(src.extension().and_then(|x| x.to_str()), Some("rs" | "c" | "h")) || e.file_name() == "Kbuild" {
             // Copy only when changed, so that make sees honest timestamps.
             if std::fs::read(&dst).ok() != Some(std::fs::read(&src)?) {
                 std::fs::copy(&src, &dst)?;

@@ -80,6 +80,66 @@ struct m4npu_bo_destroy {
 #define M4NPU_IOC_BO_CREATE _IOWR(M4NPU_IOCTL_MAGIC, 0x01, struct m4npu_bo_create)
 #define M4NPU_IOC_BO_DESTROY _IOW(M4NPU_IOCTL_MAGIC, 0x02, struct m4npu_bo_destroy)
 
+/**
+ * struct m4npu_adapter_load - load an adapter blob from a sealed memfd
+ * @fd:     memfd with F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW
+ * @flags:  must be 0
+ * @offset: where the blob starts in the memfd
+ * @length: bytes of the blob
+ * @handle: out: adapter handle, valid in this context only; never 0
+ * @pad:    must be 0
+ *
+ * Errors: EBADF (no such fd), EOPNOTSUPP (not a memfd), EPERM (seals
+ * missing), EINVAL (flags, pad, range outside the file), EFBIG (larger
+ * than the quota), ENOEXEC (not a valid adapter), EBADMSG (checksum),
+ * ENODEV (no foundation model), EMEDIUMTYPE (trained for another
+ * foundation model), EDQUOT, ENOSPC.
+ */
+struct m4npu_adapter_load {
+	__s32 fd;
+	__u32 flags;
+	__u64 offset;
+	__u64 length;
+	__u32 handle;
+	__u32 pad;
+};
+
+/**
+ * struct m4npu_adapter_unload - drop an adapter (ENOENT if not ours)
+ * @handle: from M4NPU_IOC_ADAPTER_LOAD on this fd
+ * @pad:    must be 0
+ */
+struct m4npu_adapter_unload {
+	__u32 handle;
+	__u32 pad;
+};
+
+#define M4NPU_IOC_ADAPTER_LOAD _IOWR(M4NPU_IOCTL_MAGIC, 0x03, struct m4npu_adapter_load)
+#define M4NPU_IOC_ADAPTER_UNLOAD _IOW(M4NPU_IOCTL_MAGIC, 0x04, struct m4npu_adapter_unload)
+
+/* Adapter blobs (.m4a): the firmware layout plus the base model's hash. */
+
+#define M4NPU_ADAPTER_MAGIC "M4NPUAD" /* 8 bytes with the NUL */
+#define M4NPU_ADAPTER_FORMAT_VERSION 1
+
+struct m4npu_adapter_header {
+	__u8 magic[8];
+	__u32 format_version;
+	__u32 header_size;
+	__u64 total_size;
+	__u64 tensor_table_offset;
+	__u32 tensor_count;
+	__u32 tensor_entry_size;
+	__u64 meta_offset;
+	__u64 meta_size;
+	__u64 data_offset;
+	__u64 data_size;
+	char name[64];
+	__u8 content_hash[32];
+	__u8 base_model_hash[32];
+	__u8 reserved[32];
+};
+
 /* The foundation model's firmware blob: /lib/firmware/m4npu/<name> */
 
 #define M4NPU_FW_MAGIC "M4NPUFW" /* 8 bytes with the NUL */

@@ -2,7 +2,7 @@
 //! byte-casting crate: the structs are `repr(C)`, padding-free integers and
 //! byte arrays (checked by uapi's layout test), so any bytes are a valid value.
 
-use m4npu_uapi::{FwHeader, FwTensor};
+use m4npu_uapi::{AdapterHeader, FwHeader, FwTensor};
 
 /// Types for which every byte pattern is a valid value and which have no padding.
 ///
@@ -16,6 +16,8 @@ pub(crate) unsafe trait Pod: Copy {}
 unsafe impl Pod for FwHeader {}
 // SAFETY: as above.
 unsafe impl Pod for FwTensor {}
+// SAFETY: as above.
+unsafe impl Pod for AdapterHeader {}
 
 pub(crate) fn as_bytes<T: Pod>(v: &T) -> &[u8] {
     // SAFETY: `T: Pod` has no padding, so all its bytes are initialised.

@@ -1,9 +1,9 @@
 //! Firmware blobs: header, tensor table, metadata, aligned tensor data.
 
-use m4npu_uapi::{FwHeader, FwTensor, FW_ALIGN, FW_FORMAT_VERSION, FW_MAGIC};
-use sha2::{Digest, Sha256};
+use m4npu_uapi::{FwHeader, FW_FORMAT_VERSION, FW_MAGIC};
 
 use crate::bytes::{as_bytes, name_str, read};
+use crate::container::{check, name_field, verify_hash, Contents, Sections, Tensor};
 
 /// Why a blob is not a valid firmware. The kernel refuses the same blobs.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -24,33 +24,6 @@ pub enum FormatError {
     Name(String),
 }
 
-/// A tensor entry of the table, decoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tensor {
-    pub name: String,
-    /// `uapi::FW_DTYPE_*`.
-    pub dtype: u32,
-    /// Innermost first.
-    pub dims: Vec<u64>,
-    /// Offset in the data section.
-    pub offset: u64,
-    pub size: u64,
-}
-
-fn align_up(v: u64) -> u64 {
-    v.div_ceil(FW_ALIGN) * FW_ALIGN
-}
-
-fn name_field<const N: usize>(s: &str) -> Result<[u8; N], FormatError> {
-    let b = s.as_bytes();
-    if b.is_empty() || b.len() >= N || b.contains(&0) {
-        return Err(FormatError::Name(s.to_string()));
-    }
-    let mut out = [0u8; N];
-    out[..b.len()].copy_from_slice(b);
-    Ok(out)
-}
-
 /// Assembles a firmware blob.
 ///
 /// ```
@@ -64,8 +37,7 @@ fn name_field<const N: usize>(s: &str) -> Result<[u8; N], FormatError> {
 #[derive(Default)]
 pub struct FirmwareBuilder {
     name: String,
-    meta: Vec<u8>,
-    tensors: Vec<(FwTensor, Vec<u8>)>,
+    contents: Contents,
 }
 
 impl FirmwareBuilder {
@@ -75,71 +47,36 @@ impl FirmwareBuilder {
 
     /// Sets the metadata (UTF-8 JSON by convention).
     pub fn meta(&mut self, meta: Vec<u8>) -> &mut Self {
-        self.meta = meta;
+        self.contents.meta = meta;
         self
     }
 
     /// Appends a tensor; `dims` innermost first, at most 4.
     pub fn tensor(&mut self, name: &str, dtype: u32, dims: &[u64], data: Vec<u8>) -> Result<&mut Self, FormatError> {
-        if dims.is_empty() || dims.len() > 4 {
-            return Err(FormatError::Bounds(format!("tensor {name} with {} dims", dims.len())));
-        }
-        let mut d = [1u64; 4];
-        d[..dims.len()].copy_from_slice(dims);
-        let entry = FwTensor {
-            name: name_field(name)?,
-            dtype,
-            ndim: dims.len() as u32,
-            dims: d,
-            offset: 0,
-            size: data.len() as u64,
-        };
-        self.tensors.push((entry, data));
+        self.contents.tensor(name, dtype, dims, data)?;
         Ok(self)
     }
 
     /// Lays the blob out and seals it with its content hash.
     pub fn build(&self) -> Result<Vec<u8>, FormatError> {
         let header_size = std::mem::size_of::<FwHeader>() as u64;
-        let entry_size = std::mem::size_of::<FwTensor>() as u64;
-        let table_offset = header_size;
-        let meta_offset = table_offset + entry_size * self.tensors.len() as u64;
-        let data_offset = align_up(meta_offset + self.meta.len() as u64);
-        let mut entries = Vec::with_capacity(self.tensors.len());
-        let mut data_size = 0;
-        for (e, data) in &self.tensors {
-            let mut e = *e;
-            e.offset = data_size;
-            data_size = align_up(data_size + data.len() as u64);
-            entries.push(e);
-        }
-        let total = data_offset + data_size;
-        let mut blob = vec![0u8; usize::try_from(total).map_err(|_| FormatError::Field("total_size"))?];
-        let mut header = FwHeader {
+        let (mut blob, s, content_hash) = self.contents.build(header_size)?;
+        let header = FwHeader {
             magic: FW_MAGIC,
             format_version: FW_FORMAT_VERSION,
             header_size: header_size as u32,
-            total_size: total,
-            tensor_table_offset: table_offset,
-            tensor_count: entries.len() as u32,
-            tensor_entry_size: entry_size as u32,
-            meta_offset,
-            meta_size: self.meta.len() as u64,
-            data_offset,
-            data_size,
+            total_size: s.total_size,
+            tensor_table_offset: s.tensor_table_offset,
+            tensor_count: s.tensor_count,
+            tensor_entry_size: s.tensor_entry_size,
+            meta_offset: s.meta_offset,
+            meta_size: s.meta_size,
+            data_offset: s.data_offset,
+            data_size: s.data_size,
             name: name_field(&self.name)?,
-            content_hash: [0; 32],
+            content_hash,
             reserved: [0; 32],
         };
-        for (i, e) in entries.iter().enumerate() {
-            let at = (table_offset + i as u64 * entry_size) as usize;
-            blob[at..at + entry_size as usize].copy_from_slice(as_bytes(e));
-        }
-        blob[meta_offset as usize..][..self.meta.len()].copy_from_slice(&self.meta);
-        for (e, (_, data)) in entries.iter().zip(&self.tensors) {
-            blob[(data_offset + e.offset) as usize..][..data.len()].copy_from_slice(data);
-        }
-        header.content_hash = Sha256::digest(&blob[header_size as usize..]).into();
         blob[..header_size as usize].copy_from_slice(as_bytes(&header));
         Ok(blob)
     }
@@ -152,18 +89,11 @@ pub struct Firmware<'a> {
     tensors: Vec<Tensor>,
 }
 
-fn within(off: u64, len: u64, limit: u64) -> bool {
-    off.checked_add(len).is_some_and(|end| end <= limit)
-}
-
 impl<'a> Firmware<'a> {
     /// Validates everything, the content hash included.
     pub fn parse(blob: &'a [u8]) -> Result<Self, FormatError> {
         let fw = Self::parse_unverified(blob)?;
-        let hash: [u8; 32] = Sha256::digest(&blob[fw.header.header_size as usize..]).into();
-        if hash != fw.header.content_hash {
-            return Err(FormatError::Hash);
-        }
+        verify_hash(blob, u64::from(fw.header.header_size), &fw.header.content_hash)?;
         Ok(fw)
     }
 
@@ -187,36 +117,17 @@ impl<'a> Firmware<'a> {
         if h.reserved != [0; 32] {
             return Err(FormatError::Field("reserved"));
         }
-        if h.tensor_entry_size as usize != std::mem::size_of::<FwTensor>() {
-            return Err(FormatError::Field("tensor_entry_size"));
-        }
-        let hs = u64::from(h.header_size);
-        let table_len = u64::from(h.tensor_count) * u64::from(h.tensor_entry_size);
-        if h.tensor_table_offset < hs || !within(h.tensor_table_offset, table_len, actual) {
-            return Err(FormatError::Bounds("tensor table".into()));
-        }
-        if h.meta_offset < hs || !within(h.meta_offset, h.meta_size, actual) {
-            return Err(FormatError::Bounds("metadata".into()));
-        }
-        if h.data_offset < hs || h.data_offset % FW_ALIGN != 0 || !within(h.data_offset, h.data_size, actual) {
-            return Err(FormatError::Bounds("data section".into()));
-        }
-        let mut tensors = Vec::with_capacity(h.tensor_count as usize);
-        for i in 0..u64::from(h.tensor_count) {
-            let e: FwTensor = read(blob, h.tensor_table_offset + i * u64::from(h.tensor_entry_size))
-                .ok_or_else(|| FormatError::Bounds(format!("tensor entry {i}")))?;
-            let named = e.name.contains(&0) && e.name[0] != 0;
-            if !named || !(1..=4).contains(&e.ndim) || e.offset % FW_ALIGN != 0 || !within(e.offset, e.size, h.data_size) {
-                return Err(FormatError::Bounds(format!("tensor {i} ({})", name_str(&e.name))));
-            }
-            tensors.push(Tensor {
-                name: name_str(&e.name),
-                dtype: e.dtype,
-                dims: e.dims[..e.ndim as usize].to_vec(),
-                offset: e.offset,
-                size: e.size,
-            });
-        }
+        let tensors = check(blob, &Sections {
+            header_size: u64::from(h.header_size),
+            total_size: h.total_size,
+            tensor_table_offset: h.tensor_table_offset,
+            tensor_count: h.tensor_count,
+            tensor_entry_size: h.tensor_entry_size,
+            meta_offset: h.meta_offset,
+            meta_size: h.meta_size,
+            data_offset: h.data_offset,
+            data_size: h.data_size,
+        })?;
         Ok(Self { header: h, blob, tensors })
     }
 
@@ -253,6 +164,8 @@ impl<'a> Firmware<'a> {
 
 #[cfg(test)]
 mod tests {
+    use m4npu_uapi::{FwTensor, FW_ALIGN};
+
     use super::*;
 
     fn sample() -> Vec<u8> {

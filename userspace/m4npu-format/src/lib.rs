@@ -1,8 +1,12 @@
-//! The m4npu firmware format (`uapi::FwHeader` + tensor table + metadata +
+//! The m4npu blob formats: firmware and adapters (`uapi::FwHeader` + tensor table + metadata +
 //! aligned tensor data): a builder for packers and a validating reader for
 //! the device side. The reader accepts exactly what the kernel accepts.
 
+mod adapter;
 mod bytes;
+mod container;
 mod firmware;
 
-pub use firmware::{Firmware, FirmwareBuilder, FormatError, Tensor};
+pub use adapter::{adapter_base_model_hash, Adapter, AdapterBuilder};
+pub use container::Tensor;
+pub use firmware::{Firmware, FirmwareBuilder, FormatError};

@@ -1,11 +1,16 @@
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use m4npu_uapi as uapi;
 
-use crate::{Error, Result};
+use crate::fdinfo::FdInfo;
+use crate::{Buffer, Error, Result};
 
 nix::ioctl_read_bad!(ioc_get_info, uapi::IOC_GET_INFO, uapi::Info);
+nix::ioctl_readwrite_bad!(ioc_bo_create, uapi::IOC_BO_CREATE, uapi::BoCreate);
+nix::ioctl_write_ptr_bad!(ioc_bo_destroy, uapi::IOC_BO_DESTROY, uapi::BoDestroy);
+nix::ioctl_readwrite_bad!(ioc_adapter_load, uapi::IOC_ADAPTER_LOAD, uapi::AdapterLoad);
+nix::ioctl_write_ptr_bad!(ioc_adapter_unload, uapi::IOC_ADAPTER_UNLOAD, uapi::AdapterUnload);
 
 /// One open of the m4npu device: an isolated context in the driver.
 #[derive(Debug)]
@@ -103,9 +108,45 @@ impl Device {
     }
 }
 
+impl Device {
+    /// Allocates a zeroed buffer of `len` bytes in this context's NPU memory.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let buf = dev.alloc(1 << 20)?;
+    /// assert!(buf.as_slice().iter().all(|&b| b == 0));
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn alloc(&self, len: usize) -> Result<Buffer<'_>> {
+        Buffer::new(self, len)
+    }
+
+    /// This context's usage as the driver reports it in fdinfo.
+    pub fn usage(&self) -> Result<FdInfo> {
+        FdInfo::read(self.fd.as_raw_fd())
+    }
+
+    pub(crate) fn alloc_error(&self, e: nix::errno::Errno, len: usize, op: &'static str) -> Error {
+        match e {
+            nix::errno::Errno::EDQUOT => match self.usage() {
+                Ok(u) => Error::QuotaExceeded { requested: len as u64, used: u.memory_bytes, quota: u.quota_bytes },
+                Err(e) => e,
+            },
+            nix::errno::Errno::ENOSPC => Error::NpuMemoryFull { requested: len as u64 },
+            source => Error::Ioctl { op, source },
+        }
+    }
+}
+
 impl AsFd for Device {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Device {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }
 

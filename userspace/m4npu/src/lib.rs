@@ -10,9 +10,15 @@
 //! # Ok::<(), m4npu::Error>(())
 //! ```
 
+mod adapter;
+mod buffer;
 mod device;
 mod error;
+mod fdinfo;
 
+pub use adapter::Adapter;
+pub use buffer::Buffer;
 pub use device::{Device, DeviceInfo, ModelInfo};
+pub use fdinfo::FdInfo;
 pub use error::{Error, Result};
 pub use m4npu_uapi as uapi;

@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * C helpers for the m4npu Rust driver: static inline functions and struct
+ * fields that Linux 6.12's Rust bindings do not expose, in the manner of the
+ * kernel's own rust/helpers/.
+ */
+
+#include <linux/fs.h>
+#include <linux/shmem_fs.h>
+
+#include "helpers.h"
+
+/*
+ * Seals of a memfd (F_SEAL_*), or -EINVAL when @file is not shmem-backed
+ * and so cannot be a sealable memfd. Seals are only ever added, so a seal
+ * seen here stays set.
+ */
+int m4npu_helper_memfd_seals(struct file *file)
+{
+	if (!shmem_file(file))
+		return -EINVAL;
+	return READ_ONCE(SHMEM_I(file_inode(file))->seals);
+}
+
+loff_t m4npu_helper_file_size(struct file *file)
+{
+	return i_size_read(file_inode(file));
+}

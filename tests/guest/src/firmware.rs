@@ -1,0 +1,135 @@
+//! The foundation model as firmware: load, validation, GET_INFO.
+
+use anyhow::{bail, ensure, Context, Result};
+use m4npu::Device;
+use m4npu_format::{Firmware, FirmwareBuilder};
+
+use crate::kmsg::Kmsg;
+use crate::module;
+
+const DIR: &str = "/lib/firmware/m4npu";
+/// The firmware the later tests run with.
+pub const GOOD: &str = "m4npu/test-good.m4fw";
+
+/// A small synthetic model of our own making: a few tensors of
+/// deterministic bytes, about 1 MiB.
+pub fn synthetic(name: &str) -> Vec<u8> {
+    synthetic_sized(name, 700_000)
+}
+
+/// As [`synthetic`], with a last tensor of `last` bytes.
+fn synthetic_sized(name: &str, last: usize) -> Vec<u8> {
+    let mut b = FirmwareBuilder::new(name);
+    b.meta(br#"{"arch":"synthetic","purpose":"guest tests"}"#.to_vec());
+    let mut x = 0x9e37_79b9u32;
+    for (i, n) in [4096usize, 300_000, last].into_iter().enumerate() {
+        let data = (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        b.tensor(&format!("t{i}"), m4npu::uapi::FW_DTYPE_I8, &[n as u64], data).expect("tensor");
+    }
+    b.build().expect("synthetic firmware")
+}
+
+fn install(file: &str, blob: &[u8]) -> Result<String> {
+    std::fs::create_dir_all(DIR)?;
+    std::fs::write(format!("{DIR}/{file}"), blob)?;
+    Ok(format!("m4npu/{file}"))
+}
+
+/// Reloads with `firmware=name` and returns what the kernel logged meanwhile.
+fn load_logged(params: &str) -> Result<Vec<String>> {
+    let mut log = Kmsg::now()?;
+    module::reload(params)?;
+    Ok(log.new_messages())
+}
+
+fn expect_refused(file: &str, blob: &[u8], reason: &str) -> Result<()> {
+    let name = install(file, blob)?;
+    let log = load_logged(&format!("firmware={name}"))?;
+    let info = Device::open()?.info()?;
+    ensure!(info.model.is_none(), "{file}: a model was loaded: {:?}", info.model);
+    ensure!(info.pool_used == 0, "{file}: {} bytes of NPU memory stay used after the refusal", info.pool_used);
+    ensure!(
+        log.iter().any(|l| l.contains(&name) && l.contains(reason)),
+        "{file}: no kernel log line naming the firmware and {reason:?}; log: {log:?}"
+    );
+    Ok(())
+}
+
+pub fn valid_firmware_is_pinned() -> Result<()> {
+    let blob = synthetic("synthetic-test");
+    let fw = Firmware::parse(&blob)?;
+    let name = install("test-good.m4fw", &blob)?;
+    ensure!(name == GOOD);
+    let log = load_logged(&format!("firmware={name}"))?;
+    let info = Device::open()?.info()?;
+    let model = info.model.context("no model reported after loading a valid blob")?;
+    ensure!(model.name == "synthetic-test", "model name {:?}", model.name);
+    ensure!(model.size == blob.len() as u64, "model size {} != blob {}", model.size, blob.len());
+    ensure!(model.hash == fw.content_hash(), "GET_INFO hash differs from the blob's content hash");
+    ensure!(info.pool_used >= model.size, "pool_used {} < model size", info.pool_used);
+    ensure!(log.iter().any(|l| l.contains("bytes pinned")), "no load message: {log:?}");
+    Ok(())
+}
+
+pub fn bad_magic_is_refused() -> Result<()> {
+    let mut blob = synthetic("bad-magic");
+    blob[0] = b'X';
+    expect_refused("bad-magic.m4fw", &blob, "bad magic")
+}
+
+pub fn truncated_firmware_is_refused() -> Result<()> {
+    let blob = synthetic("truncated");
+    expect_refused("truncated.m4fw", &blob[..blob.len() - 4096], "truncated")
+}
+
+pub fn bad_checksum_is_refused() -> Result<()> {
+    let mut blob = synthetic("bad-checksum");
+    let last = blob.len() - 1;
+    blob[last] ^= 0x55;
+    expect_refused("bad-checksum.m4fw", &blob, "checksum mismatch")
+}
+
+pub fn out_of_bounds_tensor_is_refused() -> Result<()> {
+    let mut blob = synthetic("oob-tensor");
+    let h = *Firmware::parse(&blob)?.header();
+    // The size field (last 8 bytes) of the first tensor entry.
+    let at = h.tensor_table_offset as usize + std::mem::size_of::<m4npu::uapi::FwTensor>() - 8;
+    blob[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    expect_refused("oob-tensor.m4fw", &blob, "bad tensor entry")
+}
+
+pub fn missing_firmware_leaves_driver_usable() -> Result<()> {
+    let log = load_logged("firmware=m4npu/does-not-exist.m4fw")?;
+    let info = Device::open()?.info()?;
+    ensure!(info.model.is_none());
+    if !log.iter().any(|l| l.contains("no such file")) {
+        bail!("no 'no such file' log line: {log:?}");
+    }
+    Ok(())
+}
+
+pub fn firmware_larger_than_pool_is_refused() -> Result<()> {
+    let blob = synthetic_sized("too-big", 1 << 20);
+    let name = install("too-big.m4fw", &blob)?;
+    // 1 MiB pool, blob a little over 1 MiB.
+    ensure!(blob.len() > 1 << 20);
+    let log = load_logged(&format!("firmware={name} pool_mb=1"))?;
+    let info = Device::open()?.info()?;
+    ensure!(info.model.is_none() && info.pool_size == 1 << 20);
+    ensure!(log.iter().any(|l| l.contains("larger than the NPU pool")), "log: {log:?}");
+    Ok(())
+}
+
+/// Leaves the good firmware loaded for the tests that follow.
+pub fn reload_good_firmware() -> Result<()> {
+    module::reload(&format!("firmware={GOOD}"))?;
+    ensure!(Device::open()?.info()?.model.is_some(), "good firmware not loaded");
+    Ok(())
+}

@@ -151,7 +151,8 @@ impl MiscDevice for Context {
         let usage = Arc::new(Usage::new(npu.ctx_quota()), GFP_KERNEL)?;
         let id = npu.new_context_id();
         let pid = current_tgid();
-        Arc::pin_init(
+        npu.register_context(id, pid, usage.clone())?;
+        let ctx = Arc::pin_init(
             try_pin_init!(Context {
                 id,
                 pid,
@@ -163,7 +164,15 @@ impl MiscDevice for Context {
                 ),
             }),
             GFP_KERNEL,
-        )
+        );
+        if ctx.is_err() {
+            misc.data().unregister_context(id);
+        }
+        ctx
+    }
+
+    fn release(ctx: Arc<Context>, _file: &File) {
+        ctx.npu.unregister_context(ctx.id);
     }
 
     fn ioctl(ctx: ArcBorrow<'_, Context>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {

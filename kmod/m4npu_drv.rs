@@ -26,7 +26,10 @@ mod pool;
 #[path = "../uapi/src/abi.rs"]
 mod uapi;
 
-use compat::miscdevice::{MiscDeviceOptions, MiscDeviceRegistration};
+use compat::{
+    debugfs::ShowDir,
+    miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
+};
 use context::Context;
 use npu::Npu;
 
@@ -66,7 +69,9 @@ pub(crate) mod errno {
 /// Driver version reported by GET_INFO.
 pub(crate) const DRIVER_VERSION: &str = "0.1.0";
 
+// Fields drop in order: the debugfs view goes before the device.
 struct M4NpuModule {
+    _debugfs: ShowDir<Npu>,
     _misc: Pin<KBox<MiscDeviceRegistration<Context>>>,
 }
 
@@ -92,7 +97,8 @@ impl kernel::Module for M4NpuModule {
                 npu.set_model(model);
             }
         }
+        let debugfs = ShowDir::new(c_str!("m4npu"), c_str!("state"), module, npu)?;
         pr_info!("m4npu {DRIVER_VERSION}: /dev/m4npu ready, {} MiB NPU memory\n", pool_size >> 20);
-        Ok(Self { _misc: misc })
+        Ok(Self { _debugfs: debugfs, _misc: misc })
     }
 }

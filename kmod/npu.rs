@@ -5,9 +5,29 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use kernel::{new_mutex, prelude::*, sync::Mutex};
+use kernel::{
+    new_mutex,
+    prelude::*,
+    rbtree::RBTree,
+    sync::{Arc, Mutex},
+};
 
-use crate::{firmware::Model, pool::Pool};
+use crate::{
+    bo::Usage,
+    compat::{
+        debugfs::Show,
+        seq_file::{seq_print, SeqFile},
+    },
+    firmware::Model,
+    pool::Pool,
+    uapi, DRIVER_VERSION,
+};
+
+/// What the global view lists of a live context.
+struct ContextEntry {
+    pid: i32,
+    usage: Arc<Usage>,
+}
 
 #[pin_data]
 pub(crate) struct Npu {
@@ -19,6 +39,10 @@ pub(crate) struct Npu {
     model: Mutex<Option<Model>>,
     /// Bytes of NPU memory one context may hold.
     ctx_quota: usize,
+    /// Open contexts by id, for the debugfs view. Taken inside a context's
+    /// own locks never; a leaf lock.
+    #[pin]
+    contexts: Mutex<RBTree<u64, ContextEntry>>,
 }
 
 impl Npu {
@@ -28,6 +52,7 @@ impl Npu {
             pool <- Pool::new(pool_size),
             model <- new_mutex!(None, "m4npu_model"),
             ctx_quota,
+            contexts <- new_mutex!(RBTree::new(), "m4npu_contexts"),
         })
     }
 
@@ -50,5 +75,41 @@ impl Npu {
 
     pub(crate) fn set_model(&self, model: Model) {
         *self.model.lock() = Some(model);
+    }
+
+    pub(crate) fn register_context(&self, id: u64, pid: i32, usage: Arc<Usage>) -> Result {
+        self.contexts.lock().try_create_and_insert(id, ContextEntry { pid, usage }, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    pub(crate) fn unregister_context(&self, id: u64) {
+        let entry = self.contexts.lock().remove(&id);
+        drop(entry);
+    }
+}
+
+/// `/sys/kernel/debug/m4npu/state`: firmware, pool and every context.
+impl Show for Npu {
+    fn show(&self, m: &SeqFile) {
+        seq_print!(m, "driver:\tm4npu {} (uapi {}.{})\n", DRIVER_VERSION, uapi::UAPI_VERSION >> 16, uapi::UAPI_VERSION & 0xffff);
+        seq_print!(m, "pool:\t{} of {} bytes used\n", self.pool.used(), self.pool.size());
+        match self.model() {
+            Some(model) => {
+                let end = model.name.iter().position(|&b| b == 0).unwrap_or(model.name.len());
+                let name = core::str::from_utf8(&model.name[..end]).unwrap_or("?");
+                seq_print!(m, "firmware:\t{} ({} bytes) sha256 ", name, model.size);
+                for b in model.hash {
+                    seq_print!(m, "{:02x}", b);
+                }
+                seq_print!(m, "\n");
+            }
+            None => seq_print!(m, "firmware:\tnone\n"),
+        }
+        let contexts = self.contexts.lock();
+        let n = contexts.iter().count();
+        seq_print!(m, "contexts:\t{}\n", n);
+        for (id, c) in contexts.iter() {
+            seq_print!(m, "context {}:\tpid {} memory {} of {} bytes\n", id, c.pid, c.usage.bytes(), c.usage.quota());
+        }
     }
 }

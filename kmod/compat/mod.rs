@@ -5,6 +5,7 @@
 //! `kernel::mm`, `kernel::seq_file`, module parameters), so that the driver
 //! reads the same and this directory can go when we move up.
 
+pub(crate) mod debugfs;
 pub(crate) mod file;
 pub(crate) mod miscdevice;
 pub(crate) mod mm;

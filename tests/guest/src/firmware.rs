@@ -133,3 +133,26 @@ pub fn reload_good_firmware() -> Result<()> {
     ensure!(Device::open()?.info()?.model.is_some(), "good firmware not loaded");
     Ok(())
 }
+
+pub fn debugfs_shows_firmware_and_contexts() -> Result<()> {
+    let (a, b) = (Device::open()?, Device::open()?);
+    let _buf = a.alloc(3 * 4096)?;
+    let (ia, ib) = (a.info()?, b.info()?);
+    let state = std::fs::read_to_string("/sys/kernel/debug/m4npu/state").context("reading debugfs state")?;
+    let model = ia.model.context("no model")?;
+    let hash: String = model.hash.iter().map(|b| format!("{b:02x}")).collect();
+    let pid = std::process::id();
+    for want in [
+        format!("firmware:\t{} ({} bytes) sha256 {hash}", model.name, model.size),
+        format!("pool:\t{} of {} bytes used", ia.pool_used, ia.pool_size),
+        format!("context {}:\tpid {pid} memory {} of", ia.context_id, 3 * 4096),
+        format!("context {}:\tpid {pid} memory 0 of", ib.context_id),
+    ] {
+        ensure!(state.contains(&want), "debugfs state lacks {want:?}:\n{state}");
+    }
+    let id = ib.context_id;
+    drop(b);
+    let state = std::fs::read_to_string("/sys/kernel/debug/m4npu/state")?;
+    ensure!(!state.contains(&format!("context {id}:")), "a closed context is still listed:\n{state}");
+    Ok(())
+}

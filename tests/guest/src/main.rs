@@ -32,6 +32,7 @@ const TESTS: &[Test] = &[
     Test::new("missing_firmware_leaves_driver_usable", firmware::missing_firmware_leaves_driver_usable),
     Test::new("firmware_larger_than_pool_is_refused", firmware::firmware_larger_than_pool_is_refused),
     Test::new("reload_good_firmware", firmware::reload_good_firmware),
+    Test::new("debugfs_shows_firmware_and_contexts", firmware::debugfs_shows_firmware_and_contexts),
     Test::new("buffer_roundtrip_and_zeroed", buffers::buffer_roundtrip_and_zeroed),
     Test::new("bad_buffer_arguments", buffers::bad_buffer_arguments),
     Test::new("bad_mappings_are_refused", buffers::bad_mappings_are_refused),

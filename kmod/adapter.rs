@@ -18,7 +18,7 @@ use kernel::{
 };
 
 use crate::{
-    blob::{check_sections, named, read, sha256_of, Sections},
+    blob::{check_sections, named, read, sha256_of},
     bo::{Bo, Usage},
     errno,
     npu::Npu,
@@ -139,16 +139,7 @@ fn validate(blob: &[u8], model_hash: &[u8; 32]) -> Result {
     {
         return Err(ENOEXEC);
     }
-    let sections = Sections {
-        header_size: u64::from(h.header_size),
-        tensor_table_offset: h.tensor_table_offset,
-        tensor_count: h.tensor_count,
-        tensor_entry_size: h.tensor_entry_size,
-        meta_offset: h.meta_offset,
-        meta_size: h.meta_size,
-        data_offset: h.data_offset,
-        data_size: h.data_size,
-    };
+    let sections = h.sections();
     check_sections(blob, &sections).map_err(|_| ENOEXEC)?;
     if sha256_of(&blob[h.header_size as usize..])? != h.content_hash {
         return Err(errno::ebadmsg());

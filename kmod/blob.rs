@@ -45,21 +45,9 @@ pub(crate) fn named(name: &[u8]) -> bool {
     name[0] != 0 && name.contains(&0)
 }
 
-/// Section fields of a header.
-pub(crate) struct Sections {
-    pub(crate) header_size: u64,
-    pub(crate) tensor_table_offset: u64,
-    pub(crate) tensor_count: u32,
-    pub(crate) tensor_entry_size: u32,
-    pub(crate) meta_offset: u64,
-    pub(crate) meta_size: u64,
-    pub(crate) data_offset: u64,
-    pub(crate) data_size: u64,
-}
-
 /// Bounds of every section and tensor (the header's own fields and the
 /// total size are the caller's to check).
-pub(crate) fn check_sections(blob: &[u8], s: &Sections) -> core::result::Result<(), &'static str> {
+pub(crate) fn check_sections(blob: &[u8], s: &uapi::BlobSections) -> core::result::Result<(), &'static str> {
     let total = blob.len() as u64;
     if s.tensor_entry_size as usize != size_of::<uapi::FwTensor>() {
         return Err("bad tensor entry size");

@@ -9,7 +9,7 @@ use core::mem::size_of;
 use kernel::{bindings, ffi::c_void, page::PAGE_SIZE, prelude::*, str::CStr};
 
 use crate::{
-    blob::{check_sections, named, read, sha256_of, Sections},
+    blob::{check_sections, named, read, sha256_of},
     pool::Pool,
     uapi,
 };
@@ -87,16 +87,7 @@ fn validate(blob: &[u8]) -> core::result::Result<Model, Invalid> {
     if h.total_size != total {
         return Err((EINVAL, "truncated: size differs from the header's total_size"));
     }
-    let sections = Sections {
-        header_size: u64::from(h.header_size),
-        tensor_table_offset: h.tensor_table_offset,
-        tensor_count: h.tensor_count,
-        tensor_entry_size: h.tensor_entry_size,
-        meta_offset: h.meta_offset,
-        meta_size: h.meta_size,
-        data_offset: h.data_offset,
-        data_size: h.data_size,
-    };
+    let sections = h.sections();
     check_sections(blob, &sections).map_err(|why| (EINVAL, why))?;
     if !named(&h.name) {
         return Err((EINVAL, "model name empty or not NUL-terminated"));

@@ -224,6 +224,45 @@ pub struct AdapterHeader {
     pub reserved: [u8; 32],
 }
 
+/// Where a blob's sections lie: the part of [`FwHeader`] and
+/// [`AdapterHeader`] that both formats share and check alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlobSections {
+    pub header_size: u64,
+    pub total_size: u64,
+    pub tensor_table_offset: u64,
+    pub tensor_count: u32,
+    pub tensor_entry_size: u32,
+    pub meta_offset: u64,
+    pub meta_size: u64,
+    pub data_offset: u64,
+    pub data_size: u64,
+}
+
+macro_rules! blob_sections {
+    ($header:ty) => {
+        impl $header {
+            /// The section fields.
+            pub const fn sections(&self) -> BlobSections {
+                BlobSections {
+                    header_size: self.header_size as u64,
+                    total_size: self.total_size,
+                    tensor_table_offset: self.tensor_table_offset,
+                    tensor_count: self.tensor_count,
+                    tensor_entry_size: self.tensor_entry_size,
+                    meta_offset: self.meta_offset,
+                    meta_size: self.meta_size,
+                    data_offset: self.data_offset,
+                    data_size: self.data_size,
+                }
+            }
+        }
+    };
+}
+
+blob_sections!(FwHeader);
+blob_sections!(AdapterHeader);
+
 // ---- The foundation model's firmware blob: /lib/firmware/m4npu/<name> ----
 
 /// First bytes of a firmware blob.

@@ -61,21 +61,16 @@ fn main() {
         }
         return;
     }
-    if args.first().map(String::as_str) == Some("--probe-foreign-handles") {
+    // Helper modes: probe another context's handles from this process.
+    let probe: Option<fn(&m4npu::Device, &[u32]) -> anyhow::Result<()>> = match args.first().map(String::as_str) {
+        Some("--probe-foreign-handles") => Some(buffers::probe_foreign_handles),
+        Some("--probe-foreign-adapters") => Some(adapters::probe_foreign_adapters),
+        _ => None,
+    };
+    if let Some(probe) = probe {
         let handles: Vec<u32> =
             args.get(1).map(|s| s.split(',').filter_map(|h| h.parse().ok()).collect()).unwrap_or_default();
-        let res = m4npu::Device::open().map_err(anyhow::Error::from).and_then(|d| buffers::probe_foreign_handles(&d, &handles));
-        if let Err(e) = res {
-            println!("{e:#}");
-            std::process::exit(1);
-        }
-        return;
-    }
-    if args.first().map(String::as_str) == Some("--probe-foreign-adapters") {
-        let handles: Vec<u32> =
-            args.get(1).map(|s| s.split(',').filter_map(|h| h.parse().ok()).collect()).unwrap_or_default();
-        let res = m4npu::Device::open().map_err(anyhow::Error::from).and_then(|d| adapters::probe_foreign_adapters(&d, &handles));
-        if let Err(e) = res {
+        if let Err(e) = m4npu::Device::open().map_err(anyhow::Error::from).and_then(|d| probe(&d, &handles)) {
             println!("{e:#}");
             std::process::exit(1);
         }

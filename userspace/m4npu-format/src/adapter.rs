@@ -4,7 +4,7 @@
 use m4npu_uapi::{AdapterHeader, ADAPTER_FORMAT_VERSION, ADAPTER_MAGIC};
 
 use crate::bytes::{as_bytes, name_str, read};
-use crate::container::{check, name_field, verify_hash, Contents, Sections, Tensor};
+use crate::container::{check, name_field, verify_hash, Contents, Tensor};
 use crate::FormatError;
 
 /// Assembles an adapter blob.
@@ -89,17 +89,7 @@ impl<'a> Adapter<'a> {
         if h.reserved != [0; 32] {
             return Err(FormatError::Field("reserved"));
         }
-        let tensors = check(blob, &Sections {
-            header_size: u64::from(h.header_size),
-            total_size: h.total_size,
-            tensor_table_offset: h.tensor_table_offset,
-            tensor_count: h.tensor_count,
-            tensor_entry_size: h.tensor_entry_size,
-            meta_offset: h.meta_offset,
-            meta_size: h.meta_size,
-            data_offset: h.data_offset,
-            data_size: h.data_size,
-        })?;
+        let tensors = check(blob, &h.sections())?;
         verify_hash(blob, u64::from(h.header_size), &h.content_hash)?;
         Ok(Self { header: h, blob, tensors })
     }

@@ -21,19 +21,7 @@ pub struct Tensor {
     pub size: u64,
 }
 
-/// Where the sections are, as the header records them.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Sections {
-    pub header_size: u64,
-    pub total_size: u64,
-    pub tensor_table_offset: u64,
-    pub tensor_count: u32,
-    pub tensor_entry_size: u32,
-    pub meta_offset: u64,
-    pub meta_size: u64,
-    pub data_offset: u64,
-    pub data_size: u64,
-}
+pub(crate) use m4npu_uapi::BlobSections as Sections;
 
 fn align_up(v: u64) -> u64 {
     v.div_ceil(FW_ALIGN) * FW_ALIGN

@@ -1,0 +1,185 @@
+//! Compute kernels with runtime ISA dispatch.
+//!
+//! Each ISA module implements the same small set of entry points; `Isa`
+//! selects one at runtime (detected once, overridable for tests). A NEON
+//! module would slot in as another `Isa` variant with an aarch64 cfg.
+
+use crate::quant::{ActQ8, Q4_1Mat, Q8_0Mat};
+use std::sync::OnceLock;
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+pub mod scalar;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512Vnni,
+}
+
+impl Isa {
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+                    && is_x86_feature_detected!("avx2")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+static DETECTED: OnceLock<Isa> = OnceLock::new();
+
+/// Best ISA on this CPU; `VNPU_ISA=scalar|avx2|avx512` forces a lower one.
+pub fn detect() -> Isa {
+    *DETECTED.get_or_init(|| {
+        let forced = match std::env::var("VNPU_ISA").as_deref() {
+            Ok("scalar") => Some(Isa::Scalar),
+            Ok("avx2") => Some(Isa::Avx2),
+            Ok("avx512") => Some(Isa::Avx512Vnni),
+            _ => None,
+        };
+        if let Some(i) = forced.filter(|i| i.available()) {
+            return i;
+        }
+        [Isa::Avx512Vnni, Isa::Avx2]
+            .into_iter()
+            .find(|i| i.available())
+            .unwrap_or(Isa::Scalar)
+    })
+}
+
+/// Output matrix `[n, ldo]` shared by threads that write disjoint row ranges.
+#[derive(Clone, Copy)]
+pub struct OutMat {
+    pub ptr: *mut f32,
+    pub ldo: usize,
+    pub n: usize,
+}
+// Safety: callers partition the column (output-row) range across threads.
+unsafe impl Send for OutMat {}
+unsafe impl Sync for OutMat {}
+
+impl OutMat {
+    pub fn new(out: &mut [f32], n: usize, ldo: usize) -> OutMat {
+        assert!(out.len() >= n * ldo);
+        OutMat {
+            ptr: out.as_mut_ptr(),
+            ldo,
+            n,
+        }
+    }
+    /// # Safety
+    /// `t < n`, `r < ldo`, and no other thread writes (t, r).
+    #[inline(always)]
+    pub unsafe fn set(&self, t: usize, r: usize, v: f32) {
+        *self.ptr.add(t * self.ldo + r) = v;
+    }
+}
+
+/// `out[t, r] = dot(w[r], x[t])` for rows `r0..r1` and all tokens.
+///
+/// # Safety
+/// `out` must be `[x.n, >= w.rows]`, rows `r0..r1 <= w.rows` owned by the caller, `w.k == x.k`.
+pub unsafe fn gemm_q4_1(isa: Isa, w: &Q4_1Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::gemm_q4_1(w, x, r0, r1, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => avx512::gemm_q4_1(w, x, r0, r1, out),
+        _ => scalar::gemm_q4_1(w, x, r0, r1, out),
+    }
+}
+
+/// # Safety
+/// As [`gemm_q4_1`].
+pub unsafe fn gemm_q8_0(isa: Isa, w: &Q8_0Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::gemm_q8_0(w, x, r0, r1, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => avx512::gemm_q8_0(w, x, r0, r1, out),
+        _ => scalar::gemm_q8_0(w, x, r0, r1, out),
+    }
+}
+
+/// Per-32-block int8 quantization of activations (see [`crate::quant::ActQ8`]).
+pub fn quantize_row_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    quantize_row_q8_with(detect(), x, qs, d, s)
+}
+
+pub fn quantize_row_q8_with(isa: Isa, x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    assert!(
+        x.len() % crate::quant::QK == 0
+            && qs.len() >= x.len()
+            && d.len() * crate::quant::QK >= x.len()
+    );
+    assert!(s.len() == d.len());
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // Safety: ISA checked by the caller's Isa value; sizes asserted above.
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::quantize_q8(x, qs, d, s) },
+        _ => crate::quant::quantize_q8_scalar(x, qs, d, s),
+    }
+}
+
+/// f32 dot product (attention scores).
+#[inline]
+pub fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::dot_f32(a, b) },
+        _ => scalar::dot_f32(a, b),
+    }
+}
+
+/// SwiGLU gate: `g = silu(g) * u`.
+pub fn silu_mul(isa: Isa, g: &mut [f32], u: &[f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // Safety: the Isa value was checked available when the Exec was built.
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::silu_mul(g, u) },
+        _ => scalar::silu_mul(g, u),
+    }
+}
+
+/// BERT's erf-GELU in place.
+pub fn gelu(isa: Isa, x: &mut [f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // Safety: the Isa value was checked available when the Exec was built.
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::gelu(x) },
+        _ => x.iter_mut().for_each(|v| *v = crate::ops::gelu(*v)),
+    }
+}
+
+/// `y += a * x` (attention value accumulation).
+#[inline]
+pub fn axpy_f32(isa: Isa, a: f32, x: &[f32], y: &mut [f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::axpy_f32(a, x, y) },
+        _ => scalar::axpy_f32(a, x, y),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,68 @@
+//! Portable reference kernels; every SIMD kernel is tested against these.
+
+use super::OutMat;
+use crate::quant::{f16_to_f32, ActQ8, Q4_1Mat, Q8_0Mat, QK};
+
+pub fn dot_q4_1_row(w: &Q4_1Mat, r: usize, x: &ActQ8, t: usize) -> f32 {
+    let nb = w.k / QK;
+    let mut acc = 0f32;
+    for b in 0..nb {
+        let q = &w.qs[(r * nb + b) * 16..][..16];
+        let a = &x.qs[t * x.k + b * QK..][..QK];
+        let mut isum = 0i32;
+        for j in 0..16 {
+            isum += (q[j] & 15) as i32 * a[j] as i32 + (q[j] >> 4) as i32 * a[j + 16] as i32;
+        }
+        let (wd, wm) = (f16_to_f32(w.d[r * nb + b]), f16_to_f32(w.m[r * nb + b]));
+        acc += wd * x.d[t * nb + b] * isum as f32 + wm * x.s[t * nb + b];
+    }
+    acc
+}
+
+pub fn dot_q8_0_row(w: &Q8_0Mat, r: usize, x: &ActQ8, t: usize) -> f32 {
+    let nb = w.k / QK;
+    let mut acc = 0f32;
+    for b in 0..nb {
+        let q = &w.qs[r * w.k + b * QK..][..QK];
+        let a = &x.qs[t * x.k + b * QK..][..QK];
+        let isum: i32 = q.iter().zip(a).map(|(&p, &q)| p as i32 * q as i32).sum();
+        acc += f16_to_f32(w.d[r * nb + b]) * x.d[t * nb + b] * isum as f32;
+    }
+    acc
+}
+
+/// # Safety
+/// See [`super::gemm_q4_1`].
+pub unsafe fn gemm_q4_1(w: &Q4_1Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
+    for t in 0..x.n {
+        for r in r0..r1 {
+            out.set(t, r, dot_q4_1_row(w, r, x, t));
+        }
+    }
+}
+
+/// # Safety
+/// See [`super::gemm_q4_1`].
+pub unsafe fn gemm_q8_0(w: &Q8_0Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
+    for t in 0..x.n {
+        for r in r0..r1 {
+            out.set(t, r, dot_q8_0_row(w, r, x, t));
+        }
+    }
+}
+
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+pub fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+pub fn silu_mul(g: &mut [f32], u: &[f32]) {
+    for (a, b) in g.iter_mut().zip(u) {
+        *a = crate::ops::silu(*a) * b;
+    }
+}

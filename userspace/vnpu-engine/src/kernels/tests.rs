@@ -1,0 +1,173 @@
+use super::*;
+use crate::quant::{quantize_q4_1, quantize_q8_0, ActQ8};
+use crate::synthetic::Rng;
+
+fn simd_isas() -> Vec<Isa> {
+    let v: Vec<Isa> = [Isa::Avx2, Isa::Avx512Vnni]
+        .into_iter()
+        .filter(|i| i.available())
+        .collect();
+    if !Isa::Avx512Vnni.available() {
+        eprintln!("note: AVX-512 VNNI not available on this CPU; its kernels are not exercised");
+    }
+    v
+}
+
+fn run(isa: Isa, q4: bool, wb: &[u8], rows: usize, k: usize, x: &ActQ8) -> Vec<f32> {
+    let mut out = vec![0f32; x.n * rows];
+    let o = OutMat::new(&mut out, x.n, rows);
+    unsafe {
+        if q4 {
+            let w = Q4_1Mat::from_bytes(wb, rows, k).expect("q4");
+            gemm_q4_1(isa, &w, x, 0, rows, o);
+        } else {
+            let w = Q8_0Mat::from_bytes(wb, rows, k).expect("q8");
+            gemm_q8_0(isa, &w, x, 0, rows, o);
+        }
+    }
+    out
+}
+
+#[test]
+fn gemm_simd_matches_scalar() {
+    let mut rng = Rng::new(7);
+    for &(rows, k, n) in &[
+        (13usize, 64usize, 1usize),
+        (8, 96, 3),
+        (37, 160, 5),
+        (4, 32, 2),
+        (64, 576, 7),
+    ] {
+        let wf: Vec<f32> = (0..rows * k).map(|_| rng.normal()).collect();
+        let xf: Vec<f32> = (0..n * k).map(|_| rng.normal() * 3.0).collect();
+        let mut x = ActQ8::default();
+        x.quantize(&xf, n, k);
+        for q4 in [true, false] {
+            let wb = if q4 {
+                quantize_q4_1(&wf, rows, k)
+            } else {
+                quantize_q8_0(&wf, rows, k)
+            };
+            let wb = crate::tensor::AlignedBytes::from_slice(&wb);
+            let want = run(Isa::Scalar, q4, &wb, rows, k, &x);
+            for isa in simd_isas() {
+                let got = run(isa, q4, &wb, rows, k, &x);
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
+                        "{isa:?} q4={q4} {rows}x{k}x{n} [{i}] {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_matches_f32_reference() {
+    // Integer path vs dequantized-weight f32 math: only activation rounding differs.
+    let mut rng = Rng::new(3);
+    let (rows, k, n) = (16, 128, 3);
+    let wf: Vec<f32> = (0..rows * k).map(|_| rng.normal()).collect();
+    let xf: Vec<f32> = (0..n * k).map(|_| rng.normal()).collect();
+    let wb = crate::tensor::AlignedBytes::from_slice(&quantize_q4_1(&wf, rows, k));
+    let w = Q4_1Mat::from_bytes(&wb, rows, k).expect("q4");
+    let mut x = ActQ8::default();
+    x.quantize(&xf, n, k);
+    let got = run(detect(), true, &wb, rows, k, &x);
+    let mut row = vec![0f32; k];
+    for r in 0..rows {
+        w.row_f32(r, &mut row);
+        for t in 0..n {
+            let want: f32 = row.iter().zip(&xf[t * k..]).map(|(a, b)| a * b).sum();
+            assert!(
+                (got[t * rows + r] - want).abs() < 0.05 * (1.0 + want.abs()),
+                "{} vs {want}",
+                got[t * rows + r]
+            );
+        }
+    }
+}
+
+#[test]
+fn f32_helpers_match_scalar() {
+    let mut rng = Rng::new(1);
+    for n in [1usize, 7, 8, 31, 64, 100] {
+        let a: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        let b: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        let want = scalar::dot_f32(&a, &b);
+        for isa in simd_isas() {
+            assert!((dot_f32(isa, &a, &b) - want).abs() < 1e-4 * (1.0 + want.abs()));
+            let mut y1 = b.clone();
+            let mut y2 = b.clone();
+            axpy_f32(isa, 0.7, &a, &mut y1);
+            scalar::axpy_f32(0.7, &a, &mut y2);
+            assert!(y1.iter().zip(&y2).all(|(p, q)| (p - q).abs() < 1e-5));
+        }
+    }
+}
+
+#[test]
+fn quantize_simd_matches_scalar() {
+    let mut rng = Rng::new(5);
+    let mut x: Vec<f32> = (0..32 * 9).map(|_| rng.normal() * 4.0).collect();
+    x[40..72].iter_mut().for_each(|v| *v = 0.0); // all-zero block
+    let nb = x.len() / 32;
+    let (mut q1, mut d1, mut s1) = (vec![0i8; x.len()], vec![0f32; nb], vec![0f32; nb]);
+    crate::quant::quantize_q8_scalar(&x, &mut q1, &mut d1, &mut s1);
+    for isa in simd_isas() {
+        let (mut q2, mut d2, mut s2) = (vec![0i8; x.len()], vec![0f32; nb], vec![0f32; nb]);
+        quantize_row_q8_with(isa, &x, &mut q2, &mut d2, &mut s2);
+        assert_eq!(d1, d2);
+        assert!(
+            q1.iter()
+                .zip(&q2)
+                .all(|(a, b)| (*a as i32 - *b as i32).abs() <= 1),
+            "{isa:?}"
+        );
+        assert!(s1
+            .iter()
+            .zip(&s2)
+            .zip(&d1)
+            .all(|((a, b), d)| (a - b).abs() <= 32.0 * d + 1e-6));
+    }
+}
+
+#[test]
+fn silu_mul_simd_matches_scalar() {
+    let mut rng = Rng::new(21);
+    let mut g: Vec<f32> = (0..203).map(|_| rng.normal() * 6.0).collect();
+    g[0] = -100.0;
+    g[1] = 100.0;
+    g[2] = 0.0;
+    let u: Vec<f32> = (0..203).map(|_| rng.normal()).collect();
+    let mut want = g.clone();
+    scalar::silu_mul(&mut want, &u);
+    for isa in simd_isas() {
+        let mut got = g.clone();
+        silu_mul(isa, &mut got, &u);
+        for (a, b) in got.iter().zip(&want) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "{isa:?}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gelu_simd_matches_scalar() {
+    let mut rng = Rng::new(22);
+    let x: Vec<f32> = (0..203).map(|_| rng.normal() * 4.0).collect();
+    let want: Vec<f32> = x.iter().map(|&v| crate::ops::gelu(v)).collect();
+    for isa in simd_isas() {
+        let mut got = x.clone();
+        gelu(isa, &mut got);
+        for (a, b) in got.iter().zip(&want) {
+            assert!(
+                (a - b).abs() <= 2e-6 * (1.0 + b.abs()),
+                "{isa:?}: {a} vs {b}"
+            );
+        }
+    }
+}

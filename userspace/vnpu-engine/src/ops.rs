@@ -1,0 +1,233 @@
+//! Shared building blocks: the executor (thread pool + ISA), quantized
+//! linear layers with optional LoRA, norms and activations.
+
+use crate::adapter::Lora;
+use crate::error::{Error, Result};
+use crate::kernels::{self, Isa, OutMat};
+use crate::quant::{ActQ8, Q4_1Mat, Q8_0Mat};
+use crate::threadpool::ThreadPool;
+
+/// Where compute runs: one pool and one ISA, shareable between models.
+pub struct Exec {
+    pub pool: ThreadPool,
+    pub isa: Isa,
+}
+
+impl Exec {
+    pub fn new(threads: usize) -> Exec {
+        Exec {
+            pool: ThreadPool::new(threads.max(1)),
+            isa: kernels::detect(),
+        }
+    }
+    pub fn with_isa(threads: usize, isa: Isa) -> Result<Exec> {
+        if !isa.available() {
+            return Err(Error::Unsupported(format!(
+                "{isa:?} not available on this CPU"
+            )));
+        }
+        Ok(Exec {
+            pool: ThreadPool::new(threads.max(1)),
+            isa,
+        })
+    }
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Runs `f(chunk, first_row)` over `data` split into chunks of `rows`
+    /// rows of `row_len`, in parallel: elementwise steps (SwiGLU, GELU) would
+    /// otherwise be serial sections between parallel matmuls.
+    pub fn par_rows(
+        &self,
+        data: &mut [f32],
+        row_len: usize,
+        rows: usize,
+        f: &(dyn Fn(&mut [f32], usize) + Sync),
+    ) {
+        let n = data.len() / row_len.max(1);
+        let ptr = SendPtr(data.as_mut_ptr());
+        self.pool.run(n.div_ceil(rows.max(1)), &|c| {
+            let ptr = ptr;
+            let (t0, t1) = (c * rows, ((c + 1) * rows).min(n));
+            // Safety: chunk c owns rows t0..t1, inside `data`.
+            let s = unsafe {
+                std::slice::from_raw_parts_mut(ptr.0.add(t0 * row_len), (t1 - t0) * row_len)
+            };
+            f(s, t0);
+        });
+    }
+
+    /// `out[t, r] = W[r] . x[t]` for all rows, split over rows across threads.
+    pub fn matmul(&self, w: &QMat, x: &ActQ8, out: &mut [f32]) {
+        let rows = w.rows();
+        debug_assert_eq!(w.k(), x.k);
+        let o = OutMat::new(out, x.n, rows);
+        // Several chunks per thread so a core slowed by other load (kernel
+        // builds share this machine) does not stall the whole step.
+        let chunks = (self.threads() * 4).min(rows.div_ceil(4)).max(1);
+        let per = rows.div_ceil(chunks).div_ceil(4) * 4;
+        let n = rows.div_ceil(per);
+        let isa = self.isa;
+        self.pool.run(n, &|c| {
+            let r0 = c * per;
+            let r1 = (r0 + per).min(rows);
+            // Safety: chunk c owns rows r0..r1 of `out`; shapes checked by the caller.
+            unsafe {
+                match w {
+                    QMat::Q4_1(m) => kernels::gemm_q4_1(isa, m, x, r0, r1, o),
+                    QMat::Q8_0(m) => kernels::gemm_q8_0(isa, m, x, r0, r1, o),
+                }
+            }
+        });
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// Safety: used only by `par_rows`, whose chunks are disjoint.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+#[derive(Clone, Copy)]
+pub enum QMat<'a> {
+    Q4_1(Q4_1Mat<'a>),
+    Q8_0(Q8_0Mat<'a>),
+}
+
+impl<'a> QMat<'a> {
+    pub fn rows(&self) -> usize {
+        match self {
+            QMat::Q4_1(m) => m.rows,
+            QMat::Q8_0(m) => m.rows,
+        }
+    }
+    pub fn k(&self) -> usize {
+        match self {
+            QMat::Q4_1(m) => m.k,
+            QMat::Q8_0(m) => m.k,
+        }
+    }
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        match self {
+            QMat::Q4_1(m) => m.row_f32(r, out),
+            QMat::Q8_0(m) => m.row_f32(r, out),
+        }
+    }
+    pub fn from_region(
+        reg: &crate::tensor::Region<'a>,
+        name: &str,
+        rows: usize,
+        k: usize,
+    ) -> Result<QMat<'a>> {
+        match reg.entry(name)?.dtype {
+            crate::tensor::DType::Q4_1R => Ok(QMat::Q4_1(reg.q4_1(name, rows, k)?)),
+            _ => Ok(QMat::Q8_0(reg.q8_0(name, rows, k)?)),
+        }
+    }
+}
+
+/// `y[n, out] += scale * B (A x)` in f32 on the unquantized input.
+pub fn apply_lora(
+    l: &Lora,
+    x: &[f32],
+    n: usize,
+    in_dim: usize,
+    y: &mut [f32],
+    out_dim: usize,
+) -> Result<()> {
+    l.check(in_dim, out_dim)?;
+    let r = l.rank;
+    let mut h = vec![0f32; r];
+    let mut row = vec![0f32; in_dim.max(r)];
+    for t in 0..n {
+        let xt = &x[t * in_dim..(t + 1) * in_dim];
+        for (i, hi) in h.iter_mut().enumerate() {
+            l.a.row(i, in_dim, &mut row[..in_dim]);
+            *hi = kernels::scalar::dot_f32(&row[..in_dim], xt);
+        }
+        let yt = &mut y[t * out_dim..(t + 1) * out_dim];
+        for (o, yo) in yt.iter_mut().enumerate() {
+            l.b.row(o, r, &mut row[..r]);
+            *yo += l.scale * kernels::scalar::dot_f32(&row[..r], &h);
+        }
+    }
+    Ok(())
+}
+
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * inv * g;
+        }
+    }
+}
+
+pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let d = w.len();
+    for xr in x.chunks_exact_mut(d) {
+        let mean = xr.iter().sum::<f32>() / d as f32;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, &g), &bb) in xr.iter_mut().zip(w).zip(b) {
+            *v = (*v - mean) * inv * g + bb;
+        }
+    }
+}
+
+pub fn softmax(x: &mut [f32]) {
+    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let mut s = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - m).exp();
+        s += *v;
+    }
+    let inv = 1.0 / s;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// Exact (erf) GELU as BERT uses.
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2))
+}
+
+/// erf, Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7) in f32: BERT calls it
+/// once per FFN activation, so it stays cheap.
+pub fn erf(x: f32) -> f32 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let r = 1.0 - poly * (-z * z).exp();
+    if x >= 0.0 {
+        r
+    } else {
+        -r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn erf_is_accurate() {
+        for (x, want) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.5204999),
+            (1.0, 0.8427008),
+            (-2.0, -0.9953223),
+            (3.0, 0.9999779),
+        ] {
+            assert!((super::erf(x) - want).abs() < 1e-6, "{x}");
+        }
+    }
+}

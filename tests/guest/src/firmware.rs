@@ -127,6 +127,22 @@ pub fn firmware_larger_than_pool_is_refused() -> Result<()> {
     Ok(())
 }
 
+/// The real foundation model, packed by `m4 pack firmware` and installed
+/// as the default firmware name: loaded, verified and pinned by the kernel.
+pub fn real_foundation_model_is_pinned() -> Result<()> {
+    let path = "/lib/firmware/m4npu/foundation.m4fw";
+    let blob = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+    let fw = Firmware::parse_unverified(&blob)?;
+    let log = load_logged("")?;
+    let info = Device::open()?.info()?;
+    let model = info.model.with_context(|| format!("the real foundation model was not loaded; log: {log:?}"))?;
+    ensure!(model.name == fw.name() && model.name.contains("smollm2"), "model name {:?}", model.name);
+    ensure!(model.size == blob.len() as u64, "model size {} != {}", model.size, blob.len());
+    ensure!(model.hash == fw.content_hash(), "GET_INFO hash differs from the packed blob's");
+    ensure!(fw.get("backbone.weights").is_some() && fw.get("text_encoder.weights").is_some(), "sub-models missing");
+    Ok(())
+}
+
 /// Leaves the good firmware loaded for the tests that follow.
 pub fn reload_good_firmware() -> Result<()> {
     module::reload(&format!("firmware={GOOD}"))?;

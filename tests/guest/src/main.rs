@@ -31,6 +31,7 @@ const TESTS: &[Test] = &[
     Test::new("out_of_bounds_tensor_is_refused", firmware::out_of_bounds_tensor_is_refused),
     Test::new("missing_firmware_leaves_driver_usable", firmware::missing_firmware_leaves_driver_usable),
     Test::new("firmware_larger_than_pool_is_refused", firmware::firmware_larger_than_pool_is_refused),
+    Test::new("real_foundation_model_is_pinned", firmware::real_foundation_model_is_pinned),
     Test::new("reload_good_firmware", firmware::reload_good_firmware),
     Test::new("debugfs_shows_firmware_and_contexts", firmware::debugfs_shows_firmware_and_contexts),
     Test::new("buffer_roundtrip_and_zeroed", buffers::buffer_roundtrip_and_zeroed),

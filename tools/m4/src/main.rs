@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use m4npu::{Device, DeviceInfo};
 
+mod pack;
+
 #[derive(Parser)]
 #[command(version, about = "m4npu: the foundation model as NPU firmware")]
 struct Cli {
@@ -23,12 +25,55 @@ struct Cli {
 enum Cmd {
     /// Driver, firmware and pool information (GET_INFO).
     Info,
+    /// Build blobs for the NPU.
+    #[command(subcommand)]
+    Pack(Pack),
+}
+
+#[derive(Subcommand)]
+enum Pack {
+    /// The foundation model firmware: SmolLM2 backbone plus MiniLM text encoder.
+    Firmware {
+        /// Where to write the blob (install it as /lib/firmware/m4npu/foundation.m4fw).
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Backbone GGUF (default: from the weights cache).
+        #[arg(long)]
+        gguf: Option<PathBuf>,
+        /// Text encoder safetensors (default: from the weights cache).
+        #[arg(long)]
+        safetensors: Option<PathBuf>,
+        /// Text encoder tokenizer.json (default: from the weights cache).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Model name recorded in the firmware.
+        #[arg(long, default_value = pack::FOUNDATION_NAME)]
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Info => info(&cli.device, cli.json),
+        Cmd::Info => info(&cli.device, cli.json).map_err(|e| e.to_string()),
+        Cmd::Pack(Pack::Firmware { out, gguf, safetensors, tokenizer, name }) => {
+            let d = pack::Sources::default();
+            let src = pack::Sources {
+                gguf: gguf.unwrap_or(d.gguf),
+                safetensors: safetensors.unwrap_or(d.safetensors),
+                tokenizer: tokenizer.unwrap_or(d.tokenizer),
+            };
+            pack::firmware(&src, &name).and_then(|blob| {
+                std::fs::write(&out, &blob).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+                let fw = m4npu_format::Firmware::parse_unverified(&blob).map_err(|e| e.to_string())?;
+                if cli.json {
+                    println!("{}", serde_json::json!({ "out": out, "size": blob.len(), "sha256": hex(&fw.content_hash()) }));
+                } else {
+                    println!("wrote {} ({} bytes, sha256 {})", out.display(), blob.len(), hex(&fw.content_hash()));
+                }
+                Ok(())
+            })
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,7 +56,8 @@ impl Boot {
         let kernel = kernel::build(flavour)?;
         let ko = kmod::build(&kernel)?;
         let bins = guest_binaries()?;
-        let initramfs = initramfs(&kernel, &ko, &bins)?;
+        let firmware = foundation_firmware()?;
+        let initramfs = initramfs(&kernel, &ko, &bins, &firmware)?;
         Ok(Self { kernel, initramfs })
     }
 }
@@ -73,6 +74,21 @@ fn guest_binaries() -> Result<Vec<PathBuf>> {
     Ok(GUEST_BINARIES.iter().map(|(_, b)| dir.join(b)).collect())
 }
 
+/// The real foundation model (SmolLM2 + MiniLM) packed as firmware by
+/// `m4 pack firmware`; a few seconds, so it is simply redone each time.
+fn foundation_firmware() -> Result<PathBuf> {
+    cmd::step("packing the foundation firmware (m4 pack firmware)");
+    let out = paths::target().join("guest").join("foundation.m4fw");
+    std::fs::create_dir_all(out.parent().context("firmware dir")?)?;
+    cmd::run(
+        Command::new(paths::target().join("release").join("m4"))
+            .args(["pack", "firmware", "--out"])
+            .arg(&out)
+            .env("M4NPU_WEIGHTS_DIR", paths::weights()),
+    )?;
+    Ok(out)
+}
+
 /// Shared libraries `exe` loads, as absolute host paths (ldd's view).
 fn shared_libs(exe: &Path) -> Result<Vec<PathBuf>> {
     let out = cmd::output(Command::new("ldd").arg(exe))?;
@@ -84,7 +100,7 @@ fn shared_libs(exe: &Path) -> Result<Vec<PathBuf>> {
 
 /// Writes a `gen_init_cpio` spec and packs the initramfs with the kernel's
 /// own tool, so device nodes need no root and the archive is reproducible.
-fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> {
+fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf], firmware: &Path) -> Result<PathBuf> {
     let out = paths::target().join("guest").join(kernel.flavour.name());
     std::fs::create_dir_all(&out)?;
     let init = out.join("init");
@@ -100,6 +116,7 @@ fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf]) -> Result<PathBuf> {
     spec += &format!("file /bin/busybox {} 0755 0 0\n", which("busybox")?.display());
     spec += "slink /bin/sh busybox 0777 0 0\n";
     spec += &format!("file /lib/modules/m4npu.ko {} 0644 0 0\n", ko.display());
+    spec += &format!("file /lib/firmware/m4npu/foundation.m4fw {} 0644 0 0\n", firmware.display());
     let mut libs = BTreeSet::new();
     for b in bins {
         let name = b.file_name().context("binary name")?.to_string_lossy();
@@ -166,7 +183,8 @@ probe)
 test)
 	/bin/m4npu-guest-tests; status=$? ;;
 demo)
-	insmod /lib/modules/m4npu.ko && m4 info && rmmod m4npu; status=$? ;;
+	insmod /lib/modules/m4npu.ko && m4 info && cat /sys/kernel/debug/m4npu/state && rmmod m4npu
+	status=$? ;;
 *)
 	echo "m4npu-guest: unknown job '$m4job'" ;;
 esac

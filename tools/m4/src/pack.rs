@@ -1,0 +1,68 @@
+//! `m4 pack firmware`: the foundation model's sub-models, converted once by
+//! the engine's packer into NPU layouts, in one firmware blob.
+//!
+//! Each sub-model becomes two tensors of the blob: `<sub>.table` (the
+//! engine's tensor table) and `<sub>.weights` (its packed weights, aligned
+//! so that the device runs straight from NPU memory).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use m4npu_format::{Firmware, FirmwareBuilder};
+use m4npu_uapi::FW_DTYPE_BYTES;
+
+/// Default name of the foundation model.
+pub const FOUNDATION_NAME: &str = "m4-foundation-smollm2-minilm";
+
+pub struct Sources {
+    pub gguf: PathBuf,
+    pub safetensors: PathBuf,
+    pub tokenizer: PathBuf,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Self {
+            gguf: vnpu_engine::weights::smollm2_gguf(),
+            safetensors: vnpu_engine::weights::minilm_safetensors(),
+            tokenizer: vnpu_engine::weights::minilm_tokenizer(),
+        }
+    }
+}
+
+fn read(p: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(p).map_err(|e| format!("cannot read {}: {e} (run `cargo xtask setup` for the weights)", p.display()))
+}
+
+fn step(what: &str, start: Instant) {
+    eprintln!("  [{:>5.1}s] {what}", start.elapsed().as_secs_f32());
+}
+
+/// Packs the foundation model; returns the blob.
+pub fn firmware(src: &Sources, name: &str) -> Result<Vec<u8>, String> {
+    let start = Instant::now();
+    let mut fw = FirmwareBuilder::new(name);
+    let mut subs = serde_json::Map::new();
+    for (sub, path) in [("backbone", &src.gguf), ("text_encoder", &src.safetensors)] {
+        let file = read(path)?;
+        step(&format!("{sub}: read {} ({} bytes)", path.display(), file.len()), start);
+        let (table, weights) = vnpu_engine::pack_for_npu(&file).map_err(|e| format!("packing {sub}: {e}"))?;
+        let arch = vnpu_engine::pack::arch(&table).unwrap_or("unknown").to_string();
+        step(&format!("{sub}: packed for the NPU ({arch}, {} bytes)", weights.len()), start);
+        let table = table.encode();
+        let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        subs.insert(sub.into(), serde_json::json!({ "arch": arch, "source": source }));
+        let bytes = |e: m4npu_format::FormatError| e.to_string();
+        fw.tensor(&format!("{sub}.table"), FW_DTYPE_BYTES, &[table.len() as u64], table).map_err(bytes)?;
+        fw.tensor(&format!("{sub}.weights"), FW_DTYPE_BYTES, &[weights.len() as u64], weights).map_err(bytes)?;
+    }
+    let tokenizer = read(&src.tokenizer)?;
+    fw.tensor("text_encoder.tokenizer", FW_DTYPE_BYTES, &[tokenizer.len() as u64], tokenizer)
+        .map_err(|e| e.to_string())?;
+    let meta = serde_json::json!({ "format": "m4npu-foundation", "submodels": subs });
+    fw.meta(meta.to_string().into_bytes());
+    let blob = fw.build().map_err(|e| e.to_string())?;
+    let parsed = Firmware::parse(&blob).map_err(|e| format!("the packed blob does not validate: {e}"))?;
+    step(&format!("sealed: {} bytes, {} tensors", blob.len(), parsed.tensors().len()), start);
+    Ok(blob)
+}

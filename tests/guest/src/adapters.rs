@@ -81,6 +81,9 @@ pub fn adapter_loads_from_sealed_memfd() -> Result<()> {
     padded.extend_from_slice(&blob);
     let fd = memfd(&padded, SEALS)?;
     let h = load_raw(&dev, fd.as_raw_fd(), 4096, blob.len() as u64).map_err(|e| anyhow::anyhow!(errno_name(e)))?;
+    let bad_pad = uapi::AdapterUnload { handle: h, pad: 1 };
+    let r = ioctl(&dev, uapi::IOC_ADAPTER_UNLOAD, &bad_pad as *const _ as usize);
+    ensure!(r == Err(libc::EINVAL), "ADAPTER_UNLOAD with pad != 0: {r:?}, want EINVAL");
     ensure!(unload_raw(&dev, h) == Ok(0));
     ensure!(unload_raw(&dev, h) == Err(libc::ENOENT), "second unload not ENOENT");
     Ok(())

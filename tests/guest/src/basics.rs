@@ -143,6 +143,18 @@ pub fn wrong_argument_size_is_einval() -> Result<()> {
     Ok(())
 }
 
+pub fn bad_module_parameters_are_refused() -> Result<()> {
+    module::unload().context("rmmod")?;
+    for params in ["pool_mb=0", "ctx_quota_mb=0", "pool_mb=-1", "pool_mb=lots"] {
+        match module::load_with(params) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            other => bail!("insmod m4npu {params}: got {other:?}, want EINVAL"),
+        }
+        ensure!(!module::is_loaded(), "module loaded with {params}");
+    }
+    module::load().context("reload")
+}
+
 pub fn rmmod_refused_while_open() -> Result<()> {
     let dev = Device::open()?;
     match module::unload() {

@@ -45,6 +45,7 @@ const TESTS: &[Test] = &[
     Test::new("bad_adapters_are_refused", adapters::bad_adapters_are_refused),
     Test::new("adapters_are_isolated", adapters::adapters_are_isolated),
     Test::new("adapter_needs_a_model", adapters::adapter_needs_a_model),
+    Test::new("bad_module_parameters_are_refused", basics::bad_module_parameters_are_refused),
     Test::new("rmmod_refused_while_open", basics::rmmod_refused_while_open),
     Test::new("load_unload_20_times", basics::load_unload_20_times),
 ];

@@ -39,8 +39,8 @@ pub(crate) struct Npu {
     model: Mutex<Option<Model>>,
     /// Bytes of NPU memory one context may hold.
     ctx_quota: usize,
-    /// Open contexts by id, for the debugfs view. Taken inside a context's
-    /// own locks never; a leaf lock.
+    /// Open contexts by id, for the debugfs view. A leaf lock: nothing else
+    /// is taken while it is held.
     #[pin]
     contexts: Mutex<RBTree<u64, ContextEntry>>,
 }

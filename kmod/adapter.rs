@@ -35,7 +35,7 @@ extern "C" {
 const REQUIRED_SEALS: c_int = (bindings::F_SEAL_WRITE | bindings::F_SEAL_SHRINK | bindings::F_SEAL_GROW) as c_int;
 
 /// A loaded adapter. Its memory stays while any reference (handle table,
-/// later a job in flight) holds it.
+/// a job in flight) holds it.
 pub(crate) struct Adapter {
     mem: Arc<Bo>,
     size: usize,
@@ -43,12 +43,10 @@ pub(crate) struct Adapter {
 
 impl Adapter {
     /// Bytes of the blob.
-    #[allow(dead_code)]
     pub(crate) fn size(&self) -> usize {
         self.size
     }
 
-    #[allow(dead_code)]
     pub(crate) fn mem(&self) -> &Arc<Bo> {
         &self.mem
     }

@@ -74,6 +74,16 @@ impl Bo {
         Ok(Arc::new(bo, GFP_KERNEL)?)
     }
 
+    /// Device address: where the device finds the BO in NPU memory.
+    pub(crate) fn addr(&self) -> u64 {
+        self.offset as u64
+    }
+
+    /// Bytes (whole pages).
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
     /// Kernel view of the memory, for the driver's own writes (adapters).
     ///
     /// # Safety
@@ -116,6 +126,10 @@ static BO_VM_OPS: bindings::vm_operations_struct = {
 };
 
 /// A VMA was copied (fork) or split: it takes its own reference.
+///
+/// # Safety
+///
+/// Called by the mm for a VMA set up by `Bo::mmap`.
 unsafe extern "C" fn bo_vm_open(vma: *mut bindings::vm_area_struct) {
     // SAFETY: `vm_private_data` of a VMA with BO_VM_OPS holds an `Arc<Bo>`
     // from `into_foreign()`, alive while any VMA refers to it.
@@ -126,6 +140,10 @@ unsafe extern "C" fn bo_vm_open(vma: *mut bindings::vm_area_struct) {
 }
 
 /// A VMA went away: drop its reference.
+///
+/// # Safety
+///
+/// Called by the mm, once, for a VMA set up by `Bo::mmap` or copied from one.
 unsafe extern "C" fn bo_vm_close(vma: *mut bindings::vm_area_struct) {
     // SAFETY: as in `bo_vm_open`; this VMA's reference is given up once.
     drop(unsafe { <Arc<Bo> as ForeignOwnable>::from_foreign((*vma).vm_private_data) });

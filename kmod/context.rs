@@ -4,15 +4,17 @@
 //! file (or, for mapped BOs, with its last mapping).
 //!
 //! Locking: `tables` guards the handle tables. It nests inside mmap_lock
-//! (the mmap handler takes it), so it is never held while touching user
-//! memory or reading a file, and no object is dropped under it (dropping
-//! the last reference to NPU memory zeroes it).
+//! (the mmap handler takes it) and io_uring's ring lock (RUN resolves
+//! handles), so it is never held while touching user memory, reading a
+//! file or taking the dispatcher's lock, and no object is dropped under it
+//! (dropping the last reference to NPU memory zeroes it).
 
 use kernel::{
     bindings, new_mutex,
     page::{PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex},
+    uaccess::UserSlice,
 };
 
 use crate::{
@@ -23,8 +25,11 @@ use crate::{
         miscdevice::{MiscDevice, MiscDeviceRegistration},
         mm::Vma,
         seq_file::{seq_print, SeqFile},
+        uring_cmd::{IoUringCmd, IssueFlags, EIOCBQUEUED},
     },
+    dispatch::Canceled,
     handles::HandleTable,
+    job::{self, Job, JobStats, Notify, Resolved, RunPdu, SyncWait},
     npu::Npu,
     uapi, DRIVER_VERSION,
 };
@@ -46,6 +51,7 @@ pub(crate) struct Context {
     pid: i32,
     npu: Arc<Npu>,
     usage: Arc<Usage>,
+    jobs: Arc<JobStats>,
     #[pin]
     tables: Mutex<Tables>,
 }
@@ -139,6 +145,114 @@ impl Context {
         drop(a);
         Ok(())
     }
+
+    /// MODEL_META: copies the firmware's metadata out if it fits.
+    pub(crate) fn model_meta(&self, req: &mut uapi::ModelMeta) -> Result {
+        let m = self.npu.model().ok_or(ENODEV)?;
+        let fits = req.size >= m.meta_size as u64;
+        req.size = m.meta_size as u64;
+        if fits {
+            // SAFETY: the firmware is pinned read-only at the pool's start
+            // until unload (our open file keeps the module), and validation
+            // put the metadata inside it.
+            let meta = unsafe { core::slice::from_raw_parts(self.npu.pool().mem().as_ptr().add(m.meta_offset), m.meta_size) };
+            UserSlice::new(req.addr as usize, meta.len()).writer().write_slice(meta)?;
+        }
+        Ok(())
+    }
+
+    /// The objects `d` names, from this context's tables only.
+    fn resolve(&self, d: &uapi::Job) -> Result<Resolved> {
+        let t = self.tables.lock();
+        let bo = |h: u32| t.bos.get(h).ok_or(ENOENT);
+        let found = (|| {
+            Ok(Resolved {
+                adapter: if d.adapter == 0 { None } else { Some(t.adapters.get(d.adapter).ok_or(ENOENT)?) },
+                input: bo(d.input.handle)?,
+                output: bo(d.output.handle)?,
+                state: if d.state.handle == 0 { None } else { Some(bo(d.state.handle)?) },
+            })
+        })();
+        drop(t);
+        found
+    }
+
+    /// A job for descriptor `d`, checked against this context and admitted.
+    /// The descriptor's own errors come first (`EOPNOTSUPP`, `EINVAL`,
+    /// `ENODEV`, `ENOENT`, `EINVAL` for ranges), then the state of things
+    /// (`ENXIO` without a device, `EBUSY` at the in-flight limit).
+    fn prepare(&self, d: &uapi::Job) -> Result<KBox<Job>> {
+        job::check_descriptor(d)?;
+        if self.npu.model().is_none() {
+            return Err(ENODEV);
+        }
+        let objs = self.resolve(d)?;
+        let job = Job::new(self.npu.jobs().next_id(), self.id, d, objs, &self.jobs)?;
+        if !self.npu.jobs().attached() {
+            return Err(ENXIO);
+        }
+        job.admit()?;
+        Ok(job)
+    }
+
+    /// Synchronous RUN: returns the output bytes.
+    pub(crate) fn run_sync(&self, d: &uapi::Job) -> Result<isize> {
+        let mut job = self.prepare(d)?;
+        let wait = SyncWait::new()?;
+        job.set_notify(Notify::Sync(wait.clone()));
+        let id = job.id;
+        if let Err((mut job, e)) = self.npu.jobs().submit(job) {
+            job.complete(e.to_errno() as isize, None);
+            return Err(e);
+        }
+        let res = match wait.wait_killable() {
+            Some(res) => res,
+            // Killed: nobody will read the result.
+            None => match self.npu.jobs().cancel(id) {
+                Canceled::Removed(mut job) => {
+                    job.complete(-(bindings::EINTR as isize), None);
+                    return Err(EINTR);
+                }
+                Canceled::Detached(_) => return Err(EINTR),
+                // The result is being delivered as we speak.
+                Canceled::NotFound => wait.wait(),
+            },
+        };
+        if res < 0 {
+            return Err(Error::from_errno(res as i32));
+        }
+        Ok(res)
+    }
+
+    /// RUN over io_uring: queue the job, or refuse it at once.
+    fn run_uring(&self, cmd: &IoUringCmd, flags: IssueFlags) -> Result<i32> {
+        if cmd.cmd_op() != uapi::URING_CMD_RUN {
+            return Err(crate::errno::eopnotsupp());
+        }
+        // The descriptor does not fit a 64-byte SQE.
+        if !flags.sqe128() {
+            return Err(EINVAL);
+        }
+        let d: uapi::Job = cmd.read_payload(flags)?;
+        let mut job = self.prepare(&d)?;
+        cmd.set_pdu(RunPdu::new(job.id));
+        // From here on the command completes through the job, exactly once.
+        job.set_notify(Notify::Uring(cmd.mark_cancelable(flags)));
+        if let Err((mut job, e)) = self.npu.jobs().submit(job) {
+            job.complete(e.to_errno() as isize, Some(flags));
+        }
+        Ok(-EIOCBQUEUED)
+    }
+
+    /// io_uring cancels a RUN (its ring or task is going away).
+    fn cancel_uring(&self, cmd: &IoUringCmd, flags: IssueFlags) {
+        let ecanceled = -(bindings::ECANCELED as isize);
+        match self.npu.jobs().cancel(cmd.pdu::<RunPdu>().job) {
+            Canceled::Removed(mut job) => job.complete(ecanceled, Some(flags)),
+            Canceled::Detached(Some(notify)) => notify.cancel(Some(flags)),
+            Canceled::Detached(None) | Canceled::NotFound => {}
+        }
+    }
 }
 
 #[vtable]
@@ -149,15 +263,17 @@ impl MiscDevice for Context {
     fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<Context>> {
         let npu = misc.data().clone();
         let usage = Arc::new(Usage::new(npu.ctx_quota()), GFP_KERNEL)?;
+        let jobs = Arc::new(JobStats::new(npu.ctx_max_jobs()), GFP_KERNEL)?;
         let id = npu.new_context_id();
         let pid = current_tgid();
-        npu.register_context(id, pid, usage.clone())?;
+        npu.register_context(id, pid, usage.clone(), jobs.clone())?;
         let ctx = Arc::pin_init(
             try_pin_init!(Context {
                 id,
                 pid,
                 npu,
                 usage,
+                jobs,
                 tables <- new_mutex!(
                     Tables { bos: HandleTable::new(), adapters: HandleTable::new() },
                     "m4npu_ctx_tables"
@@ -192,12 +308,20 @@ impl MiscDevice for Context {
         bo.mmap(vma, start)
     }
 
+    fn uring_cmd(ctx: ArcBorrow<'_, Context>, cmd: &IoUringCmd, flags: IssueFlags) -> Result<i32> {
+        if flags.cancel() {
+            ctx.cancel_uring(cmd, flags);
+            return Ok(0);
+        }
+        ctx.run_uring(cmd, flags)
+    }
+
     fn show_fdinfo(ctx: ArcBorrow<'_, Context>, m: &SeqFile, _file: &File) {
         // Keys follow Documentation/gpu/drm-usage-stats.rst.
         seq_print!(m, "drm-driver:\tm4npu\n");
         seq_print!(m, "drm-client-id:\t{}\n", ctx.id);
         seq_print!(m, "drm-memory-npu:\t{} KiB\n", ctx.usage.bytes() / 1024);
-        seq_print!(m, "drm-engine-npu:\t0 ns\n");
+        seq_print!(m, "drm-engine-npu:\t{} ns\n", ctx.jobs.busy_ns());
         seq_print!(m, "m4npu-pid:\t{}\n", ctx.pid);
         let (bos, adapters) = {
             let t = ctx.tables.lock();
@@ -206,5 +330,9 @@ impl MiscDevice for Context {
         seq_print!(m, "m4npu-bos:\t{}\n", bos);
         seq_print!(m, "m4npu-adapters:\t{}\n", adapters);
         seq_print!(m, "m4npu-quota:\t{} KiB\n", ctx.usage.quota() / 1024);
+        seq_print!(m, "m4npu-jobs-submitted:\t{}\n", ctx.jobs.submitted());
+        seq_print!(m, "m4npu-jobs-completed:\t{}\n", ctx.jobs.completed());
+        seq_print!(m, "m4npu-jobs-failed:\t{}\n", ctx.jobs.failed());
+        seq_print!(m, "m4npu-jobs-inflight:\t{}\n", ctx.jobs.inflight());
     }
 }

@@ -21,6 +21,16 @@ pub(crate) struct Model {
     pub(crate) hash: [u8; 32],
     /// Bytes of the blob; it occupies the pool's first pages.
     pub(crate) size: usize,
+    /// Where the metadata (JSON: architecture, tokenizers) lies in the blob.
+    pub(crate) meta_offset: usize,
+    pub(crate) meta_size: usize,
+}
+
+impl Model {
+    /// Bytes at the pool's start that hold the model (whole pages).
+    pub(crate) fn region(&self) -> usize {
+        self.size.div_ceil(PAGE_SIZE) * PAGE_SIZE
+    }
 }
 
 /// Loads `name` into `pool`, which must be empty. Every failure is logged
@@ -96,5 +106,6 @@ fn validate(blob: &[u8]) -> core::result::Result<Model, Invalid> {
     if hash != h.content_hash {
         return Err((crate::errno::ebadmsg(), "checksum mismatch: content hash differs from the header"));
     }
-    Ok(Model { name: h.name, hash, size: 0 })
+    // check_sections() has put the metadata inside the blob.
+    Ok(Model { name: h.name, hash, size: 0, meta_offset: h.meta_offset as usize, meta_size: h.meta_size as usize })
 }

@@ -5,6 +5,7 @@
  * kernel's own rust/helpers/.
  */
 
+#include <linux/completion.h>
 #include <linux/fs.h>
 #include <linux/shmem_fs.h>
 
@@ -25,4 +26,10 @@ int m4npu_helper_memfd_seals(struct file *file)
 loff_t m4npu_helper_file_size(struct file *file)
 {
 	return i_size_read(file_inode(file));
+}
+
+/* init_completion() is a static inline. */
+void m4npu_helper_init_completion(struct completion *x)
+{
+	init_completion(x);
 }

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* C helpers of the m4npu Rust driver; declared in Rust in adapter.rs. */
+/* C helpers of the m4npu Rust driver; declared in Rust where used. */
 #ifndef M4NPU_HELPERS_H
 #define M4NPU_HELPERS_H
 
 #include <linux/types.h>
 
+struct completion;
 struct file;
 
 int m4npu_helper_memfd_seals(struct file *file);
 loff_t m4npu_helper_file_size(struct file *file);
+void m4npu_helper_init_completion(struct completion *x);
 
 #endif

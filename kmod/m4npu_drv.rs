@@ -2,9 +2,10 @@
 
 //! m4npu: the foundation model as NPU firmware.
 //!
-//! The driver owns NPU memory and the one foundation model pinned in it, and
+//! The driver owns NPU memory and the one foundation model pinned in it,
 //! gives every opener of `/dev/m4npu` an isolated context for its adapters,
-//! buffers and jobs.
+//! buffers and jobs, and hands the jobs to the device behind
+//! `/dev/m4npu-hw`.
 
 use kernel::{c_str, prelude::*, sync::Arc};
 
@@ -13,9 +14,12 @@ mod blob;
 mod bo;
 mod compat;
 mod context;
+mod dispatch;
 mod firmware;
 mod handles;
+mod hw;
 mod ioctl;
+mod job;
 mod npu;
 mod params;
 mod pool;
@@ -31,6 +35,7 @@ use compat::{
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
 };
 use context::Context;
+use hw::HwSession;
 use npu::Npu;
 
 module! {
@@ -69,9 +74,10 @@ pub(crate) mod errno {
 /// Driver version reported by GET_INFO.
 pub(crate) const DRIVER_VERSION: &str = "0.1.0";
 
-// Fields drop in order: the debugfs view goes before the device.
+// Fields drop in order: the debugfs view goes before the devices.
 struct M4NpuModule {
     _debugfs: ShowDir<Npu>,
+    _hw: Pin<KBox<MiscDeviceRegistration<HwSession>>>,
     _misc: Pin<KBox<MiscDeviceRegistration<Context>>>,
 }
 
@@ -83,7 +89,12 @@ impl kernel::Module for M4NpuModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let pool_size = mib(params::POOL_MB.get()).inspect_err(|_| pr_err!("pool_mb must be at least 1\n"))?;
         let quota = mib(params::CTX_QUOTA_MB.get()).inspect_err(|_| pr_err!("ctx_quota_mb must be at least 1\n"))?;
-        let npu = Arc::pin_init(Npu::new(pool_size, quota), GFP_KERNEL)?;
+        let max_jobs = params::CTX_MAX_JOBS.get();
+        if max_jobs == 0 {
+            pr_err!("ctx_max_jobs must be at least 1\n");
+            return Err(EINVAL);
+        }
+        let npu = Arc::pin_init(Npu::new(pool_size, quota, max_jobs), GFP_KERNEL)?;
         let opts = MiscDeviceOptions { name: c_str!("m4npu"), mode: 0o666 };
         let misc = KBox::pin_init(MiscDeviceRegistration::register(opts, module, npu.clone()), GFP_KERNEL)?;
 
@@ -97,8 +108,11 @@ impl kernel::Module for M4NpuModule {
                 npu.set_model(model);
             }
         }
+        // The device side is root's alone: it sees all of NPU memory.
+        let opts = MiscDeviceOptions { name: c_str!("m4npu-hw"), mode: 0o600 };
+        let hw = KBox::pin_init(MiscDeviceRegistration::register(opts, module, npu.clone()), GFP_KERNEL)?;
         let debugfs = ShowDir::new(c_str!("m4npu"), c_str!("state"), module, npu)?;
         pr_info!("m4npu {DRIVER_VERSION}: /dev/m4npu ready, {} MiB NPU memory\n", pool_size >> 20);
-        Ok(Self { _debugfs: debugfs, _misc: misc })
+        Ok(Self { _debugfs: debugfs, _hw: hw, _misc: misc })
     }
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Device-wide state, shared by every context: the NPU memory pool and the
-//! foundation model pinned at its start.
+//! Device-wide state, shared by every context: the NPU memory pool, the
+//! foundation model pinned at its start, and the job dispatcher.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,7 +18,9 @@ use crate::{
         debugfs::Show,
         seq_file::{seq_print, SeqFile},
     },
+    dispatch::Jobs,
     firmware::Model,
+    job::JobStats,
     pool::Pool,
     uapi, DRIVER_VERSION,
 };
@@ -27,6 +29,7 @@ use crate::{
 struct ContextEntry {
     pid: i32,
     usage: Arc<Usage>,
+    jobs: Arc<JobStats>,
 }
 
 #[pin_data]
@@ -39,6 +42,10 @@ pub(crate) struct Npu {
     model: Mutex<Option<Model>>,
     /// Bytes of NPU memory one context may hold.
     ctx_quota: usize,
+    /// Jobs one context may have in flight.
+    ctx_max_jobs: u32,
+    #[pin]
+    jobs: Jobs,
     /// Open contexts by id, for the debugfs view. A leaf lock: nothing else
     /// is taken while it is held.
     #[pin]
@@ -46,12 +53,14 @@ pub(crate) struct Npu {
 }
 
 impl Npu {
-    pub(crate) fn new(pool_size: usize, ctx_quota: usize) -> impl PinInit<Self, Error> {
+    pub(crate) fn new(pool_size: usize, ctx_quota: usize, ctx_max_jobs: u32) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             next_context_id: AtomicU64::new(1),
             pool <- Pool::new(pool_size),
             model <- new_mutex!(None, "m4npu_model"),
             ctx_quota,
+            ctx_max_jobs,
+            jobs <- Jobs::new(),
             contexts <- new_mutex!(RBTree::new(), "m4npu_contexts"),
         })
     }
@@ -69,6 +78,14 @@ impl Npu {
         self.ctx_quota
     }
 
+    pub(crate) fn ctx_max_jobs(&self) -> u32 {
+        self.ctx_max_jobs
+    }
+
+    pub(crate) fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
     pub(crate) fn model(&self) -> Option<Model> {
         *self.model.lock()
     }
@@ -77,8 +94,8 @@ impl Npu {
         *self.model.lock() = Some(model);
     }
 
-    pub(crate) fn register_context(&self, id: u64, pid: i32, usage: Arc<Usage>) -> Result {
-        self.contexts.lock().try_create_and_insert(id, ContextEntry { pid, usage }, GFP_KERNEL)?;
+    pub(crate) fn register_context(&self, id: u64, pid: i32, usage: Arc<Usage>, jobs: Arc<JobStats>) -> Result {
+        self.contexts.lock().try_create_and_insert(id, ContextEntry { pid, usage, jobs }, GFP_KERNEL)?;
         Ok(())
     }
 
@@ -105,11 +122,24 @@ impl Show for Npu {
             }
             None => seq_print!(m, "firmware:\tnone\n"),
         }
+        let (pending, busy) = self.jobs.counts();
+        let device = if self.jobs.attached() { "attached" } else { "none" };
+        seq_print!(m, "device:\t{}\n", device);
+        seq_print!(m, "jobs:\t{} pending, {} at the device\n", pending, busy);
         let contexts = self.contexts.lock();
         let n = contexts.iter().count();
         seq_print!(m, "contexts:\t{}\n", n);
         for (id, c) in contexts.iter() {
-            seq_print!(m, "context {}:\tpid {} memory {} of {} bytes\n", id, c.pid, c.usage.bytes(), c.usage.quota());
+            seq_print!(m, "context {}:\tpid {} memory {} of {} bytes", id, c.pid, c.usage.bytes(), c.usage.quota());
+            let j = &c.jobs;
+            seq_print!(
+                m,
+                " jobs: {} in flight, {} completed, {} failed, busy {} ns\n",
+                j.inflight(),
+                j.completed(),
+                j.failed(),
+                j.busy_ns(),
+            );
         }
     }
 }

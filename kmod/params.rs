@@ -12,3 +12,5 @@ module_param!(FIRMWARE, "firmware", *const c_char = c"m4npu/foundation.m4fw".as_
     "charp", "Foundation model, relative to /lib/firmware; empty for none (default m4npu/foundation.m4fw)");
 module_param!(CTX_QUOTA_MB, "ctx_quota_mb", u32 = 64, param_ops_uint, "uint",
     "NPU memory one context may hold, in MiB (default 64)");
+module_param!(CTX_MAX_JOBS, "ctx_max_jobs", u32 = 256, param_ops_uint, "uint",
+    "Jobs one context may have in flight (default 256)");

@@ -74,12 +74,18 @@ impl<T: Show> Drop for ShowDir<T> {
     }
 }
 
+/// # Safety
+///
+/// Called by the VFS for a file created by `ShowDir::new::<T>`.
 unsafe extern "C" fn open<T: Show>(inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {
     // SAFETY: called by the VFS with a valid inode and file; `i_private` is
     // the `T` given at creation.
     unsafe { bindings::single_open(file, Some(show::<T>), (*inode).i_private) }
 }
 
+/// # Safety
+///
+/// Called by seq_file for a file opened by `open::<T>`.
 unsafe extern "C" fn show<T: Show>(m: *mut bindings::seq_file, _v: *mut c_void) -> c_int {
     // SAFETY: single_open() stored our `T` in `private`; it outlives the file.
     let data = unsafe { &*(*m).private.cast::<T>() };

@@ -20,7 +20,12 @@ use kernel::{
     types::{ForeignOwnable, Opaque},
 };
 
-use super::{file::File, mm::Vma, seq_file::SeqFile};
+use super::{
+    file::File,
+    mm::Vma,
+    seq_file::SeqFile,
+    uring_cmd::{IoUringCmd, IssueFlags},
+};
 
 /// `struct miscdevice` of `include/linux/miscdevice.h` (stable since 5.x).
 #[repr(C)]
@@ -166,6 +171,17 @@ pub(crate) trait MiscDevice: Sized {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
+    /// `uring_cmd`: an `IORING_OP_URING_CMD` on the file, or (with
+    /// [`IssueFlags::cancel`]) a request to cancel one marked cancelable.
+    /// Returns the CQE's result, or `-EIOCBQUEUED` once the command is queued.
+    fn uring_cmd(
+        _device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _cmd: &IoUringCmd,
+        _flags: IssueFlags,
+    ) -> Result<i32> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// `show_fdinfo`: extra lines of `/proc/<pid>/fdinfo/<fd>`.
     fn show_fdinfo(_device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, _m: &SeqFile, _file: &File) {
         build_error!(VTABLE_DEFAULT_ERROR)
@@ -189,6 +205,9 @@ impl<T: MiscDevice> VtableHelper<T> {
         }
         if T::HAS_MMAP {
             fops.mmap = Some(fops_mmap::<T>);
+        }
+        if T::HAS_URING_CMD {
+            fops.uring_cmd = Some(fops_uring_cmd::<T>);
         }
         if T::HAS_SHOW_FDINFO {
             fops.show_fdinfo = Some(fops_show_fdinfo::<T>);
@@ -249,7 +268,7 @@ unsafe extern "C" fn fops_ioctl<T: MiscDevice>(
     let device = unsafe { <T::Ptr as ForeignOwnable>::borrow((*raw_file).private_data) };
     // SAFETY: `raw_file` is valid for the duration of this call.
     let file = unsafe { File::from_raw_file(raw_file) };
-    match T::ioctl(device, file, cmd, arg as usize) {
+    match T::ioctl(device, file, cmd, arg) {
         Ok(ret) => ret as c_long,
         Err(e) => e.to_errno() as c_long,
     }
@@ -271,6 +290,22 @@ unsafe extern "C" fn fops_mmap<T: MiscDevice>(
     let vma = unsafe { Vma::from_raw(vma) };
     match T::mmap(device, file, vma) {
         Ok(()) => 0,
+        Err(e) => e.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// Called by io_uring for a command on a file opened by `fops_open::<T>`.
+unsafe extern "C" fn fops_uring_cmd<T: MiscDevice>(cmd: *mut bindings::io_uring_cmd, flags: c_uint) -> c_int {
+    // SAFETY: io_uring passes a live command that it does not complete
+    // before we return.
+    let cmd = unsafe { IoUringCmd::from_raw(cmd.cast()) };
+    // SAFETY: io_uring holds the file open for the command, so
+    // `private_data` is what `fops_open` stored, as in `fops_ioctl`.
+    let device = unsafe { super::uring_cmd::file_data::<T::Ptr>(cmd) };
+    match T::uring_cmd(device, cmd, IssueFlags::from_raw(flags)) {
+        Ok(ret) => ret,
         Err(e) => e.to_errno(),
     }
 }

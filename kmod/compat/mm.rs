@@ -28,20 +28,29 @@ impl Vma {
         // SAFETY: valid VMA (type invariant); start/end are stable under mmap_lock.
         unsafe {
             let r = &(*self.as_ptr()).__bindgen_anon_1.__bindgen_anon_1;
-            (r.vm_end - r.vm_start) as usize
+            r.vm_end - r.vm_start
         }
     }
 
     /// Offset in the file, in pages.
     pub(crate) fn pgoff(&self) -> usize {
         // SAFETY: as above.
-        unsafe { (*self.as_ptr()).vm_pgoff as usize }
+        unsafe { (*self.as_ptr()).vm_pgoff }
     }
 
     /// `VM_*` flags.
     pub(crate) fn flags(&self) -> usize {
         // SAFETY: as above; `vm_flags` is the read view of the flags union.
-        unsafe { (*self.as_ptr()).__bindgen_anon_2.vm_flags as usize }
+        unsafe { (*self.as_ptr()).__bindgen_anon_2.vm_flags }
+    }
+
+    /// Clears `VM_*` flags, e.g. `VM_MAYWRITE` so that the mapping can never
+    /// become writable.
+    pub(crate) fn clear_flags(&self, flags: usize) {
+        // SAFETY: valid VMA under construction (type invariant), not yet in
+        // the VMA tree, so no lock other than mmap_lock is needed; the
+        // writable view of the flags union is `__vm_flags`.
+        unsafe { (*self.as_ptr()).__bindgen_anon_2.__vm_flags &= !(flags as bindings::vm_flags_t) };
     }
 
     /// Installs `ops` and their private data.

@@ -2,7 +2,7 @@
 
 //! What Linux 6.12's `kernel` crate lacks, shaped like the upstream
 //! abstractions of newer kernels (`kernel::miscdevice`, `kernel::fs::File`,
-//! `kernel::mm`, `kernel::seq_file`, module parameters), so that the driver
+//! `kernel::mm`, `kernel::seq_file`, `kernel::io_uring`, module parameters), so that the driver
 //! reads the same and this directory can go when we move up.
 
 pub(crate) mod debugfs;
@@ -11,4 +11,5 @@ pub(crate) mod miscdevice;
 pub(crate) mod mm;
 pub(crate) mod module_param;
 pub(crate) mod seq_file;
+pub(crate) mod uring_cmd;
 pub(crate) mod vmalloc;

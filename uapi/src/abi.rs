@@ -4,7 +4,7 @@
 /// Bumped on any incompatible change; userspace refuses a different major.
 pub const UAPI_VERSION_MAJOR: u16 = 0;
 /// Bumped when something is added compatibly.
-pub const UAPI_VERSION_MINOR: u16 = 1;
+pub const UAPI_VERSION_MINOR: u16 = 2;
 /// `major << 16 | minor`, as reported by [`IOC_GET_INFO`].
 pub const UAPI_VERSION: u32 = (UAPI_VERSION_MAJOR as u32) << 16 | UAPI_VERSION_MINOR as u32;
 
@@ -182,6 +182,215 @@ pub const IOC_ADAPTER_LOAD: u32 = ioc(IOC_READ | IOC_WRITE, IOCTL_MAGIC, 0x03, c
 /// `_IOW(IOCTL_MAGIC, 0x04, struct m4npu_adapter_unload)`: `ENOENT` for a
 /// handle this context does not have.
 pub const IOC_ADAPTER_UNLOAD: u32 = ioc(IOC_WRITE, IOCTL_MAGIC, 0x04, core::mem::size_of::<AdapterUnload>());
+
+/// Argument of [`IOC_MODEL_META`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModelMeta {
+    /// In: userspace buffer for the metadata.
+    pub addr: u64,
+    /// In: bytes of the buffer. Out: bytes of the metadata (copied only if
+    /// they fit; call again with a larger buffer otherwise).
+    pub size: u64,
+}
+
+/// `_IOWR(IOCTL_MAGIC, 0x06, struct m4npu_model_meta)`: the pinned model's
+/// metadata (UTF-8 JSON: sub-models, their configuration and tokenizers),
+/// so apps tokenize exactly as the model expects. `ENODEV` without a model,
+/// `EFAULT` for a bad buffer.
+pub const IOC_MODEL_META: u32 = ioc(IOC_READ | IOC_WRITE, IOCTL_MAGIC, 0x06, core::mem::size_of::<ModelMeta>());
+
+// ---- Jobs ----
+
+/// A byte range of one of the context's buffer objects.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BoRange {
+    /// BO handle in the submitting context; 0 = no range (only where optional).
+    pub handle: u32,
+    /// Must be 0.
+    pub pad: u32,
+    /// Start in the BO.
+    pub offset: u64,
+    /// Bytes; `offset + length` must lie inside the BO.
+    pub length: u64,
+}
+
+/// [`Job::op`]: pooled embedding of the input (text encoder or backbone).
+pub const JOB_OP_EMBED: u16 = 1;
+/// [`Job::op`]: the adapter's task head on the input (needs an adapter).
+pub const JOB_OP_CLASSIFY: u16 = 2;
+/// [`Job::op`]: one generation step on the backbone, prefill or decode; the
+/// state range holds the KV cache of the session (needs a state range).
+pub const JOB_OP_GENERATE: u16 = 3;
+/// [`Job::op`]: the device copies the input to the output unchanged
+/// (bring-up and tests of the job path).
+pub const JOB_OP_ECHO: u16 = 4;
+/// One past the highest known op.
+pub const JOB_OP_COUNT: u16 = 5;
+
+/// [`Job::priority`]: the default.
+pub const JOB_PRIO_NORMAL: u8 = 0;
+/// [`Job::priority`]: dispatched before every normal and low job.
+pub const JOB_PRIO_HIGH: u8 = 1;
+/// [`Job::priority`]: dispatched when nothing else waits.
+pub const JOB_PRIO_LOW: u8 = 2;
+
+/// A job: what the NPU runs, on what, into where. The payload of
+/// [`URING_CMD_RUN`] (in the SQE's command area, which needs a ring set up
+/// with `IORING_SETUP_SQE128`) and the argument of [`IOC_RUN`].
+///
+/// Everything is checked against the submitting context before the job is
+/// queued; the job keeps its adapter and buffers alive until it completes,
+/// even if they are unloaded or destroyed meanwhile. Input and output (and
+/// state) must not overlap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Job {
+    /// Adapter handle in this context; 0 = the foundation model alone.
+    pub adapter: u32,
+    /// `JOB_OP_*`.
+    pub op: u16,
+    /// `JOB_PRIO_*`.
+    pub priority: u8,
+    /// Must be 0.
+    pub flags: u8,
+    /// What the device reads (tokens or features, as the op defines).
+    pub input: BoRange,
+    /// Where the device writes its result.
+    pub output: BoRange,
+    /// Read and written by the device (a generation session's KV cache);
+    /// handle 0 for none.
+    pub state: BoRange,
+}
+
+/// Room for a command in a 128-byte SQE (`IORING_SETUP_SQE128`).
+pub const URING_CMD_SQE128_BYTES: usize = 80;
+
+/// `_IOW(IOCTL_MAGIC, 0x05, struct m4npu_job)`: run a job and wait for it.
+/// Returns the number of output bytes. Errors, in the order checked:
+/// `EOPNOTSUPP` (unknown op), `EINVAL` (flags, pad, priority, empty input
+/// or output, a state range with handle 0 but an offset or length,
+/// `JOB_OP_CLASSIFY` without an adapter, `JOB_OP_GENERATE` without state),
+/// `ENODEV` (no foundation model), `ENOENT` (unknown handle), `EINVAL` (a
+/// range outside its BO, overlapping ranges), `ENXIO` (no device serving
+/// jobs), `EBUSY` (the context's in-flight limit); then `EIO` (the device
+/// failed or went away) or the `-errno` the device reported for the job.
+/// Only a fatal signal ends the wait early. Refused descriptors do not count
+/// in fdinfo's job counters; a job whose app went away counts as failed.
+pub const IOC_RUN: u32 = ioc(IOC_WRITE, IOCTL_MAGIC, 0x05, core::mem::size_of::<Job>());
+
+/// `IORING_OP_URING_CMD` opcode (`sqe->cmd_op`) on `/dev/m4npu`: run the
+/// [`Job`] in the SQE's command area. The CQE's `res` is the number of output
+/// bytes or `-errno` as for [`IOC_RUN`] (`ECANCELED` when the ring goes away
+/// first). A `cmd_op` the driver does not know is `EOPNOTSUPP`; a ring
+/// without `IORING_SETUP_SQE128` is `EINVAL`.
+pub const URING_CMD_RUN: u32 = ioc(IOC_WRITE, IOCTL_MAGIC, 0x10, core::mem::size_of::<Job>());
+
+// ---- The device side: /dev/m4npu-hw ----
+
+/// Misc device node of the device side (mode 0600, one open at a time).
+pub const HW_DEVICE_NAME: &str = "m4npu-hw";
+/// Queues a device may use (one per worker).
+pub const HW_MAX_QUEUES: u16 = 16;
+/// Jobs a queue may hold at once (its tags are `0..HW_QUEUE_DEPTH`).
+pub const HW_QUEUE_DEPTH: u16 = 64;
+
+/// Argument of [`IOC_HW_GET_INFO`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwInfo {
+    /// [`UAPI_VERSION`].
+    pub uapi_version: u32,
+    /// `INFO_*` flags.
+    pub flags: u32,
+    /// Bytes of NPU memory; `mmap()` offset `a` of the device file is device
+    /// address `a`.
+    pub pool_size: u64,
+    /// Device address of the foundation model's blob (its header first).
+    pub model_addr: u64,
+    /// Bytes of the blob; 0 without a model.
+    pub model_size: u64,
+    /// Bytes from `model_addr` that may only be mapped read-only.
+    pub model_region: u64,
+    /// [`HW_MAX_QUEUES`].
+    pub max_queues: u16,
+    /// [`HW_QUEUE_DEPTH`].
+    pub queue_depth: u16,
+    /// Must be 0.
+    pub pad: u32,
+}
+
+/// `_IOR(IOCTL_MAGIC, 0x20, struct m4npu_hw_info)`.
+pub const IOC_HW_GET_INFO: u32 = ioc(IOC_READ, IOCTL_MAGIC, 0x20, core::mem::size_of::<HwInfo>());
+
+/// Payload of the device-side uring commands (fits a 64-byte SQE), after
+/// ublk's `struct ublksrv_io_cmd`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwCmd {
+    /// Queue, below [`HW_MAX_QUEUES`].
+    pub queue: u16,
+    /// Slot in the queue, below [`HW_QUEUE_DEPTH`].
+    pub tag: u16,
+    /// [`URING_CMD_HW_COMMIT_AND_FETCH`]: output bytes of the finished job
+    /// (at most its output length) or `-errno` for the app; else 0.
+    pub result: i32,
+    /// Userspace address of a [`HwJob`] that the driver fills when it hands
+    /// this slot a job: at any time while the command is outstanding, from
+    /// the device's own task, so the memory must stay valid until then.
+    pub addr: u64,
+}
+
+/// A range of NPU memory by device address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwRange {
+    pub addr: u64,
+    /// 0 = absent.
+    pub len: u64,
+}
+
+/// A job as the device sees it: device addresses only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwJob {
+    /// Unique while the module is loaded.
+    pub id: u64,
+    /// The submitting context ([`Info::context_id`]).
+    pub context_id: u64,
+    /// `JOB_OP_*`.
+    pub op: u16,
+    /// `JOB_PRIO_*`.
+    pub priority: u8,
+    pub flags: u8,
+    pub pad: u32,
+    /// The adapter's blob (header first); `len` 0 for none.
+    pub adapter: HwRange,
+    pub input: HwRange,
+    pub output: HwRange,
+    /// `len` 0 for none.
+    pub state: HwRange,
+}
+
+/// `IORING_OP_URING_CMD` on `/dev/m4npu-hw`: make slot (`queue`, `tag`)
+/// ready for a job. Completes with 0 once a [`HwJob`] was written to `addr`,
+/// `EFAULT` if it could not be, `ECANCELED` when the ring goes away.
+/// `EINVAL` for a queue or tag out of range or a nonzero `result`, `EBUSY`
+/// if the slot already waits or holds a job.
+///
+/// A session ends when the device file's last reference goes. Queued
+/// commands hold the file, and io_uring cancels them only when the ring is
+/// torn down, which the kernel does in a worker after a killed device
+/// process is gone: a restarted device may find the node busy (`EBUSY`)
+/// for that moment.
+pub const URING_CMD_HW_FETCH: u32 = ioc(IOC_READ | IOC_WRITE, IOCTL_MAGIC, 0x21, core::mem::size_of::<HwCmd>());
+/// Completes the slot's job with `result`, then waits for the next as
+/// [`URING_CMD_HW_FETCH`]. `EINVAL` if the slot holds no job, or the result
+/// is neither a valid `-errno` nor within the job's output length (the app
+/// then gets `EIO`).
+pub const URING_CMD_HW_COMMIT_AND_FETCH: u32 =
+    ioc(IOC_READ | IOC_WRITE, IOCTL_MAGIC, 0x22, core::mem::size_of::<HwCmd>());
 
 // ---- Adapter blobs (`.m4a`) ----
 

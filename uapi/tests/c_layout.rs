@@ -82,6 +82,41 @@ fn expectations() -> Vec<(String, u64)> {
         base_model_hash => base_model_hash,
         reserved => reserved,
     });
+    layout!("m4npu_model_meta", uapi::ModelMeta, { addr => addr, size => size });
+    constant!("M4NPU_IOC_MODEL_META", uapi::IOC_MODEL_META);
+    layout!("m4npu_bo_range", uapi::BoRange, { handle => handle, pad => pad, offset => offset, length => length });
+    layout!("m4npu_job", uapi::Job, {
+        adapter => adapter, op => op, priority => priority, flags => flags,
+        input => input, output => output, state => state,
+    });
+    layout!("m4npu_hw_info", uapi::HwInfo, {
+        uapi_version => uapi_version, flags => flags, pool_size => pool_size, model_addr => model_addr,
+        model_size => model_size, model_region => model_region, max_queues => max_queues,
+        queue_depth => queue_depth, pad => pad,
+    });
+    layout!("m4npu_hw_cmd", uapi::HwCmd, { queue => queue, tag => tag, result => result, addr => addr });
+    layout!("m4npu_hw_range", uapi::HwRange, { addr => addr, len => len });
+    layout!("m4npu_hw_job", uapi::HwJob, {
+        id => id, context_id => context_id, op => op, priority => priority, flags => flags, pad => pad,
+        adapter => adapter, input => input, output => output, state => state,
+    });
+    constant!("M4NPU_JOB_OP_EMBED", uapi::JOB_OP_EMBED);
+    constant!("M4NPU_JOB_OP_CLASSIFY", uapi::JOB_OP_CLASSIFY);
+    constant!("M4NPU_JOB_OP_GENERATE", uapi::JOB_OP_GENERATE);
+    constant!("M4NPU_JOB_OP_ECHO", uapi::JOB_OP_ECHO);
+    constant!("M4NPU_JOB_OP_COUNT", uapi::JOB_OP_COUNT);
+    constant!("M4NPU_JOB_PRIO_NORMAL", uapi::JOB_PRIO_NORMAL);
+    constant!("M4NPU_JOB_PRIO_HIGH", uapi::JOB_PRIO_HIGH);
+    constant!("M4NPU_JOB_PRIO_LOW", uapi::JOB_PRIO_LOW);
+    constant!("M4NPU_URING_CMD_SQE128_BYTES", uapi::URING_CMD_SQE128_BYTES);
+    constant!("M4NPU_IOC_RUN", uapi::IOC_RUN);
+    constant!("M4NPU_URING_CMD_RUN", uapi::URING_CMD_RUN);
+    constant!("M4NPU_HW_MAX_QUEUES", uapi::HW_MAX_QUEUES);
+    constant!("M4NPU_HW_QUEUE_DEPTH", uapi::HW_QUEUE_DEPTH);
+    constant!("M4NPU_IOC_HW_GET_INFO", uapi::IOC_HW_GET_INFO);
+    constant!("M4NPU_URING_CMD_HW_FETCH", uapi::URING_CMD_HW_FETCH);
+    constant!("M4NPU_URING_CMD_HW_COMMIT_AND_FETCH", uapi::URING_CMD_HW_COMMIT_AND_FETCH);
+    constant!("sizeof(struct m4npu_job) <= M4NPU_URING_CMD_SQE128_BYTES", true);
     constant!("M4NPU_IOC_ADAPTER_LOAD", uapi::IOC_ADAPTER_LOAD);
     constant!("M4NPU_IOC_ADAPTER_UNLOAD", uapi::IOC_ADAPTER_UNLOAD);
     constant!("M4NPU_ADAPTER_FORMAT_VERSION", uapi::ADAPTER_FORMAT_VERSION);

@@ -7,11 +7,16 @@
 mod adapters;
 mod basics;
 mod buffers;
+mod c_api;
+mod children;
 mod firmware;
 mod harness;
+mod jobs;
 mod kmsg;
 mod module;
+mod play_device;
 mod raw;
+mod vnpu;
 
 use harness::Test;
 
@@ -45,6 +50,22 @@ const TESTS: &[Test] = &[
     Test::new("bad_adapters_are_refused", adapters::bad_adapters_are_refused),
     Test::new("adapters_are_isolated", adapters::adapters_are_isolated),
     Test::new("adapter_needs_a_model", adapters::adapter_needs_a_model),
+    Test::new("hw_node_is_root_only_and_exclusive", jobs::device_node::hw_node_is_root_only_and_exclusive),
+    Test::new("hw_mapping_protects_the_model", jobs::device_node::hw_mapping_protects_the_model),
+    Test::new("hw_commands_are_checked", jobs::device_node::hw_commands_are_checked),
+    Test::new("jobs_without_a_device_are_enxio", jobs::running::jobs_without_a_device_are_enxio),
+    Test::new("jobs_run_sync_and_over_io_uring", jobs::running::jobs_run_sync_and_over_io_uring),
+    Test::new("device_errors_reach_the_app", jobs::running::device_errors_reach_the_app),
+    Test::new("fdinfo_counts_jobs", jobs::running::fdinfo_counts_jobs),
+    Test::new("thousand_jobs_from_four_processes", jobs::concurrency::thousand_jobs_from_four_processes),
+    Test::new("bad_job_descriptors_are_refused", jobs::refusals::bad_job_descriptors_are_refused),
+    Test::new("uring_commands_are_checked", jobs::refusals::uring_commands_are_checked),
+    Test::new("in_flight_limit_is_ebusy", jobs::refusals::in_flight_limit_is_ebusy),
+    Test::new("killed_submitter_leaves_nothing_behind", jobs::failures::killed_submitter_leaves_nothing_behind),
+    Test::new("killed_device_fails_every_job_with_eio", jobs::failures::killed_device_fails_every_job_with_eio),
+    Test::new("c_example_runs_a_job", c_api::c_example_runs_a_job),
+    Test::new("jobs_need_a_model", jobs::refusals::jobs_need_a_model),
+    Test::new("vnpud_runs_the_foundation_model", vnpu::vnpud_runs_the_foundation_model),
     Test::new("bad_module_parameters_are_refused", basics::bad_module_parameters_are_refused),
     Test::new("rmmod_refused_while_open", basics::rmmod_refused_while_open),
     Test::new("load_unload_20_times", basics::load_unload_20_times),
@@ -52,6 +73,13 @@ const TESTS: &[Test] = &[
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Helper modes of the job tests: the play device and app processes.
+    if args.first().map(String::as_str) == Some("--play-device") {
+        std::process::exit(play_device::main(&args[1..]));
+    }
+    if let Some(status) = jobs::helper_mode(&args) {
+        std::process::exit(status);
+    }
     // Helper mode for tests that need other processes.
     if args.first().map(String::as_str) == Some("--print-context-id") {
         match m4npu::Device::open().and_then(|d| d.info()) {
@@ -64,7 +92,8 @@ fn main() {
         return;
     }
     // Helper modes: probe another context's handles from this process.
-    let probe: Option<fn(&m4npu::Device, &[u32]) -> anyhow::Result<()>> = match args.first().map(String::as_str) {
+    type Probe = fn(&m4npu::Device, &[u32]) -> anyhow::Result<()>;
+    let probe: Option<Probe> = match args.first().map(String::as_str) {
         Some("--probe-foreign-handles") => Some(buffers::probe_foreign_handles),
         Some("--probe-foreign-adapters") => Some(adapters::probe_foreign_adapters),
         _ => None,

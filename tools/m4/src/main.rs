@@ -25,9 +25,25 @@ struct Cli {
 enum Cmd {
     /// Driver, firmware and pool information (GET_INFO).
     Info,
+    /// Run a task on the foundation model (needs a device such as vnpud).
+    #[command(subcommand)]
+    Run(Run),
     /// Build blobs for the NPU.
     #[command(subcommand)]
     Pack(Pack),
+}
+
+#[derive(Subcommand)]
+enum Run {
+    /// Sentence embedding of TEXT by the text encoder.
+    Embed { text: String },
+    /// Greedy continuation of PROMPT by the backbone, streamed.
+    Generate {
+        prompt: String,
+        /// Tokens to generate at most.
+        #[arg(long, default_value_t = 32)]
+        max_new_tokens: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -56,6 +72,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Info => info(&cli.device, cli.json).map_err(|e| e.to_string()),
+        Cmd::Run(run) => task(&cli.device, cli.json, run).map_err(|e| e.to_string()),
         Cmd::Pack(Pack::Firmware { out, gguf, safetensors, tokenizer, name }) => {
             let d = pack::Sources::default();
             let src = pack::Sources {
@@ -90,6 +107,45 @@ fn info(path: &PathBuf, json: bool) -> m4npu::Result<()> {
         println!("{}", info_json(&info));
     } else {
         print!("{}", info_text(&info));
+    }
+    Ok(())
+}
+
+fn task(path: &PathBuf, json: bool, run: Run) -> m4npu::Result<()> {
+    use std::io::Write;
+    let dev = Device::open_path(path)?;
+    match run {
+        Run::Embed { text } => {
+            let v = dev.embed(&text)?;
+            if json {
+                println!("{}", serde_json::json!({ "text": text, "embedding": v }));
+            } else {
+                let head: Vec<String> = v.iter().take(8).map(|x| format!("{x:+.4}")).collect();
+                println!("{} dimensions: [{}, ...]", v.len(), head.join(", "));
+            }
+        }
+        Run::Generate { prompt, max_new_tokens } => {
+            let meta = dev.model_meta()?;
+            let prompt_tokens = meta.tokenizer(m4npu::model::BACKBONE)?.encode(prompt.as_str(), false).map_or(0, |e| e.len());
+            let mut session = dev.generate(&prompt, prompt_tokens + max_new_tokens)?;
+            let mut text = String::new();
+            if !json {
+                print!("{prompt}");
+            }
+            for piece in session.by_ref() {
+                let piece = piece?;
+                if !json {
+                    print!("{piece}");
+                    let _ = std::io::stdout().flush();
+                }
+                text.push_str(&piece);
+            }
+            if json {
+                println!("{}", serde_json::json!({ "prompt": prompt, "text": text, "tokens": session.tokens() }));
+            } else {
+                println!();
+            }
+        }
     }
     Ok(())
 }

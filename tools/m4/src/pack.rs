@@ -38,6 +38,43 @@ fn step(what: &str, start: Instant) {
     eprintln!("  [{:>5.1}s] {what}", start.elapsed().as_secs_f32());
 }
 
+/// What apps need to know of a sub-model to size a job's buffers: output
+/// widths, context length, and the KV cache bytes per token of a
+/// generation session's state.
+fn shape(table: &vnpu_engine::TensorTable) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let v = match vnpu_engine::pack::arch(table) {
+        Some("bert") => {
+            let n = |k: &str| table.meta_usize(k).map_err(|e| e.to_string());
+            serde_json::json!({ "d_model": n("d_model")?, "vocab": n("vocab")?, "max_tokens": n("max_pos")? })
+        }
+        _ => {
+            let c = vnpu_engine::LlamaConfig::from_meta(table).map_err(|e| e.to_string())?;
+            serde_json::json!({
+                "d_model": c.d_model,
+                "vocab": c.vocab,
+                "max_tokens": c.max_ctx,
+                "kv_bytes_per_token": c.kv_bytes_per_token(),
+            })
+        }
+    };
+    Ok(v.as_object().cloned().unwrap_or_default())
+}
+
+/// Each sub-model's tokenizer as `tokenizer.json` (a JSON value), for the
+/// metadata that apps read with MODEL_META: one source of truth for how
+/// text becomes tokens.
+fn tokenizers(src: &Sources) -> Result<serde_json::Value, String> {
+    use vnpu_engine::tokenizer::TextTokenizer;
+    let gguf = read(&src.gguf)?;
+    let gguf = vnpu_engine::gguf::parse(&gguf).map_err(|e| format!("{}: {e}", src.gguf.display()))?;
+    let backbone = TextTokenizer::from_gguf(&gguf).and_then(|t| t.to_json()).map_err(|e| format!("backbone tokenizer: {e}"))?;
+    let text = String::from_utf8(read(&src.tokenizer)?).map_err(|e| format!("{}: {e}", src.tokenizer.display()))?;
+    // Through the engine, so that what apps get is what it can load.
+    let text = TextTokenizer::from_json(&text).and_then(|t| t.to_json()).map_err(|e| format!("text encoder tokenizer: {e}"))?;
+    let parse = |s: &str| serde_json::from_str::<serde_json::Value>(s).map_err(|e| e.to_string());
+    Ok(serde_json::json!({ "backbone": parse(&backbone)?, "text_encoder": parse(&text)? }))
+}
+
 /// Packs the foundation model; returns the blob.
 pub fn firmware(src: &Sources, name: &str) -> Result<Vec<u8>, String> {
     let start = Instant::now();
@@ -49,17 +86,18 @@ pub fn firmware(src: &Sources, name: &str) -> Result<Vec<u8>, String> {
         let (table, weights) = vnpu_engine::pack_for_npu(&file).map_err(|e| format!("packing {sub}: {e}"))?;
         let arch = vnpu_engine::pack::arch(&table).unwrap_or("unknown").to_string();
         step(&format!("{sub}: packed for the NPU ({arch}, {} bytes)", weights.len()), start);
-        let table = table.encode();
+        let (shape_table, table) = (table.clone(), table.encode());
         let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        subs.insert(sub.into(), serde_json::json!({ "arch": arch, "source": source }));
+        let mut entry = serde_json::json!({ "arch": arch, "source": source });
+        entry.as_object_mut().expect("an object").extend(shape(&shape_table)?);
+        subs.insert(sub.into(), entry);
         let bytes = |e: m4npu_format::FormatError| e.to_string();
         fw.tensor(&format!("{sub}.table"), FW_DTYPE_BYTES, &[table.len() as u64], table).map_err(bytes)?;
         fw.tensor(&format!("{sub}.weights"), FW_DTYPE_BYTES, &[weights.len() as u64], weights).map_err(bytes)?;
     }
-    let tokenizer = read(&src.tokenizer)?;
-    fw.tensor("text_encoder.tokenizer", FW_DTYPE_BYTES, &[tokenizer.len() as u64], tokenizer)
-        .map_err(|e| e.to_string())?;
-    let meta = serde_json::json!({ "format": "m4npu-foundation", "submodels": subs });
+    let tokenizers = tokenizers(src)?;
+    step("tokenizers: text encoder from tokenizer.json, backbone from the GGUF", start);
+    let meta = serde_json::json!({ "format": "m4npu-foundation", "submodels": subs, "tokenizers": tokenizers });
     fw.meta(meta.to_string().into_bytes());
     let blob = fw.build().map_err(|e| e.to_string())?;
     let parsed = Firmware::parse(&blob).map_err(|e| format!("the packed blob does not validate: {e}"))?;

@@ -20,7 +20,7 @@ use crate::{cmd, kmod, paths};
 
 /// Userspace binaries the guest needs, by cargo package and binary name.
 const GUEST_BINARIES: &[(&str, &str)] =
-    &[("m4npu-guest-tests", "m4npu-guest-tests"), ("m4npu-guest-tests", "qemu-exit"), ("m4", "m4")];
+    &[("m4npu-guest-tests", "m4npu-guest-tests"), ("m4npu-guest-tests", "qemu-exit"), ("m4", "m4"), ("vnpud", "vnpud")];
 
 /// Kernel log lines that fail a run, wherever they appear.
 const SPLATS: &[&str] = &[
@@ -55,7 +55,8 @@ impl Boot {
     pub fn prepare(flavour: Flavour) -> Result<Self> {
         let kernel = kernel::build(flavour)?;
         let ko = kmod::build(&kernel)?;
-        let bins = guest_binaries()?;
+        let mut bins = guest_binaries()?;
+        bins.push(c_example()?);
         let firmware = foundation_firmware()?;
         let initramfs = initramfs(&kernel, &ko, &bins, &firmware)?;
         Ok(Self { kernel, initramfs })
@@ -72,6 +73,24 @@ fn guest_binaries() -> Result<Vec<PathBuf>> {
     cmd::run(&mut c)?;
     let dir = paths::target().join("release");
     Ok(GUEST_BINARIES.iter().map(|(_, b)| dir.join(b)).collect())
+}
+
+/// The C example (`examples/c/`), built against the UAPI header alone:
+/// that the header serves C apps is part of what the guest tests.
+fn c_example() -> Result<PathBuf> {
+    cmd::step("building the C example against uapi/include");
+    let out = paths::target().join("guest").join("m4npu-echo");
+    std::fs::create_dir_all(out.parent().context("guest dir")?)?;
+    let repo = paths::repo();
+    cmd::run(
+        Command::new("cc")
+            .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])
+            .arg(repo.join("uapi/include"))
+            .arg(repo.join("examples/c/m4npu-echo.c"))
+            .arg("-o")
+            .arg(&out),
+    )?;
+    Ok(out)
 }
 
 /// The real foundation model (SmolLM2 + MiniLM) packed as firmware by
@@ -183,7 +202,11 @@ probe)
 test)
 	/bin/m4npu-guest-tests; status=$? ;;
 demo)
-	insmod /lib/modules/m4npu.ko && m4 info && cat /sys/kernel/debug/m4npu/state && rmmod m4npu
+	# The module pins the foundation model; vnpud serves its jobs.
+	insmod /lib/modules/m4npu.ko && vnpud --background && m4 info &&
+		m4 run embed "The NPU runs one foundation model for every app." &&
+		m4 run generate "The three primary colors are" --max-new-tokens 16 &&
+		cat /sys/kernel/debug/m4npu/state && kill $(pidof vnpud)
 	status=$? ;;
 *)
 	echo "m4npu-guest: unknown job '$m4job'" ;;

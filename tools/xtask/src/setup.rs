@@ -78,13 +78,18 @@ fn apt() -> Result<()> {
     )
 }
 
+/// rust-src for the kernel's Rust build; clippy, through which the module
+/// is built so that its lints are part of every build.
 fn rust_src() -> Result<()> {
     let installed = cmd::output(Command::new("rustup").args(["component", "list", "--installed"]))?;
-    if installed.lines().any(|l| l.starts_with("rust-src")) {
-        return Ok(());
+    for component in ["rust-src", "clippy"] {
+        if installed.lines().any(|l| l.starts_with(component)) {
+            continue;
+        }
+        cmd::step(&format!("rustup component add {component}"));
+        cmd::run(Command::new("rustup").args(["component", "add", component]))?;
     }
-    cmd::step("rustup component add rust-src");
-    cmd::run(Command::new("rustup").args(["component", "add", "rust-src"]))
+    Ok(())
 }
 
 fn bindgen() -> Result<()> {

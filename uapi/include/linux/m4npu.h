@@ -12,7 +12,7 @@
 #include <linux/types.h>
 
 #define M4NPU_UAPI_VERSION_MAJOR 0
-#define M4NPU_UAPI_VERSION_MINOR 1
+#define M4NPU_UAPI_VERSION_MINOR 2
 #define M4NPU_UAPI_VERSION \
 	((M4NPU_UAPI_VERSION_MAJOR << 16) | M4NPU_UAPI_VERSION_MINOR)
 
@@ -116,6 +116,168 @@ struct m4npu_adapter_unload {
 
 #define M4NPU_IOC_ADAPTER_LOAD _IOWR(M4NPU_IOCTL_MAGIC, 0x03, struct m4npu_adapter_load)
 #define M4NPU_IOC_ADAPTER_UNLOAD _IOW(M4NPU_IOCTL_MAGIC, 0x04, struct m4npu_adapter_unload)
+
+/**
+ * struct m4npu_model_meta - the pinned model's metadata (JSON)
+ * @addr: in: user buffer
+ * @size: in: bytes of the buffer; out: bytes of the metadata (copied only
+ *        if they fit)
+ *
+ * Errors: ENODEV (no model), EFAULT (bad buffer).
+ */
+struct m4npu_model_meta {
+	__u64 addr;
+	__u64 size;
+};
+
+#define M4NPU_IOC_MODEL_META _IOWR(M4NPU_IOCTL_MAGIC, 0x06, struct m4npu_model_meta)
+
+/* ---- Jobs ---- */
+
+/**
+ * struct m4npu_bo_range - a byte range of one of the context's BOs
+ * @handle: BO handle in the submitting context; 0 = none (where optional)
+ * @pad:    must be 0
+ * @offset: start in the BO
+ * @length: bytes; offset + length must lie inside the BO
+ */
+struct m4npu_bo_range {
+	__u32 handle;
+	__u32 pad;
+	__u64 offset;
+	__u64 length;
+};
+
+/* struct m4npu_job.op */
+#define M4NPU_JOB_OP_EMBED 1	/* pooled embedding of the input */
+#define M4NPU_JOB_OP_CLASSIFY 2	/* the adapter's task head (needs an adapter) */
+#define M4NPU_JOB_OP_GENERATE 3	/* one generation step (needs state: KV cache) */
+#define M4NPU_JOB_OP_ECHO 4	/* input copied to output (bring-up, tests) */
+#define M4NPU_JOB_OP_COUNT 5
+
+/* struct m4npu_job.priority */
+#define M4NPU_JOB_PRIO_NORMAL 0
+#define M4NPU_JOB_PRIO_HIGH 1
+#define M4NPU_JOB_PRIO_LOW 2
+
+/**
+ * struct m4npu_job - what the NPU runs, on what, into where
+ * @adapter:  adapter handle in this context; 0 = the foundation model alone
+ * @op:       M4NPU_JOB_OP_*
+ * @priority: M4NPU_JOB_PRIO_*
+ * @flags:    must be 0
+ * @input:    what the device reads
+ * @output:   where the device writes its result
+ * @state:    read and written by the device (KV cache); handle 0 for none
+ *
+ * Payload of M4NPU_URING_CMD_RUN (SQE command area: needs a ring set up
+ * with IORING_SETUP_SQE128) and argument of M4NPU_IOC_RUN. Ranges must not
+ * overlap. The job keeps its adapter and BOs alive until it completes.
+ */
+struct m4npu_job {
+	__u32 adapter;
+	__u16 op;
+	__u8 priority;
+	__u8 flags;
+	struct m4npu_bo_range input;
+	struct m4npu_bo_range output;
+	struct m4npu_bo_range state;
+};
+
+#define M4NPU_URING_CMD_SQE128_BYTES 80
+
+/*
+ * Returns the number of output bytes. Errors, in the order checked:
+ * EOPNOTSUPP (unknown op), EINVAL (bad field), ENODEV (no model), ENOENT
+ * (unknown handle), EINVAL (range or overlap), ENXIO (no device serving
+ * jobs), EBUSY (in-flight limit); then EIO (device failed or went away) or
+ * the device's -errno. Only a fatal signal ends the wait early.
+ */
+#define M4NPU_IOC_RUN _IOW(M4NPU_IOCTL_MAGIC, 0x05, struct m4npu_job)
+/* sqe->cmd_op of IORING_OP_URING_CMD; cqe->res as M4NPU_IOC_RUN returns */
+#define M4NPU_URING_CMD_RUN _IOW(M4NPU_IOCTL_MAGIC, 0x10, struct m4npu_job)
+
+/* ---- The device side: /dev/m4npu-hw (mode 0600, one open at a time) ---- */
+
+#define M4NPU_HW_DEVICE_NAME "m4npu-hw"
+#define M4NPU_HW_MAX_QUEUES 16
+#define M4NPU_HW_QUEUE_DEPTH 64
+
+/**
+ * struct m4npu_hw_info - NPU memory as the device sees it
+ * @uapi_version: M4NPU_UAPI_VERSION
+ * @flags:        M4NPU_INFO_* flags
+ * @pool_size:    bytes of NPU memory; mmap offset a is device address a
+ * @model_addr:   device address of the foundation model's blob
+ * @model_size:   bytes of the blob; 0 without a model
+ * @model_region: bytes from model_addr that may only be mapped read-only
+ * @max_queues:   M4NPU_HW_MAX_QUEUES
+ * @queue_depth:  M4NPU_HW_QUEUE_DEPTH
+ * @pad:          0
+ */
+struct m4npu_hw_info {
+	__u32 uapi_version;
+	__u32 flags;
+	__u64 pool_size;
+	__u64 model_addr;
+	__u64 model_size;
+	__u64 model_region;
+	__u16 max_queues;
+	__u16 queue_depth;
+	__u32 pad;
+};
+
+#define M4NPU_IOC_HW_GET_INFO _IOR(M4NPU_IOCTL_MAGIC, 0x20, struct m4npu_hw_info)
+
+/**
+ * struct m4npu_hw_cmd - payload of the device-side uring commands
+ * @queue:  below M4NPU_HW_MAX_QUEUES
+ * @tag:    slot in the queue, below M4NPU_HW_QUEUE_DEPTH
+ * @result: COMMIT_AND_FETCH: output bytes or -errno of the finished job
+ * @addr:   user address of a struct m4npu_hw_job filled on dispatch, at any
+ *          time while the command is outstanding (keep it valid until then)
+ */
+struct m4npu_hw_cmd {
+	__u16 queue;
+	__u16 tag;
+	__s32 result;
+	__u64 addr;
+};
+
+struct m4npu_hw_range {
+	__u64 addr;
+	__u64 len;
+};
+
+/**
+ * struct m4npu_hw_job - a job as the device sees it (device addresses)
+ * @id:         unique while the module is loaded
+ * @context_id: the submitting context
+ * @op:         M4NPU_JOB_OP_*
+ * @priority:   M4NPU_JOB_PRIO_*
+ * @flags:      the job's flags
+ * @pad:        0
+ * @adapter:    the adapter's blob; len 0 for none
+ * @input:      input range
+ * @output:     output range
+ * @state:      state range; len 0 for none
+ */
+struct m4npu_hw_job {
+	__u64 id;
+	__u64 context_id;
+	__u16 op;
+	__u8 priority;
+	__u8 flags;
+	__u32 pad;
+	struct m4npu_hw_range adapter;
+	struct m4npu_hw_range input;
+	struct m4npu_hw_range output;
+	struct m4npu_hw_range state;
+};
+
+#define M4NPU_URING_CMD_HW_FETCH _IOWR(M4NPU_IOCTL_MAGIC, 0x21, struct m4npu_hw_cmd)
+#define M4NPU_URING_CMD_HW_COMMIT_AND_FETCH \
+	_IOWR(M4NPU_IOCTL_MAGIC, 0x22, struct m4npu_hw_cmd)
 
 /* Adapter blobs (.m4a): the firmware layout plus the base model's hash. */
 

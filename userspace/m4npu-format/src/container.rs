@@ -117,7 +117,7 @@ pub(crate) fn check(blob: &[u8], s: &Sections) -> Result<Vec<Tensor>, FormatErro
     if s.meta_offset < hs || !within(s.meta_offset, s.meta_size, actual) {
         return Err(FormatError::Bounds("metadata".into()));
     }
-    if s.data_offset < hs || s.data_offset % FW_ALIGN != 0 || !within(s.data_offset, s.data_size, actual) {
+    if s.data_offset < hs || !s.data_offset.is_multiple_of(FW_ALIGN) || !within(s.data_offset, s.data_size, actual) {
         return Err(FormatError::Bounds("data section".into()));
     }
     let mut tensors = Vec::with_capacity(s.tensor_count as usize);
@@ -125,7 +125,7 @@ pub(crate) fn check(blob: &[u8], s: &Sections) -> Result<Vec<Tensor>, FormatErro
         let e: FwTensor = read(blob, s.tensor_table_offset + i * u64::from(s.tensor_entry_size))
             .ok_or_else(|| FormatError::Bounds(format!("tensor entry {i}")))?;
         let named = e.name.contains(&0) && e.name[0] != 0;
-        if !named || !(1..=4).contains(&e.ndim) || e.offset % FW_ALIGN != 0 || !within(e.offset, e.size, s.data_size) {
+        if !named || !(1..=4).contains(&e.ndim) || !e.offset.is_multiple_of(FW_ALIGN) || !within(e.offset, e.size, s.data_size) {
             return Err(FormatError::Bounds(format!("tensor {i} ({})", name_str(&e.name))));
         }
         tensors.push(Tensor {

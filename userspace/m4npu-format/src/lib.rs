@@ -6,6 +6,7 @@ mod adapter;
 mod bytes;
 mod container;
 mod firmware;
+pub mod job_io;
 
 pub use adapter::{adapter_base_model_hash, Adapter, AdapterBuilder};
 pub use container::Tensor;

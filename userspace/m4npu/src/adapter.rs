@@ -26,7 +26,12 @@ pub struct Adapter<'d> {
     name: String,
 }
 
-impl Adapter<'_> {
+impl<'d> Adapter<'d> {
+    /// The context this adapter is loaded in.
+    pub(crate) fn device(&self) -> &'d Device {
+        self.dev
+    }
+
     /// The handle naming this adapter in jobs of the same context.
     pub fn handle(&self) -> u32 {
         self.handle

@@ -65,6 +65,11 @@ impl<'d> Buffer<'d> {
         self.handle
     }
 
+    /// The context this buffer belongs to.
+    pub(crate) fn device(&self) -> &'d Device {
+        self.dev
+    }
+
     /// Bytes.
     pub fn len(&self) -> usize {
         self.len

@@ -16,6 +16,9 @@ nix::ioctl_write_ptr_bad!(ioc_adapter_unload, uapi::IOC_ADAPTER_UNLOAD, uapi::Ad
 #[derive(Debug)]
 pub struct Device {
     fd: OwnedFd,
+    /// The model's metadata, read once: the firmware cannot change while
+    /// the device is open (an open file pins the module).
+    pub(crate) meta: std::sync::OnceLock<crate::model::ModelMeta>,
 }
 
 /// The foundation model pinned by the driver.
@@ -67,12 +70,19 @@ impl Device {
             .write(true)
             .open(path)
             .map_err(|e| Error::Open { path: path.to_owned(), source: errno_of(&e) })?;
-        let dev = Self { fd: file.into() };
+        let dev = Self { fd: file.into(), meta: Default::default() };
         let info = dev.raw_info()?;
         if info.uapi_version >> 16 != uapi::UAPI_VERSION >> 16 {
             return Err(Error::UapiMismatch { driver: info.uapi_version, library: uapi::UAPI_VERSION });
         }
         Ok(dev)
+    }
+
+    /// A `Device` over any file, for host tests of code that only needs
+    /// the file (io_uring plumbing).
+    #[cfg(test)]
+    pub(crate) fn from_fd_for_tests(fd: OwnedFd) -> Self {
+        Self { fd, meta: Default::default() }
     }
 
     fn raw_info(&self) -> Result<uapi::Info> {

@@ -47,15 +47,137 @@ pub enum Error {
     /// An ioctl failed with an errno the library has no better words for.
     #[error("{op} failed: {source}")]
     Ioctl { op: &'static str, source: Errno },
+    /// The job descriptor is invalid (found by the library's checks, or
+    /// `EINVAL` from the driver).
+    #[error("invalid job: {0}")]
+    InvalidJob(String),
+    /// The driver does not know the job's operation.
+    #[error("the driver does not support this job operation (is the m4npu module older than this library?)")]
+    UnsupportedJobOp,
+    /// The job names a buffer or adapter handle this context does not have.
+    #[error("the job names a buffer or adapter this context does not have (handles belong to one open of /dev/m4npu)")]
+    UnknownHandle,
+    /// No process has `/dev/m4npu-hw` open to execute jobs.
+    #[error("no NPU device is serving jobs (is vnpud running?)")]
+    NoNpuDevice,
+    /// The context has as many jobs in flight as the driver allows.
+    #[error("too many jobs in flight on this context (module parameter ctx_max_jobs): wait for some to complete before submitting more")]
+    TooManyJobs,
+    /// The NPU device failed the job, reported an invalid result or went
+    /// away while the job was queued or running.
+    #[error("the NPU device failed or went away while the job was queued or running")]
+    DeviceFailed,
+    /// The io_uring the job was submitted on went away before it completed.
+    #[error("the job was canceled: its io_uring was torn down before the job completed")]
+    Canceled,
+    /// A signal interrupted a synchronous job; its result is discarded.
+    #[error("interrupted by a signal while waiting for the job; its result is discarded")]
+    Interrupted,
+    /// The device reported an error of its own for the job.
+    #[error("the job failed: {0}")]
+    JobFailed(Errno),
+    /// A device-side uring command failed.
+    #[error("{op} on queue {queue} tag {tag} failed: {source}")]
+    HwCommand { op: &'static str, queue: u16, tag: u16, source: Errno },
+    /// The driver handed the device a job it cannot safely serve.
+    #[error("invalid job from the driver: {0}")]
+    BadHwJob(String),
+    /// The loaded model's metadata lacks what a task call needs.
+    #[error("foundation model metadata: {0}")]
+    ModelMeta(String),
+    /// Text could not be tokenized, or a tokenizer is not the model's.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+impl Error {
+    /// The errno behind this error, where there is one: what the driver
+    /// returned, or what it would have returned for a job the library
+    /// refused itself.
+    pub fn errno(&self) -> Option<Errno> {
+        Some(match self {
+            Error::Open { source, .. } | Error::Ioctl { source, .. } | Error::HwCommand { source, .. } => *source,
+            Error::JobFailed(e) => *e,
+            Error::Io { source, .. } => Errno::from_raw(source.raw_os_error()?),
+            Error::QuotaExceeded { .. } => Errno::EDQUOT,
+            Error::NpuMemoryFull { .. } => Errno::ENOSPC,
+            Error::WrongBaseModel { .. } => Errno::EMEDIUMTYPE,
+            Error::AdapterTooLarge { .. } => Errno::EFBIG,
+            Error::AdapterNotSealed => Errno::EPERM,
+            Error::AdapterNotMemfd | Error::UnsupportedJobOp => Errno::EOPNOTSUPP,
+            Error::NoModel => Errno::ENODEV,
+            Error::InvalidJob(_) => Errno::EINVAL,
+            Error::UnknownHandle => Errno::ENOENT,
+            Error::NoNpuDevice => Errno::ENXIO,
+            Error::TooManyJobs => Errno::EBUSY,
+            Error::DeviceFailed => Errno::EIO,
+            Error::Canceled => Errno::ECANCELED,
+            Error::Interrupted => Errno::EINTR,
+            Error::UapiMismatch { .. }
+            | Error::InvalidAdapter(_)
+            | Error::FdInfo(_)
+            | Error::BadHwJob(_)
+            | Error::ModelMeta(_)
+            | Error::Tokenizer(_) => return None,
+        })
+    }
+}
+
+/// The error for a job that failed with `e`, from `IOC_RUN` or a CQE.
+pub(crate) fn job_error(e: Errno) -> Error {
+    match e {
+        Errno::EINVAL => Error::InvalidJob("the driver refused the descriptor (a field, range or overlap)".into()),
+        Errno::EOPNOTSUPP => Error::UnsupportedJobOp,
+        Errno::ENOENT => Error::UnknownHandle,
+        Errno::ENODEV => Error::NoModel,
+        Errno::ENXIO => Error::NoNpuDevice,
+        Errno::EBUSY => Error::TooManyJobs,
+        Errno::EIO => Error::DeviceFailed,
+        Errno::ECANCELED => Error::Canceled,
+        Errno::EINTR => Error::Interrupted,
+        e => Error::JobFailed(e),
+    }
 }
 
 fn open_hint(e: Errno) -> &'static str {
     match e {
         Errno::ENOENT => " (is the m4npu module loaded?)",
         Errno::EACCES => " (no permission for the device node)",
+        Errno::EBUSY => " (another process already serves as the NPU device: one open at a time)",
         _ => "",
     }
 }
 
 /// Result of the m4npu library.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_errnos_get_developer_messages() {
+        let cases = [
+            (Errno::ENXIO, "no NPU device is serving jobs (is vnpud running?)"),
+            (Errno::EBUSY, "ctx_max_jobs"),
+            (Errno::EIO, "NPU device failed or went away"),
+            (Errno::ECANCELED, "io_uring was torn down"),
+            (Errno::ENOENT, "handles belong to one open"),
+            (Errno::EINTR, "interrupted by a signal"),
+        ];
+        for (e, words) in cases {
+            let err = job_error(e);
+            assert!(err.to_string().contains(words), "{e}: {err}");
+            assert_eq!(err.errno(), Some(e), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_job_errno_survives_the_mapping() {
+        for e in [Errno::EINVAL, Errno::EOPNOTSUPP, Errno::ENODEV, Errno::EPROTO, Errno::ENOMEM, Errno::EBADMSG] {
+            assert_eq!(job_error(e).errno(), Some(e));
+        }
+        // A device errno the library has no words for is named as is.
+        assert!(job_error(Errno::EPROTO).to_string().contains(&Errno::EPROTO.to_string()));
+    }
+}

@@ -17,10 +17,25 @@ pub struct FdInfo {
     pub adapters: u64,
     /// `m4npu-pid`: process that opened the device.
     pub pid: u32,
+    /// `drm-engine-npu`: time the device spent on this context's jobs.
+    pub engine_ns: u64,
+    /// `m4npu-jobs-submitted`: jobs the driver accepted.
+    pub jobs_submitted: u64,
+    /// `m4npu-jobs-completed`: jobs that finished with a result.
+    pub jobs_completed: u64,
+    /// `m4npu-jobs-failed`: jobs that finished with an error (or whose
+    /// submitter went away first).
+    pub jobs_failed: u64,
+    /// `m4npu-jobs-inflight`: jobs queued or at the device.
+    pub jobs_inflight: u64,
 }
 
 fn kib(v: &str) -> Option<u64> {
     v.strip_suffix(" KiB")?.trim().parse::<u64>().ok()?.checked_mul(1024)
+}
+
+fn ns(v: &str) -> Option<u64> {
+    v.strip_suffix(" ns")?.trim().parse().ok()
 }
 
 impl FdInfo {
@@ -40,6 +55,11 @@ impl FdInfo {
                 "m4npu-bos" => info.buffers = v.parse().map_err(|_| bad())?,
                 "m4npu-adapters" => info.adapters = v.parse().map_err(|_| bad())?,
                 "m4npu-pid" => info.pid = v.parse().map_err(|_| bad())?,
+                "drm-engine-npu" => info.engine_ns = ns(v).ok_or_else(bad)?,
+                "m4npu-jobs-submitted" => info.jobs_submitted = v.parse().map_err(|_| bad())?,
+                "m4npu-jobs-completed" => info.jobs_completed = v.parse().map_err(|_| bad())?,
+                "m4npu-jobs-failed" => info.jobs_failed = v.parse().map_err(|_| bad())?,
+                "m4npu-jobs-inflight" => info.jobs_inflight = v.parse().map_err(|_| bad())?,
                 _ => {}
             }
         }
@@ -64,7 +84,21 @@ mod tests {
         let t = "pos:\t0\nflags:\t02\ndrm-driver:\tm4npu\ndrm-client-id:\t7\ndrm-memory-npu:\t8 KiB\n\
                  drm-engine-npu:\t0 ns\nm4npu-pid:\t42\nm4npu-bos:\t2\nm4npu-adapters:\t1\nm4npu-quota:\t65536 KiB\n";
         let i = FdInfo::parse(t).unwrap();
-        assert_eq!(i, FdInfo { client_id: 7, memory_bytes: 8192, quota_bytes: 64 << 20, buffers: 2, adapters: 1, pid: 42 });
+        let want =
+            FdInfo { client_id: 7, memory_bytes: 8192, quota_bytes: 64 << 20, buffers: 2, adapters: 1, pid: 42, ..Default::default() };
+        assert_eq!(i, want);
+    }
+
+    #[test]
+    fn parses_job_keys() {
+        let t = "drm-driver:\tm4npu\ndrm-client-id:\t3\ndrm-engine-npu:\t123456789012 ns\n\
+                 m4npu-jobs-submitted:\t1000\nm4npu-jobs-completed:\t990\nm4npu-jobs-failed:\t4\n\
+                 m4npu-jobs-inflight:\t6\n";
+        let i = FdInfo::parse(t).unwrap();
+        assert_eq!(i.engine_ns, 123_456_789_012);
+        assert_eq!((i.jobs_submitted, i.jobs_completed, i.jobs_failed, i.jobs_inflight), (1000, 990, 4, 6));
+        assert!(FdInfo::parse("drm-driver:\tm4npu\ndrm-engine-npu:\t12 ms\n").is_err());
+        assert!(FdInfo::parse("drm-driver:\tm4npu\nm4npu-jobs-failed:\t-1\n").is_err());
     }
 
     #[test]

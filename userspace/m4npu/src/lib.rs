@@ -9,16 +9,30 @@
 //! println!("driver {} context {}", info.driver_version, info.context_id);
 //! # Ok::<(), m4npu::Error>(())
 //! ```
+//!
+//! Jobs run synchronously with [`Device::run`] or many at once over
+//! io_uring with [`uring::Ring`]; [`hw`] is the other end, for the process
+//! that executes them. Task calls ([`Device::embed`], [`Device::generate`])
+//! tokenize with the loaded model's own tokenizers ([`model`]).
 
 mod adapter;
 mod buffer;
 mod device;
 mod error;
 mod fdinfo;
+pub mod hw;
+mod job;
+pub mod model;
+mod tasks;
+pub mod uring;
 
 pub use adapter::Adapter;
 pub use buffer::Buffer;
 pub use device::{Device, DeviceInfo, ModelInfo};
 pub use fdinfo::FdInfo;
+pub use job::{JobDesc, Op, Priority};
+pub use tasks::Session;
 pub use error::{Error, Result};
 pub use m4npu_uapi as uapi;
+/// The errno type of [`Error::errno`] and the device side's results.
+pub use nix::errno::Errno;

@@ -88,6 +88,20 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner: tk })
     }
 
+    /// A tokenizer from its `tokenizer.json` text (as [`TextTokenizer::to_json`]
+    /// writes it, or as shipped with a model); padding disabled.
+    pub fn from_json(json: &str) -> Result<TextTokenizer> {
+        let mut tk: Tokenizer = json.parse().map_err(terr)?;
+        tk.with_padding(None);
+        Ok(TextTokenizer { inner: tk })
+    }
+
+    /// The whole tokenizer as `tokenizer.json` text, for apps that must
+    /// tokenize exactly as the model expects (the firmware carries it).
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(false).map_err(terr)
+    }
+
     /// `add_special`: post-processor specials ([CLS]/[SEP] for BERT).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
         Ok(self

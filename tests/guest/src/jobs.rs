@@ -1,0 +1,26 @@
+//! Jobs: apps submit them on `/dev/m4npu` (synchronously or over io_uring),
+//! the driver hands them to the device behind `/dev/m4npu-hw`, here the
+//! suite's play device (`play_device.rs`) in a child process.
+
+pub mod concurrency;
+pub mod device_node;
+pub mod failures;
+pub mod refusals;
+pub mod running;
+pub mod support;
+
+/// The job tests' helper modes: `Some(exit status)` if `args` names one.
+pub fn helper_mode(args: &[String]) -> Option<i32> {
+    let run: fn(&[String]) -> anyhow::Result<()> = match args.first()?.as_str() {
+        "--submit-jobs" => concurrency::submit_jobs,
+        "--submit-then-hang" => failures::submit_then_hang,
+        _ => return None,
+    };
+    Some(match run(&args[1..]) {
+        Ok(()) => 0,
+        Err(e) => {
+            println!("error: {e:#}");
+            1
+        }
+    })
+}

@@ -1,0 +1,107 @@
+//! The device side of the driver, `/dev/m4npu-hw`: for the one process that
+//! executes jobs (the virtual NPU daemon, test devices).
+//!
+//! The device maps all of NPU memory ([`NpuMemory`]: device address `a` is
+//! byte `a` of the mapping, the foundation model read-only) and takes jobs
+//! from the driver through [`HwQueue`]s, ublk-style: every slot (tag) of a
+//! queue waits with a FETCH command, the driver answers it with a job, and
+//! the device returns the result with COMMIT_AND_FETCH, which makes the
+//! slot wait again.
+//!
+//! ```no_run
+//! use m4npu::hw::HwDevice;
+//! let dev = HwDevice::open()?;
+//! let mut queue = dev.queue(0, 16)?;
+//! loop {
+//!     for mut job in queue.fetch()? {
+//!         let b = job.buffers()?;
+//!         let n = b.input.len().min(b.output.len());
+//!         b.output[..n].copy_from_slice(&b.input[..n]);
+//!         queue.commit(job, Ok(n))?;
+//!     }
+//! }
+//! # Ok::<(), m4npu::Error>(())
+//! ```
+
+mod memory;
+mod queue;
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use m4npu_uapi as uapi;
+use nix::errno::Errno;
+
+pub use memory::NpuMemory;
+pub use queue::{HwJob, HwQueue, JobBuffers};
+
+use crate::{Error, Result};
+
+nix::ioctl_read_bad!(ioc_hw_get_info, uapi::IOC_HW_GET_INFO, uapi::HwInfo);
+
+/// The open device side: at most one per machine at a time. Closing it
+/// fails every job still queued or held with `EIO` for its app.
+#[derive(Debug)]
+pub struct HwDevice {
+    mem: NpuMemory,
+    info: uapi::HwInfo,
+    fd: OwnedFd,
+}
+
+impl HwDevice {
+    /// Default device node.
+    pub fn default_path() -> PathBuf {
+        Path::new("/dev").join(uapi::HW_DEVICE_NAME)
+    }
+
+    /// Opens `/dev/m4npu-hw` and maps NPU memory.
+    pub fn open() -> Result<Self> {
+        Self::open_path(Self::default_path())
+    }
+
+    /// Opens the device side at `path`, checks the UAPI and maps NPU memory.
+    pub fn open_path(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| Error::Open {
+            path: path.to_owned(),
+            source: Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO)),
+        })?;
+        let fd = OwnedFd::from(file);
+        let mut info = uapi::HwInfo::default();
+        // SAFETY: `info` is a valid, writable `struct m4npu_hw_info` for the call.
+        unsafe { ioc_hw_get_info(fd.as_raw_fd(), &mut info) }.map_err(|source| Error::Ioctl { op: "HW_GET_INFO", source })?;
+        if info.uapi_version >> 16 != uapi::UAPI_VERSION >> 16 {
+            return Err(Error::UapiMismatch { driver: info.uapi_version, library: uapi::UAPI_VERSION });
+        }
+        let mem = NpuMemory::map(fd.as_fd(), &info)?;
+        Ok(Self { mem, info, fd })
+    }
+
+    /// NPU memory and queue limits as the driver reports them.
+    pub fn info(&self) -> &uapi::HwInfo {
+        &self.info
+    }
+
+    /// All of NPU memory, mapped.
+    pub fn memory(&self) -> &NpuMemory {
+        &self.mem
+    }
+
+    /// Queue `id` with slots (tags) `0..depth`, each already waiting for a
+    /// job when this returns. See [`HwQueue`].
+    pub fn queue(&self, id: u16, depth: u16) -> Result<HwQueue<'_>> {
+        HwQueue::new(self, id, depth)
+    }
+}
+
+impl AsFd for HwDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for HwDevice {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}

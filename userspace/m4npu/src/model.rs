@@ -1,0 +1,136 @@
+//! The pinned foundation model as apps see it: its metadata (sub-models,
+//! their shapes) and the tokenizers that turn text into its tokens, read
+//! from the driver so that they always belong to the loaded firmware.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+
+use m4npu_uapi as uapi;
+use tokenizers::Tokenizer;
+
+use crate::{Device, Error, Result};
+
+nix::ioctl_readwrite_bad!(ioc_model_meta, uapi::IOC_MODEL_META, uapi::ModelMeta);
+
+/// The sub-model that embeds text with [`Device::embed`].
+pub const TEXT_ENCODER: &str = "text_encoder";
+/// The sub-model that generates text with [`Device::generate`].
+pub const BACKBONE: &str = "backbone";
+
+/// The loaded foundation model's metadata (`MODEL_META`).
+///
+/// ```no_run
+/// let dev = m4npu::Device::open()?;
+/// let meta = dev.model_meta()?;
+/// let tok = meta.tokenizer(m4npu::model::TEXT_ENCODER)?;
+/// println!("{:?}", tok.encode("hello world", true).map(|e| e.get_ids().to_vec()));
+/// # Ok::<(), m4npu::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ModelMeta {
+    json: serde_json::Value,
+    /// Tokenizers built so far, by sub-model.
+    tokenizers: Mutex<HashMap<String, Tokenizer>>,
+}
+
+/// What a job needs to know of a sub-model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubModelShape {
+    /// Width of hidden states and embeddings.
+    pub d_model: usize,
+    pub vocab: usize,
+    /// Longest input (context) in tokens.
+    pub max_tokens: usize,
+    /// Bytes of KV cache per token of a generation session (0 if the
+    /// sub-model does not generate).
+    pub kv_bytes_per_token: usize,
+}
+
+impl Device {
+    /// The pinned model's metadata, read from the driver on first use.
+    pub fn model_meta(&self) -> Result<&ModelMeta> {
+        if let Some(m) = self.meta.get() {
+            return Ok(m);
+        }
+        let m = self.read_model_meta()?;
+        Ok(self.meta.get_or_init(|| m))
+    }
+
+    fn read_model_meta(&self) -> Result<ModelMeta> {
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let mut req = uapi::ModelMeta { addr: buf.as_mut_ptr() as u64, size: buf.len() as u64 };
+            // SAFETY: `req` names `buf`, valid for writes of `req.size` bytes.
+            unsafe { ioc_model_meta(self.as_raw_fd(), &mut req) }.map_err(|e| match e {
+                nix::errno::Errno::ENODEV => Error::NoModel,
+                source => Error::Ioctl { op: "MODEL_META", source },
+            })?;
+            let size = req.size as usize;
+            if size <= buf.len() {
+                buf.truncate(size);
+                break;
+            }
+            buf = vec![0; size];
+        }
+        let json = serde_json::from_slice(&buf).map_err(|e| Error::ModelMeta(format!("not JSON: {e}")))?;
+        Ok(ModelMeta { json, tokenizers: Mutex::default() })
+    }
+}
+
+impl ModelMeta {
+    /// Sub-models the firmware has.
+    pub fn sub_models(&self) -> Vec<String> {
+        self.json["submodels"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Shape of sub-model `name`.
+    pub fn shape(&self, name: &str) -> Result<SubModelShape> {
+        let s = &self.json["submodels"][name];
+        if s.is_null() {
+            return Err(Error::ModelMeta(format!("the foundation model has no sub-model {name:?}")));
+        }
+        let n = |k: &str| s[k].as_u64().map(|v| v as usize);
+        let missing = |k: &str| Error::ModelMeta(format!("sub-model {name:?} lacks {k}"));
+        Ok(SubModelShape {
+            d_model: n("d_model").ok_or_else(|| missing("d_model"))?,
+            vocab: n("vocab").ok_or_else(|| missing("vocab"))?,
+            max_tokens: n("max_tokens").ok_or_else(|| missing("max_tokens"))?,
+            kv_bytes_per_token: n("kv_bytes_per_token").unwrap_or(0),
+        })
+    }
+
+    /// The tokenizer of sub-model `name`, exactly as the firmware carries it
+    /// (padding off: jobs take inputs of any length).
+    pub fn tokenizer(&self, name: &str) -> Result<Tokenizer> {
+        let mut cache = self.tokenizers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = cache.get(name) {
+            return Ok(t.clone());
+        }
+        let tok = self.build_tokenizer(name)?;
+        cache.insert(name.to_string(), tok.clone());
+        Ok(tok)
+    }
+
+    fn build_tokenizer(&self, name: &str) -> Result<Tokenizer> {
+        let t = &self.json["tokenizers"][name];
+        if t.is_null() {
+            return Err(Error::ModelMeta(format!("the foundation model has no tokenizer for {name:?}")));
+        }
+        let mut tok: Tokenizer =
+            t.to_string().parse().map_err(|e| Error::Tokenizer(format!("{name} tokenizer from the firmware: {e}")))?;
+        tok.with_padding(None);
+        Ok(tok)
+    }
+
+    /// Checks that `tok` is the firmware's tokenizer for `name`: an app that
+    /// brings its own must tokenize exactly as the model expects.
+    pub fn check_tokenizer(&self, name: &str, tok: &Tokenizer) -> Result<()> {
+        let ours = self.tokenizer(name)?;
+        let canon = |t: &Tokenizer| t.to_string(false).map_err(|e| Error::Tokenizer(e.to_string()));
+        if canon(&ours)? != canon(tok)? {
+            return Err(Error::Tokenizer(format!("this tokenizer is not the {name} tokenizer of the loaded foundation model")));
+        }
+        Ok(())
+    }
+}

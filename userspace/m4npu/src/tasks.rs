@@ -1,0 +1,153 @@
+//! Task calls on the foundation model alone: text embeddings and text
+//! generation. Text is tokenized with the firmware's own tokenizers; each
+//! call is one job (generation: a prefill job, then one job per token with
+//! the session's KV cache in a context buffer).
+
+use m4npu_format::job_io::{f32s, GenerateOutput, Input, HEADER_BYTES, STATE_KV_OFFSET};
+use tokenizers::Tokenizer;
+
+use crate::model::{BACKBONE, TEXT_ENCODER};
+use crate::{Buffer, Device, Error, JobDesc, Op, Result};
+
+fn input_buffer<'d>(dev: &'d Device, input: &Input) -> Result<(Buffer<'d>, usize)> {
+    let len = input.encoded_len();
+    let mut buf = dev.alloc(len)?;
+    input.encode_into(buf.as_mut_slice()).map_err(|e| Error::InvalidJob(e.to_string()))?;
+    Ok((buf, len))
+}
+
+fn encode(tok: &Tokenizer, text: &str, special: bool) -> Result<Vec<u32>> {
+    let enc = tok.encode(text, special).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    Ok(enc.get_ids().to_vec())
+}
+
+impl Device {
+    /// Sentence embedding of `text` by the foundation model's text encoder
+    /// (mean-pooled and L2-normalised).
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let v = dev.embed("The cat sits on the mat.")?;
+    /// println!("{} dimensions", v.len());
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn embed(&self, text: &str) -> Result<Vec<f32>> {
+        let meta = self.model_meta()?;
+        let shape = meta.shape(TEXT_ENCODER)?;
+        let mut ids = encode(&meta.tokenizer(TEXT_ENCODER)?, text, true)?;
+        ids.truncate(shape.max_tokens);
+        self.embed_tokens(&ids, shape.d_model)
+    }
+
+    /// [`Device::embed`] on token ids of the text encoder's tokenizer.
+    pub fn embed_tokens(&self, ids: &[u32], d_model: usize) -> Result<Vec<f32>> {
+        let (input, len) = input_buffer(self, &Input::Tokens(ids.to_vec()))?;
+        let output = self.alloc(d_model * 4)?;
+        let n = self.run(&JobDesc::new(Op::Embed).input(&input, 0, len).output(&output, 0, d_model * 4))?;
+        Ok(f32s(&output.as_slice()[..n]))
+    }
+
+    /// Starts a generation session on the backbone with room for
+    /// `max_tokens` tokens (prompt and generated).
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let mut s = dev.generate("The capital of France is", 32)?;
+    /// let text: String = s.by_ref().take(8).collect::<m4npu::Result<_>>()?;
+    /// println!("{text}");
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn generate(&self, prompt: &str, max_tokens: usize) -> Result<Session<'_>> {
+        let meta = self.model_meta()?;
+        let shape = meta.shape(BACKBONE)?;
+        let tok = meta.tokenizer(BACKBONE)?;
+        let prompt = encode(&tok, prompt, false)?;
+        Session::new(self, tok, shape.vocab, shape.kv_bytes_per_token, max_tokens.min(shape.max_tokens), prompt)
+    }
+}
+
+/// A generation session: an iterator over the generated text, a piece per
+/// token, greedy. Its KV cache lives in a buffer of the context.
+pub struct Session<'d> {
+    dev: &'d Device,
+    tok: Tokenizer,
+    state: Buffer<'d>,
+    output: Buffer<'d>,
+    /// Tokens to feed next: the prompt, then each generated token.
+    next: Vec<u32>,
+    generated: Vec<u32>,
+    text_len: usize,
+    left: usize,
+}
+
+impl<'d> Session<'d> {
+    fn new(
+        dev: &'d Device,
+        tok: Tokenizer,
+        vocab: usize,
+        kv_per_token: usize,
+        max_tokens: usize,
+        prompt: Vec<u32>,
+    ) -> Result<Self> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidJob("the prompt is empty".into()));
+        }
+        if prompt.len() >= max_tokens {
+            return Err(Error::InvalidJob(format!("a {}-token prompt leaves no room in {max_tokens} tokens", prompt.len())));
+        }
+        let state = dev.alloc(STATE_KV_OFFSET + kv_per_token * max_tokens)?;
+        let output = dev.alloc(HEADER_BYTES + 4 * vocab)?;
+        let left = max_tokens - prompt.len();
+        Ok(Session { dev, tok, state, output, next: prompt, generated: Vec::new(), text_len: 0, left })
+    }
+
+    /// One job: feeds the pending tokens, returns the greedy next token.
+    fn step(&mut self) -> Result<u32> {
+        let (input, len) = input_buffer(self.dev, &Input::Tokens(std::mem::take(&mut self.next)))?;
+        let job = JobDesc::new(Op::Generate)
+            .input(&input, 0, len)
+            .output(&self.output, 0, self.output.len())
+            .state(&self.state, 0, self.state.len());
+        let n = self.dev.run(&job)?;
+        let out = GenerateOutput::decode(&self.output.as_slice()[..n]).map_err(|e| Error::InvalidJob(e.to_string()))?;
+        Ok(out.next_token)
+    }
+
+    /// Token ids generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.generated
+    }
+}
+
+impl Iterator for Session<'_> {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Result<String>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let token = match self.step() {
+            Ok(t) => t,
+            Err(e) => {
+                self.left = 0;
+                return Some(Err(e));
+            }
+        };
+        if self.tok.get_added_vocabulary().simple_id_to_token(token).is_some() {
+            // An end-of-text (or other special) token ends the session.
+            self.left = 0;
+            return None;
+        }
+        self.generated.push(token);
+        self.next = vec![token];
+        // Decode the whole text so that multi-token characters come out whole.
+        let text = match self.tok.decode(&self.generated, true) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(Error::Tokenizer(e.to_string()))),
+        };
+        let piece = text.get(self.text_len..).unwrap_or("").to_string();
+        self.text_len = text.len();
+        Some(Ok(piece))
+    }
+}

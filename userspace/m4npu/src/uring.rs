@@ -1,0 +1,270 @@
+//! Jobs over io_uring: many in flight from one thread, completions reaped
+//! in batches.
+//!
+//! Each job is an `IORING_OP_URING_CMD` on the `/dev/m4npu` file whose
+//! 80-byte descriptor travels in the SQE itself, so the ring is set up with
+//! 128-byte SQEs and a submitted job points at no memory of the app's.
+//!
+//! ```no_run
+//! use m4npu::{uring::Ring, Device, JobDesc, Op};
+//! let dev = Device::open()?;
+//! let input = dev.alloc(64 * 1024)?;
+//! let output = dev.alloc(64 * 1024)?;
+//! let mut ring = Ring::new(&dev, 64)?;
+//! for i in 0..64 {
+//!     let job = JobDesc::new(Op::Embed).input(&input, i * 1024, 1024).output(&output, i * 1024, 1024);
+//!     ring.push(&job, i as u64)?;
+//! }
+//! for c in ring.wait(64)? {
+//!     println!("job {}: {} output bytes", c.user_data, c.result()?);
+//! }
+//! # Ok::<(), m4npu::Error>(())
+//! ```
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use m4npu_uapi as uapi;
+use nix::errno::Errno;
+use nix::libc;
+
+use crate::error::job_error;
+use crate::{Device, Error, JobDesc, Result};
+
+/// A finished job: its submitter's tag and the CQE's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The `user_data` given to [`Ring::push`].
+    pub user_data: u64,
+    /// The CQE's `res`: output bytes, or `-errno`.
+    pub res: i32,
+}
+
+impl Completion {
+    /// The output bytes, or the job's error.
+    pub fn result(&self) -> Result<usize> {
+        if self.res >= 0 {
+            Ok(self.res as usize)
+        } else {
+            Err(job_error(Errno::from_raw(-self.res)))
+        }
+    }
+}
+
+/// An io_uring for the jobs of one [`Device`] (context).
+///
+/// Dropping the ring cancels what is still in flight: jobs not yet at the
+/// device are dropped, the others run to completion unannounced.
+pub struct Ring<'d> {
+    dev: &'d Device,
+    ring: IoUring<squeue::Entry128, cqueue::Entry>,
+    /// Pushed and not yet seen in the completion queue.
+    outstanding: usize,
+    /// Taken from the completion queue and not yet returned.
+    done: VecDeque<Completion>,
+}
+
+/// The descriptor as the SQE's command area carries it.
+pub fn payload(job: &uapi::Job) -> [u8; uapi::URING_CMD_SQE128_BYTES] {
+    const _: () = assert!(size_of::<uapi::Job>() == uapi::URING_CMD_SQE128_BYTES);
+    // SAFETY: `Job` is `repr(C)` integers without padding (the UAPI layout
+    // test checks every offset), so all 80 bytes are initialised.
+    unsafe { std::mem::transmute::<uapi::Job, [u8; uapi::URING_CMD_SQE128_BYTES]>(*job) }
+}
+
+impl<'d> Ring<'d> {
+    /// A ring of `entries` submission slots (the completion queue holds
+    /// twice as many, which bounds the jobs in flight).
+    pub fn new(dev: &'d Device, entries: u32) -> Result<Self> {
+        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
+            .build(entries)
+            .map_err(|source| Error::Io { what: "creating the job io_uring (SQE128)", source })?;
+        Ok(Self { dev, ring, outstanding: 0, done: VecDeque::new() })
+    }
+
+    /// Jobs pushed and not yet returned by [`Ring::wait`].
+    pub fn pending(&self) -> usize {
+        self.outstanding + self.done.len()
+    }
+
+    /// Queues `job`, tagged with `user_data` for its [`Completion`]. It
+    /// goes to the driver with the next [`Ring::submit`] or wait, or at
+    /// once when the submission queue is full. Blocks (reaping into the
+    /// ring's own list) while the completion queue could not take one more.
+    pub fn push(&mut self, job: &JobDesc<'_>, user_data: u64) -> Result<()> {
+        job.check_for(self.dev)?;
+        self.push_raw(job.as_raw(), user_data)
+    }
+
+    /// As [`Ring::push`], for a raw descriptor the library does not check.
+    pub fn push_raw(&mut self, job: &uapi::Job, user_data: u64) -> Result<()> {
+        self.push_cmd(uapi::URING_CMD_RUN, payload(job), user_data)
+    }
+
+    /// Queues any uring command on the device file (for tests of the driver).
+    pub fn push_cmd(&mut self, cmd_op: u32, payload: [u8; 80], user_data: u64) -> Result<()> {
+        while self.outstanding >= self.ring.params().cq_entries() as usize {
+            self.enter(1, None)?;
+        }
+        let sqe = opcode::UringCmd80::new(types::Fd(self.dev.as_raw_fd()), cmd_op)
+            .cmd(payload)
+            .build()
+            .user_data(user_data);
+        // SAFETY: the command carries its payload inline and names no
+        // memory of ours, so nothing has to outlive the submission.
+        while unsafe { self.ring.submission().push(&sqe) }.is_err() {
+            self.enter(0, None)?;
+        }
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    /// Hands every queued job to the driver without waiting (and without
+    /// taking completions, so a poll on the ring's fd wakes for them).
+    pub fn submit(&mut self) -> Result<()> {
+        match self.ring.submit() {
+            Err(source) if !matches!(source.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {
+                Err(Error::Io { what: "io_uring_enter", source })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Submits what is queued, waits until at least `min` jobs (at most all
+    /// pending ones) have completed, and returns every completion at hand.
+    pub fn wait(&mut self, min: usize) -> Result<Vec<Completion>> {
+        self.wait_until(min, None)
+    }
+
+    /// As [`Ring::wait`], but returns what has completed after `timeout`
+    /// even if that is fewer than `min`.
+    pub fn wait_timeout(&mut self, min: usize, timeout: Duration) -> Result<Vec<Completion>> {
+        self.wait_until(min, Some(Instant::now() + timeout))
+    }
+
+    fn wait_until(&mut self, min: usize, deadline: Option<Instant>) -> Result<Vec<Completion>> {
+        let min = min.min(self.pending());
+        self.enter(0, None)?;
+        while self.done.len() < min {
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => break,
+                },
+            };
+            self.enter(min - self.done.len(), left)?;
+        }
+        Ok(self.done.drain(..).collect())
+    }
+
+    /// `io_uring_enter`: submits the queue, waits for `want` completions
+    /// (at most `timeout`), then moves the completions to `done`.
+    fn enter(&mut self, want: usize, timeout: Option<Duration>) -> Result<()> {
+        let r = match timeout {
+            None => self.ring.submit_and_wait(want),
+            Some(t) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+        };
+        if let Err(source) = r {
+            // A signal, the timeout, or a full completion queue: the caller's
+            // loop decides what next, after the drain below.
+            if !matches!(source.raw_os_error(), Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN)) {
+                return Err(Error::Io { what: "io_uring_enter", source });
+            }
+        }
+        for cqe in self.ring.completion() {
+            // Saturating: a driver posting more completions than it was
+            // given jobs must not wreck the bookkeeping of what is pending.
+            self.outstanding = self.outstanding.saturating_sub(1);
+            self.done.push_back(Completion { user_data: cqe.user_data(), res: cqe.result() });
+        }
+        Ok(())
+    }
+}
+
+impl AsRawFd for Ring<'_> {
+    /// The ring's own file, readable when completions arrive that no wait
+    /// has taken yet. [`Ring::push`] may take some while it waits for room:
+    /// call `wait(0)` until it returns none before polling.
+    fn as_raw_fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+}
+
+impl Device {
+    /// An io_uring for this context's jobs; see [`Ring::new`].
+    pub fn ring(&self, entries: u32) -> Result<Ring<'_>> {
+        Ring::new(self, entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptor_bytes_are_the_c_layout() {
+        let job = uapi::Job {
+            adapter: 0x0403_0201,
+            op: uapi::JOB_OP_ECHO,
+            priority: uapi::JOB_PRIO_LOW,
+            flags: 0,
+            input: uapi::BoRange { handle: 7, pad: 0, offset: 0x10, length: 0x20 },
+            output: uapi::BoRange { handle: 8, pad: 0, offset: 0x30, length: 0x40 },
+            state: uapi::BoRange::default(),
+        };
+        let b = payload(&job);
+        assert_eq!(&b[0..4], &[1, 2, 3, 4]);
+        assert_eq!(u16::from_ne_bytes([b[4], b[5]]), uapi::JOB_OP_ECHO);
+        assert_eq!((b[6], b[7]), (uapi::JOB_PRIO_LOW, 0));
+        assert_eq!(u32::from_ne_bytes(b[8..12].try_into().unwrap()), 7);
+        assert_eq!(u64::from_ne_bytes(b[16..24].try_into().unwrap()), 0x10);
+        assert_eq!(u64::from_ne_bytes(b[24..32].try_into().unwrap()), 0x20);
+        assert_eq!(u32::from_ne_bytes(b[32..36].try_into().unwrap()), 8);
+        assert!(b[56..].iter().all(|&x| x == 0));
+    }
+
+    /// A file without `uring_cmd` (a memfd; /dev/null has one) stands in
+    /// for the driver: every command completes at once with `EOPNOTSUPP`.
+    fn null_device() -> Device {
+        let fd = memfd::MemfdOptions::default().create("not-an-npu").unwrap();
+        Device::from_fd_for_tests(fd.into_file().into())
+    }
+
+    #[test]
+    fn every_pushed_job_completes_once_through_a_small_ring() {
+        let dev = null_device();
+        let mut ring = Ring::new(&dev, 4).unwrap();
+        let mut seen = vec![0u32; 1000];
+        for i in 0..1000u64 {
+            ring.push_raw(&uapi::Job::default(), i).unwrap();
+            // Backpressure: never more in flight than the CQ holds.
+            assert!(ring.outstanding <= ring.ring.params().cq_entries() as usize);
+        }
+        assert_eq!(ring.pending(), 1000);
+        let done = ring.wait(1000).unwrap();
+        assert_eq!(ring.pending(), 0);
+        for c in done {
+            assert_eq!(c.res, -libc::EOPNOTSUPP);
+            assert!(matches!(c.result(), Err(Error::UnsupportedJobOp)));
+            seen[c.user_data as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n == 1));
+        assert!(ring.wait_timeout(1, Duration::from_millis(1)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn completions_map_results() {
+        assert_eq!(Completion { user_data: 1, res: 4096 }.result().unwrap(), 4096);
+        let e = Completion { user_data: 2, res: -libc::ENXIO }.result().unwrap_err();
+        assert!(matches!(e, Error::NoNpuDevice), "{e:?}");
+        let e = Completion { user_data: 3, res: -libc::EPROTO }.result().unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::EPROTO));
+    }
+}

@@ -1,0 +1,6 @@
+//! The m4npu virtual NPU's device model: the foundation model built over
+//! NPU memory, and what each job op computes on it. The `vnpud` binary
+//! serves jobs from the driver with it; tests use it as the reference.
+
+pub mod execute;
+pub mod foundation;

@@ -10,6 +10,8 @@ use kernel::{bindings, ffi::c_int, prelude::*, str::CStr, sync::Arc, types::Opaq
 
 use super::seq_file::SeqFile;
 
+// `fops` is a `const struct file_operations *`, typed void so that the lint
+// for FFI-safe types does not wander into `struct module` through `owner`.
 extern "C" {
     fn debugfs_create_dir(name: *const u8, parent: *mut c_void) -> *mut c_void;
     fn debugfs_create_file(
@@ -17,7 +19,7 @@ extern "C" {
         mode: u16,
         parent: *mut c_void,
         data: *mut c_void,
-        fops: *const bindings::file_operations,
+        fops: *const c_void,
     ) -> *mut c_void;
     fn debugfs_remove(dentry: *mut c_void);
 }
@@ -61,7 +63,7 @@ impl<T: Show> ShowDir<T> {
         // SAFETY: `d` is a dentry or an error pointer (both accepted); `fops`
         // and `data` outlive the file, which `drop` removes first.
         unsafe {
-            debugfs_create_file(file.as_char_ptr(), 0o444, d, core::ptr::from_ref::<T>(&data).cast_mut().cast(), fops.get())
+            debugfs_create_file(file.as_char_ptr(), 0o444, d, core::ptr::from_ref::<T>(&data).cast_mut().cast(), fops.get().cast())
         };
         Ok(Self { dir: d, _fops: fops, _data: data, _t: PhantomData })
     }

@@ -32,7 +32,8 @@ use super::{
 struct RawMiscDevice {
     minor: c_int,
     name: *const c_char,
-    fops: *const bindings::file_operations,
+    // `const struct file_operations *`, typed void as `parent` below.
+    fops: *const c_void,
     list: bindings::list_head,
     // `struct device *`; typed as void so that the lint for FFI-safe types
     // does not wander into `struct device`'s zero-sized members.
@@ -100,7 +101,7 @@ impl<T: MiscDevice> MiscDeviceRegistration<T> {
                 misc.write(MaybeUninit::zeroed().assume_init());
                 (*misc).minor = MISC_DYNAMIC_MINOR;
                 (*misc).name = opts.name.as_char_ptr();
-                (*misc).fops = fops;
+                (*misc).fops = fops.cast();
                 (*misc).mode = opts.mode;
                 let ret = misc_register(misc);
                 if ret != 0 {

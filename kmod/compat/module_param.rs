@@ -73,7 +73,10 @@ macro_rules! module_param {
 
         const _: () = {
             extern "C" {
-                static __this_module: ::kernel::types::Opaque<::kernel::bindings::module>;
+                // Typed as a byte so that the lint for FFI-safe types does
+                // not look into `struct module`, whose members are empty
+                // structs in some configurations.
+                static __this_module: ::kernel::types::Opaque<u8>;
             }
 
             #[link_section = "__param"]
@@ -82,7 +85,7 @@ macro_rules! module_param {
                 $crate::compat::module_param::KernelParam(::kernel::bindings::kernel_param {
                     name: concat!($name, "\0").as_ptr().cast(),
                     // SAFETY: only the address of the module's own `struct module` is taken.
-                    mod_: unsafe { __this_module.get() },
+                    mod_: unsafe { __this_module.get().cast() },
                     ops: ::core::ptr::addr_of!(::kernel::bindings::$ops),
                     perm: 0o444,
                     level: -1,

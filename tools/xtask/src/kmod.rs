@@ -45,8 +45,9 @@ pub fn build(kernel: &Kernel) -> Result<PathBuf> {
             .arg("-C")
             .arg(&kernel.build_dir)
             .arg(format!("M={}", dir.display()))
-            // CLIPPY=1: the module builds through clippy-driver, lints and all.
-            .args(["LLVM=1", "CLIPPY=1", "modules"]),
+            // Through clippy-driver, and any rustc or clippy warning fails
+            // the build: lints are part of every build, in every flavour.
+            .args(["LLVM=1", "CLIPPY=1", "KRUSTFLAGS=-Dwarnings", "modules"]),
     )?;
     Ok(dir.join("kmod/m4npu.ko"))
 }

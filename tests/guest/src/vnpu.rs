@@ -8,6 +8,7 @@ use m4npu::{Device, Error, Errno, JobDesc, Op};
 use vnpud::foundation::{sub_models, Foundation};
 
 use crate::children::Helper;
+use crate::jobs::support::pattern;
 use crate::module;
 
 const FIRMWARE: &str = "/lib/firmware/m4npu/foundation.m4fw";
@@ -62,6 +63,25 @@ pub fn vnpud_runs_the_foundation_model() -> Result<()> {
     ensure!(got.len() == 4, "generated {} tokens, want 4", got.len());
     ensure!(got == want, "vnpud generated {got:?}, the engine {want:?}");
 
+    // Many jobs in flight over io_uring, as in the driver's own tests.
+    const N: usize = 64;
+    const LEN: usize = 256;
+    let mut echo_in = dev.alloc(N * LEN)?;
+    let echo_out = dev.alloc(N * LEN)?;
+    for (i, chunk) in echo_in.as_mut_slice().chunks_exact_mut(LEN).enumerate() {
+        pattern(7, i as u32, chunk);
+    }
+    let mut ring = dev.ring(N as u32)?;
+    for i in 0..N {
+        ring.push(&JobDesc::new(Op::Echo).input(&echo_in, i * LEN, LEN).output(&echo_out, i * LEN, LEN), i as u64)?;
+    }
+    let done = ring.wait(N)?;
+    ensure!(done.len() == N, "{} of {N} echo jobs completed", done.len());
+    for c in &done {
+        ensure!(c.result()? == LEN, "echo job {}: {:?}", c.user_data, c.result());
+    }
+    ensure!(echo_in.as_slice() == echo_out.as_slice(), "echo outputs differ from their inputs");
+
     // A bad input fails that job only.
     let input = dev.alloc(4096)?;
     let output = dev.alloc(4096)?;
@@ -72,6 +92,17 @@ pub fn vnpud_runs_the_foundation_model() -> Result<()> {
     }
     let d_model = meta.shape(TEXT_ENCODER)?.d_model;
     ensure!(dev.embed("still serving")?.len() == d_model, "vnpud stopped serving after a bad job");
+
+    // `m4 top` sees this context and its jobs.
+    let out = std::process::Command::new("/bin/m4").args(["top", "--json"]).output().context("running m4 top")?;
+    ensure!(out.status.success(), "m4 top failed: {}", String::from_utf8_lossy(&out.stderr));
+    let top: serde_json::Value = serde_json::from_slice(&out.stdout).context("m4 top --json output")?;
+    let me = dev.info()?.context_id;
+    let row = top.as_array().and_then(|rows| rows.iter().find(|r| r["context"] == me));
+    let row = row.with_context(|| format!("m4 top lacks our context {me}: {top}"))?;
+    ensure!(row["pid"] == std::process::id(), "m4 top: wrong pid in {row}");
+    ensure!(row["jobs_failed"] == 1 && row["jobs_inflight"] == 0, "m4 top: want one failed job, none in flight: {row}");
+    ensure!(row["jobs_completed"].as_u64() > Some(N as u64), "m4 top: too few completed jobs in {row}");
 
     // SIGTERM: a clean stop, and the driver knows there is no device.
     vnpud.signal(libc::SIGTERM)?;

@@ -25,6 +25,16 @@ struct Cli {
 enum Cmd {
     /// Driver, firmware and pool information (GET_INFO).
     Info,
+    /// Live per-context view: pid, NPU memory, buffers, adapters, jobs,
+    /// NPU busy time (from each context's fdinfo).
+    Top {
+        /// Print once and exit (implied by --json).
+        #[arg(long)]
+        once: bool,
+        /// Refresh period in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+    },
     /// Run a task on the foundation model (needs a device such as vnpud).
     #[command(subcommand)]
     Run(Run),
@@ -73,6 +83,7 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Info => info(&cli.device, cli.json).map_err(|e| e.to_string()),
         Cmd::Run(run) => task(&cli.device, cli.json, run).map_err(|e| e.to_string()),
+        Cmd::Top { once, interval_ms } => top(&cli.device, cli.json, once, interval_ms).map_err(|e| e.to_string()),
         Cmd::Pack(Pack::Firmware { out, gguf, safetensors, tokenizer, name }) => {
             let d = pack::Sources::default();
             let src = pack::Sources {
@@ -148,6 +159,50 @@ fn task(path: &PathBuf, json: bool, run: Run) -> m4npu::Result<()> {
         }
     }
     Ok(())
+}
+
+fn top(path: &PathBuf, json: bool, once: bool, interval_ms: u64) -> m4npu::Result<()> {
+    loop {
+        let contexts = m4npu::FdInfo::all_contexts(path)?;
+        if json {
+            let rows: Vec<serde_json::Value> = contexts
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "context": c.client_id, "pid": c.pid, "memory": c.memory_bytes, "quota": c.quota_bytes,
+                        "buffers": c.buffers, "adapters": c.adapters, "jobs_submitted": c.jobs_submitted,
+                        "jobs_completed": c.jobs_completed, "jobs_failed": c.jobs_failed,
+                        "jobs_inflight": c.jobs_inflight, "busy_ns": c.engine_ns,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(rows));
+            return Ok(());
+        }
+        if !once {
+            // Clear the screen and home the cursor, as top(1) redraws.
+            print!("\x1b[2J\x1b[H");
+        }
+        println!("{:>8} {:>8} {:>12} {:>5} {:>5} {:>9} {:>7} {:>8} {:>12}", "CONTEXT", "PID", "MEMORY", "BOS", "ADPT", "JOBS", "FAILED", "INFLIGHT", "BUSY");
+        for c in &contexts {
+            println!(
+                "{:>8} {:>8} {:>10}Ki {:>5} {:>5} {:>9} {:>7} {:>8} {:>10.3}s",
+                c.client_id,
+                c.pid,
+                c.memory_bytes / 1024,
+                c.buffers,
+                c.adapters,
+                c.jobs_completed,
+                c.jobs_failed,
+                c.jobs_inflight,
+                c.engine_ns as f64 / 1e9
+            );
+        }
+        if once {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(interval_ms));
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -69,6 +69,38 @@ impl FdInfo {
         Ok(info)
     }
 
+    /// Every open context on the system that this process may inspect
+    /// (all of them for root): each file of `device` (the `/dev/m4npu`
+    /// node) found under `/proc/<pid>/fd`, once per context however many
+    /// fds or processes share it. What `m4 top` shows.
+    ///
+    /// ```no_run
+    /// for c in m4npu::FdInfo::all_contexts(&m4npu::Device::default_path())? {
+    ///     println!("context {} of pid {}: {} bytes", c.client_id, c.pid, c.memory_bytes);
+    /// }
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn all_contexts(device: &std::path::Path) -> Result<Vec<Self>> {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata(device).map_err(|e| Error::FdInfo(format!("{}: {e}", device.display())))?.rdev();
+        let mut seen = std::collections::BTreeMap::new();
+        let procs = std::fs::read_dir("/proc").map_err(|e| Error::FdInfo(format!("/proc: {e}")))?;
+        for pid in procs.flatten().filter(|p| p.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))) {
+            // Processes come and go, and others' fds may be closed to us.
+            let Ok(fds) = std::fs::read_dir(pid.path().join("fd")) else { continue };
+            for fd in fds.flatten() {
+                if std::fs::metadata(fd.path()).map_or(true, |m| m.rdev() != rdev) {
+                    continue;
+                }
+                let info = pid.path().join("fdinfo").join(fd.file_name());
+                if let Some(c) = std::fs::read_to_string(info).ok().and_then(|t| Self::parse(&t).ok()) {
+                    seen.insert(c.client_id, c);
+                }
+            }
+        }
+        Ok(seen.into_values().collect())
+    }
+
     pub(crate) fn read(fd: RawFd) -> Result<Self> {
         let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).map_err(|e| Error::FdInfo(e.to_string()))?;
         Self::parse(&text)

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::kernels;
-use crate::ops::{layer_norm, softmax, Exec, QMat};
+use crate::ops::{layer_norm_row as layer_norm, ActRows, Exec, QMat};
 use crate::quant::ActQ8;
 use crate::tensor::{Region, TensorTable};
 use std::sync::Arc;
@@ -27,9 +27,8 @@ struct Dense<'a> {
 }
 
 struct Layer<'a> {
-    q: Dense<'a>,
-    k: Dense<'a>,
-    v: Dense<'a>,
+    /// q | k | v stacked `[3 d, d]`.
+    qkv: Dense<'a>,
     o: Dense<'a>,
     ln1: (&'a [f32], &'a [f32]),
     ff1: Dense<'a>,
@@ -45,6 +44,18 @@ pub struct Bert<'a> {
     emb_ln: (&'a [f32], &'a [f32]),
     layers: Vec<Layer<'a>>,
     exec: Arc<Exec>,
+    /// Activation buffers reused across jobs: a 32-sentence batch needs
+    /// ~20 MB, and fresh allocations cost page faults on every call.
+    scratch: std::sync::Mutex<Vec<Scratch>>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    act: ActQ8,
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    o: Vec<f32>,
+    f: Vec<f32>,
 }
 
 #[derive(Clone, Copy)]
@@ -102,9 +113,7 @@ impl<'a> Bert<'a> {
         let mut layers = Vec::new();
         for l in 0..cfg.n_layer {
             layers.push(Layer {
-                q: dense(&format!("l{l}.q"), d, d)?,
-                k: dense(&format!("l{l}.k"), d, d)?,
-                v: dense(&format!("l{l}.v"), d, d)?,
+                qkv: dense(&format!("l{l}.qkv"), 3 * d, d)?,
                 o: dense(&format!("l{l}.o"), d, d)?,
                 ln1: ln(&format!("l{l}.ln1"))?,
                 ff1: dense(&format!("l{l}.ff1"), ff, d)?,
@@ -120,6 +129,7 @@ impl<'a> Bert<'a> {
             layers,
             cfg,
             exec,
+            scratch: Default::default(),
         })
     }
 
@@ -181,7 +191,6 @@ impl<'a> Bert<'a> {
                 row += 1;
             }
         }
-        layer_norm(&mut x, self.emb_ln.0, self.emb_ln.1, c.ln_eps);
         let starts: Vec<(usize, usize)> = seqs
             .iter()
             .scan(0, |st, s| {
@@ -190,50 +199,117 @@ impl<'a> Bert<'a> {
                 Some(r)
             })
             .collect();
-        let mut act = ActQ8::default();
-        let (mut q, mut k, mut v, mut ctx, mut o) = (
-            vec![0f32; n * d],
-            vec![0f32; n * d],
-            vec![0f32; n * d],
-            vec![0f32; n * d],
-            vec![0f32; n * d],
+        let (exec, isa, eps, ff) = (&*self.exec, self.exec.isa, c.ln_eps, c.d_ff);
+        let mut sc = self
+            .scratch
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_default();
+        let Scratch {
+            act,
+            qkv,
+            ctx,
+            o,
+            f,
+        } = &mut sc;
+        for (buf, len) in [
+            (&mut *qkv, n * 3 * d),
+            (&mut *ctx, n * d),
+            (&mut *o, n * d),
+            (&mut *f, n * ff),
+        ] {
+            buf.clear();
+            buf.resize(len, 0.0);
+        }
+        let (qkv, ctx, o, f) = (&mut qkv[..], &mut ctx[..], &mut o[..], &mut f[..]);
+        // Row passes between the matmuls run over token ranges in parallel,
+        // each task writing only its rows (raw pointers: shared buffers).
+        let (xp, op, qkvp, fp) = (
+            SyncPtr(x.as_mut_ptr()),
+            SyncPtr(o.as_mut_ptr()),
+            SyncPtr(qkv.as_mut_ptr()),
+            SyncPtr(f.as_mut_ptr()),
         );
-        let mut f = vec![0f32; n * c.d_ff];
+        // x = LN(x [+ o + bias]) ; act = q8(x).
+        let ln_quant = |act: &mut ActQ8, ln: (&[f32], &[f32]), res: Option<&[f32]>| {
+            let rows = ActRows::new(act, n, d);
+            exec.par_tokens(n, &|t0, t1| {
+                let (xp, op) = (xp, op);
+                for t in t0..t1 {
+                    // Safety: row t of x and o belongs to this task only.
+                    let (xr, or) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(xp.0.add(t * d), d),
+                            std::slice::from_raw_parts(op.0.add(t * d), d),
+                        )
+                    };
+                    if let Some(b) = res {
+                        for ((a, &r), &bb) in xr.iter_mut().zip(or).zip(b) {
+                            *a += r + bb;
+                        }
+                    }
+                    layer_norm(xr, ln.0, ln.1, eps);
+                    // Safety: row t is this task's.
+                    unsafe { rows.row(isa, t, xr) };
+                }
+            });
+        };
+        ln_quant(act, self.emb_ln, None);
         for l in &self.layers {
-            act.quantize(&x, n, d);
-            self.dense(&l.q, &act, &mut q);
-            self.dense(&l.k, &act, &mut k);
-            self.dense(&l.v, &act, &mut v);
-            self.attention(&q, &k, &v, &starts, &mut ctx);
-            act.quantize(&ctx, n, d);
-            self.dense(&l.o, &act, &mut o);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            layer_norm(&mut x, l.ln1.0, l.ln1.1, c.ln_eps);
-            act.quantize(&x, n, d);
-            self.dense(&l.ff1, &act, &mut f);
-            let isa = self.exec.isa;
-            self.exec
-                .par_rows(&mut f, c.d_ff, 8, &|fs, _| kernels::gelu(isa, fs));
-            act.quantize(&f, n, c.d_ff);
-            self.dense(&l.ff2, &act, &mut o);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            layer_norm(&mut x, l.ln2.0, l.ln2.1, c.ln_eps);
+            exec.matmul(&l.qkv.w, act, qkv);
+            exec.par_tokens(n, &|t0, t1| {
+                let qkvp = qkvp;
+                for t in t0..t1 {
+                    // Safety: row t is this task's.
+                    let r = unsafe { std::slice::from_raw_parts_mut(qkvp.0.add(t * 3 * d), 3 * d) };
+                    r.iter_mut().zip(l.qkv.b).for_each(|(a, b)| *a += b);
+                }
+            });
+            self.attention(qkv, &starts, ctx);
+            {
+                let rows = ActRows::new(act, n, d);
+                let ctx: &[f32] = ctx;
+                exec.par_tokens(n, &|t0, t1| {
+                    for t in t0..t1 {
+                        // Safety: row t is this task's.
+                        unsafe { rows.row(isa, t, &ctx[t * d..(t + 1) * d]) };
+                    }
+                });
+            }
+            exec.matmul(&l.o.w, act, o);
+            ln_quant(act, l.ln1, Some(l.o.b));
+            exec.matmul(&l.ff1.w, act, f);
+            {
+                let rows = ActRows::new(act, n, ff);
+                exec.par_tokens(n, &|t0, t1| {
+                    let fp = fp;
+                    for t in t0..t1 {
+                        // Safety: row t of f is this task's.
+                        let r = unsafe { std::slice::from_raw_parts_mut(fp.0.add(t * ff), ff) };
+                        r.iter_mut().zip(l.ff1.b).for_each(|(a, b)| *a += b);
+                        kernels::gelu(isa, r);
+                        // Safety: row t is this task's.
+                        unsafe { rows.row(isa, t, r) };
+                    }
+                });
+            }
+            exec.matmul(&l.ff2.w, act, o);
+            // The last quantization feeds the next layer (unused after the last).
+            ln_quant(act, l.ln2, Some(l.ff2.b));
+        }
+        if let Ok(mut s) = self.scratch.lock() {
+            s.push(sc);
         }
         Ok(x)
     }
 
-    fn dense(&self, dn: &Dense, act: &ActQ8, out: &mut [f32]) {
-        self.exec.matmul(&dn.w, act, out);
-        let rows = dn.b.len();
-        for r in out.chunks_exact_mut(rows) {
-            r.iter_mut().zip(dn.b).for_each(|(a, b)| *a += b);
-        }
-    }
-
-    fn attention(&self, q: &[f32], k: &[f32], v: &[f32], seqs: &[(usize, usize)], out: &mut [f32]) {
+    /// `qkv` rows are q | k | v `[n, 3 d]`; writes the context `[n, d]`.
+    fn attention(&self, qkv: &[f32], seqs: &[(usize, usize)], out: &mut [f32]) {
         let c = &self.cfg;
         let (d, nh) = (c.d_model, c.n_head);
         let hd = d / nh;
+        let w = 3 * d;
         let scale = 1.0 / (hd as f32).sqrt();
         let optr = SyncPtr(out.as_mut_ptr());
         let isa = self.exec.isa;
@@ -243,19 +319,21 @@ impl<'a> Bert<'a> {
             let h = task % nh;
             let mut sc = vec![0f32; len];
             for t in 0..len {
-                let qh = &q[(s0 + t) * d + h * hd..][..hd];
-                for (j, s) in sc.iter_mut().enumerate() {
-                    *s = kernels::dot_f32(isa, qh, &k[(s0 + j) * d + h * hd..][..hd]) * scale;
-                }
-                softmax(&mut sc);
                 // Safety: (token, head) slices are disjoint across tasks and inside out [n, d].
                 let oh = unsafe {
                     std::slice::from_raw_parts_mut(optr.0.add((s0 + t) * d + h * hd), hd)
                 };
-                oh.fill(0.0);
-                for (j, &p) in sc.iter().enumerate() {
-                    kernels::axpy_f32(isa, p, &v[(s0 + j) * d + h * hd..][..hd], oh);
-                }
+                kernels::attend_row(
+                    isa,
+                    &qkv[(s0 + t) * w + h * hd..][..hd],
+                    &qkv[s0 * w + d + h * hd..],
+                    &qkv[s0 * w + 2 * d + h * hd..],
+                    w,
+                    len,
+                    scale,
+                    &mut sc,
+                    oh,
+                );
             }
         });
     }

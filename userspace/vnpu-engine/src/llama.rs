@@ -7,7 +7,7 @@
 use crate::adapter::{Adapter, Proj};
 use crate::error::{Error, Result};
 use crate::kernels;
-use crate::ops::{apply_lora, rms_norm, softmax, Exec, QMat};
+use crate::ops::{apply_lora, rms_norm, rms_norm_row, ActRows, Exec, QMat};
 use crate::quant::ActQ8;
 use crate::tensor::{Region, TensorTable};
 use std::sync::Arc;
@@ -113,24 +113,23 @@ impl<'a> Stacked<'a> {
             .map(Stacked::Split)
     }
 
-    /// Runs all parts on `act`, writing part i to `outs[i]` (`[n, rows_i]`).
-    fn matmul(&self, exec: &Exec, act: &ActQ8, tmp: &mut Vec<f32>, outs: &mut [&mut [f32]]) {
+    fn rows(&self) -> usize {
         match self {
-            Stacked::Split(ms) => ms
-                .iter()
-                .zip(outs.iter_mut())
-                .for_each(|(m, o)| exec.matmul(m, act, o)),
-            Stacked::Fused(m) => {
-                let (n, rows) = (act.n, m.rows());
-                tmp.resize(n * rows, 0.0);
-                exec.matmul(m, act, tmp);
-                for t in 0..n {
-                    let mut c = t * rows;
-                    for o in outs.iter_mut() {
-                        let w = o.len() / n;
-                        o[t * w..(t + 1) * w].copy_from_slice(&tmp[c..c + w]);
-                        c += w;
-                    }
+            Stacked::Fused(m) => m.rows(),
+            Stacked::Split(ms) => ms.iter().map(|m| m.rows()).sum(),
+        }
+    }
+
+    /// Runs all parts on `act` into `out` `[n, rows]`, parts side by side.
+    fn matmul(&self, exec: &Exec, act: &ActQ8, out: &mut [f32]) {
+        match self {
+            Stacked::Fused(m) => exec.matmul(m, act, out),
+            Stacked::Split(ms) => {
+                let ld = self.rows();
+                let mut c = 0;
+                for m in ms {
+                    exec.matmul_into(m, act, &mut out[c..], ld);
+                    c += m.rows();
                 }
             }
         }
@@ -149,15 +148,14 @@ struct Layer<'a> {
 #[derive(Default)]
 struct Scratch {
     act: ActQ8,
+    /// Normalized layer input `[n, d]` (kept for LoRA).
     h: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    /// q | k | v side by side `[n, d + 2 kvd]`.
+    qkv: Vec<f32>,
     att: Vec<f32>,
     o: Vec<f32>,
-    g: Vec<f32>,
-    u: Vec<f32>,
-    tmp: Vec<f32>,
+    /// gate | up side by side `[n, 2 ff]`; silu(gate) * up lands in the gate half.
+    gu: Vec<f32>,
 }
 
 pub struct Llama<'a> {
@@ -326,6 +324,7 @@ impl<'a> Llama<'a> {
                 .map_err(|_| Error::Kv("buffer must be 4-byte aligned".into()))?;
 
         let exec = &*self.exec;
+        let isa = exec.isa;
         // Reuse activation buffers across jobs: fresh multi-MB allocations
         // cost page faults on every prefill. Concurrent jobs just allocate.
         let mut sc = self
@@ -337,89 +336,141 @@ impl<'a> Llama<'a> {
         let Scratch {
             act,
             h,
-            q,
-            k,
-            v,
+            qkv,
             att,
             o,
-            g,
-            u,
-            tmp,
+            gu,
         } = &mut sc;
+        let wq = d + 2 * kvd;
         for (buf, len) in [
             (&mut *h, n * d),
-            (&mut *q, n * d),
-            (&mut *k, n * kvd),
-            (&mut *v, n * kvd),
+            (&mut *qkv, n * wq),
             (&mut *att, n * d),
             (&mut *o, n * d),
-            (&mut *g, n * ff),
-            (&mut *u, n * ff),
+            (&mut *gu, n * 2 * ff),
         ] {
             buf.clear();
             buf.resize(len, 0.0);
         }
-        let (h, q, k, v, att, o, g, u) = (
+        let (h, qkv, att, o, gu) = (
             &mut h[..],
-            &mut q[..],
-            &mut k[..],
-            &mut v[..],
+            &mut qkv[..],
             &mut att[..],
             &mut o[..],
-            &mut g[..],
-            &mut u[..],
+            &mut gu[..],
         );
         let (cos, sin) = self.rope_tables(pos0, n);
+        let half = c.head_dim / 2;
+
+        // Row passes between the matmuls run over token ranges in parallel
+        // (inline for one token); each writes only its own rows, through
+        // raw pointers since the buffers are shared by the tasks.
+        let (xp, hp, qkvp, op) = (
+            SyncPtr(x.as_mut_ptr()),
+            SyncPtr(h.as_mut_ptr()),
+            SyncPtr(qkv.as_mut_ptr()),
+            SyncPtr(o.as_mut_ptr()),
+        );
+        let gup = SyncPtr(gu.as_mut_ptr());
+        // x += o (pending residual), h = rms_norm(x) * w, act = q8(h).
+        let norm_quant = |act: &mut ActQ8, w: &[f32], add_o: bool| {
+            let rows = ActRows::new(act, n, d);
+            exec.par_tokens(n, &|t0, t1| {
+                let (xp, hp, op) = (xp, hp, op);
+                for t in t0..t1 {
+                    // Safety: row t of x, h, o belongs to this task only.
+                    let (xr, hr, or) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(xp.0.add(t * d), d),
+                            std::slice::from_raw_parts_mut(hp.0.add(t * d), d),
+                            std::slice::from_raw_parts(op.0.add(t * d), d),
+                        )
+                    };
+                    if add_o {
+                        xr.iter_mut().zip(or).for_each(|(a, b)| *a += b);
+                    }
+                    rms_norm_row(xr, w, c.rms_eps, hr);
+                    // Safety: row t is this task's.
+                    unsafe { rows.row(isa, t, hr) };
+                }
+            });
+        };
 
         for (li, l) in self.layers.iter().enumerate() {
             let lora = |p: Proj| opts.adapter.and_then(|a| a.lora(li, p));
-            rms_norm(&x, l.attn_norm, c.rms_eps, h);
-            act.quantize(h, n, d);
-            l.qkv
-                .matmul(exec, act, tmp, &mut [&mut *q, &mut *k, &mut *v]);
-            for (out, p, od) in [
-                (&mut *q, Proj::Q, d),
-                (&mut *k, Proj::K, kvd),
-                (&mut *v, Proj::V, kvd),
-            ] {
+            norm_quant(act, l.attn_norm, li > 0);
+            l.qkv.matmul(exec, act, qkv);
+            for (p, c0, od) in [(Proj::Q, 0, d), (Proj::K, d, kvd), (Proj::V, d + kvd, kvd)] {
                 if let Some(lr) = lora(p) {
-                    apply_lora(&lr, h, n, d, out, od)?;
+                    apply_lora(&lr, h, d, n, d, &mut qkv[c0..], wq, od)?;
                 }
             }
-            apply_rope(q, n, c.n_head, c.head_dim, &cos, &sin);
-            apply_rope(k, n, c.n_head_kv, c.head_dim, &cos, &sin);
             let (kc, vc) = kv_layer(kvf, li, slots, kvd);
-            kc[pos0 * kvd..end * kvd].copy_from_slice(k);
-            vc[pos0 * kvd..end * kvd].copy_from_slice(v);
-            self.attention(q, kc, vc, pos0, n, att);
-            act.quantize(att, n, d);
+            let (kcp, vcp) = (SyncPtr(kc.as_mut_ptr()), SyncPtr(vc.as_mut_ptr()));
+            // RoPE on q and k in place; k and v into the cache.
+            exec.par_tokens(n, &|t0, t1| {
+                let (qkvp, kcp, vcp) = (qkvp, kcp, vcp);
+                for t in t0..t1 {
+                    // Safety: row t of qkv and cache slot pos0 + t are this task's.
+                    let (r, kd, vd) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(qkvp.0.add(t * wq), wq),
+                            std::slice::from_raw_parts_mut(kcp.0.add((pos0 + t) * kvd), kvd),
+                            std::slice::from_raw_parts_mut(vcp.0.add((pos0 + t) * kvd), kvd),
+                        )
+                    };
+                    let (cs, sn) = (&cos[t * half..][..half], &sin[t * half..][..half]);
+                    rope_row(&mut r[..d + kvd], c.head_dim, cs, sn);
+                    kd.copy_from_slice(&r[d..d + kvd]);
+                    vd.copy_from_slice(&r[d + kvd..]);
+                }
+            });
+            self.attention(qkv, wq, kc, vc, pos0, n, att);
+            {
+                let rows = ActRows::new(act, n, d);
+                let att: &[f32] = att;
+                exec.par_tokens(n, &|t0, t1| {
+                    for t in t0..t1 {
+                        // Safety: row t is this task's.
+                        unsafe { rows.row(isa, t, &att[t * d..(t + 1) * d]) };
+                    }
+                });
+            }
             exec.matmul(&l.wo, act, o);
             if let Some(lr) = lora(Proj::O) {
-                apply_lora(&lr, att, n, d, o, d)?;
+                apply_lora(&lr, att, d, n, d, o, d, d)?;
             }
-            x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
 
-            rms_norm(&x, l.ffn_norm, c.rms_eps, h);
-            act.quantize(h, n, d);
-            l.gate_up.matmul(exec, act, tmp, &mut [&mut *g, &mut *u]);
+            norm_quant(act, l.ffn_norm, true);
+            l.gate_up.matmul(exec, act, gu);
             if let Some(lr) = lora(Proj::Gate) {
-                apply_lora(&lr, h, n, d, g, ff)?;
+                apply_lora(&lr, h, d, n, d, gu, 2 * ff, ff)?;
             }
             if let Some(lr) = lora(Proj::Up) {
-                apply_lora(&lr, h, n, d, u, ff)?;
+                apply_lora(&lr, h, d, n, d, &mut gu[ff..], 2 * ff, ff)?;
             }
-            let isa = exec.isa;
-            let u: &[f32] = u;
-            exec.par_rows(g, ff, 8, &|gs, t0| {
-                kernels::silu_mul(isa, gs, &u[t0 * ff..t0 * ff + gs.len()])
-            });
-            act.quantize(g, n, ff);
+            {
+                let rows = ActRows::new(act, n, ff);
+                exec.par_tokens(n, &|t0, t1| {
+                    let gup = gup;
+                    for t in t0..t1 {
+                        // Safety: row t of gu is this task's.
+                        let r = unsafe {
+                            std::slice::from_raw_parts_mut(gup.0.add(t * 2 * ff), 2 * ff)
+                        };
+                        let (g, u) = r.split_at_mut(ff);
+                        kernels::silu_mul(isa, g, u);
+                        // Safety: row t is this task's.
+                        unsafe { rows.row(isa, t, g) };
+                    }
+                });
+            }
             exec.matmul(&l.w_down, act, o);
             if let Some(lr) = lora(Proj::Down) {
-                apply_lora(&lr, g, n, ff, o, d)?;
+                apply_lora(&lr, gu, 2 * ff, n, ff, o, d, d)?;
             }
-            x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
         }
+        x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
         if let Ok(mut s) = self.scratch.lock() {
             s.push(sc);
         }
@@ -495,7 +546,17 @@ impl<'a> Llama<'a> {
     }
 
     /// Causal GQA attention for tokens at `pos0..pos0+n` over cache slots `0..pos0+n`.
-    fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], pos0: usize, n: usize, out: &mut [f32]) {
+    /// `q` row t starts at `t * ldq`.
+    fn attention(
+        &self,
+        q: &[f32],
+        ldq: usize,
+        kc: &[f32],
+        vc: &[f32],
+        pos0: usize,
+        n: usize,
+        out: &mut [f32],
+    ) {
         let c = &self.cfg;
         let (hd, kvd, d) = (c.head_dim, c.kv_dim(), c.d_model);
         let group = c.n_head / c.n_head_kv;
@@ -511,17 +572,19 @@ impl<'a> Llama<'a> {
             let mut sc = vec![0f32; pos0 + n];
             for t in tc * TCHUNK..((tc + 1) * TCHUNK).min(n) {
                 let len = pos0 + t + 1;
-                let qh = &q[t * d + h * hd..][..hd];
-                for (j, s) in sc[..len].iter_mut().enumerate() {
-                    *s = kernels::dot_f32(isa, qh, &kc[j * kvd + g * hd..][..hd]) * scale;
-                }
-                softmax(&mut sc[..len]);
                 // Safety: (t, h) pairs are disjoint across tasks; slice in bounds of out [n, d].
                 let oh = unsafe { std::slice::from_raw_parts_mut(optr.0.add(t * d + h * hd), hd) };
-                oh.fill(0.0);
-                for (j, &p) in sc[..len].iter().enumerate() {
-                    kernels::axpy_f32(isa, p, &vc[j * kvd + g * hd..][..hd], oh);
-                }
+                kernels::attend_row(
+                    isa,
+                    &q[t * ldq + h * hd..][..hd],
+                    &kc[g * hd..],
+                    &vc[g * hd..],
+                    kvd,
+                    len,
+                    scale,
+                    &mut sc,
+                    oh,
+                );
             }
         });
     }
@@ -533,19 +596,15 @@ fn kv_layer(kv: &mut [f32], l: usize, slots: usize, kvd: usize) -> (&mut [f32], 
     (k, v)
 }
 
-/// GGUF ("normal") RoPE: rotates adjacent pairs (x[2i], x[2i+1]); the GGUF
-/// converter permuted q/k rows so this equals HF's half-split rotation.
-fn apply_rope(x: &mut [f32], n: usize, heads: usize, hd: usize, cos: &[f32], sin: &[f32]) {
-    let half = hd / 2;
-    for t in 0..n {
-        for h in 0..heads {
-            let v = &mut x[(t * heads + h) * hd..][..hd];
-            for i in 0..half {
-                let (c, s) = (cos[t * half + i], sin[t * half + i]);
-                let (a, b) = (v[2 * i], v[2 * i + 1]);
-                v[2 * i] = a * c - b * s;
-                v[2 * i + 1] = a * s + b * c;
-            }
+/// GGUF ("normal") RoPE on one token's heads (`x` = whole heads of
+/// `hd`): rotates adjacent pairs (x[2i], x[2i+1]); the GGUF converter
+/// permuted q/k rows so this equals HF's half-split rotation.
+fn rope_row(x: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
+    for v in x.chunks_exact_mut(hd) {
+        for (i, (&c, &s)) in cos.iter().zip(sin).enumerate() {
+            let (a, b) = (v[2 * i], v[2 * i + 1]);
+            v[2 * i] = a * c - b * s;
+            v[2 * i + 1] = a * s + b * c;
         }
     }
 }

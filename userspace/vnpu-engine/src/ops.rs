@@ -60,13 +60,21 @@ impl Exec {
 
     /// `out[t, r] = W[r] . x[t]` for all rows, split over rows across threads.
     pub fn matmul(&self, w: &QMat, x: &ActQ8, out: &mut [f32]) {
+        self.matmul_into(w, x, out, w.rows());
+    }
+
+    /// As [`Exec::matmul`], into the first `w.rows()` columns of an `[n, ldo]`
+    /// matrix (`out` may start at a column offset: stacked projections).
+    pub fn matmul_into(&self, w: &QMat, x: &ActQ8, out: &mut [f32], ldo: usize) {
         let rows = w.rows();
         debug_assert_eq!(w.k(), x.k);
-        let o = OutMat::new(out, x.n, rows);
+        let o = OutMat::strided(out, x.n, ldo, rows);
         // Several chunks per thread so a core slowed by other load (kernel
-        // builds share this machine) does not stall the whole step.
-        let chunks = (self.threads() * 4).min(rows.div_ceil(4)).max(1);
-        let per = rows.div_ceil(chunks).div_ceil(4) * 4;
+        // builds share this machine) does not stall the whole step. Chunks
+        // are whole pairs of 8-row panels (the SIMD kernels' unit).
+        let unit = 2 * crate::quant::PANEL;
+        let chunks = (self.threads() * 4).min(rows.div_ceil(unit)).max(1);
+        let per = rows.div_ceil(chunks).div_ceil(unit) * unit;
         let n = rows.div_ceil(per);
         let isa = self.isa;
         self.pool.run(n, &|c| {
@@ -80,6 +88,59 @@ impl Exec {
                 }
             }
         });
+    }
+
+    /// Runs `f(t0, t1)` over token ranges covering `0..n`, in parallel
+    /// (inline for a single token: decode steps pay no dispatch).
+    pub fn par_tokens(&self, n: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+        let chunks = (self.threads() * 2).min(n).max(1);
+        let per = n.div_ceil(chunks);
+        self.pool
+            .run(n.div_ceil(per), &|c| f(c * per, ((c + 1) * per).min(n)));
+    }
+}
+
+/// Rows of an activation matrix written by parallel tasks (see
+/// [`Exec::par_tokens`]): each task quantizes only its own rows.
+#[derive(Clone, Copy)]
+pub struct ActRows {
+    qs: *mut i8,
+    d: *mut f32,
+    s: *mut f32,
+    k: usize,
+    n: usize,
+}
+// Safety: tasks write disjoint rows (the contract of `row`).
+unsafe impl Send for ActRows {}
+unsafe impl Sync for ActRows {}
+
+impl ActRows {
+    /// Sizes `act` for `[n, k]` and returns its row writer.
+    pub fn new(act: &mut ActQ8, n: usize, k: usize) -> ActRows {
+        act.reset(n, k);
+        ActRows {
+            qs: act.qs.as_mut_ptr(),
+            d: act.d.as_mut_ptr(),
+            s: act.s.as_mut_ptr(),
+            k,
+            n,
+        }
+    }
+
+    /// Quantizes `x` (`k` floats) into row `t`.
+    ///
+    /// # Safety
+    /// No other thread writes row `t` meanwhile, and the `ActQ8` outlives the use.
+    pub unsafe fn row(&self, isa: kernels::Isa, t: usize, x: &[f32]) {
+        assert!(t < self.n && x.len() == self.k);
+        let nb = self.k / crate::quant::QK;
+        kernels::quantize_row_q8_with(
+            isa,
+            x,
+            std::slice::from_raw_parts_mut(self.qs.add(t * self.k), self.k),
+            std::slice::from_raw_parts_mut(self.d.add(t * nb), nb),
+            std::slice::from_raw_parts_mut(self.s.add(t * nb), nb),
+        );
     }
 }
 
@@ -127,13 +188,16 @@ impl<'a> QMat<'a> {
     }
 }
 
-/// `y[n, out] += scale * B (A x)` in f32 on the unquantized input.
+/// `y[n, out] += scale * B (A x)` in f32 on the unquantized input; row `t`
+/// of `x` / `y` starts at `t * ldx` / `t * ldy`.
 pub fn apply_lora(
     l: &Lora,
     x: &[f32],
+    ldx: usize,
     n: usize,
     in_dim: usize,
     y: &mut [f32],
+    ldy: usize,
     out_dim: usize,
 ) -> Result<()> {
     l.check(in_dim, out_dim)?;
@@ -141,12 +205,12 @@ pub fn apply_lora(
     let mut h = vec![0f32; r];
     let mut row = vec![0f32; in_dim.max(r)];
     for t in 0..n {
-        let xt = &x[t * in_dim..(t + 1) * in_dim];
+        let xt = &x[t * ldx..t * ldx + in_dim];
         for (i, hi) in h.iter_mut().enumerate() {
             l.a.row(i, in_dim, &mut row[..in_dim]);
             *hi = kernels::scalar::dot_f32(&row[..in_dim], xt);
         }
-        let yt = &mut y[t * out_dim..(t + 1) * out_dim];
+        let yt = &mut y[t * ldy..t * ldy + out_dim];
         for (o, yo) in yt.iter_mut().enumerate() {
             l.b.row(o, r, &mut row[..r]);
             *yo += l.scale * kernels::scalar::dot_f32(&row[..r], &h);
@@ -155,14 +219,33 @@ pub fn apply_lora(
     Ok(())
 }
 
+/// One row: `out = x / rms(x) * w`.
+pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    // f64 sum as llama.cpp's rms_norm does: int8 activation rounding
+    // downstream turns small norm differences into visible logit drift.
+    let ms = (x.iter().map(|&v| (v * v) as f64).sum::<f64>() / x.len() as f64) as f32;
+    let inv = 1.0 / (ms + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * inv * g;
+    }
+}
+
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
-        let inv = 1.0 / (ms + eps).sqrt();
-        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
-            *o = v * inv * g;
-        }
+        rms_norm_row(xr, w, eps, or);
+    }
+}
+
+/// LayerNorm of one row in place (sums in f64, as the reference does in
+/// effect: int8 activation rounding downstream amplifies small drifts).
+pub fn layer_norm_row(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let d = x.len() as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / d;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d;
+    let (mean, inv) = (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32);
+    for ((v, &g), &bb) in x.iter_mut().zip(w).zip(b) {
+        *v = (*v - mean) * inv * g + bb;
     }
 }
 

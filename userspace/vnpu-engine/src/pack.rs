@@ -192,10 +192,35 @@ pub fn pack_bert(file: &[u8], n_head: usize, ln_eps: f32) -> Result<(TensorTable
     let mut d_ff = 0;
     for l in 0..n_layer {
         let p = format!("encoder.layer.{l}.");
+        // q | k | v stacked row-wise: one matmul (one pass over the
+        // activations, one thread-pool dispatch) instead of three.
+        let mut qkv_w = Vec::new();
+        let mut qkv_b = Vec::new();
+        let mut qkv_rows = 0;
+        for src in [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+        ] {
+            let (w, s) = get(&format!("{p}{src}.weight"))?;
+            match s.as_slice() {
+                [r, k] if *k == d && k % quant::QK == 0 => qkv_rows += r,
+                _ => return Err(bad(&format!("{p}{src}.weight"), format!("shape {s:?}"))),
+            }
+            qkv_w.extend_from_slice(&w);
+            qkv_b.extend_from_slice(&get(&format!("{p}{src}.bias"))?.0);
+        }
+        if qkv_b.len() != qkv_rows {
+            return Err(bad(&format!("{p}attention.self"), "bias sizes"));
+        }
+        bb.push(
+            &format!("l{l}.qkv.w"),
+            DType::Q8_0R,
+            vec![qkv_rows, d],
+            &quant::quantize_q8_0(&qkv_w, qkv_rows, d),
+        );
+        bb.push_f32(&format!("l{l}.qkv.b"), vec![qkv_rows], &qkv_b);
         for (src, dst) in [
-            ("attention.self.query", "q"),
-            ("attention.self.key", "k"),
-            ("attention.self.value", "v"),
             ("attention.output.dense", "o"),
             ("intermediate.dense", "ff1"),
             ("output.dense", "ff2"),

@@ -122,8 +122,8 @@ pub fn tiny_llama_with(seed: u64, fused: bool) -> TinyLlama {
     }
 }
 
-/// Rewrites a split tiny model into the fused layout. Packed Q4_1R rows are
-/// independent, so stacking = concatenating the quant, scale and offset parts.
+/// Rewrites a split tiny model into the fused layout: the parts' rows,
+/// stacked and re-packed into panels.
 fn restack(src: &BlobBuilder, cfg: &LlamaConfig) -> BlobBuilder {
     let mut out = BlobBuilder {
         table: TensorTable {
@@ -146,24 +146,27 @@ fn restack(src: &BlobBuilder, cfg: &LlamaConfig) -> BlobBuilder {
             (&["attn_q", "attn_k", "attn_v"][..], "attn_qkv"),
             (&["ffn_gate", "ffn_up"][..], "ffn_gateup"),
         ] {
-            let mut qs = Vec::new();
-            let mut d = Vec::new();
-            let mut m = Vec::new();
-            let mut rows = 0;
-            let mut k = 0;
+            let mut mats = Vec::new();
             for p in parts {
                 let name = format!("blk.{l}.{p}.weight");
                 let (b, r, kk) = raw(&name);
-                let nb = r * kk / quant::QK;
-                qs.extend_from_slice(&b[..nb * 16]);
-                d.extend_from_slice(&b[nb * 16..nb * 18]);
-                m.extend_from_slice(&b[nb * 18..nb * 20]);
-                rows += r;
-                k = kk;
+                mats.push((AlignedBytes::from_slice(b), r, kk));
                 skip.insert(name);
             }
-            qs.extend_from_slice(&d);
-            qs.extend_from_slice(&m);
+            let views: Vec<Q4_1Mat> = mats
+                .iter()
+                .map(|(b, r, kk)| Q4_1Mat::from_bytes(b, *r, *kk).expect("packed"))
+                .collect();
+            let (rows, k) = (views.iter().map(|m| m.rows).sum(), views[0].k);
+            let qs = quant::pack_q4_1(rows, k, |r, b| {
+                let mut r = r;
+                let mut i = 0;
+                while r >= views[i].rows {
+                    r -= views[i].rows;
+                    i += 1;
+                }
+                views[i].block(r, b)
+            });
             out.push(
                 &format!("blk.{l}.{fname}.weight"),
                 DType::Q4_1R,

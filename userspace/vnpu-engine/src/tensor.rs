@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 /// Storage formats. `Gguf*` are the raw GGUF block layouts (f16 scales,
 /// interleaved); `Q4_1R` / `Q8_0R` are the engine layouts written by
-/// [`crate::pack`]: quants of all rows first, then f32 scales, so kernels
-/// read aligned, contiguous streams.
+/// [`crate::pack`]: 8-row panels whose quants are interleaved 4 bytes per
+/// row, each panel-block followed by its f16 scales (see [`crate::quant`]),
+/// so kernels read one contiguous stream and produce 8 rows per vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
     F32,
@@ -27,10 +28,11 @@ pub enum DType {
         block: usize,
         bytes: usize,
     },
-    /// Packed Q4_1: `qs[rows*k/2]` (per 32-block: low nibble = elem j, high = elem j+16),
-    /// then `d[rows*k/32]` f16, then `m[rows*k/32]` f16. Value = d*q + m.
+    /// Packed Q4_1 in 8-row panels (160 bytes per panel and 32-block:
+    /// quants, then d[8], m[8] f16). Value = d*q + m.
     Q4_1R,
-    /// Packed Q8_0: `qs[rows*k]` i8, then `d[rows*k/32]` f16. Value = d*q.
+    /// Packed Q8_0 in 8-row panels (272 bytes per panel and 32-block:
+    /// quants, then d[8] f16). Value = d*q.
     Q8_0R,
 }
 
@@ -57,21 +59,17 @@ impl DType {
                 }
                 (n / block).checked_mul(bytes)
             }
-            DType::Q4_1R => {
+            DType::Q4_1R | DType::Q8_0R => {
                 let (rows, k) = rows_k(shape)?;
                 if k % 32 != 0 {
                     return None;
                 }
-                let nb = rows.checked_mul(k / 32)?;
-                nb.checked_mul(16 + 4)
-            }
-            DType::Q8_0R => {
-                let (rows, k) = rows_k(shape)?;
-                if k % 32 != 0 {
-                    return None;
-                }
-                let nb = rows.checked_mul(k / 32)?;
-                nb.checked_mul(32 + 2)
+                let pb = if *self == DType::Q4_1R {
+                    crate::quant::Q4_1_PB
+                } else {
+                    crate::quant::Q8_0_PB
+                };
+                crate::quant::packed_bytes(rows, k, pb)
             }
         }
     }
@@ -86,8 +84,10 @@ impl DType {
             DType::I32 => (5, 0, 0),
             DType::I64 => (6, 0, 0),
             DType::Gguf { id, block, bytes } => (7 | (id << 8), block as u32, bytes as u32),
-            DType::Q4_1R => (8, 0, 0),
-            DType::Q8_0R => (9, 0, 0),
+            // 8 and 9 were the row-major layouts of earlier engines: tables
+            // using them no longer decode (re-run the packer).
+            DType::Q4_1R => (10, 0, 0),
+            DType::Q8_0R => (11, 0, 0),
         }
     }
 
@@ -105,8 +105,8 @@ impl DType {
                 block: a as usize,
                 bytes: b as usize,
             },
-            8 => DType::Q4_1R,
-            9 => DType::Q8_0R,
+            10 => DType::Q4_1R,
+            11 => DType::Q8_0R,
             _ => return None,
         })
     }
@@ -275,7 +275,13 @@ impl TensorTable {
             let a = r.u32()?;
             let b = r.u32()?;
             let dtype =
-                DType::from_code(c, a, b).ok_or_else(|| Error::Table(format!("dtype code {c}")))?;
+                DType::from_code(c, a, b).ok_or_else(|| {
+                    Error::Table(if c == 8 || c == 9 {
+                        format!("dtype code {c}: row-major packed layout of an older engine, re-run the packer")
+                    } else {
+                        format!("dtype code {c}")
+                    })
+                })?;
             let nd = r.u64()?;
             if nd > 8 {
                 return Err(Error::Table(format!("{name}: {nd} dims")));
@@ -439,16 +445,24 @@ impl BlobBuilder {
     }
 }
 
+/// One 64-byte line (`[u64; 8]` alone is only 8-byte aligned).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u64; 8]);
+// Safety: 64 bytes of plain integers, size == alignment, so no padding.
+unsafe impl bytemuck::Zeroable for Line {}
+unsafe impl bytemuck::Pod for Line {}
+
 /// 64-byte aligned owned bytes, for tests/tools that hold a packed blob in
 /// ordinary memory (a `Vec<u8>` only guarantees 1-byte alignment).
 pub struct AlignedBytes {
-    words: Vec<[u64; 8]>,
+    words: Vec<Line>,
     len: usize,
 }
 
 impl AlignedBytes {
     pub fn from_slice(b: &[u8]) -> Self {
-        let mut words = vec![[0u64; 8]; b.len().div_ceil(64)];
+        let mut words = vec![Line([0u64; 8]); b.len().div_ceil(64)];
         let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
         dst[..b.len()].copy_from_slice(b);
         AlignedBytes {
@@ -458,7 +472,7 @@ impl AlignedBytes {
     }
     pub fn zeroed(len: usize) -> Self {
         AlignedBytes {
-            words: vec![[0u64; 8]; len.div_ceil(64)],
+            words: vec![Line([0u64; 8]); len.div_ceil(64)],
             len,
         }
     }

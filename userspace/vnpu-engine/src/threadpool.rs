@@ -20,9 +20,15 @@ unsafe impl Send for JobPtr {}
 
 struct Shared {
     epoch: AtomicUsize,
+    /// The current job; workers take the pointer only under this lock and
+    /// only after joining `active`, so `run` (which clears it under the
+    /// lock, then waits for `active == 0`) never returns while one holds it.
     job: Mutex<Option<JobPtr>>,
     n_tasks: AtomicUsize,
     next: AtomicUsize,
+    /// Tasks finished (the caller's completion condition).
+    done: AtomicUsize,
+    /// Workers currently holding the job pointer.
     active: AtomicUsize,
     sleepers: AtomicUsize,
     panicked: AtomicBool,
@@ -38,10 +44,12 @@ pub struct ThreadPool {
     run_lock: Mutex<()>,
 }
 
-// Idle workers spin briefly (a decode step issues jobs microseconds apart),
-// then yield (cheap when cores are shared with other load), then sleep.
-const SPIN_ITERS: usize = 2_000;
-const YIELD_ITERS: usize = 2_000;
+// Idle workers spin for a while (a decode step issues jobs microseconds
+// apart, and a worker that yields its core between them may not get it back
+// for a whole time slice when other jobs load the machine), then yield,
+// then sleep.
+const SPIN_TIME: std::time::Duration = std::time::Duration::from_micros(300);
+const YIELD_TIME: std::time::Duration = std::time::Duration::from_millis(3);
 
 impl ThreadPool {
     /// `threads` = total threads including the caller (min 1).
@@ -51,6 +59,7 @@ impl ThreadPool {
             job: Mutex::new(None),
             n_tasks: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
@@ -79,6 +88,10 @@ impl ThreadPool {
     }
 
     /// Runs `f(i)` for every `i < n_tasks` across the pool; returns when all are done.
+    ///
+    /// The caller takes tasks too and never waits for a worker that has not
+    /// started: a worker descheduled by other load on the machine just finds
+    /// no task left (the job then runs at one thread's speed, not stalled).
     pub fn run(&self, n_tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if n_tasks == 0 {
             return;
@@ -89,35 +102,48 @@ impl ThreadPool {
         }
         let _g = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
-        // Erase the lifetime: workers only dereference it between the epoch
-        // bump below and their `active` decrement, and we wait for all of
-        // those before returning, so `f` outlives every use.
+        // Erase the lifetime: workers only dereference it while counted in
+        // `active`, and we wait for `active == 0` after withdrawing the
+        // pointer, so `f` outlives every use.
         let f_static: &'static JobFn =
             unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync + '_), &'static JobFn>(f) };
-        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(JobPtr(f_static));
         s.n_tasks.store(n_tasks, Ordering::Relaxed);
         s.next.store(0, Ordering::Relaxed);
-        s.active.store(self.workers.len(), Ordering::Relaxed);
+        s.done.store(0, Ordering::Relaxed);
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(JobPtr(f_static));
         s.epoch.fetch_add(1, Ordering::SeqCst);
         if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.cv.notify_all();
         }
         let res = catch_unwind(AssertUnwindSafe(|| drain(s, f)));
-        // A worker descheduled mid-task (other load on the machine) would
-        // make a pure spin burn our own time slice: yield after a while.
-        let mut spins = 0u32;
-        while s.active.load(Ordering::Acquire) != 0 {
-            spins += 1;
-            if spins < 1000 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+        if res.is_err() {
+            // Our task panicked: retire the unclaimed ones unrun.
+            while s.next.fetch_add(1, Ordering::Relaxed) < n_tasks {
+                s.done.fetch_add(1, Ordering::Release);
             }
         }
+        // Tasks a worker claimed may still be running: wait for them (a
+        // worker descheduled mid-task makes a pure spin burn our own time
+        // slice, so yield after a while).
+        wait_until(|| s.done.load(Ordering::Acquire) >= n_tasks);
         *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        if res.is_err() || s.panicked.swap(false, Ordering::SeqCst) {
+        wait_until(|| s.active.load(Ordering::Acquire) == 0);
+        let worker_panicked = s.panicked.swap(false, Ordering::SeqCst);
+        if res.is_err() || worker_panicked {
             panic!("vnpu thread pool: a task panicked");
+        }
+    }
+}
+
+fn wait_until(cond: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    while !cond() {
+        spins += 1;
+        if spins < 1000 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
         }
     }
 }
@@ -129,6 +155,15 @@ fn drain(s: &Shared, f: &(dyn Fn(usize) + Sync + '_)) {
         if i >= n {
             break;
         }
+        // Count the task done even if it panics, so the caller's wait ends
+        // (the panic itself is reported through `panicked` / the caller).
+        struct Done<'a>(&'a AtomicUsize);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Release);
+            }
+        }
+        let _d = Done(&s.done);
         f(i);
     }
 }
@@ -136,7 +171,8 @@ fn drain(s: &Shared, f: &(dyn Fn(usize) + Sync + '_)) {
 fn worker(s: Arc<Shared>) {
     let mut seen = 0usize;
     loop {
-        let mut spins = 0;
+        let mut spins = 0u32;
+        let mut idle_since: Option<std::time::Instant> = None;
         loop {
             let e = s.epoch.load(Ordering::Acquire);
             if e != seen {
@@ -146,12 +182,18 @@ fn worker(s: Arc<Shared>) {
             if s.shutdown.load(Ordering::Acquire) {
                 return;
             }
-            spins += 1;
-            if spins < SPIN_ITERS {
+            spins = spins.wrapping_add(1);
+            if spins % 64 != 0 {
                 std::hint::spin_loop();
                 continue;
             }
-            if spins < SPIN_ITERS + YIELD_ITERS {
+            let idle = idle_since
+                .get_or_insert_with(std::time::Instant::now)
+                .elapsed();
+            if idle < SPIN_TIME {
+                continue;
+            }
+            if idle < SPIN_TIME + YIELD_TIME {
                 std::thread::yield_now();
                 continue;
             }
@@ -163,16 +205,22 @@ fn worker(s: Arc<Shared>) {
                 drop(g);
             }
             s.sleepers.fetch_sub(1, Ordering::SeqCst);
-            spins = 0;
+            idle_since = None;
         }
-        let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
+        let job = {
+            let g = s.job.lock().unwrap_or_else(|e| e.into_inner());
+            if g.is_some() {
+                s.active.fetch_add(1, Ordering::SeqCst);
+            }
+            *g
+        };
         if let Some(JobPtr(f)) = job {
             let ok = catch_unwind(AssertUnwindSafe(|| drain(&s, unsafe { &*f }))).is_ok();
             if !ok {
                 s.panicked.store(true, Ordering::SeqCst);
             }
+            s.active.fetch_sub(1, Ordering::Release);
         }
-        s.active.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -204,6 +252,26 @@ mod tests {
                 });
                 assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
             }
+        }
+    }
+
+    #[test]
+    fn task_panic_is_reported_and_pool_stays_usable() {
+        let pool = ThreadPool::new(2);
+        for _ in 0..3 {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                pool.run(16, &|i| {
+                    if i % 5 == 3 {
+                        panic!("task {i}");
+                    }
+                })
+            }));
+            assert!(r.is_err());
+            let c = AtomicUsize::new(0);
+            pool.run(16, &|_| {
+                c.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(c.load(Ordering::Relaxed), 16);
         }
     }
 

@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod probe_x86;
 pub mod scalar;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +82,11 @@ unsafe impl Sync for OutMat {}
 
 impl OutMat {
     pub fn new(out: &mut [f32], n: usize, ldo: usize) -> OutMat {
-        assert!(out.len() >= n * ldo);
+        Self::strided(out, n, ldo, ldo)
+    }
+    /// `n` rows of `cols` values, `ldo` apart (a column range of a wider matrix).
+    pub fn strided(out: &mut [f32], n: usize, ldo: usize, cols: usize) -> OutMat {
+        assert!(cols <= ldo && (n == 0 || out.len() >= (n - 1) * ldo + cols));
         OutMat {
             ptr: out.as_mut_ptr(),
             ldo,
@@ -98,7 +104,9 @@ impl OutMat {
 /// `out[t, r] = dot(w[r], x[t])` for rows `r0..r1` and all tokens.
 ///
 /// # Safety
-/// `out` must be `[x.n, >= w.rows]`, rows `r0..r1 <= w.rows` owned by the caller, `w.k == x.k`.
+/// `out` must be `[x.n, >= w.rows]`, rows `r0..r1 <= w.rows` owned by the
+/// caller, `w.k == x.k`; `r0` a multiple of [`crate::quant::PANEL`] and `r1`
+/// one too or `w.rows` (SIMD kernels write whole 8-row panels).
 pub unsafe fn gemm_q4_1(isa: Isa, w: &Q4_1Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -171,6 +179,42 @@ pub fn gelu(isa: Isa, x: &mut [f32]) {
     }
 }
 
+/// One query row of attention: `out = softmax(scale * q . k_j) v` over
+/// `j < len`, key/value rows `stride` floats apart in `k` / `v` (a KV cache
+/// slice, or one sequence's rows of a stacked `[n, d]` matrix). `sc` is
+/// scratch of at least `len` floats.
+pub fn attend_row(
+    isa: Isa,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    len: usize,
+    scale: f32,
+    sc: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    assert!(out.len() == hd && sc.len() >= len && hd <= stride);
+    assert!(len == 0 || ((len - 1) * stride + hd <= k.len() && (len - 1) * stride + hd <= v.len()));
+    match (isa, hd) {
+        #[cfg(target_arch = "x86_64")]
+        // Safety: ISA checked when the Exec was built; bounds asserted above.
+        (Isa::Avx2 | Isa::Avx512Vnni, 32) => unsafe {
+            avx2::attend_row::<4>(q, k, v, stride, len, scale, sc, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2 | Isa::Avx512Vnni, 64) => unsafe {
+            avx2::attend_row::<8>(q, k, v, stride, len, scale, sc, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2 | Isa::Avx512Vnni, 128) => unsafe {
+            avx2::attend_row::<16>(q, k, v, stride, len, scale, sc, out)
+        },
+        _ => scalar::attend_row(q, k, v, stride, len, scale, sc, out),
+    }
+}
+
 /// `y += a * x` (attention value accumulation).
 #[inline]
 pub fn axpy_f32(isa: Isa, a: f32, x: &[f32], y: &mut [f32]) {
@@ -178,6 +222,43 @@ pub fn axpy_f32(isa: Isa, a: f32, x: &[f32], y: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::axpy_f32(a, x, y) },
         _ => scalar::axpy_f32(a, x, y),
+    }
+}
+
+/// What one core can do at most, measured on this machine: the clock and
+/// the sustained rate of the ISA's int8 multiply instruction.
+#[derive(Clone, Copy, Debug)]
+pub struct PeakProbe {
+    pub ghz: f64,
+    /// Int8 multiply instructions retired per cycle (AVX2: `vpmaddubsw ymm`).
+    pub mul_per_cycle: f64,
+    /// Int8 multiply-accumulates per instruction (AVX2: 32).
+    pub macs_per_mul: f64,
+}
+
+impl PeakProbe {
+    /// Peak int8 GOPS of one core (a multiply-accumulate counts as 2 ops).
+    pub fn core_gops(&self) -> f64 {
+        self.ghz * self.mul_per_cycle * self.macs_per_mul * 2.0
+    }
+}
+
+/// Measures [`PeakProbe`] for `isa` (None where no probe exists yet:
+/// scalar, and AVX-512 VNNI whose `vpdpbusd` probe is not written).
+pub fn probe_peak(isa: Isa) -> Option<PeakProbe> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            let ghz = probe_x86::probe_ghz();
+            // Safety: AVX2 was checked available when `isa` was chosen.
+            let mul_per_cycle = unsafe { probe_x86::probe_maddubs_per_cycle(ghz) };
+            Some(PeakProbe {
+                ghz,
+                mul_per_cycle,
+                macs_per_mul: 32.0,
+            })
+        }
+        _ => None,
     }
 }
 

@@ -7,13 +7,13 @@ pub fn dot_q4_1_row(w: &Q4_1Mat, r: usize, x: &ActQ8, t: usize) -> f32 {
     let nb = w.k / QK;
     let mut acc = 0f32;
     for b in 0..nb {
-        let q = &w.qs[(r * nb + b) * 16..][..16];
+        let (q, wd, wm) = w.block(r, b);
         let a = &x.qs[t * x.k + b * QK..][..QK];
         let mut isum = 0i32;
         for j in 0..16 {
             isum += (q[j] & 15) as i32 * a[j] as i32 + (q[j] >> 4) as i32 * a[j + 16] as i32;
         }
-        let (wd, wm) = (f16_to_f32(w.d[r * nb + b]), f16_to_f32(w.m[r * nb + b]));
+        let (wd, wm) = (f16_to_f32(wd), f16_to_f32(wm));
         acc += wd * x.d[t * nb + b] * isum as f32 + wm * x.s[t * nb + b];
     }
     acc
@@ -23,10 +23,10 @@ pub fn dot_q8_0_row(w: &Q8_0Mat, r: usize, x: &ActQ8, t: usize) -> f32 {
     let nb = w.k / QK;
     let mut acc = 0f32;
     for b in 0..nb {
-        let q = &w.qs[r * w.k + b * QK..][..QK];
+        let (q, wd) = w.block(r, b);
         let a = &x.qs[t * x.k + b * QK..][..QK];
         let isum: i32 = q.iter().zip(a).map(|(&p, &q)| p as i32 * q as i32).sum();
-        acc += f16_to_f32(w.d[r * nb + b]) * x.d[t * nb + b] * isum as f32;
+        acc += f16_to_f32(wd) * x.d[t * nb + b] * isum as f32;
     }
     acc
 }
@@ -64,5 +64,27 @@ pub fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
 pub fn silu_mul(g: &mut [f32], u: &[f32]) {
     for (a, b) in g.iter_mut().zip(u) {
         *a = crate::ops::silu(*a) * b;
+    }
+}
+
+/// Reference for [`super::attend_row`].
+pub fn attend_row(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    len: usize,
+    scale: f32,
+    sc: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    for (j, s) in sc[..len].iter_mut().enumerate() {
+        *s = dot_f32(q, &k[j * stride..j * stride + hd]) * scale;
+    }
+    crate::ops::softmax(&mut sc[..len]);
+    out.fill(0.0);
+    for (j, &p) in sc[..len].iter().enumerate() {
+        axpy_f32(p, &v[j * stride..j * stride + hd], out);
     }
 }

@@ -37,6 +37,11 @@ fn gemm_simd_matches_scalar() {
         (37, 160, 5),
         (4, 32, 2),
         (64, 576, 7),
+        (24, 64, 4),
+        (40, 96, 9),
+        (17, 64, 1),
+        (48, 1536, 2),
+        (16, 1536, 90), // crosses a token block (128 KB of activations)
     ] {
         let wf: Vec<f32> = (0..rows * k).map(|_| rng.normal()).collect();
         let xf: Vec<f32> = (0..n * k).map(|_| rng.normal() * 3.0).collect();
@@ -60,6 +65,60 @@ fn gemm_simd_matches_scalar() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn gemm_panel_ranges_cover_rows() {
+    // Threads split rows at panel boundaries; the last range ends at `rows`.
+    let mut rng = Rng::new(11);
+    let (rows, k, n) = (43usize, 128usize, 6usize);
+    let wf: Vec<f32> = (0..rows * k).map(|_| rng.normal()).collect();
+    let xf: Vec<f32> = (0..n * k).map(|_| rng.normal()).collect();
+    let mut x = ActQ8::default();
+    x.quantize(&xf, n, k);
+    for q4 in [true, false] {
+        let wb = crate::tensor::AlignedBytes::from_slice(&if q4 {
+            quantize_q4_1(&wf, rows, k)
+        } else {
+            quantize_q8_0(&wf, rows, k)
+        });
+        let want = run(Isa::Scalar, q4, &wb, rows, k, &x);
+        for isa in simd_isas() {
+            let mut out = vec![f32::NAN; n * rows];
+            for (r0, r1) in [(0, 16), (16, 24), (24, 40), (40, 43)] {
+                let o = OutMat::new(&mut out, n, rows);
+                unsafe {
+                    if q4 {
+                        let w = Q4_1Mat::from_bytes(&wb, rows, k).expect("q4");
+                        gemm_q4_1(isa, &w, &x, r0, r1, o);
+                    } else {
+                        let w = Q8_0Mat::from_bytes(&wb, rows, k).expect("q8");
+                        gemm_q8_0(isa, &w, &x, r0, r1, o);
+                    }
+                }
+            }
+            for (a, b) in out.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "{isa:?} q4={q4}");
+            }
+        }
+    }
+}
+
+#[test]
+fn q4_1_extremes_do_not_saturate() {
+    // All-15 weights against all +-127 activations: the 16-bit block sums
+    // reach 8 * 2 * 15 * 127 = 30480, just inside i16.
+    let (rows, k, n) = (8usize, 64usize, 2usize);
+    let wb = crate::quant::pack_q4_1(rows, k, |_, _| ([0xff; 16], 0x3c00, 0));
+    let wb = crate::tensor::AlignedBytes::from_slice(&wb);
+    let mut x = ActQ8::default();
+    let xf: Vec<f32> = (0..n * k).map(|i| if i < k { 1.0 } else { -1.0 }).collect();
+    x.quantize(&xf, n, k);
+    let want = run(Isa::Scalar, true, &wb, rows, k, &x);
+    assert!((want[0] - 15.0 * 64.0).abs() < 1e-3, "{}", want[0]);
+    for isa in simd_isas() {
+        assert_eq!(run(isa, true, &wb, rows, k, &x), want, "{isa:?}");
     }
 }
 
@@ -168,6 +227,55 @@ fn gelu_simd_matches_scalar() {
                 (a - b).abs() <= 2e-6 * (1.0 + b.abs()),
                 "{isa:?}: {a} vs {b}"
             );
+        }
+    }
+}
+
+#[test]
+fn attend_row_simd_matches_scalar() {
+    let mut rng = Rng::new(23);
+    for hd in [32usize, 64, 128, 40] {
+        let stride = hd * 3;
+        for len in [1usize, 5, 8, 9, 33, 130] {
+            let q: Vec<f32> = (0..hd).map(|_| rng.normal()).collect();
+            let k: Vec<f32> = (0..len * stride).map(|_| rng.normal()).collect();
+            let v: Vec<f32> = (0..len * stride).map(|_| rng.normal()).collect();
+            let scale = 1.0 / (hd as f32).sqrt();
+            let mut sc = vec![0f32; len];
+            let mut want = vec![0f32; hd];
+            scalar::attend_row(
+                &q,
+                &k[hd..],
+                &v[hd..],
+                stride,
+                len - 1,
+                scale,
+                &mut sc,
+                &mut want,
+            );
+            if len == 1 {
+                continue;
+            }
+            for isa in simd_isas() {
+                let mut got = vec![0f32; hd];
+                attend_row(
+                    isa,
+                    &q,
+                    &k[hd..],
+                    &v[hd..],
+                    stride,
+                    len - 1,
+                    scale,
+                    &mut sc,
+                    &mut got,
+                );
+                for (a, b) in got.iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                        "{isa:?} hd={hd} len={len}: {a} vs {b}"
+                    );
+                }
+            }
         }
     }
 }

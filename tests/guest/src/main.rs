@@ -65,6 +65,7 @@ const TESTS: &[Test] = &[
     Test::new("killed_device_fails_every_job_with_eio", jobs::failures::killed_device_fails_every_job_with_eio),
     Test::new("c_example_runs_a_job", c_api::c_example_runs_a_job),
     Test::new("jobs_need_a_model", jobs::refusals::jobs_need_a_model),
+    Test::new("vnpud_runs_a_synthetic_model", vnpu::vnpud_runs_a_synthetic_model),
     Test::new("vnpud_runs_the_foundation_model", vnpu::vnpud_runs_the_foundation_model),
     Test::new("bad_module_parameters_are_refused", basics::bad_module_parameters_are_refused),
     Test::new("rmmod_refused_while_open", basics::rmmod_refused_while_open),

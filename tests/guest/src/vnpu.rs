@@ -4,11 +4,12 @@
 
 use anyhow::{ensure, Context, Result};
 use m4npu::model::{BACKBONE, TEXT_ENCODER};
-use m4npu::{Device, Error, Errno, JobDesc, Op};
+use m4npu::{Device, Errno, Error, JobDesc, Op};
+use m4npu_format::job_io::{f32s, GenerateOutput, Input, STATE_KV_OFFSET};
 use vnpud::foundation::{sub_models, Foundation};
 
-use crate::children::Helper;
-use crate::jobs::support::pattern;
+use crate::children::{eventually, Helper};
+use crate::jobs::support::{device_attached, pattern};
 use crate::module;
 
 const FIRMWARE: &str = "/lib/firmware/m4npu/foundation.m4fw";
@@ -23,9 +24,50 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
+/// The tiny synthetic model (`m4 pack firmware --synthetic`): the same
+/// architecture, so the same device paths, in moments.
+pub fn vnpud_runs_a_synthetic_model() -> Result<()> {
+    module::reload("firmware=m4npu/tiny.m4fw")?;
+    let vnpud = start_vnpud()?;
+    let dev = Device::open()?;
+    ensure!(dev.info()?.model.context("no model")?.name == "tiny-synthetic", "not the synthetic firmware");
+    let blob = vnpu_engine::AlignedBytes::from_slice(&std::fs::read("/lib/firmware/m4npu/tiny.m4fw")?);
+    let subs = sub_models(&blob).map_err(anyhow::Error::msg)?;
+    let reference = Foundation::build(&subs).map_err(anyhow::Error::msg)?;
+    let (llama, bert) = (reference.backbone.as_ref().context("backbone")?, reference.text_encoder.as_ref().context("text encoder")?);
+
+    let ids = vec![1u32, 5, 9, 2];
+    let input = Input::Tokens(ids.clone()).encode();
+    let mut inbuf = dev.alloc(4096)?;
+    inbuf.as_mut_slice()[..input.len()].copy_from_slice(&input);
+    let out = dev.alloc(4096 + 4 * llama.cfg.vocab)?;
+    let n = dev.run(&JobDesc::new(Op::Embed).input(&inbuf, 0, input.len()).output(&out, 0, out.len()))?;
+    let want = bert.embed(&ids)?;
+    ensure!(max_abs_diff(&f32s(&out.as_slice()[..n]), &want) < 1e-5 && n == 4 * want.len(), "synthetic embedding differs");
+
+    let state = dev.alloc(STATE_KV_OFFSET + llama.cfg.kv_bytes(16))?;
+    let n = dev.run(&JobDesc::new(Op::Generate).input(&inbuf, 0, input.len()).output(&out, 0, out.len()).state(&state, 0, state.len()))?;
+    let got = GenerateOutput::decode(&out.as_slice()[..n])?;
+    let mut kv = vec![0u8; llama.cfg.kv_bytes(16)];
+    let logits = llama.prefill(&ids, &mut kv)?.logits.context("no logits")?;
+    let want = (0..logits.len()).fold(0, |b, i| if logits[i] > logits[b] { i } else { b }) as u32;
+    ensure!(got.next_token == want && got.n_past == 4, "synthetic generate: {got:?}, want token {want} at 4");
+    ensure!(max_abs_diff(&f32s(&out.as_slice()[16..n]), &logits) < 1e-4, "synthetic logits differ");
+    stop(vnpud)
+}
+
+/// SIGTERM, a clean exit, and the driver letting the device go (its ring
+/// is torn down by a kernel worker after the exit).
+fn stop(mut vnpud: Helper) -> Result<()> {
+    vnpud.signal(libc::SIGTERM)?;
+    let status = vnpud.wait()?;
+    ensure!(status.success(), "vnpud exited with {status} on SIGTERM; it said {:?}", vnpud.log());
+    eventually("the driver lets vnpud go", || Ok(if device_attached()? { Err("attached".into()) } else { Ok(()) }))
+}
+
 pub fn vnpud_runs_the_foundation_model() -> Result<()> {
     module::reload("")?;
-    let mut vnpud = start_vnpud()?;
+    let vnpud = start_vnpud()?;
     let dev = Device::open()?;
     let meta = dev.model_meta()?;
 
@@ -105,9 +147,7 @@ pub fn vnpud_runs_the_foundation_model() -> Result<()> {
     ensure!(row["jobs_completed"].as_u64() > Some(N as u64), "m4 top: too few completed jobs in {row}");
 
     // SIGTERM: a clean stop, and the driver knows there is no device.
-    vnpud.signal(libc::SIGTERM)?;
-    let status = vnpud.wait()?;
-    ensure!(status.success(), "vnpud exited with {status} on SIGTERM; it said {:?}", vnpud.log());
+    stop(vnpud)?;
     match dev.embed("nobody home") {
         Err(Error::NoNpuDevice) => Ok(()),
         other => anyhow::bail!("embed after vnpud stopped: {other:?}, want NoNpuDevice"),

@@ -75,6 +75,10 @@ enum Pack {
         /// Model name recorded in the firmware.
         #[arg(long, default_value = pack::FOUNDATION_NAME)]
         name: String,
+        /// Instead: a tiny model of the same architecture with random
+        /// weights from this seed, for fast tests (no tokenizers).
+        #[arg(long, value_name = "SEED", conflicts_with_all = ["gguf", "safetensors", "tokenizer"])]
+        synthetic: Option<u64>,
     },
 }
 
@@ -84,14 +88,18 @@ fn main() -> ExitCode {
         Cmd::Info => info(&cli.device, cli.json).map_err(|e| e.to_string()),
         Cmd::Run(run) => task(&cli.device, cli.json, run).map_err(|e| e.to_string()),
         Cmd::Top { once, interval_ms } => top(&cli.device, cli.json, once, interval_ms).map_err(|e| e.to_string()),
-        Cmd::Pack(Pack::Firmware { out, gguf, safetensors, tokenizer, name }) => {
+        Cmd::Pack(Pack::Firmware { out, gguf, safetensors, tokenizer, name, synthetic }) => {
             let d = pack::Sources::default();
             let src = pack::Sources {
                 gguf: gguf.unwrap_or(d.gguf),
                 safetensors: safetensors.unwrap_or(d.safetensors),
                 tokenizer: tokenizer.unwrap_or(d.tokenizer),
             };
-            pack::firmware(&src, &name).and_then(|blob| {
+            let blob = match synthetic {
+                Some(seed) => pack::synthetic_firmware(&name, seed),
+                None => pack::firmware(&src, &name),
+            };
+            blob.and_then(|blob| {
                 std::fs::write(&out, &blob).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
                 let fw = m4npu_format::Firmware::parse_unverified(&blob).map_err(|e| e.to_string())?;
                 if cli.json {
@@ -122,7 +130,7 @@ fn info(path: &PathBuf, json: bool) -> m4npu::Result<()> {
     Ok(())
 }
 
-fn task(path: &PathBuf, json: bool, run: Run) -> m4npu::Result<()> {
+fn task(path: &std::path::Path, json: bool, run: Run) -> m4npu::Result<()> {
     use std::io::Write;
     let dev = Device::open_path(path)?;
     match run {
@@ -161,7 +169,7 @@ fn task(path: &PathBuf, json: bool, run: Run) -> m4npu::Result<()> {
     Ok(())
 }
 
-fn top(path: &PathBuf, json: bool, once: bool, interval_ms: u64) -> m4npu::Result<()> {
+fn top(path: &std::path::Path, json: bool, once: bool, interval_ms: u64) -> m4npu::Result<()> {
     loop {
         let contexts = m4npu::FdInfo::all_contexts(path)?;
         if json {

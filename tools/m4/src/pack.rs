@@ -75,6 +75,44 @@ fn tokenizers(src: &Sources) -> Result<serde_json::Value, String> {
     Ok(serde_json::json!({ "backbone": parse(&backbone)?, "text_encoder": parse(&text)? }))
 }
 
+/// Adds sub-model `sub` (its engine table and packed weights) to `fw`, and
+/// its entry to the metadata's `submodels`.
+fn add_sub_model(
+    fw: &mut FirmwareBuilder,
+    subs: &mut serde_json::Map<String, serde_json::Value>,
+    sub: &str,
+    table: &vnpu_engine::TensorTable,
+    weights: Vec<u8>,
+    source: &str,
+) -> Result<(), String> {
+    let arch = vnpu_engine::pack::arch(table).unwrap_or("unknown").to_string();
+    let mut entry = serde_json::json!({ "arch": arch, "source": source });
+    entry.as_object_mut().expect("an object").extend(shape(table)?);
+    subs.insert(sub.into(), entry);
+    let bytes = |e: m4npu_format::FormatError| e.to_string();
+    let encoded = table.encode();
+    fw.tensor(&format!("{sub}.table"), FW_DTYPE_BYTES, &[encoded.len() as u64], encoded).map_err(bytes)?;
+    fw.tensor(&format!("{sub}.weights"), FW_DTYPE_BYTES, &[weights.len() as u64], weights).map_err(bytes)?;
+    Ok(())
+}
+
+/// A tiny foundation model of the same architecture with random weights
+/// (a 2-layer LLaMA backbone, a small BERT text encoder; no tokenizers):
+/// a firmware for fast tests, built and loaded in moments.
+pub fn synthetic_firmware(name: &str, seed: u64) -> Result<Vec<u8>, String> {
+    use vnpu_engine::synthetic;
+    let mut fw = FirmwareBuilder::new(name);
+    let mut subs = serde_json::Map::new();
+    let llama = synthetic::tiny_llama_with(seed, true);
+    add_sub_model(&mut fw, &mut subs, "backbone", &llama.table, llama.blob.to_vec(), "synthetic")?;
+    // The tiny BERT has 4 heads (MiniLM's packer assumes 12).
+    let (table, weights) = vnpu_engine::pack::pack_bert(&synthetic::tiny_bert_safetensors(seed), 4, 1e-12)
+        .map_err(|e| format!("packing the tiny BERT: {e}"))?;
+    add_sub_model(&mut fw, &mut subs, "text_encoder", &table, weights, "synthetic")?;
+    fw.meta(serde_json::json!({ "format": "m4npu-foundation", "submodels": subs, "synthetic": true }).to_string().into_bytes());
+    fw.build().map_err(|e| e.to_string())
+}
+
 /// Packs the foundation model; returns the blob.
 pub fn firmware(src: &Sources, name: &str) -> Result<Vec<u8>, String> {
     let start = Instant::now();
@@ -84,16 +122,10 @@ pub fn firmware(src: &Sources, name: &str) -> Result<Vec<u8>, String> {
         let file = read(path)?;
         step(&format!("{sub}: read {} ({} bytes)", path.display(), file.len()), start);
         let (table, weights) = vnpu_engine::pack_for_npu(&file).map_err(|e| format!("packing {sub}: {e}"))?;
-        let arch = vnpu_engine::pack::arch(&table).unwrap_or("unknown").to_string();
+        let arch = vnpu_engine::pack::arch(&table).unwrap_or("unknown");
         step(&format!("{sub}: packed for the NPU ({arch}, {} bytes)", weights.len()), start);
-        let (shape_table, table) = (table.clone(), table.encode());
         let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut entry = serde_json::json!({ "arch": arch, "source": source });
-        entry.as_object_mut().expect("an object").extend(shape(&shape_table)?);
-        subs.insert(sub.into(), entry);
-        let bytes = |e: m4npu_format::FormatError| e.to_string();
-        fw.tensor(&format!("{sub}.table"), FW_DTYPE_BYTES, &[table.len() as u64], table).map_err(bytes)?;
-        fw.tensor(&format!("{sub}.weights"), FW_DTYPE_BYTES, &[weights.len() as u64], weights).map_err(bytes)?;
+        add_sub_model(&mut fw, &mut subs, sub, &table, weights, &source)?;
     }
     let tokenizers = tokenizers(src)?;
     step("tokenizers: text encoder from tokenizer.json, backbone from the GGUF", start);
@@ -103,4 +135,29 @@ pub fn firmware(src: &Sources, name: &str) -> Result<Vec<u8>, String> {
     let parsed = Firmware::parse(&blob).map_err(|e| format!("the packed blob does not validate: {e}"))?;
     step(&format!("sealed: {} bytes, {} tensors", blob.len(), parsed.tensors().len()), start);
     Ok(blob)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The synthetic firmware validates and the engine runs both sub-models
+    /// straight from it, as the device does.
+    #[test]
+    fn synthetic_firmware_runs_on_the_engine() {
+        let blob = synthetic_firmware("tiny", 7).unwrap();
+        let blob = vnpu_engine::AlignedBytes::from_slice(&blob);
+        let fw = Firmware::parse(&blob).unwrap();
+        let meta: serde_json::Value = serde_json::from_slice(fw.meta()).unwrap();
+        assert_eq!(meta["submodels"]["backbone"]["arch"], "llama");
+        let part = |n: &str| fw.get(n).unwrap().1;
+        let table = vnpu_engine::TensorTable::decode(part("backbone.table")).unwrap();
+        let llama = vnpu_engine::Llama::from_region(&table, part("backbone.weights")).unwrap();
+        let mut kv = vec![0u8; llama.cfg.kv_bytes(8)];
+        let out = llama.prefill(&[1, 2, 3], &mut kv).unwrap();
+        assert_eq!(out.logits.unwrap().len(), llama.cfg.vocab);
+        let table = vnpu_engine::TensorTable::decode(part("text_encoder.table")).unwrap();
+        let bert = vnpu_engine::Bert::from_region(&table, part("text_encoder.weights")).unwrap();
+        assert_eq!(bert.embed(&[1, 2, 3]).unwrap().len(), bert.cfg.d_model);
+    }
 }

@@ -57,7 +57,7 @@ impl Boot {
         let ko = kmod::build(&kernel)?;
         let mut bins = guest_binaries()?;
         bins.push(c_example()?);
-        let firmware = foundation_firmware()?;
+        let firmware = [foundation_firmware()?, synthetic_firmware()?];
         let initramfs = initramfs(&kernel, &ko, &bins, &firmware)?;
         Ok(Self { kernel, initramfs })
     }
@@ -108,6 +108,18 @@ fn foundation_firmware() -> Result<PathBuf> {
     Ok(out)
 }
 
+/// A tiny model of the same architecture (`m4 pack firmware --synthetic`),
+/// for the fast guest tests of the virtual NPU.
+fn synthetic_firmware() -> Result<PathBuf> {
+    let out = paths::target().join("guest").join("tiny.m4fw");
+    cmd::run(
+        Command::new(paths::target().join("release").join("m4"))
+            .args(["pack", "firmware", "--synthetic", "1", "--name", "tiny-synthetic", "--out"])
+            .arg(&out),
+    )?;
+    Ok(out)
+}
+
 /// Shared libraries `exe` loads, as absolute host paths (ldd's view).
 fn shared_libs(exe: &Path) -> Result<Vec<PathBuf>> {
     let out = cmd::output(Command::new("ldd").arg(exe))?;
@@ -119,7 +131,7 @@ fn shared_libs(exe: &Path) -> Result<Vec<PathBuf>> {
 
 /// Writes a `gen_init_cpio` spec and packs the initramfs with the kernel's
 /// own tool, so device nodes need no root and the archive is reproducible.
-fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf], firmware: &Path) -> Result<PathBuf> {
+fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf], firmware: &[PathBuf]) -> Result<PathBuf> {
     let out = paths::target().join("guest").join(kernel.flavour.name());
     std::fs::create_dir_all(&out)?;
     let init = out.join("init");
@@ -135,7 +147,10 @@ fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf], firmware: &Path) -> R
     spec += &format!("file /bin/busybox {} 0755 0 0\n", which("busybox")?.display());
     spec += "slink /bin/sh busybox 0777 0 0\n";
     spec += &format!("file /lib/modules/m4npu.ko {} 0644 0 0\n", ko.display());
-    spec += &format!("file /lib/firmware/m4npu/foundation.m4fw {} 0644 0 0\n", firmware.display());
+    for fw in firmware {
+        let name = fw.file_name().context("firmware name")?.to_string_lossy();
+        spec += &format!("file /lib/firmware/m4npu/{name} {} 0644 0 0\n", fw.display());
+    }
     let mut libs = BTreeSet::new();
     for b in bins {
         let name = b.file_name().context("binary name")?.to_string_lossy();

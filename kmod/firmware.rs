@@ -29,8 +29,13 @@ pub(crate) struct Model {
 impl Model {
     /// Bytes at the pool's start that hold the model (whole pages).
     pub(crate) fn region(&self) -> usize {
-        self.size.div_ceil(PAGE_SIZE) * PAGE_SIZE
+        region_of(self.size)
     }
+}
+
+/// Whole pages holding a blob of `size` bytes.
+fn region_of(size: usize) -> usize {
+    size.div_ceil(PAGE_SIZE) * PAGE_SIZE
 }
 
 /// Loads `name` into `pool`, which must be empty. Every failure is logged
@@ -57,7 +62,7 @@ pub(crate) fn load(pool: &Pool, dev: *mut bindings::device, name: &CStr) -> Resu
     // SAFETY: as above, released once.
     unsafe { bindings::release_firmware(fw) };
 
-    let region = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let region = region_of(size);
     let offset = pool.alloc(region)?;
     if offset != 0 {
         pr_err!("firmware {}: pool not empty at load; no model loaded\n", name);

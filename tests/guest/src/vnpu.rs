@@ -6,6 +6,7 @@ use anyhow::{ensure, Context, Result};
 use m4npu::model::{BACKBONE, TEXT_ENCODER};
 use m4npu::{Device, Errno, Error, JobDesc, Op};
 use m4npu_format::job_io::{f32s, GenerateOutput, Input, STATE_KV_OFFSET};
+use vnpud::execute::argmax;
 use vnpud::foundation::{sub_models, Foundation};
 
 use crate::children::{eventually, Helper};
@@ -50,7 +51,7 @@ pub fn vnpud_runs_a_synthetic_model() -> Result<()> {
     let got = GenerateOutput::decode(&out.as_slice()[..n])?;
     let mut kv = vec![0u8; llama.cfg.kv_bytes(16)];
     let logits = llama.prefill(&ids, &mut kv)?.logits.context("no logits")?;
-    let want = (0..logits.len()).fold(0, |b, i| if logits[i] > logits[b] { i } else { b }) as u32;
+    let want = argmax(&logits);
     ensure!(got.next_token == want && got.n_past == 4, "synthetic generate: {got:?}, want token {want} at 4");
     ensure!(max_abs_diff(&f32s(&out.as_slice()[16..n]), &logits) < 1e-4, "synthetic logits differ");
     stop(vnpud)
@@ -98,7 +99,7 @@ pub fn vnpud_runs_the_foundation_model() -> Result<()> {
         let out = llama.forward(vnpu_engine::Input::Tokens(&ids), pos, &mut kv, &Default::default())?;
         pos += ids.len();
         let logits = out.logits.context("no logits")?;
-        let next = (0..logits.len()).fold(0, |b, i| if logits[i] > logits[b] { i } else { b }) as u32;
+        let next = argmax(&logits);
         want.push(next);
         ids = vec![next];
     }

@@ -63,10 +63,9 @@ fn shape(table: &vnpu_engine::TensorTable) -> Result<serde_json::Map<String, ser
 /// Each sub-model's tokenizer as `tokenizer.json` (a JSON value), for the
 /// metadata that apps read with MODEL_META: one source of truth for how
 /// text becomes tokens.
-fn tokenizers(src: &Sources) -> Result<serde_json::Value, String> {
+fn tokenizers(src: &Sources, gguf: &[u8]) -> Result<serde_json::Value, String> {
     use vnpu_engine::tokenizer::TextTokenizer;
-    let gguf = read(&src.gguf)?;
-    let gguf = vnpu_engine::gguf::parse(&gguf).map_err(|e| format!("{}: {e}", src.gguf.display()))?;
+    let gguf = vnpu_engine::gguf::parse(gguf).map_err(|e| format!("{}: {e}", src.gguf.display()))?;
     let backbone = TextTokenizer::from_gguf(&gguf).and_then(|t| t.to_json()).map_err(|e| format!("backbone tokenizer: {e}"))?;
     let text = String::from_utf8(read(&src.tokenizer)?).map_err(|e| format!("{}: {e}", src.tokenizer.display()))?;
     // Through the engine, so that what apps get is what it can load.
@@ -118,16 +117,19 @@ pub fn firmware(src: &Sources, name: &str) -> Result<Vec<u8>, String> {
     let start = Instant::now();
     let mut fw = FirmwareBuilder::new(name);
     let mut subs = serde_json::Map::new();
-    for (sub, path) in [("backbone", &src.gguf), ("text_encoder", &src.safetensors)] {
-        let file = read(path)?;
-        step(&format!("{sub}: read {} ({} bytes)", path.display(), file.len()), start);
-        let (table, weights) = vnpu_engine::pack_for_npu(&file).map_err(|e| format!("packing {sub}: {e}"))?;
+    // The GGUF is read once: it holds the backbone's tokenizer too.
+    let gguf = read(&src.gguf)?;
+    step(&format!("backbone: read {} ({} bytes)", src.gguf.display(), gguf.len()), start);
+    let safetensors = read(&src.safetensors)?;
+    step(&format!("text_encoder: read {} ({} bytes)", src.safetensors.display(), safetensors.len()), start);
+    for (sub, path, file) in [("backbone", &src.gguf, &gguf), ("text_encoder", &src.safetensors, &safetensors)] {
+        let (table, weights) = vnpu_engine::pack_for_npu(file).map_err(|e| format!("packing {sub}: {e}"))?;
         let arch = vnpu_engine::pack::arch(&table).unwrap_or("unknown");
         step(&format!("{sub}: packed for the NPU ({arch}, {} bytes)", weights.len()), start);
         let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         add_sub_model(&mut fw, &mut subs, sub, &table, weights, &source)?;
     }
-    let tokenizers = tokenizers(src)?;
+    let tokenizers = tokenizers(src, &gguf)?;
     step("tokenizers: text encoder from tokenizer.json, backbone from the GGUF", start);
     let meta = serde_json::json!({ "format": "m4npu-foundation", "submodels": subs, "tokenizers": tokenizers });
     fw.meta(meta.to_string().into_bytes());

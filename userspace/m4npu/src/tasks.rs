@@ -71,6 +71,8 @@ impl Device {
 pub struct Session<'d> {
     dev: &'d Device,
     tok: Tokenizer,
+    /// Sized for the prompt; each later step feeds one token through it.
+    input: Buffer<'d>,
     state: Buffer<'d>,
     output: Buffer<'d>,
     /// Tokens to feed next: the prompt, then each generated token.
@@ -95,17 +97,20 @@ impl<'d> Session<'d> {
         if prompt.len() >= max_tokens {
             return Err(Error::InvalidJob(format!("a {}-token prompt leaves no room in {max_tokens} tokens", prompt.len())));
         }
+        let input = dev.alloc(Input::Tokens(prompt.clone()).encoded_len())?;
         let state = dev.alloc(STATE_KV_OFFSET + kv_per_token * max_tokens)?;
         let output = dev.alloc(HEADER_BYTES + 4 * vocab)?;
         let left = max_tokens - prompt.len();
-        Ok(Session { dev, tok, state, output, next: prompt, generated: Vec::new(), text_len: 0, left })
+        Ok(Session { dev, tok, input, state, output, next: prompt, generated: Vec::new(), text_len: 0, left })
     }
 
     /// One job: feeds the pending tokens, returns the greedy next token.
     fn step(&mut self) -> Result<u32> {
-        let (input, len) = input_buffer(self.dev, &Input::Tokens(std::mem::take(&mut self.next)))?;
+        let len = Input::Tokens(std::mem::take(&mut self.next))
+            .encode_into(self.input.as_mut_slice())
+            .map_err(|e| Error::InvalidJob(e.to_string()))?;
         let job = JobDesc::new(Op::Generate)
-            .input(&input, 0, len)
+            .input(&self.input, 0, len)
             .output(&self.output, 0, self.output.len())
             .state(&self.state, 0, self.state.len());
         let n = self.dev.run(&job)?;

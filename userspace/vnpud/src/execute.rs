@@ -91,7 +91,8 @@ fn generate(model: &Foundation<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
     Ok(HEADER_BYTES + written)
 }
 
-fn argmax(v: &[f32]) -> u32 {
+/// Index of the largest value (the first of equals): the greedy token.
+pub fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
     for (i, x) in v.iter().enumerate() {
         if *x > v[best] {

@@ -4,7 +4,7 @@
 
 use anyhow::{ensure, Context, Result};
 use m4npu::model::{BACKBONE, TEXT_ENCODER};
-use m4npu::{Device, Errno, Error, JobDesc, Op};
+use m4npu::{uapi, Device, Errno, Error, JobDesc, Op};
 use m4npu_format::job_io::{f32s, GenerateOutput, Input, STATE_KV_OFFSET};
 use vnpud::execute::argmax;
 use vnpud::foundation::{sub_models, Foundation};
@@ -12,6 +12,7 @@ use vnpud::foundation::{sub_models, Foundation};
 use crate::children::{eventually, Helper};
 use crate::jobs::support::{device_attached, pattern};
 use crate::module;
+use crate::raw::{errno_name, ioctl};
 
 const FIRMWARE: &str = "/lib/firmware/m4npu/foundation.m4fw";
 
@@ -36,6 +37,21 @@ pub fn vnpud_runs_a_synthetic_model() -> Result<()> {
     let subs = sub_models(&blob).map_err(anyhow::Error::msg)?;
     let reference = Foundation::build(&subs).map_err(anyhow::Error::msg)?;
     let (llama, bert) = (reference.backbone.as_ref().context("backbone")?, reference.text_encoder.as_ref().context("text encoder")?);
+
+    // MODEL_META: the size without a copy when the buffer is short, the
+    // metadata when it fits, EFAULT for a bad buffer.
+    let meta_len = {
+        let mut req = uapi::ModelMeta { addr: 0, size: 0 };
+        ioctl(&dev, uapi::IOC_MODEL_META, &mut req as *mut _ as usize).map_err(|e| anyhow::anyhow!("MODEL_META probe: {}", errno_name(e)))?;
+        req.size as usize
+    };
+    let mut buf = vec![0u8; meta_len];
+    let mut req = uapi::ModelMeta { addr: buf.as_mut_ptr() as u64, size: buf.len() as u64 };
+    ioctl(&dev, uapi::IOC_MODEL_META, &mut req as *mut _ as usize).map_err(|e| anyhow::anyhow!("MODEL_META: {}", errno_name(e)))?;
+    ensure!(std::str::from_utf8(&buf).is_ok_and(|m| m.contains("\"synthetic\":true")), "MODEL_META returned {:?}", String::from_utf8_lossy(&buf));
+    let mut bad = uapi::ModelMeta { addr: 16, size: meta_len as u64 };
+    let r = ioctl(&dev, uapi::IOC_MODEL_META, &mut bad as *mut _ as usize);
+    ensure!(r == Err(libc::EFAULT), "MODEL_META into a bad buffer: {r:?}, want EFAULT");
 
     let ids = vec![1u32, 5, 9, 2];
     let input = Input::Tokens(ids.clone()).encode();

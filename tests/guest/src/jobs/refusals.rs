@@ -276,6 +276,10 @@ pub fn jobs_need_a_model() -> Result<()> {
             expect_message(e, "no foundation model is loaded")?;
         }
         expect_errno("RUN without a model", r, Errno::ENODEV)?;
+        match dev.model_meta() {
+            Err(e) if e.errno() == Some(Errno::ENODEV) => {}
+            other => anyhow::bail!("MODEL_META without a model: {other:?}, want ENODEV"),
+        }
         let mut ring = dev.ring(4)?;
         ring.push(&job, 1)?;
         let done = ring.wait_timeout(1, HANG)?;

@@ -24,7 +24,7 @@ fn model_hash(dev: &Device) -> Result<[u8; 32]> {
     Ok(dev.info()?.model.context("no model loaded")?.hash)
 }
 
-fn memfd(bytes: &[u8], seals: i32) -> Result<OwnedFd> {
+pub(crate) fn memfd(bytes: &[u8], seals: i32) -> Result<OwnedFd> {
     let name = CString::new("test-adapter")?;
     // SAFETY: a plain memfd_create call with a valid name.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC) };

@@ -5,15 +5,18 @@
 pub mod concurrency;
 pub mod device_node;
 pub mod failures;
+pub mod on_vnpud;
 pub mod refusals;
 pub mod running;
 pub mod support;
+pub mod three_ways;
 
 /// The job tests' helper modes: `Some(exit status)` if `args` names one.
 pub fn helper_mode(args: &[String]) -> Option<i32> {
     let run: fn(&[String]) -> anyhow::Result<()> = match args.first()?.as_str() {
         "--submit-jobs" => concurrency::submit_jobs,
         "--submit-then-hang" => failures::submit_then_hang,
+        "--submit-vnpud-jobs" => on_vnpud::submit_vnpud_jobs,
         _ => return None,
     };
     Some(match run(&args[1..]) {

@@ -4,11 +4,13 @@
 //! first and unloaded and reloaded by the last ones). Each prints
 //! `test NAME ... ok|FAILED`; the suite ends with `N passed, N failed`.
 
+mod adapter_tasks;
 mod adapters;
 mod basics;
 mod buffers;
 mod c_api;
 mod children;
+mod eaibench;
 mod firmware;
 mod harness;
 mod jobs;
@@ -57,6 +59,9 @@ const TESTS: &[Test] = &[
     Test::new("jobs_run_sync_and_over_io_uring", jobs::running::jobs_run_sync_and_over_io_uring),
     Test::new("device_errors_reach_the_app", jobs::running::device_errors_reach_the_app),
     Test::new("fdinfo_counts_jobs", jobs::running::fdinfo_counts_jobs),
+    Test::new("jobs_agree_sync_uring_and_async", jobs::three_ways::jobs_agree_sync_uring_and_async),
+    Test::new("async_jobs_in_flight_together_and_cancelled", jobs::three_ways::async_jobs_in_flight_together_and_cancelled),
+    Test::new("job_errors_agree_sync_uring_and_async", jobs::three_ways::job_errors_agree_sync_uring_and_async),
     Test::new("thousand_jobs_from_four_processes", jobs::concurrency::thousand_jobs_from_four_processes),
     Test::new("bad_job_descriptors_are_refused", jobs::refusals::bad_job_descriptors_are_refused),
     Test::new("uring_commands_are_checked", jobs::refusals::uring_commands_are_checked),
@@ -67,6 +72,10 @@ const TESTS: &[Test] = &[
     Test::new("jobs_need_a_model", jobs::refusals::jobs_need_a_model),
     Test::new("vnpud_runs_a_synthetic_model", vnpu::vnpud_runs_a_synthetic_model),
     Test::new("vnpud_runs_the_foundation_model", vnpu::vnpud_runs_the_foundation_model),
+    Test::new("thousand_jobs_on_vnpud", jobs::on_vnpud::thousand_jobs_on_vnpud),
+    Test::new("adapters_classify_on_vnpud", adapter_tasks::adapters_classify_on_vnpud),
+    Test::new("errors_speak_to_developers", adapter_tasks::errors_speak_to_developers),
+    Test::new("eaibench_adapters_agree_with_the_host_path", eaibench::eaibench_adapters_agree_with_the_host_path),
     Test::new("bad_module_parameters_are_refused", basics::bad_module_parameters_are_refused),
     Test::new("rmmod_refused_while_open", basics::rmmod_refused_while_open),
     Test::new("load_unload_20_times", basics::load_unload_20_times),

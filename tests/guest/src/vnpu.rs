@@ -122,6 +122,36 @@ pub fn vnpud_runs_the_foundation_model() -> Result<()> {
     ensure!(got.len() == 4, "generated {} tokens, want 4", got.len());
     ensure!(got == want, "vnpud generated {got:?}, the engine {want:?}");
 
+    // An app's classifier on the text encoder, from a sentence per label
+    // (its head rows are their embeddings): Device::classify tokenizes,
+    // runs CLASSIFY on vnpud, and names the labels.
+    let labels = ["positive", "negative"];
+    let prototypes = ["a glowing review: I loved it, wonderful", "a scathing review: I hated it, awful"];
+    let mut head = Vec::new();
+    for p in prototypes {
+        head.extend(dev.embed(p)?);
+    }
+    let d = meta.shape(TEXT_ENCODER)?.d_model;
+    let mut b = m4npu_format::AdapterBuilder::new("sentiment-prototypes", dev.info()?.model.context("no model")?.hash);
+    b.meta(
+        m4npu_format::adapter_meta::AdapterMeta::parse(
+            br#"{"task":"classify","submodel":"text_encoder","labels":["positive","negative"]}"#,
+        )
+        .map_err(anyhow::Error::msg)?
+        .to_json(),
+    );
+    b.tensor_f32("head.weight", &[2, d], &head)?;
+    b.tensor_f32("head.bias", &[2], &[0.0, 0.0])?;
+    let adapter = dev.load_adapter(&b.build()?)?;
+    let text = "What a delightful, moving film. I enjoyed every minute.";
+    let got = dev.classify(&adapter, text)?;
+    let e = dev.embed(text)?;
+    for l in &got {
+        let want: f32 = head[l.index * d..][..d].iter().zip(&e).map(|(a, b)| a * b).sum();
+        ensure!((l.logit - want).abs() < 1e-4, "{}: logit {} != {want}", l.name, l.logit);
+    }
+    ensure!(got[0].name == labels[0], "the real model calls {text:?} {got:?}");
+
     // Many jobs in flight over io_uring, as in the driver's own tests.
     const N: usize = 64;
     const LEN: usize = 256;

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use m4npu::{Device, DeviceInfo};
 
 mod pack;
+mod pack_adapter;
+mod progress;
 
 #[derive(Parser)]
 #[command(version, about = "m4npu: the foundation model as NPU firmware")]
@@ -47,12 +49,31 @@ enum Cmd {
 enum Run {
     /// Sentence embedding of TEXT by the text encoder.
     Embed { text: String },
+    /// Classify TEXT, or the feature vectors of a file, with an adapter.
+    Classify {
+        /// The classify adapter (`.m4a`).
+        #[arg(long)]
+        adapter: PathBuf,
+        /// Text to classify.
+        #[arg(required_unless_present = "features", conflicts_with = "features")]
+        text: Option<String>,
+        /// A file of feature vectors instead: one vector per line, values
+        /// separated by spaces or commas (the adapter's feature_dim each).
+        #[arg(long)]
+        features: Option<PathBuf>,
+        /// Labels to print, best first.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+    },
     /// Greedy continuation of PROMPT by the backbone, streamed.
     Generate {
         prompt: String,
         /// Tokens to generate at most.
         #[arg(long, default_value_t = 32)]
         max_new_tokens: usize,
+        /// A generation adapter (LoRA on the backbone).
+        #[arg(long)]
+        adapter: Option<PathBuf>,
     },
 }
 
@@ -80,6 +101,31 @@ enum Pack {
         #[arg(long, value_name = "SEED", conflicts_with_all = ["gguf", "safetensors", "tokenizer"])]
         synthetic: Option<u64>,
     },
+    /// An adapter (`.m4a`) for one foundation firmware, from trained tensors.
+    Adapter {
+        /// Where to write the adapter.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// The firmware it is for: binds the adapter to its hash and checks
+        /// the tensors against its shapes.
+        #[arg(long)]
+        firmware: PathBuf,
+        /// Adapter name recorded in the blob.
+        #[arg(long)]
+        name: String,
+        /// Metadata JSON (task, submodel, labels, feature_dim, layers,
+        /// lora_alpha; see m4npu_format::adapter_meta).
+        #[arg(long, requires = "tensors", conflicts_with = "peft")]
+        meta: Option<PathBuf>,
+        /// Safetensors with the adapter's F32 tensors (lora.<layer>.<proj>.a/b,
+        /// head.weight/bias, input.weight/bias).
+        #[arg(long, requires = "meta")]
+        tensors: Option<PathBuf>,
+        /// Instead: a PEFT LoRA directory (adapter_config.json +
+        /// adapter_model.safetensors) for generation on the backbone.
+        #[arg(long, required_unless_present = "meta")]
+        peft: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -100,15 +146,12 @@ fn main() -> ExitCode {
                 None => pack::firmware(&src, &name),
             };
             blob.and_then(|blob| {
-                std::fs::write(&out, &blob).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
                 let fw = m4npu_format::Firmware::parse_unverified(&blob).map_err(|e| e.to_string())?;
-                if cli.json {
-                    println!("{}", serde_json::json!({ "out": out, "size": blob.len(), "sha256": hex(&fw.content_hash()) }));
-                } else {
-                    println!("wrote {} ({} bytes, sha256 {})", out.display(), blob.len(), hex(&fw.content_hash()));
-                }
-                Ok(())
+                wrote(&out, &blob, &fw.content_hash(), cli.json)
             })
+        }
+        Cmd::Pack(Pack::Adapter { out, firmware, name, meta, tensors, peft }) => {
+            pack_adapter(&out, &firmware, &name, meta.as_deref(), tensors.as_deref(), peft.as_deref(), cli.json)
         }
     };
     match res {
@@ -118,6 +161,44 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn wrote(out: &std::path::Path, blob: &[u8], hash: &[u8; 32], json: bool) -> Result<(), String> {
+    std::fs::write(out, blob).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    if json {
+        println!("{}", serde_json::json!({ "out": out, "size": blob.len(), "sha256": hex(hash) }));
+    } else {
+        println!("wrote {} ({} bytes, sha256 {})", out.display(), blob.len(), hex(hash));
+    }
+    Ok(())
+}
+
+fn pack_adapter(
+    out: &std::path::Path,
+    firmware: &std::path::Path,
+    name: &str,
+    meta: Option<&std::path::Path>,
+    tensors: Option<&std::path::Path>,
+    peft: Option<&std::path::Path>,
+    json: bool,
+) -> Result<(), String> {
+    let steps = progress::Steps::new();
+    let region = pack_adapter::load_firmware(firmware, &steps)?;
+    let fw = m4npu_format::Firmware::parse_unverified(&region).map_err(|e| e.to_string())?;
+    let (meta, tensors) = match (meta, tensors, peft) {
+        (Some(m), Some(t), _) => {
+            let meta = std::fs::read(m).map_err(|e| format!("cannot read {}: {e}", m.display()))?;
+            (m4npu_format::adapter_meta::AdapterMeta::parse(&meta)?, pack_adapter::read_safetensors(t)?)
+        }
+        (_, _, Some(dir)) => pack_adapter::from_peft(dir, &fw)?,
+        _ => return Err("give --meta and --tensors, or --peft".into()),
+    };
+    steps.begin("checking the adapter against the firmware");
+    let blob = pack_adapter::build(name, &fw, &region, &meta, &tensors)?;
+    steps.done(&format!("{} tensors checked against the firmware's shapes", tensors.len()));
+    drop(steps);
+    let hash = m4npu_format::Adapter::parse(&blob).map_err(|e| e.to_string())?.content_hash();
+    wrote(out, &blob, &hash, json)
 }
 
 fn info(path: &PathBuf, json: bool) -> m4npu::Result<()> {
@@ -143,10 +224,36 @@ fn task(path: &std::path::Path, json: bool, run: Run) -> m4npu::Result<()> {
                 println!("{} dimensions: [{}, ...]", v.len(), head.join(", "));
             }
         }
-        Run::Generate { prompt, max_new_tokens } => {
+        Run::Classify { adapter, text, features, top } => {
+            let adapter = dev.load_adapter_file(&adapter)?;
+            let labels = match (text, features) {
+                (Some(text), _) => dev.classify(&adapter, &text)?,
+                (None, Some(path)) => {
+                    let (values, dim) = read_features(&path)?;
+                    dev.classify_features(&adapter, &values, dim)?
+                }
+                (None, None) => unreachable!("clap requires one"),
+            };
+            if json {
+                let rows: Vec<_> = labels
+                    .iter()
+                    .map(|l| serde_json::json!({ "label": l.name, "index": l.index, "score": l.score, "logit": l.logit }))
+                    .collect();
+                println!("{}", serde_json::json!({ "adapter": adapter.name(), "labels": rows }));
+            } else {
+                for l in labels.iter().take(top) {
+                    println!("{:>7.2}%  {}", 100.0 * l.score, l.name);
+                }
+            }
+        }
+        Run::Generate { prompt, max_new_tokens, adapter } => {
             let meta = dev.model_meta()?;
             let prompt_tokens = meta.tokenizer(m4npu::model::BACKBONE)?.encode(prompt.as_str(), false).map_or(0, |e| e.len());
-            let mut session = dev.generate(&prompt, prompt_tokens + max_new_tokens)?;
+            let adapter = adapter.map(|a| dev.load_adapter_file(a)).transpose()?;
+            let mut session = match &adapter {
+                Some(a) => dev.generate_with(a, &prompt, prompt_tokens + max_new_tokens)?,
+                None => dev.generate(&prompt, prompt_tokens + max_new_tokens)?,
+            };
             let mut text = String::new();
             if !json {
                 print!("{prompt}");
@@ -167,6 +274,26 @@ fn task(path: &std::path::Path, json: bool, run: Run) -> m4npu::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Feature vectors from a text file: one per line, spaces or commas.
+fn read_features(path: &std::path::Path) -> m4npu::Result<(Vec<f32>, usize)> {
+    let text = std::fs::read_to_string(path).map_err(|e| m4npu::Error::Io { what: "reading the features file", source: e })?;
+    let mut values = Vec::new();
+    let mut dim = None;
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let row: Vec<f32> = line
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<f32>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| m4npu::Error::InvalidJob(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        if *dim.get_or_insert(row.len()) != row.len() {
+            return Err(m4npu::Error::InvalidJob(format!("{}:{}: rows differ in width", path.display(), i + 1)));
+        }
+        values.extend(row);
+    }
+    Ok((values, dim.ok_or_else(|| m4npu::Error::InvalidJob(format!("{}: no feature vectors", path.display())))?))
 }
 
 fn top(path: &std::path::Path, json: bool, once: bool, interval_ms: u64) -> m4npu::Result<()> {

@@ -6,10 +6,11 @@
 //! so that the device runs straight from NPU memory).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use m4npu_format::{Firmware, FirmwareBuilder};
 use m4npu_uapi::FW_DTYPE_BYTES;
+
+use crate::progress::Steps;
 
 /// Default name of the foundation model.
 pub const FOUNDATION_NAME: &str = "m4-foundation-smollm2-minilm";
@@ -32,10 +33,6 @@ impl Default for Sources {
 
 fn read(p: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(p).map_err(|e| format!("cannot read {}: {e} (run `cargo xtask setup` for the weights)", p.display()))
-}
-
-fn step(what: &str, start: Instant) {
-    eprintln!("  [{:>5.1}s] {what}", start.elapsed().as_secs_f32());
 }
 
 /// What apps need to know of a sub-model to size a job's buffers: output
@@ -114,28 +111,29 @@ pub fn synthetic_firmware(name: &str, seed: u64) -> Result<Vec<u8>, String> {
 
 /// Packs the foundation model; returns the blob.
 pub fn firmware(src: &Sources, name: &str) -> Result<Vec<u8>, String> {
-    let start = Instant::now();
+    let steps = Steps::new();
     let mut fw = FirmwareBuilder::new(name);
     let mut subs = serde_json::Map::new();
     // The GGUF is read once: it holds the backbone's tokenizer too.
-    let gguf = read(&src.gguf)?;
-    step(&format!("backbone: read {} ({} bytes)", src.gguf.display(), gguf.len()), start);
-    let safetensors = read(&src.safetensors)?;
-    step(&format!("text_encoder: read {} ({} bytes)", src.safetensors.display(), safetensors.len()), start);
+    let gguf = steps.read_file(&src.gguf)?;
+    let safetensors = steps.read_file(&src.safetensors)?;
     for (sub, path, file) in [("backbone", &src.gguf, &gguf), ("text_encoder", &src.safetensors, &safetensors)] {
+        steps.begin(&format!("{sub}: converting to NPU layouts"));
         let (table, weights) = vnpu_engine::pack_for_npu(file).map_err(|e| format!("packing {sub}: {e}"))?;
         let arch = vnpu_engine::pack::arch(&table).unwrap_or("unknown");
-        step(&format!("{sub}: packed for the NPU ({arch}, {} bytes)", weights.len()), start);
+        steps.done(&format!("{sub}: packed for the NPU ({arch}, {} bytes)", weights.len()));
         let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         add_sub_model(&mut fw, &mut subs, sub, &table, weights, &source)?;
     }
+    steps.begin("tokenizers");
     let tokenizers = tokenizers(src, &gguf)?;
-    step("tokenizers: text encoder from tokenizer.json, backbone from the GGUF", start);
+    steps.done("tokenizers: text encoder from tokenizer.json, backbone from the GGUF");
     let meta = serde_json::json!({ "format": "m4npu-foundation", "submodels": subs, "tokenizers": tokenizers });
     fw.meta(meta.to_string().into_bytes());
+    steps.begin("sealing: SHA-256 over the blob");
     let blob = fw.build().map_err(|e| e.to_string())?;
     let parsed = Firmware::parse(&blob).map_err(|e| format!("the packed blob does not validate: {e}"))?;
-    step(&format!("sealed: {} bytes, {} tensors", blob.len(), parsed.tensors().len()), start);
+    steps.done(&format!("sealed: {} bytes, {} tensors", blob.len(), parsed.tensors().len()));
     Ok(blob)
 }
 

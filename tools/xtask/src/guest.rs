@@ -20,7 +20,7 @@ use crate::{cmd, kmod, paths};
 
 /// Userspace binaries the guest needs, by cargo package and binary name.
 const GUEST_BINARIES: &[(&str, &str)] =
-    &[("m4npu-guest-tests", "m4npu-guest-tests"), ("m4npu-guest-tests", "qemu-exit"), ("m4", "m4"), ("vnpud", "vnpud")];
+    &[("m4npu-guest-tests", "m4npu-guest-tests"), ("m4npu-guest-tests", "qemu-exit"), ("m4", "m4"), ("vnpud", "vnpud"), ("m4-train", "m4-train")];
 
 /// Kernel log lines that fail a run, wherever they appear.
 const SPLATS: &[&str] = &[
@@ -58,7 +58,7 @@ impl Boot {
         let mut bins = guest_binaries()?;
         bins.push(c_example()?);
         let firmware = [foundation_firmware()?, synthetic_firmware()?];
-        let initramfs = initramfs(&kernel, &ko, &bins, &firmware)?;
+        let initramfs = initramfs(&kernel, &ko, &bins, &firmware, &eaibench_files()?)?;
         Ok(Self { kernel, initramfs })
     }
 }
@@ -95,7 +95,7 @@ fn c_example() -> Result<PathBuf> {
 
 /// The real foundation model (SmolLM2 + MiniLM) packed as firmware by
 /// `m4 pack firmware`; a few seconds, so it is simply redone each time.
-fn foundation_firmware() -> Result<PathBuf> {
+pub fn foundation_firmware() -> Result<PathBuf> {
     cmd::step("packing the foundation firmware (m4 pack firmware)");
     let out = paths::target().join("guest").join("foundation.m4fw");
     std::fs::create_dir_all(out.parent().context("firmware dir")?)?;
@@ -120,6 +120,34 @@ fn synthetic_firmware() -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The benchmark's committed adapters and its tasks' test splits (from
+/// `tools/eaibench/setup.sh`), as (guest path, host path).
+fn eaibench_files() -> Result<Vec<(PathBuf, PathBuf)>> {
+    let mut files = Vec::new();
+    let adapters = paths::repo().join("tools/eaibench/adapters");
+    for e in std::fs::read_dir(&adapters).with_context(|| format!("reading {}", adapters.display()))? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "m4a") {
+            files.push((Path::new("/eaibench/adapters").join(p.file_name().context("adapter name")?), p));
+        }
+    }
+    let data = paths::cache().join("eaibench");
+    for e in std::fs::read_dir(&data).with_context(|| format!("reading {} (tools/eaibench/setup.sh)", data.display()))? {
+        let dir = e?.path();
+        let Some(task) = dir.file_name().and_then(|n| n.to_str()).map(String::from) else { continue };
+        if task == "baselines.json" {
+            files.push((Path::new("/eaibench/baselines.json").to_path_buf(), dir.clone()));
+            continue;
+        }
+        for f in ["meta.json", "test.safetensors", "test.jsonl"] {
+            if dir.join(f).is_file() {
+                files.push((Path::new("/eaibench").join(&task).join(f), dir.join(f)));
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// Shared libraries `exe` loads, as absolute host paths (ldd's view).
 fn shared_libs(exe: &Path) -> Result<Vec<PathBuf>> {
     let out = cmd::output(Command::new("ldd").arg(exe))?;
@@ -131,7 +159,7 @@ fn shared_libs(exe: &Path) -> Result<Vec<PathBuf>> {
 
 /// Writes a `gen_init_cpio` spec and packs the initramfs with the kernel's
 /// own tool, so device nodes need no root and the archive is reproducible.
-fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf], firmware: &[PathBuf]) -> Result<PathBuf> {
+fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf], firmware: &[PathBuf], data: &[(PathBuf, PathBuf)]) -> Result<PathBuf> {
     let out = paths::target().join("guest").join(kernel.flavour.name());
     std::fs::create_dir_all(&out)?;
     let init = out.join("init");
@@ -150,6 +178,10 @@ fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf], firmware: &[PathBuf])
     for fw in firmware {
         let name = fw.file_name().context("firmware name")?.to_string_lossy();
         spec += &format!("file /lib/firmware/m4npu/{name} {} 0644 0 0\n", fw.display());
+    }
+    for (guest, host) in data {
+        add_dir(&mut spec, &mut dirs, guest.parent().context("data dir")?);
+        spec += &format!("file {} {} 0644 0 0\n", guest.display(), host.display());
     }
     let mut libs = BTreeSet::new();
     for b in bins {
@@ -216,18 +248,23 @@ probe)
 	status=0 ;;
 test)
 	/bin/m4npu-guest-tests; status=$? ;;
+test:*)
+	# A subset, by name: `cargo xtask vm debug test:<part of a name>`.
+	/bin/m4npu-guest-tests "${m4job#test:}"; status=$? ;;
 demo)
 	# The module pins the foundation model; vnpud serves its jobs.
 	insmod /lib/modules/m4npu.ko && vnpud --background && m4 info &&
 		m4 run embed "The NPU runs one foundation model for every app." &&
 		m4 run generate "The three primary colors are" --max-new-tokens 16 &&
+		echo "m4npu-guest: several apps at once, each its own process, context and adapter" &&
+		m4-train --data /eaibench apps /eaibench/adapters &&
 		cat /sys/kernel/debug/m4npu/state && kill $(pidof vnpud)
 	status=$? ;;
 *)
 	echo "m4npu-guest: unknown job '$m4job'" ;;
 esac
 
-if [ "$m4job" = test ] && [ -e $kmemleak ]; then
+if [ "${m4job%%:*}" = test ] && [ -e $kmemleak ]; then
 	# kmemleak reports only objects older than 5 s: let the last test's
 	# allocations age, then scan twice as Documentation/dev-tools/kmemleak.rst advises.
 	sleep 6

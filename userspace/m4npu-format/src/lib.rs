@@ -3,6 +3,7 @@
 //! the device side. The reader accepts exactly what the kernel accepts.
 
 mod adapter;
+pub mod adapter_meta;
 mod bytes;
 mod container;
 mod firmware;

@@ -2,6 +2,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
+use m4npu_format::adapter_meta::AdapterMeta;
 use m4npu_uapi as uapi;
 use memfd::{FileSeal, MemfdOptions};
 use nix::errno::Errno;
@@ -24,6 +25,7 @@ pub struct Adapter<'d> {
     dev: &'d Device,
     handle: u32,
     name: String,
+    meta: Option<AdapterMeta>,
 }
 
 impl<'d> Adapter<'d> {
@@ -39,6 +41,19 @@ impl<'d> Adapter<'d> {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What the adapter does (task, sub-model, labels, input), when it was
+    /// loaded from bytes this library could read.
+    pub fn meta(&self) -> Option<&AdapterMeta> {
+        self.meta.as_ref()
+    }
+
+    /// The metadata, or an error naming what needs it.
+    pub(crate) fn require_meta(&self, what: &str) -> Result<&AdapterMeta> {
+        self.meta.as_ref().ok_or_else(|| {
+            Error::InvalidAdapter(format!("{what} needs the adapter's metadata; load it with Device::load_adapter"))
+        })
     }
 }
 
@@ -81,6 +96,7 @@ impl Device {
             .map_err(|e| self.explain_adapter_error(e, bytes))?;
         if let Ok(parsed) = m4npu_format::Adapter::parse(bytes) {
             adapter.name = parsed.name();
+            adapter.meta = AdapterMeta::parse(parsed.meta()).ok();
         }
         Ok(adapter)
     }
@@ -109,7 +125,7 @@ impl Device {
         let mut req = uapi::AdapterLoad { fd: fd.as_raw_fd(), offset, length, ..Default::default() };
         // SAFETY: `req` is a valid `struct m4npu_adapter_load` for the call.
         unsafe { ioc_adapter_load(self.as_raw_fd(), &mut req) }.map_err(|e| self.adapter_error(e, length))?;
-        Ok(Adapter { dev: self, handle: req.handle, name: format!("adapter#{}", req.handle) })
+        Ok(Adapter { dev: self, handle: req.handle, name: format!("adapter#{}", req.handle), meta: None })
     }
 
     fn adapter_error(&self, e: Errno, length: u64) -> Error {

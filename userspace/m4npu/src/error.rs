@@ -74,7 +74,7 @@ pub enum Error {
     #[error("interrupted by a signal while waiting for the job; its result is discarded")]
     Interrupted,
     /// The device reported an error of its own for the job.
-    #[error("the job failed: {0}")]
+    #[error("the job failed on the NPU: {0}{hint}", hint = device_hint(*.0))]
     JobFailed(Errno),
     /// A device-side uring command failed.
     #[error("{op} on queue {queue} tag {tag} failed: {source}")]
@@ -139,6 +139,17 @@ pub(crate) fn job_error(e: Errno) -> Error {
     }
 }
 
+/// What the device's own errnos (vnpud's, see its `execute` module) mean.
+fn device_hint(e: Errno) -> &'static str {
+    match e {
+        Errno::ENOEXEC => " (the NPU cannot run this adapter: its tensors or metadata do not fit the loaded foundation model)",
+        Errno::EBADMSG => " (the NPU could not read the job's input or state: not in the m4npu_format::job_io layout)",
+        Errno::EOVERFLOW => " (the output range is too small for the result)",
+        Errno::ENOSPC => " (the generation session's KV cache is full)",
+        _ => "",
+    }
+}
+
 fn open_hint(e: Errno) -> &'static str {
     match e {
         Errno::ENOENT => " (is the m4npu module loaded?)",
@@ -164,6 +175,8 @@ mod tests {
             (Errno::ECANCELED, "io_uring was torn down"),
             (Errno::ENOENT, "handles belong to one open"),
             (Errno::EINTR, "interrupted by a signal"),
+            (Errno::ENOEXEC, "cannot run this adapter"),
+            (Errno::ENOSPC, "KV cache is full"),
         ];
         for (e, words) in cases {
             let err = job_error(e);

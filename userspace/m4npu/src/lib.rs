@@ -11,12 +11,17 @@
 //! ```
 //!
 //! Jobs run synchronously with [`Device::run`] or many at once over
-//! io_uring with [`uring::Ring`]; [`hw`] is the other end, for the process
-//! that executes them. Task calls ([`Device::embed`], [`Device::generate`])
-//! tokenize with the loaded model's own tokenizers ([`model`]).
+//! io_uring with [`uring::Ring`], or as `async fn`s on tokio with
+//! [`aio::AsyncRing`] (cargo feature `tokio`, on by default); [`hw`] is the
+//! other end, for the process that executes them. Task calls
+//! ([`Device::embed`], [`Device::generate`]) tokenize with the loaded
+//! model's own tokenizers ([`model`]).
 
 mod adapter;
+#[cfg(feature = "tokio")]
+pub mod aio;
 mod buffer;
+mod classify;
 mod device;
 mod error;
 mod fdinfo;
@@ -28,6 +33,8 @@ pub mod uring;
 
 pub use adapter::Adapter;
 pub use buffer::Buffer;
+pub use classify::{labels_from_logits, Label};
+pub use m4npu_format::adapter_meta::{AdapterMeta, AdapterTask};
 pub use device::{Device, DeviceInfo, ModelInfo};
 pub use fdinfo::FdInfo;
 pub use job::{JobDesc, Op, Priority};

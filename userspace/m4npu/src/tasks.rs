@@ -7,16 +7,16 @@ use m4npu_format::job_io::{f32s, GenerateOutput, Input, HEADER_BYTES, STATE_KV_O
 use tokenizers::Tokenizer;
 
 use crate::model::{BACKBONE, TEXT_ENCODER};
-use crate::{Buffer, Device, Error, JobDesc, Op, Result};
+use crate::{Adapter, Buffer, Device, Error, JobDesc, Op, Result};
 
-fn input_buffer<'d>(dev: &'d Device, input: &Input) -> Result<(Buffer<'d>, usize)> {
+pub(crate) fn input_buffer<'d>(dev: &'d Device, input: &Input) -> Result<(Buffer<'d>, usize)> {
     let len = input.encoded_len();
     let mut buf = dev.alloc(len)?;
     input.encode_into(buf.as_mut_slice()).map_err(|e| Error::InvalidJob(e.to_string()))?;
     Ok((buf, len))
 }
 
-fn encode(tok: &Tokenizer, text: &str, special: bool) -> Result<Vec<u32>> {
+pub(crate) fn encode(tok: &Tokenizer, text: &str, special: bool) -> Result<Vec<u32>> {
     let enc = tok.encode(text, special).map_err(|e| Error::Tokenizer(e.to_string()))?;
     Ok(enc.get_ids().to_vec())
 }
@@ -58,11 +58,31 @@ impl Device {
     /// # Ok::<(), m4npu::Error>(())
     /// ```
     pub fn generate(&self, prompt: &str, max_tokens: usize) -> Result<Session<'_>> {
+        self.start_session(None, prompt, max_tokens)
+    }
+
+    /// [`Device::generate`] with an adapter's LoRA on the backbone.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let style = dev.load_adapter_file("style.m4a")?;
+    /// for piece in dev.generate_with(&style, "Once upon a time", 48)? {
+    ///     print!("{}", piece?);
+    /// }
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn generate_with<'d>(&'d self, adapter: &'d Adapter<'d>, prompt: &str, max_tokens: usize) -> Result<Session<'d>> {
+        self.start_session(Some(adapter), prompt, max_tokens)
+    }
+
+    fn start_session<'d>(&'d self, adapter: Option<&'d Adapter<'d>>, prompt: &str, max_tokens: usize) -> Result<Session<'d>> {
         let meta = self.model_meta()?;
         let shape = meta.shape(BACKBONE)?;
         let tok = meta.tokenizer(BACKBONE)?;
         let prompt = encode(&tok, prompt, false)?;
-        Session::new(self, tok, shape.vocab, shape.kv_bytes_per_token, max_tokens.min(shape.max_tokens), prompt)
+        let mut s = Session::new(self, tok, shape.vocab, shape.kv_bytes_per_token, max_tokens.min(shape.max_tokens), prompt)?;
+        s.adapter = adapter;
+        Ok(s)
     }
 }
 
@@ -70,6 +90,7 @@ impl Device {
 /// token, greedy. Its KV cache lives in a buffer of the context.
 pub struct Session<'d> {
     dev: &'d Device,
+    adapter: Option<&'d Adapter<'d>>,
     tok: Tokenizer,
     /// Sized for the prompt; each later step feeds one token through it.
     input: Buffer<'d>,
@@ -101,7 +122,7 @@ impl<'d> Session<'d> {
         let state = dev.alloc(STATE_KV_OFFSET + kv_per_token * max_tokens)?;
         let output = dev.alloc(HEADER_BYTES + 4 * vocab)?;
         let left = max_tokens - prompt.len();
-        Ok(Session { dev, tok, input, state, output, next: prompt, generated: Vec::new(), text_len: 0, left })
+        Ok(Session { dev, adapter: None, tok, input, state, output, next: prompt, generated: Vec::new(), text_len: 0, left })
     }
 
     /// One job: feeds the pending tokens, returns the greedy next token.
@@ -109,10 +130,13 @@ impl<'d> Session<'d> {
         let len = Input::Tokens(std::mem::take(&mut self.next))
             .encode_into(self.input.as_mut_slice())
             .map_err(|e| Error::InvalidJob(e.to_string()))?;
-        let job = JobDesc::new(Op::Generate)
+        let mut job = JobDesc::new(Op::Generate)
             .input(&self.input, 0, len)
             .output(&self.output, 0, self.output.len())
             .state(&self.state, 0, self.state.len());
+        if let Some(a) = self.adapter {
+            job = job.adapter(a);
+        }
         let n = self.dev.run(&job)?;
         let out = GenerateOutput::decode(&self.output.as_slice()[..n]).map_err(|e| Error::InvalidJob(e.to_string()))?;
         Ok(out.next_token)

@@ -188,6 +188,9 @@ pub struct ForwardOpts<'x> {
     pub all_hidden: bool,
     pub logits: Logits,
     pub adapter: Option<&'x dyn Adapter>,
+    /// Run only the first `n` layers (an adapter's early exit), then the
+    /// final norm. A KV cache filled this way holds only those layers.
+    pub layers: Option<usize>,
 }
 
 impl Default for ForwardOpts<'_> {
@@ -196,6 +199,7 @@ impl Default for ForwardOpts<'_> {
             all_hidden: false,
             logits: Logits::Last,
             adapter: None,
+            layers: None,
         }
     }
 }
@@ -396,7 +400,8 @@ impl<'a> Llama<'a> {
             });
         };
 
-        for (li, l) in self.layers.iter().enumerate() {
+        let n_layers = opts.layers.map_or(c.n_layer, |l| l.clamp(1, c.n_layer));
+        for (li, l) in self.layers[..n_layers].iter().enumerate() {
             let lora = |p: Proj| opts.adapter.and_then(|a| a.lora(li, p));
             norm_quant(act, l.attn_norm, li > 0);
             l.qkv.matmul(exec, act, qkv);

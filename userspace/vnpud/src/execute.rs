@@ -4,26 +4,38 @@
 //! Errnos: `EBADMSG` for an input or state not in the job formats of
 //! `m4npu_format::job_io` (or tokens outside the vocabulary), `EOVERFLOW`
 //! for an output range too small, `ENOSPC` for a full KV cache,
+//! `ENOEXEC` for an adapter this model cannot run (shapes, metadata),
 //! `EOPNOTSUPP` for what this device cannot do, `ENODEV` for a sub-model the
 //! firmware lacks. `EINVAL` stays the driver's: a descriptor it refused.
 
 use m4npu::hw::JobBuffers;
 use m4npu::Op;
+use m4npu_format::adapter_meta::{AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{put_f32s, GenerateOutput, Input, StateHeader, HEADER_BYTES, STATE_KV_OFFSET};
 use nix::errno::Errno;
 use vnpu_engine::{ForwardOpts, Logits};
 
 use crate::foundation::Foundation;
+use crate::task::TaskAdapter;
 
 /// Runs `op` on `b`; returns the output bytes.
 pub fn run(model: &Foundation<'_>, op: Option<Op>, b: JobBuffers<'_>) -> Result<usize, Errno> {
-    match op {
-        Some(Op::Echo) => echo(b),
-        // Adapters (task heads, LoRA, input projections) come with the
-        // adapter runtime; until then a job with one is not supported.
-        _ if b.adapter.is_some() => Err(Errno::EOPNOTSUPP),
-        Some(Op::Embed) => embed(model, b),
-        Some(Op::Generate) => generate(model, b),
+    if op == Some(Op::Echo) {
+        return echo(b);
+    }
+    let adapter = match b.adapter {
+        Some(blob) => Some(TaskAdapter::parse(blob, model).map_err(|_| Errno::ENOEXEC)?),
+        None => None,
+    };
+    match (op, &adapter) {
+        (Some(Op::Embed), None) => embed(model, b),
+        (Some(Op::Embed), Some(a)) => {
+            let mut v = pooled(model, a, b.input)?;
+            normalize(&mut v);
+            put_f32s(b.output, &v).ok_or(Errno::EOVERFLOW)
+        }
+        (Some(Op::Classify), Some(a)) => classify(model, a, b),
+        (Some(Op::Generate), a) => generate(model, a.as_ref(), b),
         _ => Err(Errno::EOPNOTSUPP),
     }
 }
@@ -43,6 +55,88 @@ fn tokens(input: &[u8]) -> Result<Vec<u32>, Errno> {
     }
 }
 
+fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= norm);
+}
+
+/// The adapter's task head on the pooled hidden state: one logit per label.
+fn classify(model: &Foundation<'_>, a: &TaskAdapter<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
+    if a.meta.task != AdapterTask::Classify {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let head = a.head.as_ref().ok_or(Errno::ENOEXEC)?;
+    let logits = head.apply(&pooled(model, a, b.input)?);
+    put_f32s(b.output, &logits).ok_or(Errno::EOVERFLOW)
+}
+
+/// One vector for the whole input, through the adapter's sub-model: the
+/// text encoder's sentence embedding, or the backbone's final hidden states
+/// (with the adapter's LoRA, input projection and exit layer) pooled.
+pub fn pooled(model: &Foundation<'_>, a: &TaskAdapter<'_>, input: &[u8]) -> Result<Vec<f32>, Errno> {
+    let input = Input::decode(input).map_err(|_| Errno::EBADMSG)?;
+    match a.meta.submodel {
+        SubModel::TextEncoder => {
+            let bert = model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
+            let Input::Tokens(ids) = input else { return Err(Errno::EOPNOTSUPP) };
+            if ids.len() > bert.cfg.max_pos || ids.iter().any(|&t| t as usize >= bert.cfg.vocab) {
+                return Err(Errno::EBADMSG);
+            }
+            bert.embed(&ids).map_err(|_| Errno::EIO)
+        }
+        SubModel::Backbone => {
+            let llama = model.backbone.as_ref().ok_or(Errno::ENODEV)?;
+            let embedded;
+            let x = match &input {
+                Input::Tokens(ids) => {
+                    if ids.iter().any(|&t| t as usize >= llama.cfg.vocab) {
+                        return Err(Errno::EBADMSG);
+                    }
+                    vnpu_engine::Input::Tokens(ids)
+                }
+                Input::Features { dim, data } => {
+                    let proj = a.input.as_ref().ok_or(Errno::EOPNOTSUPP)?;
+                    if *dim != proj.in_dim || data.iter().any(|v| !v.is_finite()) {
+                        return Err(Errno::EBADMSG);
+                    }
+                    embedded = proj.project(data).map_err(|_| Errno::EBADMSG)?;
+                    vnpu_engine::Input::Embeddings(&embedded)
+                }
+            };
+            let n = match &input {
+                Input::Tokens(t) => t.len(),
+                Input::Features { dim, data } => data.len() / dim,
+            };
+            if n > llama.cfg.max_ctx {
+                return Err(Errno::EBADMSG);
+            }
+            // Classification needs no cache beyond the job: a scratch one,
+            // f32-backed for alignment.
+            let mut kv = vec![0f32; n * llama.cfg.kv_bytes_per_token() / 4];
+            let mean = a.pooling() == Pooling::Mean;
+            let out = llama
+                .forward(x, 0, bytemuck_bytes(&mut kv), &a.forward_opts(Logits::None, mean))
+                .map_err(|_| Errno::EBADMSG)?;
+            Ok(match out.hidden_all {
+                Some(h) if mean => {
+                    let d = llama.cfg.d_model;
+                    let mut p = vec![0f32; d];
+                    h.chunks_exact(d).for_each(|r| p.iter_mut().zip(r).for_each(|(s, v)| *s += v));
+                    p.iter_mut().for_each(|v| *v /= n as f32);
+                    p
+                }
+                _ => out.hidden_last,
+            })
+        }
+    }
+}
+
+fn bytemuck_bytes(v: &mut [f32]) -> &mut [u8] {
+    // SAFETY: f32 has no padding and u8 no alignment; the length covers
+    // exactly the same memory.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
 /// Sentence embedding from the text encoder (mean-pooled, normalised).
 fn embed(model: &Foundation<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
     let bert = model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
@@ -57,7 +151,7 @@ fn embed(model: &Foundation<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
 /// One step of a generation session on the backbone: the input tokens go
 /// into the KV cache in the state range after the session's `n_past`; the
 /// output is the greedy next token and, room permitting, the logits.
-fn generate(model: &Foundation<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
+fn generate(model: &Foundation<'_>, adapter: Option<&TaskAdapter<'_>>, b: JobBuffers<'_>) -> Result<usize, Errno> {
     let llama = model.backbone.as_ref().ok_or(Errno::ENODEV)?;
     let state = b.state.ok_or(Errno::EBADMSG)?;
     let ids = tokens(b.input)?;
@@ -73,7 +167,12 @@ fn generate(model: &Foundation<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
     if b.output.len() < HEADER_BYTES {
         return Err(Errno::EOVERFLOW);
     }
-    let opts = ForwardOpts { logits: Logits::Last, ..Default::default() };
+    let opts = match adapter {
+        // LoRA only: a generation runs every layer, whatever exit the
+        // adapter was trained with for classification.
+        Some(a) => ForwardOpts { layers: None, ..a.forward_opts(Logits::Last, false) },
+        None => ForwardOpts { logits: Logits::Last, ..Default::default() },
+    };
     let out = llama
         .forward(vnpu_engine::Input::Tokens(&ids), n_past, kv, &opts)
         // The one engine error left after the checks above: a misaligned KV cache.

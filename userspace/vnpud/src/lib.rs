@@ -4,3 +4,4 @@
 
 pub mod execute;
 pub mod foundation;
+pub mod task;

@@ -1,0 +1,155 @@
+//! Apps' adapters executed by vnpud through the real module: a feature
+//! classifier with an input projection, LoRA and early exit on the tiny
+//! synthetic model, checked against vnpud's own code run in this process
+//! on the same firmware; and the messages developers get when it goes wrong.
+
+use anyhow::{bail, ensure, Context, Result};
+use m4npu::{Device, Error, JobDesc, Op};
+use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
+use m4npu_format::job_io::{f32s, Input};
+use m4npu_format::AdapterBuilder;
+use vnpu_engine::synthetic::Rng;
+use vnpud::foundation::{sub_models, Foundation};
+
+use crate::children::Helper;
+use crate::module;
+
+const TINY: &str = "/lib/firmware/m4npu/tiny.m4fw";
+const FEATURE_DIM: usize = 6;
+
+fn start_vnpud() -> Result<Helper> {
+    let mut vnpud = Helper::spawn_program("/bin/vnpud", &["--depth", "4"])?;
+    vnpud.expect("its ready line", |l| l.starts_with("vnpud: ready").then_some(()))?;
+    Ok(vnpud)
+}
+
+/// A classifier of 6-wide feature rows for the tiny backbone.
+fn feature_classifier(base: [u8; 32], head_rows: usize, d: usize, ff: usize) -> Result<Vec<u8>> {
+    let meta = AdapterMeta {
+        task: AdapterTask::Classify,
+        submodel: SubModel::Backbone,
+        labels: ["walk", "run", "sit"].map(String::from).to_vec(),
+        pooling: Pooling::Mean,
+        feature_dim: Some(FEATURE_DIM as u32),
+        layers: Some(1),
+        lora_alpha: 4.0,
+        description: "guest test".into(),
+    };
+    let mut rng = Rng::new(21);
+    let mut b = AdapterBuilder::new("imu-test", base);
+    b.meta(meta.to_json());
+    b.tensor_f32(&lora_name(0, "q", "a"), &[2, d], &rng.vec(2 * d, 0.3))?;
+    b.tensor_f32(&lora_name(0, "q", "b"), &[d, 2], &rng.vec(2 * d, 0.3))?;
+    b.tensor_f32(&lora_name(0, "up", "a"), &[2, d], &rng.vec(2 * d, 0.3))?;
+    b.tensor_f32(&lora_name(0, "up", "b"), &[ff, 2], &rng.vec(2 * ff, 0.3))?;
+    b.tensor_f32("head.weight", &[head_rows, d], &rng.vec(head_rows * d, 0.3))?;
+    b.tensor_f32("head.bias", &[head_rows], &rng.vec(head_rows, 0.1))?;
+    b.tensor_f32("input.weight", &[d, FEATURE_DIM], &rng.vec(d * FEATURE_DIM, 0.4))?;
+    b.tensor_f32("input.bias", &[d], &rng.vec(d, 0.1))?;
+    Ok(b.build()?)
+}
+
+pub fn adapters_classify_on_vnpud() -> Result<()> {
+    module::reload("firmware=m4npu/tiny.m4fw")?;
+    let mut vnpud = start_vnpud()?;
+    let dev = Device::open()?;
+    let hash = dev.info()?.model.context("no model")?.hash;
+    let fw = vnpu_engine::AlignedBytes::from_slice(&std::fs::read(TINY)?);
+    let subs = sub_models(&fw).map_err(anyhow::Error::msg)?;
+    let reference = Foundation::build(&subs).map_err(anyhow::Error::msg)?;
+    let cfg = &reference.backbone.as_ref().context("backbone")?.cfg;
+    let blob = feature_classifier(hash, 3, cfg.d_model, cfg.d_ff)?;
+    let adapter = dev.load_adapter(&blob)?;
+    ensure!(adapter.meta().is_some_and(|m| m.labels.len() == 3), "the library did not read the adapter's metadata");
+
+    let features: Vec<f32> = Rng::new(4).vec(5 * FEATURE_DIM, 1.0);
+    let labels = dev.classify_features(&adapter, &features, FEATURE_DIM)?;
+    // The same job on vnpud's code in this process.
+    let want = {
+        let input = Input::Features { dim: FEATURE_DIM, data: features.clone() }.encode();
+        let mut out = vec![0u8; 64];
+        let blob = vnpu_engine::AlignedBytes::from_slice(&blob);
+        let jb = m4npu::hw::JobBuffers { input: &input, output: &mut out, state: None, adapter: Some(&blob) };
+        let n = vnpud::execute::run(&reference, Some(Op::Classify), jb).map_err(|e| anyhow::anyhow!("reference: {e}"))?;
+        f32s(&out[..n])
+    };
+    ensure!(labels.len() == 3, "{labels:?}");
+    for l in &labels {
+        ensure!((l.logit - want[l.index]).abs() < 1e-4, "label {} logit {} != {}", l.name, l.logit, want[l.index]);
+    }
+    ensure!(labels.windows(2).all(|w| w[0].score >= w[1].score), "labels not best first: {labels:?}");
+    ensure!(["walk", "run", "sit"].contains(&labels[0].name.as_str()), "label names lost: {labels:?}");
+
+    // The same CLASSIFY job over io_uring gives the same logits.
+    let enc = Input::Features { dim: FEATURE_DIM, data: features.clone() }.encode();
+    let mut inbuf = dev.alloc(enc.len())?;
+    inbuf.as_mut_slice().copy_from_slice(&enc);
+    let out = dev.alloc(4096)?;
+    let mut ring = dev.ring(8)?;
+    ring.push(&JobDesc::new(Op::Classify).adapter(&adapter).input(&inbuf, 0, enc.len()).output(&out, 0, 4096), 1)?;
+    let n = ring.wait(1)?.remove(0).result()?;
+    ensure!(max_diff(&f32s(&out.as_slice()[..n]), &want) < 1e-4, "uring logits differ");
+
+    // Wrong input shapes are the library's to refuse, with words.
+    expect_msg(dev.classify_features(&adapter, &features, 4), "takes 6-wide feature vectors, not 4")?;
+    expect_msg(dev.classify(&adapter, "hello"), "takes feature vectors, not text")?;
+
+    // An adapter that loads (right base model, valid blob) but that the
+    // device cannot run: ENOEXEC, worded, and vnpud serves on.
+    let misfit = feature_classifier(hash, 3, cfg.d_model + 32, cfg.d_ff)?;
+    let misfit = dev.load_adapter(&misfit)?;
+    match dev.classify_features(&misfit, &features, FEATURE_DIM) {
+        Err(e @ Error::JobFailed(m4npu::Errno::ENOEXEC)) => {
+            ensure!(e.to_string().contains("cannot run this adapter"), "message: {e}")
+        }
+        other => bail!("misfit adapter: {other:?}, want ENOEXEC"),
+    }
+    ensure!(dev.classify_features(&adapter, &features, FEATURE_DIM)?[0].index == labels[0].index, "vnpud changed its answer");
+
+    // The device closed: the message says who is missing.
+    vnpud.signal(libc::SIGTERM)?;
+    ensure!(vnpud.wait()?.success(), "vnpud did not exit cleanly: {:?}", vnpud.log());
+    expect_msg(dev.classify_features(&adapter, &features, FEATURE_DIM), "no NPU device is serving jobs (is vnpud running?)")?;
+    Ok(())
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn expect_msg<T: std::fmt::Debug>(r: m4npu::Result<T>, words: &str) -> Result<()> {
+    match r {
+        Err(e) if e.to_string().contains(words) => Ok(()),
+        other => bail!("want an error saying {words:?}, got {other:?}"),
+    }
+}
+
+/// What a developer reads for the usual mistakes: quota, the wrong base
+/// model, an unsealed memfd.
+pub fn errors_speak_to_developers() -> Result<()> {
+    module::reload("firmware=m4npu/tiny.m4fw ctx_quota_mb=1")?;
+    let dev = Device::open()?;
+    let hash = dev.info()?.model.context("no model")?.hash;
+    let _held = dev.alloc(768 * 1024)?;
+    expect_msg(dev.alloc(512 * 1024), "context memory quota exceeded: 786432 of 1048576 bytes used, 524288 more requested")?;
+
+    let mut other = hash;
+    other[0] ^= 0x80;
+    let foreign = feature_classifier(other, 3, 64, 128)?;
+    let hex = |h: &[u8; 32]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    expect_msg(
+        dev.load_adapter(&foreign),
+        &format!("adapter was trained for foundation model {}, this device runs {}", hex(&other), hex(&hash)),
+    )?;
+
+    let own = feature_classifier(hash, 3, 64, 128)?;
+    let unsealed = crate::adapters::memfd(&own, 0)?;
+    expect_msg(
+        dev.load_adapter_fd(std::os::fd::AsFd::as_fd(&unsealed), 0, own.len() as u64),
+        "adapter memfd is not sealed against writes",
+    )?;
+    Ok(())
+}

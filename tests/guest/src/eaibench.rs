@@ -1,0 +1,72 @@
+//! The benchmark's adapters on the real path: each committed adapter
+//! (tools/eaibench/adapters) loaded through the app library into the module
+//! with the real foundation firmware, its task's first test samples
+//! classified by vnpud, and every answer equal to the host path's (vnpud's
+//! job code on the same firmware, in this process), which produced the
+//! report's numbers.
+
+use anyhow::{ensure, Context, Result};
+use m4_train::data::{Samples, Task};
+use m4_train::eval::{job_input, FirmwareFile};
+use m4npu::{Device, Op};
+use m4npu_format::adapter_meta::AdapterMeta;
+use m4npu_format::job_io::f32s;
+use vnpud::foundation::Foundation;
+
+use crate::children::Helper;
+use crate::module;
+
+/// Where xtask puts the tasks' test splits and the adapters.
+const ROOT: &str = "/eaibench";
+/// Test samples per task: enough to catch a divergence, few enough for TCG.
+const SAMPLES: usize = 8;
+
+pub fn eaibench_adapters_agree_with_the_host_path() -> Result<()> {
+    let adapters = std::path::Path::new(ROOT).join("adapters");
+    let mut names: Vec<String> = std::fs::read_dir(&adapters)
+        .with_context(|| format!("{} (xtask copies the committed adapters)", adapters.display()))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".m4a").map(String::from))
+        .collect();
+    names.sort();
+    ensure!(names.len() >= 9, "only {} adapters in {}", names.len(), adapters.display());
+
+    module::reload("")?;
+    let mut vnpud = Helper::spawn_program("/bin/vnpud", &["--depth", "4"])?;
+    vnpud.expect("its ready line", |l| l.starts_with("vnpud: ready").then_some(()))?;
+    let fw = FirmwareFile::read(std::path::Path::new("/lib/firmware/m4npu/foundation.m4fw")).map_err(anyhow::Error::msg)?;
+    let subs = fw.sub_models().map_err(anyhow::Error::msg)?;
+    let reference = Foundation::build(&subs).map_err(anyhow::Error::msg)?;
+    let tok = fw.tokenizer("text_encoder").map_err(anyhow::Error::msg)?;
+    let max_tokens = reference.text_encoder.as_ref().context("text encoder")?.cfg.max_pos;
+    let dev = Device::open()?;
+
+    for name in &names {
+        let blob = std::fs::read(adapters.join(format!("{name}.m4a")))?;
+        let meta = AdapterMeta::parse(m4npu_format::Adapter::parse(&blob)?.meta()).map_err(anyhow::Error::msg)?;
+        let adapter = dev.load_adapter(&blob).with_context(|| format!("{name}: loading"))?;
+        let task = Task::open(&std::path::Path::new(ROOT).join(name)).map_err(anyhow::Error::msg)?;
+        let test = task.split("test").map_err(anyhow::Error::msg)?;
+        let mut right = 0;
+        for i in 0..SAMPLES.min(test.len()) {
+            let labels = match (&test.samples, meta.feature_dim) {
+                (Samples::Text(t), _) => dev.classify(&adapter, &t[i])?,
+                (Samples::Features { .. }, Some(fd)) => dev.classify_features(&adapter, test.features(i), fd as usize)?,
+                _ => anyhow::bail!("{name}: adapter input does not match the task"),
+            };
+            let input = job_input(Some(&tok), &test, i, meta.feature_dim, max_tokens).map_err(anyhow::Error::msg)?.encode();
+            let mut out = vec![0u8; 4 * labels.len()];
+            let aligned = vnpu_engine::AlignedBytes::from_slice(&blob);
+            let jb = m4npu::hw::JobBuffers { input: &input, output: &mut out, state: None, adapter: Some(&aligned) };
+            let n = vnpud::execute::run(&reference, Some(Op::Classify), jb).map_err(|e| anyhow::anyhow!("{name} host path: {e}"))?;
+            let want = f32s(&out[..n]);
+            for l in &labels {
+                ensure!((l.logit - want[l.index]).abs() < 1e-4, "{name} sample {i}: label {} logit {} on the real path, {} on the host path", l.name, l.logit, want[l.index]);
+            }
+            right += usize::from(labels[0].index == test.y[i]);
+        }
+        println!("    {name}: {right}/{} of the first test samples right, real path = host path", SAMPLES.min(test.len()));
+    }
+    vnpud.signal(libc::SIGTERM)?;
+    ensure!(vnpud.wait()?.success(), "vnpud did not stop cleanly: {:?}", vnpud.log());
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The driver's job tests with the virtual NPU as the device: real ops on
+//! the tiny synthetic model from many processes at once, every output equal
+//! to the engine's run on the same firmware in the submitting process; and
+//! a killed vnpud failing its jobs, then restarting.
+
+use anyhow::{ensure, Context, Result};
+use m4npu::{Device, Errno, Error, JobDesc, Op, Priority};
+use m4npu_format::job_io::{f32s, GenerateOutput, Input, STATE_KV_OFFSET};
+use vnpud::execute::argmax;
+use vnpud::foundation::{sub_models, Foundation};
+
+use super::support::{device_attached, pattern};
+use crate::children::{eventually, Helper, HANG};
+use crate::module;
+
+const TINY: &str = "/lib/firmware/m4npu/tiny.m4fw";
+const PROCESSES: u32 = 4;
+const PER_PROCESS: usize = 250;
+/// Each job's slice of the input, output and state buffers.
+const IN: usize = 256;
+const OUT: usize = 1024;
+const KV_TOKENS: usize = 16;
+
+fn start_vnpud() -> Result<Helper> {
+    let mut vnpud = Helper::spawn_program("/bin/vnpud", &["--depth", "16"])?;
+    vnpud.expect("its ready line", |l| l.starts_with("vnpud: ready").then_some(()))?;
+    Ok(vnpud)
+}
+
+pub fn thousand_jobs_on_vnpud() -> Result<()> {
+    module::reload("firmware=m4npu/tiny.m4fw")?;
+    let mut vnpud = start_vnpud()?;
+    let mut subs: Vec<Helper> = (0..PROCESSES)
+        .map(|seed| Helper::spawn(&["--submit-vnpud-jobs", &PER_PROCESS.to_string(), &seed.to_string()]))
+        .collect::<Result<_>>()?;
+    for s in subs.iter_mut() {
+        s.expect("ok", |l| (l == "ok").then_some(()))?;
+        s.finish()?;
+    }
+
+    // Killed with jobs queued: each fails with EIO, none hangs; a new
+    // vnpud serves once the driver has let the old one go.
+    let dev = Device::open()?;
+    let mut input = dev.alloc(IN)?;
+    let len = Input::Tokens(vec![1, 2, 3]).encode_into(input.as_mut_slice())?;
+    let output = dev.alloc(OUT)?;
+    let embed = JobDesc::new(Op::Embed).input(&input, 0, len).output(&output, 0, OUT);
+    ensure!(dev.run(&embed)? > 0, "vnpud is not serving");
+    vnpud.signal(libc::SIGKILL)?;
+    let _ = vnpud.wait()?;
+    eventually("the driver lets the killed vnpud go", || Ok(if device_attached()? { Err("attached".into()) } else { Ok(()) }))?;
+    match dev.run(&embed) {
+        Err(Error::NoNpuDevice) => {}
+        other => anyhow::bail!("a job with vnpud killed: {other:?}, want NoNpuDevice"),
+    }
+    let mut vnpud = start_vnpud()?;
+    ensure!(dev.run(&embed)? > 0, "the restarted vnpud does not serve");
+    vnpud.signal(libc::SIGTERM)?;
+    ensure!(vnpud.wait()?.success(), "vnpud did not stop cleanly: {:?}", vnpud.log());
+    Ok(())
+}
+
+/// Token ids for job `i` of process `seed`, inside the tiny vocabularies.
+fn tokens(seed: u32, i: usize, vocab: usize) -> Vec<u32> {
+    let mut b = [0u8; 6];
+    pattern(seed, i as u32, &mut b);
+    b.iter().map(|&v| 1 + u32::from(v) % (vocab as u32 - 1)).collect()
+}
+
+/// `--submit-vnpud-jobs COUNT SEED`: COUNT jobs (ECHO, EMBED, GENERATE in
+/// turn, all priorities) over one io_uring; checks every completion against
+/// the reference run in this process. Prints `ok`.
+pub fn submit_vnpud_jobs(args: &[String]) -> Result<()> {
+    let count: usize = args.first().context("COUNT")?.parse()?;
+    let seed: u32 = args.get(1).context("SEED")?.parse()?;
+    let fw = vnpu_engine::AlignedBytes::from_slice(&std::fs::read(TINY)?);
+    let subs = sub_models(&fw).map_err(anyhow::Error::msg)?;
+    let reference = Foundation::build(&subs).map_err(anyhow::Error::msg)?;
+    let (llama, bert) = (reference.backbone.as_ref().context("backbone")?, reference.text_encoder.as_ref().context("text encoder")?);
+    let vocab = llama.cfg.vocab.min(bert.cfg.vocab);
+    let state_len = STATE_KV_OFFSET + llama.cfg.kv_bytes(KV_TOKENS);
+
+    let dev = Device::open()?;
+    let mut input = dev.alloc(count * IN)?;
+    let output = dev.alloc(count * OUT)?;
+    let state = dev.alloc(count.div_ceil(3) * state_len)?;
+    let ops = [Op::Echo, Op::Embed, Op::Generate];
+    let prios = [Priority::Normal, Priority::High, Priority::Low];
+    let mut ring = dev.ring(256)?;
+    let mut lens = Vec::with_capacity(count);
+    for i in 0..count {
+        let chunk = &mut input.as_mut_slice()[i * IN..(i + 1) * IN];
+        let len = match ops[i % 3] {
+            Op::Echo => {
+                pattern(seed, i as u32, chunk);
+                IN
+            }
+            _ => Input::Tokens(tokens(seed, i, vocab)).encode_into(chunk)?,
+        };
+        lens.push(len);
+    }
+    for i in 0..count {
+        let op = ops[i % 3];
+        let mut job =
+            JobDesc::new(op).input(&input, i * IN, lens[i]).output(&output, i * OUT, OUT).priority(prios[i / 3 % 3]);
+        if op == Op::Generate {
+            job = job.state(&state, i / 3 * state_len, state_len);
+        }
+        ring.push(&job, i as u64)?;
+    }
+    ring.submit()?;
+
+    let done = ring.wait_timeout(count, HANG)?;
+    ensure!(done.len() == count, "{} of {count} jobs completed within {} s", done.len(), HANG.as_secs());
+    let mut seen = vec![0u32; count];
+    let mut res = vec![0usize; count];
+    for c in &done {
+        let i = c.user_data as usize;
+        *seen.get_mut(i).context("a completion for a job never submitted")? += 1;
+        res[i] = c.result().with_context(|| format!("job {i} ({:?})", ops[i % 3]))?;
+    }
+    ensure!(seen.iter().all(|&n| n == 1), "jobs not completed exactly once");
+    for i in 0..count {
+        let out = &output.as_slice()[i * OUT..][..res[i]];
+        match ops[i % 3] {
+            Op::Echo => ensure!(out == &input.as_slice()[i * IN..(i + 1) * IN], "echo job {i}: wrong output"),
+            Op::Embed => {
+                let want = bert.embed(&tokens(seed, i, vocab))?;
+                let got = f32s(out);
+                ensure!(got.len() == want.len(), "embed job {i}: {} values", got.len());
+                let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                ensure!(diff < 1e-5, "embed job {i}: differs from the engine by {diff}");
+            }
+            _ => {
+                let ids = tokens(seed, i, vocab);
+                let mut kv = vec![0u8; llama.cfg.kv_bytes(KV_TOKENS)];
+                let logits = llama.prefill(&ids, &mut kv)?.logits.context("logits")?;
+                let got = GenerateOutput::decode(out)?;
+                ensure!(
+                    got.next_token == argmax(&logits) && got.n_past as usize == ids.len(),
+                    "generate job {i}: {got:?}, want token {}",
+                    argmax(&logits)
+                );
+            }
+        }
+    }
+    let u = dev.usage()?;
+    let n = count as u64;
+    ensure!((u.jobs_completed, u.jobs_failed, u.jobs_inflight) == (n, 0, 0), "fdinfo after {count} jobs: {u:?}");
+    // A job the device cannot read fails alone, with the device's errno.
+    let garbage = JobDesc::new(Op::Embed).input(&output, 0, 64).output(&input, 0, IN);
+    match dev.run(&garbage) {
+        Err(Error::JobFailed(Errno::EBADMSG)) => {}
+        other => anyhow::bail!("a job on garbage input: {other:?}, want EBADMSG"),
+    }
+    println!("ok");
+    Ok(())
+}

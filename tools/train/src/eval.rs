@@ -1,0 +1,96 @@
+//! The host path of evaluation: each test sample as the job an app would
+//! submit, run by vnpud's own job code on the engine over the same
+//! firmware bytes the driver pins. The guest path runs the same jobs
+//! through the module and vnpud; both must agree.
+
+use std::path::Path;
+
+use m4npu::Op;
+use m4npu_format::job_io::{f32s, Input};
+use m4npu_format::Firmware;
+use vnpu_engine::tokenizer::TextTokenizer;
+use vnpu_engine::AlignedBytes;
+use vnpud::foundation::{sub_models, Foundation, SubModel};
+
+/// A firmware file read into aligned memory, as NPU memory holds it.
+pub struct FirmwareFile {
+    pub region: AlignedBytes,
+    pub hash: [u8; 32],
+}
+
+impl FirmwareFile {
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e} (run `cargo xtask setup`)", path.display()))?;
+        let region = AlignedBytes::from_slice(&bytes);
+        let hash = Firmware::parse(&region).map_err(|e| format!("{}: {e}", path.display()))?.content_hash();
+        Ok(FirmwareFile { region, hash })
+    }
+
+    pub fn sub_models(&self) -> Result<Vec<SubModel<'_>>, String> {
+        sub_models(&self.region)
+    }
+
+    /// The tokenizer the firmware carries for `sub`.
+    pub fn tokenizer(&self, sub: &str) -> Result<TextTokenizer, String> {
+        let fw = Firmware::parse_unverified(&self.region).map_err(|e| e.to_string())?;
+        let meta: serde_json::Value = serde_json::from_slice(fw.meta()).map_err(|e| e.to_string())?;
+        let json = meta["tokenizers"].get(sub).ok_or_else(|| format!("the firmware has no {sub} tokenizer"))?;
+        TextTokenizer::from_json(&json.to_string()).map_err(|e| e.to_string())
+    }
+}
+
+pub struct Score {
+    pub correct: usize,
+    pub total: usize,
+}
+
+impl Score {
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.total.max(1) as f64
+    }
+}
+
+/// The job input of test sample `i`: tokens for text, feature rows as the
+/// adapter groups them.
+pub fn job_input(tok: Option<&TextTokenizer>, split: &crate::data::Split, i: usize, feature_dim: Option<u32>, max_tokens: usize) -> Result<Input, String> {
+    match (&split.samples, tok, feature_dim) {
+        (crate::data::Samples::Text(t), Some(tok), None) => {
+            let mut ids = tok.encode(&t[i], true).map_err(|e| e.to_string())?;
+            ids.truncate(max_tokens);
+            Ok(Input::Tokens(ids))
+        }
+        (crate::data::Samples::Features { .. }, _, Some(fd)) => Ok(Input::Features { dim: fd as usize, data: split.features(i).to_vec() }),
+        _ => Err("the adapter's input does not match the task's".into()),
+    }
+}
+
+/// Accuracy of `blob` on the task's test split (first `limit` samples).
+pub fn accuracy(fw: &FirmwareFile, task: &crate::data::Task, blob: &[u8], limit: usize) -> Result<Score, String> {
+    let subs = fw.sub_models()?;
+    let model = Foundation::build(&subs)?;
+    let adapter = m4npu_format::Adapter::parse(blob).map_err(|e| e.to_string())?;
+    if adapter.base_model_hash() != fw.hash {
+        return Err("the adapter was trained for another firmware".into());
+    }
+    let meta = m4npu_format::adapter_meta::AdapterMeta::parse(adapter.meta())?;
+    let test = task.split("test")?;
+    let tok = match test.samples {
+        crate::data::Samples::Text(_) => Some(fw.tokenizer("text_encoder")?),
+        _ => None,
+    };
+    let max_tokens = model.text_encoder.as_ref().map_or(512, |b| b.cfg.max_pos);
+    let blob = AlignedBytes::from_slice(blob);
+    let mut out = vec![0u8; 4 * meta.labels.len().max(1)];
+    let n = test.len().min(limit);
+    let mut correct = 0;
+    for i in 0..n {
+        let input = job_input(tok.as_ref(), &test, i, meta.feature_dim, max_tokens)?.encode();
+        let jb = m4npu::hw::JobBuffers { input: &input, output: &mut out, state: None, adapter: Some(&blob) };
+        let len = vnpud::execute::run(&model, Some(Op::Classify), jb).map_err(|e| format!("test sample {i}: {e}"))?;
+        let logits = f32s(&out[..len]);
+        if vnpud::execute::argmax(&logits) as usize == test.y[i] {
+            correct += 1;
+        }
+    }
+    Ok(Score { correct, total: n })
+}

@@ -1,0 +1,12 @@
+//! Offline adapter training for m4npu: the benchmark tasks' data, the
+//! frozen foundation layers in candle, the training loops and recipes, and
+//! evaluation with the device's own job code.
+
+pub mod apps;
+pub mod data;
+pub mod eval;
+pub mod frozen;
+pub mod lora;
+pub mod recipe;
+pub mod report;
+pub mod train;

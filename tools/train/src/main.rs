@@ -1,0 +1,144 @@
+//! `m4-train`: trains an app's adapter offline on the frozen foundation
+//! firmware and packs it as an `.m4a` bound to that firmware, then measures
+//! it with the device's own code.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use m4_train::{apps, data, eval, recipe, report};
+
+#[derive(Parser)]
+#[command(version, about = "Train m4npu adapters on the frozen foundation model")]
+struct Cli {
+    /// Foundation firmware (`m4 pack firmware`; xtask builds it into target/guest).
+    #[arg(long, global = true, default_value = "target/guest/foundation.m4fw")]
+    firmware: PathBuf,
+    /// Benchmark data (tools/eaibench/setup.sh).
+    #[arg(long, global = true, default_value_os_t = data::data_root())]
+    data: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train TASK's adapter and write it.
+    Train {
+        task: String,
+        /// Output `.m4a` (default: TASK.m4a).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Stop after N optimizer steps (a quick check of the path).
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// Backbone layers to train through and run (the early exit).
+        #[arg(long)]
+        layers: Option<usize>,
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Test samples to evaluate on the host (device code, engine) after training.
+        #[arg(long, default_value_t = usize::MAX)]
+        eval: usize,
+    },
+    /// The benchmark report: every task's baseline (tools/eaibench) next to
+    /// its adapter from ADAPTERS/<task>.m4a, evaluated on the host path.
+    Report {
+        adapters: PathBuf,
+        /// Write the Markdown here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Be an app: classify TASK's first test samples through /dev/m4npu
+    /// with ADAPTER; print the result as a JSON line.
+    App {
+        task: String,
+        #[arg(long)]
+        adapter: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+    },
+    /// The demo: one app process per task at once (adapters from
+    /// ADAPTERS/<task>.m4a), plus a generation, then the memory summary.
+    Apps {
+        adapters: PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "sentiment,digits,basicmotions,keywords")]
+        tasks: Vec<String>,
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        #[arg(long, default_value = "The three primary colors are")]
+        prompt: String,
+    },
+    /// Accuracy of ADAPTER on TASK's test split, on the host: the device's
+    /// own job code (vnpud) and engine on the same firmware.
+    Eval {
+        task: String,
+        adapter: PathBuf,
+        #[arg(long, default_value_t = usize::MAX)]
+        limit: usize,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("m4-train: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    // The apps run where the device is and need no firmware file.
+    match &cli.cmd {
+        Cmd::App { task, adapter, samples } => {
+            let r = apps::app(&cli.data.join(task), adapter, *samples)?;
+            println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);
+            return Ok(());
+        }
+        Cmd::Apps { adapters, tasks, samples, prompt } => return apps::apps(&cli.data, adapters, tasks, *samples, prompt),
+        _ => {}
+    }
+    let fw = eval::FirmwareFile::read(&cli.firmware)?;
+    match cli.cmd {
+        Cmd::App { .. } | Cmd::Apps { .. } => unreachable!("handled above"),
+        Cmd::Train { task, out, max_steps, layers, epochs, eval } => {
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("{task}.m4a")));
+            let start = Instant::now();
+            let blob = recipe::train(&fw, &cli.data.join(&task), max_steps, layers, epochs)?;
+            std::fs::write(&out, &blob).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            println!("{task}: wrote {} ({} bytes) in {:.0} s", out.display(), blob.len(), start.elapsed().as_secs_f64());
+            if eval > 0 {
+                report(&fw, &cli.data.join(&task), &out, eval)?;
+            }
+            Ok(())
+        }
+        Cmd::Eval { task, adapter, limit } => report(&fw, &cli.data.join(&task), &adapter, limit),
+        Cmd::Report { adapters, out } => {
+            let md = report::markdown(&fw, &cli.data, &adapters)?;
+            print!("{md}");
+            if let Some(out) = out {
+                std::fs::write(&out, &md).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn report(fw: &eval::FirmwareFile, dir: &Path, adapter: &Path, limit: usize) -> Result<(), String> {
+    let blob = std::fs::read(adapter).map_err(|e| format!("cannot read {}: {e}", adapter.display()))?;
+    let task = data::Task::open(dir)?;
+    let start = Instant::now();
+    let r = eval::accuracy(fw, &task, &blob, limit)?;
+    println!(
+        "{}: accuracy {:.2}% on {} test samples (host: vnpud's job code on the engine, {:.1} s)",
+        task.meta.task,
+        100.0 * r.accuracy(),
+        r.total,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! Per-task training recipes: how many feature rows make one backbone
+//! token, how long to train. Chosen so each task trains in minutes on two
+//! cores: few tokens per sample, an early exit after two layers.
+
+use std::path::Path;
+
+use candle_core::Device;
+use m4npu_format::adapter_meta::build_adapter;
+
+use crate::data::{Samples, Task};
+use crate::eval::{job_input, FirmwareFile};
+use crate::frozen::Frozen;
+use crate::train::{self, Options};
+
+/// The defaults for a task: rows per token, epochs, batch.
+fn defaults(task: &str, t: usize) -> Options {
+    let (group, epochs, batch) = match task {
+        "digits" => (1, 10, 32),
+        "mnist5k" | "fashion" => (7, 4, 32),
+        "basicmotions" => (5, 40, 8),
+        "pickupgesture" => (8, 60, 8),
+        "vowels" => (1, 12, 16),
+        "keywords" => (2, 4, 32),
+        _ => ((1..=t).rev().find(|g| t.is_multiple_of(*g) && t / g >= 8).unwrap_or(1), 10, 32),
+    };
+    Options { layers: 2, rank: 4, epochs, batch, lr: 3e-3, group, max_steps: None, seed: 1 }
+}
+
+/// Trains the adapter for the task in `dir`; returns the packed, checked blob.
+pub fn train(
+    fw: &FirmwareFile,
+    dir: &Path,
+    max_steps: Option<usize>,
+    layers: Option<usize>,
+    epochs: Option<usize>,
+) -> Result<Vec<u8>, String> {
+    let task = Task::open(dir)?;
+    let train_split = task.split("train")?;
+    let subs = fw.sub_models()?;
+    let (meta, tensors) = match &train_split.samples {
+        Samples::Features { t, .. } => {
+            let mut o = defaults(&task.meta.task, *t);
+            o.max_steps = max_steps;
+            o.layers = layers.unwrap_or(o.layers);
+            o.epochs = epochs.unwrap_or(o.epochs);
+            let bb = subs.iter().find(|s| s.name == "backbone").ok_or("the firmware has no backbone")?;
+            let m = Frozen::load(&bb.table, bb.weights, o.layers, &Device::Cpu)?;
+            eprintln!("{}: {} samples, {o:?}", task.meta.task, train_split.len());
+            train::features(&task, &train_split, &m, &o)?
+        }
+        Samples::Text(_) => {
+            let model = vnpud::foundation::Foundation::build(&subs)?;
+            let bert = model.text_encoder.as_ref().ok_or("the firmware has no text encoder")?;
+            let tok = fw.tokenizer("text_encoder")?;
+            eprintln!("{}: embedding {} texts with the text encoder", task.meta.task, train_split.len());
+            let mut emb = Vec::with_capacity(train_split.len() * bert.cfg.d_model);
+            for i in 0..train_split.len() {
+                let Ok(m4npu_format::job_io::Input::Tokens(ids)) = job_input(Some(&tok), &train_split, i, None, bert.cfg.max_pos)
+                else {
+                    return Err("tokenizing".into());
+                };
+                emb.extend(bert.embed(&ids).map_err(|e| e.to_string())?);
+            }
+            let o = Options { lr: 1e-2, max_steps, ..defaults("text", 1) };
+            train::text_head(&task, &emb, bert.cfg.d_model, &train_split, &o)?
+        }
+    };
+    let items = tensors.iter().map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()));
+    let blob = build_adapter(&task.meta.task, fw.hash, &meta, items).map_err(|e| e.to_string())?;
+    vnpud::task::check_blob(&fw.region, &blob)?;
+    Ok(blob)
+}

@@ -1,0 +1,203 @@
+//! Training an adapter with the foundation model frozen.
+//!
+//! - Feature tasks (vision, sensors, audio) run through the backbone: an
+//!   input projection maps each group of feature rows to one backbone
+//!   embedding, LoRA adapts the first `layers` layers (the adapter's early
+//!   exit), the final hidden states are mean-pooled into a task head. The
+//!   gradient flows through the frozen layers into all three.
+//! - Text tasks run through the text encoder: its sentence embedding
+//!   (computed once per sample by the engine, as the device computes it)
+//!   feeds a task head trained alone.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
+
+use crate::data::{Samples, Split, Task};
+use crate::frozen::Frozen;
+use crate::lora::Lora;
+
+/// Named F32 tensors (shape outermost first) ready to pack.
+pub type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub layers: usize,
+    pub rank: usize,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// Feature rows per backbone token (1: one row, one token).
+    pub group: usize,
+    /// Stop after this many steps (CI: prove the path in seconds).
+    pub max_steps: Option<usize>,
+    pub seed: u64,
+}
+
+/// Deterministic shuffling (xorshift; the split's order is data, not noise).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, (self.next() % (i as u64 + 1)) as usize);
+        }
+    }
+}
+
+fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1()
+}
+
+/// A classification head `[labels, d]` trained with the rest.
+struct Head {
+    w: Var,
+    b: Var,
+}
+
+impl Head {
+    fn new(labels: usize, d: usize, dev: &Device) -> candle_core::Result<Self> {
+        Ok(Head { w: Var::randn(0f32, 0.01, (labels, d), dev)?, b: Var::zeros(labels, DType::F32, dev)? })
+    }
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.w.as_tensor().t()?)?.broadcast_add(self.b.as_tensor())
+    }
+    fn export(&self, out: &mut Tensors) -> candle_core::Result<()> {
+        out.push(("head.weight".into(), self.w.dims().to_vec(), values(self.w.as_tensor())?));
+        out.push(("head.bias".into(), self.b.dims().to_vec(), values(self.b.as_tensor())?));
+        Ok(())
+    }
+}
+
+fn log_epoch(task: &str, epoch: usize, steps: usize, loss: f64, correct: usize, seen: usize) {
+    eprintln!(
+        "  {task}: epoch {epoch} step {steps}: loss {loss:.4}, train accuracy {:.1}%",
+        100.0 * correct as f64 / seen.max(1) as f64
+    );
+}
+
+/// Trains a backbone adapter for a feature task.
+pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options) -> Result<(AdapterMeta, Tensors), String> {
+    let ce = |e: candle_core::Error| e.to_string();
+    let dev = Device::Cpu;
+    let Samples::Features { t, d: fd0, .. } = train.samples else { return Err("not a feature task".into()) };
+    if t % o.group != 0 {
+        return Err(format!("{t} rows do not group by {}", o.group));
+    }
+    let (tokens, fd) = (t / o.group, fd0 * o.group);
+    let (d, labels) = (m.cfg.d_model, task.meta.labels.len());
+    let w_in = Var::randn(0f32, (1.0 / fd as f64).sqrt() as f32, (d, fd), &dev).map_err(ce)?;
+    let b_in = Var::zeros(d, DType::F32, &dev).map_err(ce)?;
+    let head = Head::new(labels, d, &dev).map_err(ce)?;
+    let lora = Lora::new(m, &["q", "v"], o.rank, 2.0 * o.rank as f32, &dev).map_err(ce)?;
+    let mut vars = vec![w_in.clone(), b_in.clone(), head.w.clone(), head.b.clone()];
+    vars.extend(lora.vars().iter().cloned());
+    let mut opt = AdamW::new(vars, ParamsAdamW { lr: o.lr, weight_decay: 1e-4, ..Default::default() }).map_err(ce)?;
+
+    let mut rng = Rng(o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let total_steps = o.epochs * train.len().div_ceil(o.batch);
+    let mut steps = 0;
+    'train: for epoch in 0..o.epochs {
+        rng.shuffle(&mut order);
+        let (mut loss_sum, mut batches, mut correct, mut seen) = (0.0, 0, 0, 0);
+        for chunk in order.chunks(o.batch) {
+            // Cosine decay: big steps first, settle at the end.
+            let lr = o.lr * 0.5 * (1.0 + (std::f64::consts::PI * steps as f64 / total_steps as f64).cos());
+            opt.set_learning_rate(lr);
+            let xb: Vec<f32> = chunk.iter().flat_map(|&i| train.features(i).iter().copied()).collect();
+            let yb: Vec<u32> = chunk.iter().map(|&i| train.y[i] as u32).collect();
+            let x = Tensor::from_vec(xb, (chunk.len(), tokens, fd), &dev).map_err(ce)?;
+            let y = Tensor::from_vec(yb.clone(), chunk.len(), &dev).map_err(ce)?;
+            let logits = (|| {
+                let e = x.broadcast_matmul(&w_in.as_tensor().t()?)?.broadcast_add(b_in.as_tensor())?;
+                let h = m.forward(&e, &lora)?;
+                head.forward(&h.mean(1)?)
+            })()
+            .map_err(ce)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &y).map_err(ce)?;
+            opt.backward_step(&loss).map_err(ce)?;
+            loss_sum += f64::from(loss.to_scalar::<f32>().map_err(ce)?);
+            batches += 1;
+            let pred: Vec<u32> = logits.argmax(D::Minus1).map_err(ce)?.to_vec1().map_err(ce)?;
+            correct += pred.iter().zip(&yb).filter(|(p, y)| p == y).count();
+            seen += chunk.len();
+            steps += 1;
+            if o.max_steps.is_some_and(|s| steps >= s) {
+                log_epoch(&task.meta.task, epoch, steps, loss_sum / batches as f64, correct, seen);
+                break 'train;
+            }
+        }
+        log_epoch(&task.meta.task, epoch, steps, loss_sum / batches.max(1) as f64, correct, seen);
+    }
+
+    let mut out = Tensors::new();
+    head.export(&mut out).map_err(ce)?;
+    out.push(("input.weight".into(), vec![d, fd], values(w_in.as_tensor()).map_err(ce)?));
+    out.push(("input.bias".into(), vec![d], values(b_in.as_tensor()).map_err(ce)?));
+    for (layer, proj, a, b) in lora.export().map_err(ce)? {
+        out.push((lora_name(layer, proj, "a"), a.dims().to_vec(), values(&a).map_err(ce)?));
+        out.push((lora_name(layer, proj, "b"), b.dims().to_vec(), values(&b).map_err(ce)?));
+    }
+    let meta = AdapterMeta {
+        task: AdapterTask::Classify,
+        submodel: SubModel::Backbone,
+        labels: task.meta.labels.clone(),
+        pooling: Pooling::Mean,
+        feature_dim: Some(fd as u32),
+        layers: Some(m.layers.len() as u32),
+        lora_alpha: lora.alpha,
+        description: format!(
+            "{}: {} ({}), {tokens} tokens of {fd} features, LoRA r{} on q,v of {} layers, {steps} steps",
+            task.meta.task,
+            task.meta.modality,
+            task.meta.source,
+            o.rank,
+            m.layers.len()
+        ),
+    };
+    Ok((meta, out))
+}
+
+/// Trains a head on fixed sentence embeddings (`[n, d]`, one row per sample).
+pub fn text_head(task: &Task, emb: &[f32], d: usize, train: &Split, o: &Options) -> Result<(AdapterMeta, Tensors), String> {
+    let ce = |e: candle_core::Error| e.to_string();
+    let dev = Device::Cpu;
+    let labels = task.meta.labels.len();
+    let x = Tensor::from_slice(emb, (train.len(), d), &dev).map_err(ce)?;
+    let y = Tensor::from_vec(train.y.iter().map(|&v| v as u32).collect::<Vec<_>>(), train.len(), &dev).map_err(ce)?;
+    let head = Head::new(labels, d, &dev).map_err(ce)?;
+    let mut opt = AdamW::new(vec![head.w.clone(), head.b.clone()], ParamsAdamW { lr: o.lr, weight_decay: 1e-3, ..Default::default() })
+        .map_err(ce)?;
+    // Full batch: the features are fixed, the problem is convex.
+    let steps = o.max_steps.unwrap_or(400);
+    for step in 0..steps {
+        let logits = head.forward(&x).map_err(ce)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y).map_err(ce)?;
+        opt.backward_step(&loss).map_err(ce)?;
+        if step % 100 == 99 || step + 1 == steps {
+            let pred: Vec<u32> = logits.argmax(D::Minus1).map_err(ce)?.to_vec1().map_err(ce)?;
+            let correct = pred.iter().zip(&train.y).filter(|(p, y)| **p as usize == **y).count();
+            log_epoch(&task.meta.task, 0, step + 1, f64::from(loss.to_scalar::<f32>().map_err(ce)?), correct, train.len());
+        }
+    }
+    let mut out = Tensors::new();
+    head.export(&mut out).map_err(ce)?;
+    let meta = AdapterMeta {
+        task: AdapterTask::Classify,
+        submodel: SubModel::TextEncoder,
+        labels: task.meta.labels.clone(),
+        pooling: Pooling::Mean,
+        feature_dim: None,
+        layers: None,
+        lora_alpha: 1.0,
+        description: format!("{}: {} ({}), head on the text encoder's sentence embedding, {steps} steps", task.meta.task, task.meta.modality, task.meta.source),
+    };
+    Ok((meta, out))
+}

@@ -1,0 +1,179 @@
+//! An app's adapter as the device runs it: the `.m4a` in NPU memory read in
+//! place (its LoRA factors, task head and input projection are borrowed
+//! from the blob, never copied), checked against the foundation model's
+//! shapes before any job uses it.
+
+use std::collections::HashMap;
+
+use m4npu_format::adapter_meta::{parse_lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
+use m4npu_format::Adapter as Blob;
+use m4npu_uapi::FW_DTYPE_F32;
+use vnpu_engine::{ForwardOpts, InputProjection, Logits, Lora, LoraMat, Proj};
+
+use crate::foundation::Foundation;
+
+/// A linear head `y = W x + b`, `W: [labels, d]`.
+pub struct Head<'a> {
+    pub w: &'a [f32],
+    pub b: &'a [f32],
+    pub labels: usize,
+    pub dim: usize,
+}
+
+impl Head<'_> {
+    pub fn apply(&self, x: &[f32]) -> Vec<f32> {
+        (0..self.labels)
+            .map(|o| {
+                let w = &self.w[o * self.dim..][..self.dim];
+                self.b[o] + w.iter().zip(x).map(|(a, b)| a * b).sum::<f32>()
+            })
+            .collect()
+    }
+}
+
+/// A parsed adapter, borrowing the blob.
+pub struct TaskAdapter<'a> {
+    pub meta: AdapterMeta,
+    loras: HashMap<(usize, Proj), Lora<'a>>,
+    pub head: Option<Head<'a>>,
+    pub input: Option<InputProjection<'a>>,
+}
+
+impl vnpu_engine::Adapter for TaskAdapter<'_> {
+    fn lora(&self, layer: usize, proj: Proj) -> Option<Lora<'_>> {
+        self.loras.get(&(layer, proj)).copied()
+    }
+}
+
+fn proj_of(name: &str) -> Proj {
+    match name {
+        "q" => Proj::Q,
+        "k" => Proj::K,
+        "v" => Proj::V,
+        "o" => Proj::O,
+        "gate" => Proj::Gate,
+        "up" => Proj::Up,
+        _ => Proj::Down,
+    }
+}
+
+/// F32 data of tensor `name` with exactly `dims` (outermost first).
+fn f32s<'a>(blob: &Blob<'a>, name: &str, dims: &[usize]) -> Result<&'a [f32], String> {
+    let (t, data) = blob.get(name).ok_or_else(|| format!("missing tensor {name}"))?;
+    let have: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
+    if t.dtype != FW_DTYPE_F32 || have != dims {
+        return Err(format!("{name}: expected F32 {dims:?}, found dtype {} {have:?}", t.dtype));
+    }
+    bytemuck_f32(data).ok_or_else(|| format!("{name}: misaligned"))
+}
+
+fn bytemuck_f32(b: &[u8]) -> Option<&[f32]> {
+    // SAFETY: any bit pattern is an f32; alignment and length are checked
+    // by align_to leaving no prefix or suffix.
+    let (pre, mid, post) = unsafe { b.align_to::<f32>() };
+    (pre.is_empty() && post.is_empty()).then_some(mid)
+}
+
+impl<'a> TaskAdapter<'a> {
+    /// Reads `blob` (already verified by the kernel) for `model`. The error
+    /// says what does not fit; the job gets `ENOEXEC`.
+    pub fn parse(blob: &'a [u8], model: &Foundation<'_>) -> Result<Self, String> {
+        let blob = Blob::parse_unverified(blob).map_err(|e| e.to_string())?;
+        let meta = AdapterMeta::parse(blob.meta())?;
+        let d = match meta.submodel {
+            SubModel::Backbone => model.backbone.as_ref().map(|m| m.cfg.d_model),
+            SubModel::TextEncoder => model.text_encoder.as_ref().map(|m| m.cfg.d_model),
+        }
+        .ok_or("the firmware has no such sub-model")?;
+
+        let mut loras = HashMap::new();
+        // (layer, projection) -> [A, B], each with its shape.
+        type Factor<'a> = Option<(&'a [f32], Vec<usize>)>;
+        let mut factors: HashMap<(usize, &str), [Factor<'a>; 2]> = HashMap::new();
+        for t in blob.tensors() {
+            let Some((layer, proj, ab)) = parse_lora_name(&t.name) else { continue };
+            let dims: Vec<usize> = t.dims.iter().rev().map(|&d| d as usize).collect();
+            let data = f32s(&blob, &t.name, &dims)?;
+            factors.entry((layer, proj)).or_default()[usize::from(ab == "b")] = Some((data, dims));
+        }
+        if !factors.is_empty() {
+            let llama = match meta.submodel {
+                SubModel::Backbone => model.backbone.as_ref().expect("checked above"),
+                SubModel::TextEncoder => return Err("LoRA is supported on the backbone only".into()),
+            };
+            let c = &llama.cfg;
+            for ((layer, proj), [a, b]) in factors {
+                let (in_dim, out_dim) = match proj {
+                    "q" | "o" => (c.d_model, c.d_model),
+                    "k" | "v" => (c.d_model, c.kv_dim()),
+                    "gate" | "up" => (c.d_model, c.d_ff),
+                    _ => (c.d_ff, c.d_model),
+                };
+                let (Some((a, ad)), Some((b, bd))) = (a, b) else {
+                    return Err(format!("LoRA {layer}.{proj} lacks a factor"));
+                };
+                let rank = ad[0];
+                if layer >= c.n_layer || ad != [rank, in_dim] || bd != [out_dim, rank] || rank == 0 {
+                    return Err(format!("LoRA {layer}.{proj} {ad:?}x{bd:?} does not fit a {in_dim}->{out_dim} projection"));
+                }
+                let lora = Lora { rank, a: LoraMat::F32(a), b: LoraMat::F32(b), scale: meta.lora_alpha / rank as f32 };
+                loras.insert((layer, proj_of(proj)), lora);
+            }
+        }
+
+        let head = match blob.get("head.weight") {
+            Some((t, _)) => {
+                let labels = t.dims.get(1).copied().unwrap_or(0) as usize;
+                Some(Head {
+                    w: f32s(&blob, "head.weight", &[labels, d])?,
+                    b: f32s(&blob, "head.bias", &[labels])?,
+                    labels,
+                    dim: d,
+                })
+            }
+            None => None,
+        };
+        if meta.task == AdapterTask::Classify {
+            let h = head.as_ref().ok_or("a classify adapter needs head.weight")?;
+            if h.labels == 0 || (!meta.labels.is_empty() && meta.labels.len() != h.labels) {
+                return Err(format!("{} labels named, head has {}", meta.labels.len(), h.labels));
+            }
+        }
+
+        let input = match meta.feature_dim {
+            Some(fd) => {
+                if meta.submodel != SubModel::Backbone || fd == 0 {
+                    return Err("feature input needs the backbone and feature_dim > 0".into());
+                }
+                let fd = fd as usize;
+                Some(InputProjection {
+                    w: f32s(&blob, "input.weight", &[d, fd])?,
+                    b: Some(f32s(&blob, "input.bias", &[d])?),
+                    in_dim: fd,
+                    d_model: d,
+                })
+            }
+            None => None,
+        };
+        Ok(TaskAdapter { meta, loras, head, input })
+    }
+
+    /// Forward options for this adapter's backbone jobs.
+    pub fn forward_opts(&self, logits: Logits, all_hidden: bool) -> ForwardOpts<'_> {
+        ForwardOpts { all_hidden, logits, adapter: Some(self), layers: self.meta.layers.map(|l| l as usize) }
+    }
+
+    pub fn pooling(&self) -> Pooling {
+        self.meta.pooling
+    }
+}
+
+/// Checks an adapter blob against a firmware region the way the device
+/// will when a job uses it: for packers and trainers, so that a misfit
+/// fails at build time with the reason, not as `ENOEXEC` in an app.
+pub fn check_blob(firmware: &[u8], blob: &[u8]) -> Result<(), String> {
+    let subs = crate::foundation::sub_models(firmware)?;
+    let model = Foundation::build(&subs)?;
+    let blob = vnpu_engine::AlignedBytes::from_slice(blob);
+    TaskAdapter::parse(&blob, &model).map(|_| ()).map_err(|e| format!("the adapter does not fit the firmware: {e}"))
+}

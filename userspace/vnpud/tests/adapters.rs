@@ -1,0 +1,242 @@
+//! Adapter jobs as vnpud executes them, on a synthetic foundation model,
+//! against the engine driven directly with the same factors: the blob's
+//! names, shapes and LoRA scale must mean what `adapter_meta` says.
+
+use m4npu::hw::JobBuffers;
+use m4npu::Op;
+use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
+use m4npu_format::job_io::{f32s, Input};
+use m4npu_format::AdapterBuilder;
+use nix::errno::Errno;
+use vnpu_engine::synthetic::{tiny_bert_safetensors, tiny_llama_with, Rng};
+use vnpu_engine::adapter::LoraSet;
+use vnpu_engine::{AlignedBytes, ForwardOpts, InputProjection, Logits, Proj, TensorTable};
+use vnpud::execute::run;
+use vnpud::foundation::{Foundation, SubModel as Sub};
+
+struct Model {
+    llama: (TensorTable, AlignedBytes),
+    bert: (TensorTable, AlignedBytes),
+}
+
+impl Model {
+    fn new() -> Self {
+        let l = tiny_llama_with(3, true);
+        let (bt, bw) = vnpu_engine::pack::pack_bert(&tiny_bert_safetensors(3), 4, 1e-12).unwrap();
+        Model { llama: (l.table, l.blob), bert: (bt, AlignedBytes::from_slice(&bw)) }
+    }
+    fn subs(&self) -> Vec<Sub<'_>> {
+        vec![
+            Sub { name: "backbone", table: self.llama.0.clone(), weights: &self.llama.1 },
+            Sub { name: "text_encoder", table: self.bert.0.clone(), weights: &self.bert.1 },
+        ]
+    }
+}
+
+fn meta(task: AdapterTask, submodel: SubModel) -> AdapterMeta {
+    AdapterMeta {
+        task,
+        submodel,
+        labels: vec![],
+        pooling: Pooling::Mean,
+        feature_dim: None,
+        layers: None,
+        lora_alpha: 8.0,
+        description: String::new(),
+    }
+}
+
+/// Runs one job; the output as f32s.
+fn job(f: &Foundation<'_>, op: Op, adapter: &[u8], input: &Input) -> Result<Vec<f32>, Errno> {
+    let blob = AlignedBytes::from_slice(adapter);
+    let input = input.encode();
+    let mut out = vec![0u8; 4096];
+    let n = run(f, Some(op), JobBuffers { input: &input, output: &mut out, state: None, adapter: Some(&blob) })?;
+    Ok(f32s(&out[..n]))
+}
+
+const LABELS: usize = 3;
+
+/// A backbone classifier on 5-wide features: input projection, rank-2 LoRA
+/// on q, v and down of layer 0, a head, early exit after layer 1.
+fn feature_classifier(rng: &mut Rng, d: usize, ff: usize, kvd: usize, m: &AdapterMeta) -> (Vec<u8>, LoraSet, Vec<f32>) {
+    let mut b = AdapterBuilder::new("feat", [0; 32]);
+    b.meta(m.to_json());
+    let mut set = LoraSet::default();
+    for (proj, p, i, o) in [("q", Proj::Q, d, d), ("v", Proj::V, d, kvd), ("down", Proj::Down, ff, d)] {
+        let (a, bb) = (rng.vec(2 * i, 0.3), rng.vec(o * 2, 0.3));
+        b.tensor_f32(&lora_name(0, proj, "a"), &[2, i], &a).unwrap();
+        b.tensor_f32(&lora_name(0, proj, "b"), &[o, 2], &bb).unwrap();
+        set.add(0, p, 2, a, bb, m.lora_alpha / 2.0);
+    }
+    let head = rng.vec(LABELS * d, 0.2);
+    b.tensor_f32("head.weight", &[LABELS, d], &head).unwrap();
+    b.tensor_f32("head.bias", &[LABELS], &[0.1, -0.2, 0.3]).unwrap();
+    let (w, bias) = (rng.vec(d * 5, 0.5), rng.vec(d, 0.1));
+    b.tensor_f32("input.weight", &[d, 5], &w).unwrap();
+    b.tensor_f32("input.bias", &[d], &bias).unwrap();
+    let mut inw = w;
+    inw.extend(bias);
+    (b.build().unwrap(), set, inw)
+}
+
+#[test]
+fn feature_classifier_matches_the_engine() {
+    let model = Model::new();
+    let subs = model.subs();
+    let f = Foundation::build(&subs).unwrap();
+    let llama = f.backbone.as_ref().unwrap();
+    let (d, ff, kvd) = (llama.cfg.d_model, llama.cfg.d_ff, llama.cfg.kv_dim());
+    let mut m = meta(AdapterTask::Classify, SubModel::Backbone);
+    m.feature_dim = Some(5);
+    m.layers = Some(1);
+    m.labels = (0..LABELS).map(|i| format!("l{i}")).collect();
+    let mut rng = Rng::new(11);
+    let (blob, set, inw) = feature_classifier(&mut rng, d, ff, kvd, &m);
+    let feats = rng.vec(4 * 5, 1.0);
+    let got = job(&f, Op::Classify, &blob, &Input::Features { dim: 5, data: feats.clone() }).unwrap();
+
+    let proj = InputProjection { w: &inw[..d * 5], b: Some(&inw[d * 5..]), in_dim: 5, d_model: d };
+    let x = proj.project(&feats).unwrap();
+    let mut kv = vec![0u8; llama.cfg.kv_bytes(4)];
+    let opts = ForwardOpts { all_hidden: true, logits: Logits::None, adapter: Some(&set), layers: Some(1) };
+    let h = llama.forward(vnpu_engine::Input::Embeddings(&x), 0, &mut kv, &opts).unwrap().hidden_all.unwrap();
+    let pooled: Vec<f32> = (0..d).map(|j| (0..4).map(|t| h[t * d + j]).sum::<f32>() / 4.0).collect();
+    let AdapterBuilderParts { head, bias } = parts(&blob);
+    let want: Vec<f32> =
+        (0..LABELS).map(|o| bias[o] + head[o * d..][..d].iter().zip(&pooled).map(|(a, b)| a * b).sum::<f32>()).collect();
+    assert_eq!(got.len(), LABELS);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
+    }
+
+    // The LoRA counts: without it the logits move.
+    let without = {
+        let opts = ForwardOpts { adapter: None, ..opts };
+        let mut kv = vec![0u8; llama.cfg.kv_bytes(4)];
+        llama.forward(vnpu_engine::Input::Embeddings(&x), 0, &mut kv, &opts).unwrap().hidden_all.unwrap()
+    };
+    assert!(without.iter().zip(&h).any(|(a, b)| (a - b).abs() > 1e-3));
+
+    // Wrong feature width, or tokens to a features-only path, fail cleanly.
+    assert_eq!(job(&f, Op::Classify, &blob, &Input::Features { dim: 4, data: vec![0.5; 8] }), Err(Errno::EBADMSG));
+    assert_eq!(job(&f, Op::Classify, &blob, &Input::Features { dim: 5, data: vec![f32::NAN; 5] }), Err(Errno::EBADMSG));
+    // EMBED through the same adapter: the pooled state, normalised.
+    let e = job(&f, Op::Embed, &blob, &Input::Features { dim: 5, data: feats }).unwrap();
+    let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!(e.iter().zip(&pooled).all(|(a, b)| (a - b / norm).abs() < 1e-4));
+}
+
+struct AdapterBuilderParts {
+    head: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+fn parts(blob: &[u8]) -> AdapterBuilderParts {
+    let a = m4npu_format::Adapter::parse(blob).unwrap();
+    let get = |n: &str| f32s(a.get(n).unwrap().1);
+    AdapterBuilderParts { head: get("head.weight"), bias: get("head.bias") }
+}
+
+#[test]
+fn text_encoder_classifier_is_a_head_on_the_sentence_embedding() {
+    let model = Model::new();
+    let subs = model.subs();
+    let f = Foundation::build(&subs).unwrap();
+    let bert = f.text_encoder.as_ref().unwrap();
+    let d = bert.cfg.d_model;
+    let mut rng = Rng::new(5);
+    let mut b = AdapterBuilder::new("text", [0; 32]);
+    b.meta(meta(AdapterTask::Classify, SubModel::TextEncoder).to_json());
+    let head = rng.vec(2 * d, 0.5);
+    b.tensor_f32("head.weight", &[2, d], &head).unwrap();
+    b.tensor_f32("head.bias", &[2], &[0.0, 1.0]).unwrap();
+    let blob = b.build().unwrap();
+    let ids = [1u32, 7, 9, 2];
+    let got = job(&f, Op::Classify, &blob, &Input::Tokens(ids.to_vec())).unwrap();
+    let e = bert.embed(&ids).unwrap();
+    for (o, g) in got.iter().enumerate() {
+        let want = o as f32 + head[o * d..][..d].iter().zip(&e).map(|(a, b)| a * b).sum::<f32>();
+        assert!((g - want).abs() < 1e-5);
+    }
+    // Features need an input projection this adapter lacks.
+    assert_eq!(job(&f, Op::Classify, &blob, &Input::Features { dim: 2, data: vec![1.0; 2] }), Err(Errno::EOPNOTSUPP));
+}
+
+#[test]
+fn generation_applies_the_lora() {
+    let model = Model::new();
+    let subs = model.subs();
+    let f = Foundation::build(&subs).unwrap();
+    let llama = f.backbone.as_ref().unwrap();
+    let d = llama.cfg.d_model;
+    let mut rng = Rng::new(9);
+    let m = meta(AdapterTask::Generate, SubModel::Backbone);
+    let mut b = AdapterBuilder::new("style", [0; 32]);
+    b.meta(m.to_json());
+    let (a, bb) = (rng.vec(4 * d, 0.5), rng.vec(d * 4, 0.5));
+    b.tensor_f32(&lora_name(1, "o", "a"), &[4, d], &a).unwrap();
+    b.tensor_f32(&lora_name(1, "o", "b"), &[d, 4], &bb).unwrap();
+    let blob = AlignedBytes::from_slice(&b.build().unwrap());
+    let mut set = LoraSet::default();
+    set.add(1, Proj::O, 4, a, bb, m.lora_alpha / 4.0);
+
+    let step = |adapter: Option<&[u8]>| {
+        let input = Input::Tokens(vec![3, 4, 5]).encode();
+        let mut state = vec![0u8; 4096 + llama.cfg.kv_bytes(8)];
+        let mut out = vec![0u8; 16 + 4 * llama.cfg.vocab];
+        let n = run(&f, Some(Op::Generate), JobBuffers { input: &input, output: &mut out, state: Some(&mut state), adapter })
+            .unwrap();
+        f32s(&out[16..n])
+    };
+    let with = step(Some(&blob));
+    let mut kv = vec![0u8; llama.cfg.kv_bytes(8)];
+    let opts = ForwardOpts { adapter: Some(&set), ..Default::default() };
+    let want = llama.forward(vnpu_engine::Input::Tokens(&[3, 4, 5]), 0, &mut kv, &opts).unwrap().logits.unwrap();
+    assert!(with.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4));
+    assert!(step(None).iter().zip(&with).any(|(a, b)| (a - b).abs() > 1e-3));
+}
+
+/// Adapters whose contents do not fit the model: ENOEXEC, never a panic.
+#[test]
+fn unfit_adapters_are_refused() {
+    let model = Model::new();
+    let subs = model.subs();
+    let f = Foundation::build(&subs).unwrap();
+    let d = f.backbone.as_ref().unwrap().cfg.d_model;
+    let tokens = Input::Tokens(vec![1, 2]);
+    let build = |m: &AdapterMeta, tensors: &[(&str, Vec<usize>)]| {
+        let mut b = AdapterBuilder::new("bad", [0; 32]);
+        b.meta(m.to_json());
+        for (n, s) in tensors {
+            b.tensor_f32(n, s, &vec![0.1; s.iter().product()]).unwrap();
+        }
+        b.build().unwrap()
+    };
+    let cls = meta(AdapterTask::Classify, SubModel::Backbone);
+    let head = |l: usize| [("head.weight", vec![l, d]), ("head.bias", vec![l])];
+    let mut named = cls.clone();
+    named.labels = vec!["a".into(), "b".into(), "c".into()];
+    let mut feats = cls.clone();
+    feats.feature_dim = Some(3);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("no head", build(&cls, &[])),
+        ("head width", build(&cls, &[("head.weight", vec![2, d + 1]), ("head.bias", vec![2])])),
+        ("label count", build(&named, &head(2))),
+        ("LoRA rank", build(&cls, &[head(2)[0].clone(), head(2)[1].clone(), ("lora.0.q.a", vec![2, d]), ("lora.0.q.b", vec![d, 3])])),
+        ("LoRA layer", build(&cls, &[head(2)[0].clone(), head(2)[1].clone(), ("lora.9.q.a", vec![2, d]), ("lora.9.q.b", vec![d, 2])])),
+        ("LoRA half", build(&cls, &[head(2)[0].clone(), head(2)[1].clone(), ("lora.0.q.a", vec![2, d])])),
+        ("no input projection", build(&feats, &head(2))),
+        ("not JSON", {
+            let mut b = AdapterBuilder::new("bad", [0; 32]);
+            b.meta(b"{".to_vec());
+            b.build().unwrap()
+        }),
+    ];
+    for (what, blob) in cases {
+        assert_eq!(job(&f, Op::Classify, &blob, &tokens), Err(Errno::ENOEXEC), "{what}");
+    }
+    // An embed adapter asked to classify: not this adapter's job.
+    let e = build(&meta(AdapterTask::Embed, SubModel::Backbone), &[]);
+    assert_eq!(job(&f, Op::Classify, &e, &tokens), Err(Errno::EOPNOTSUPP));
+}

@@ -15,9 +15,11 @@ impl Test {
     }
 }
 
-/// Runs the tests whose name contains `filter`; returns how many failed.
+/// Runs the tests whose name contains `filter` (or any of its
+/// comma-separated parts); returns how many failed.
 pub fn run(tests: &[Test], filter: Option<&str>) -> usize {
-    let selected: Vec<&Test> = tests.iter().filter(|t| filter.is_none_or(|f| t.name.contains(f))).collect();
+    let selected: Vec<&Test> =
+        tests.iter().filter(|t| filter.is_none_or(|f| f.split(',').any(|part| t.name.contains(part)))).collect();
     println!("running {} guest tests", selected.len());
     let (mut passed, mut failed) = (0, 0);
     for t in selected {

@@ -9,4 +9,5 @@ pub mod frozen;
 pub mod lora;
 pub mod recipe;
 pub mod report;
+pub mod sets;
 pub mod train;

@@ -49,6 +49,9 @@ enum Cmd {
         /// Write the Markdown here too.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The hand-written sets (paraphrases, questions).
+        #[arg(long, default_value = "tools/eaibench/sets")]
+        sets: PathBuf,
     },
     /// Be an app: classify TASK's first test samples through /dev/m4npu
     /// with ADAPTER; print the result as a JSON line.
@@ -117,8 +120,8 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Cmd::Eval { task, adapter, limit } => report(&fw, &cli.data.join(&task), &adapter, limit),
-        Cmd::Report { adapters, out } => {
-            let md = report::markdown(&fw, &cli.data, &adapters)?;
+        Cmd::Report { adapters, out, sets } => {
+            let md = report::markdown(&fw, &cli.data, &adapters, &sets)?;
             print!("{md}");
             if let Some(out) = out {
                 std::fs::write(&out, &md).map_err(|e| format!("cannot write {}: {e}", out.display()))?;

@@ -15,7 +15,7 @@ pub fn parity(m4: f64, baseline: f64) -> bool {
     m4 + 0.02 + 1e-9 >= baseline || m4 >= 0.95 * baseline
 }
 
-pub fn markdown(fw: &FirmwareFile, data: &Path, adapters: &Path) -> Result<String, String> {
+pub fn markdown(fw: &FirmwareFile, data: &Path, adapters: &Path, sets: &Path) -> Result<String, String> {
     let p = data.join("baselines.json");
     let baselines: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?)
         .map_err(|e| format!("{}: {e}", p.display()))?;
@@ -48,13 +48,40 @@ pub fn markdown(fw: &FirmwareFile, data: &Path, adapters: &Path) -> Result<Strin
             if ok { "yes" } else { "no" }
         );
     }
+    // The tasks without an adapter: the foundation model alone.
+    let subs = fw.sub_models()?;
+    let model = vnpud::foundation::Foundation::build(&subs)?;
+    let s = crate::sets::similarity(fw, &model, sets)?;
+    let ok = parity(s.m4, s.tfidf);
+    n += 1;
+    at_parity += usize::from(ok);
+    baseline_bytes += s.tfidf_bytes;
+    let _ = writeln!(
+        rows,
+        "| similarity ({} sentences) | text embedding | tf-idf cosine | {:.1}% | {} | {:.1}% | 0 (no adapter) | {:+.1} | {} |",
+        s.sentences,
+        100.0 * s.tfidf,
+        s.tfidf_bytes,
+        100.0 * s.m4,
+        100.0 * (s.m4 - s.tfidf),
+        if ok { "yes" } else { "no" }
+    );
+    let (right, total, answers) = crate::sets::qa(fw, &model, sets, 12)?;
+    let _ = writeln!(
+        rows,
+        "| short QA ({total} questions) | text generation | — | — | — | {:.1}% exact match | 0 (no adapter) | — | (no baseline) |",
+        100.0 * right as f64 / total as f64
+    );
+    for a in answers {
+        eprintln!("  qa: {a}");
+    }
     let mut md = String::new();
     let _ = writeln!(md, "| task | modality | baseline | baseline acc. | baseline bytes | m4npu acc. | adapter bytes | Δ points | parity |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
     md.push_str(&rows);
     let _ = writeln!(
         md,
-        "\nParity (within 2 points or ≥ 95% of the baseline) on {at_parity} of {n} tasks ({:.0}%). \
+        "\nParity (within 2 points or ≥ 95% of the baseline) on {at_parity} of {n} tasks with a baseline ({:.0}%). \
          Adapters: {adapter_bytes} bytes in all, on one shared {}-byte firmware; baselines: {baseline_bytes} bytes.\n\
          m4npu accuracy: the full test split on the host path (vnpud's job code and engine on the same firmware bytes); \
          the guest suite checks the real path (module, vnpud, app library) agrees on a sample of each task.",

@@ -96,7 +96,8 @@ fn eaibench(train: bool) -> Result<()> {
         }
     }
     cmd::step("the report: tools/eaibench/REPORT.md");
-    cmd::run(trainer().arg("report").arg(&adapters).arg("--out").arg(paths::repo().join("tools/eaibench/REPORT.md")))
+    let report = paths::repo().join("tools/eaibench/REPORT.md");
+    cmd::run(trainer().arg("report").arg(&adapters).arg("--out").arg(report).arg("--sets").arg(paths::repo().join("tools/eaibench/sets")))
 }
 
 /// The benchmark's tasks with a committed adapter.

@@ -34,17 +34,33 @@ impl<'d> Adapter<'d> {
         self.dev
     }
 
-    /// The handle naming this adapter in jobs of the same context.
+    /// The handle naming this adapter in jobs of the same context (what
+    /// [`JobDesc::adapter`](crate::JobDesc::adapter) puts in the descriptor).
     pub fn handle(&self) -> u32 {
         self.handle
     }
 
+    /// The name packed into the adapter's blob, or `adapter#<handle>` when
+    /// it was loaded with [`Device::load_adapter_fd`], which does not read
+    /// the blob.
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// What the adapter does (task, sub-model, labels, input), when it was
-    /// loaded from bytes this library could read.
+    /// loaded from bytes this library could read ([`Device::load_adapter`],
+    /// [`Device::load_adapter_file`]; not [`Device::load_adapter_fd`]).
+    ///
+    /// ```no_run
+    /// use m4npu::AdapterTask;
+    /// let dev = m4npu::Device::open()?;
+    /// let adapter = dev.load_adapter_file("digits.m4a")?;
+    /// if let Some(meta) = adapter.meta() {
+    ///     assert_eq!(meta.task, AdapterTask::Classify);
+    ///     println!("labels {:?}, feature vectors of {:?}", meta.labels, meta.feature_dim);
+    /// }
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn meta(&self) -> Option<&AdapterMeta> {
         self.meta.as_ref()
     }

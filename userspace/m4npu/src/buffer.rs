@@ -80,12 +80,34 @@ impl<'d> Buffer<'d> {
         self.len == 0
     }
 
+    /// The buffer's bytes, as the device left them: read a job's output
+    /// here once the job has completed.
+    ///
+    /// ```no_run
+    /// # fn f(dev: &m4npu::Device, job: &m4npu::JobDesc<'_>, output: &m4npu::Buffer<'_>) -> m4npu::Result<()> {
+    /// let n = dev.run(job)?;
+    /// let result = &output.as_slice()[..n];
+    /// # Ok(()) }
+    /// ```
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `len` bytes are mapped for as long as `self` lives; the
         // device writes only during jobs, which borrow the buffer mutably.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
+    /// The buffer's bytes, for writing a job's input (or state) before the
+    /// job is submitted: for the model's ops, in the `m4npu_format::job_io`
+    /// layout.
+    ///
+    /// ```no_run
+    /// use m4npu_format::job_io::Input;
+    /// let dev = m4npu::Device::open()?;
+    /// let ids = vec![101, 7592, 102]; // from the text encoder's tokenizer
+    /// let input = Input::Tokens(ids);
+    /// let mut buf = dev.alloc(input.encoded_len())?;
+    /// input.encode_into(buf.as_mut_slice()).expect("sized to fit");
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as above, and `&mut self` is exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }

@@ -23,7 +23,17 @@ pub struct Label {
     pub logit: f32,
 }
 
-/// Labels with softmax scores, best first.
+/// Labels with softmax scores, best first: what [`Device::classify`] makes
+/// of a CLASSIFY job's output (one logit per label), for apps that run the
+/// job themselves.
+///
+/// ```
+/// let names = ["negative".to_string(), "positive".to_string()];
+/// let labels = m4npu::labels_from_logits(&[-1.0, 2.0], &names);
+/// assert_eq!(labels[0].name, "positive");
+/// assert_eq!(labels[0].index, 1);
+/// assert!(labels[0].score > 0.95);
+/// ```
 pub fn labels_from_logits(logits: &[f32], names: &[String]) -> Vec<Label> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();

@@ -13,6 +13,13 @@ nix::ioctl_readwrite_bad!(ioc_adapter_load, uapi::IOC_ADAPTER_LOAD, uapi::Adapte
 nix::ioctl_write_ptr_bad!(ioc_adapter_unload, uapi::IOC_ADAPTER_UNLOAD, uapi::AdapterUnload);
 
 /// One open of the m4npu device: an isolated context in the driver.
+///
+/// ```no_run
+/// let (a, b) = (m4npu::Device::open()?, m4npu::Device::open()?);
+/// // Two opens, two contexts: neither sees the other's buffers or adapters.
+/// assert_ne!(a.info()?.context_id, b.info()?.context_id);
+/// # Ok::<(), m4npu::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Device {
     fd: OwnedFd,
@@ -21,28 +28,47 @@ pub struct Device {
     pub(crate) meta: std::sync::OnceLock<crate::model::ModelMeta>,
 }
 
-/// The foundation model pinned by the driver.
+/// The foundation model pinned by the driver ([`DeviceInfo::model`]).
+///
+/// ```no_run
+/// match m4npu::Device::open()?.info()?.model {
+///     Some(m) => println!("{}: {} bytes, SHA-256 {:02x?}", m.name, m.size, &m.hash[..4]),
+///     None => println!("no foundation model loaded"),
+/// }
+/// # Ok::<(), m4npu::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelInfo {
+    /// Name of the foundation model.
     pub name: String,
+    /// Bytes of the pinned model.
     pub size: u64,
+    /// SHA-256 content hash of the model, which adapters are bound to.
     pub hash: [u8; 32],
 }
 
 /// What [`Device::info`] reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
+    /// The driver's UAPI version (major in the high 16 bits).
     pub uapi_version: u32,
     pub driver_version: String,
     /// Unique per open for the module's lifetime.
     pub context_id: u64,
+    /// Bytes of NPU memory (module parameter `pool_mb`).
     pub pool_size: u64,
+    /// Bytes of NPU memory in use, the firmware's included.
     pub pool_used: u64,
+    /// The pinned foundation model, if one is loaded.
     pub model: Option<ModelInfo>,
 }
 
 impl Device {
-    /// Default device node.
+    /// Default device node, `/dev/m4npu`.
+    ///
+    /// ```
+    /// assert_eq!(m4npu::Device::default_path(), std::path::Path::new("/dev/m4npu"));
+    /// ```
     pub fn default_path() -> PathBuf {
         Path::new("/dev").join(uapi::DEVICE_NAME)
     }
@@ -132,6 +158,15 @@ impl Device {
     }
 
     /// This context's usage as the driver reports it in fdinfo.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let _buf = dev.alloc(1 << 20)?;
+    /// let u = dev.usage()?;
+    /// println!("{} of {} bytes in {} buffers", u.memory_bytes, u.quota_bytes, u.buffers);
+    /// println!("{} jobs done, {} ns of NPU time", u.jobs_completed, u.engine_ns);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn usage(&self) -> Result<FdInfo> {
         FdInfo::read(self.fd.as_raw_fd())
     }

@@ -2,7 +2,17 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 
-/// Errors of the m4npu library, each worded for the app developer.
+/// Errors of the m4npu library, each worded for the app developer: print
+/// them with `{}` (Display). Match a variant to act on a particular cause.
+///
+/// ```no_run
+/// use m4npu::{Device, Error};
+/// match Device::open().and_then(|dev| dev.embed("hello")) {
+///     Ok(v) => println!("{} dimensions", v.len()),
+///     Err(Error::NoNpuDevice) => eprintln!("no device serves jobs yet; retry later"),
+///     Err(e) => eprintln!("embedding failed: {e}"),
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The device node could not be opened.
@@ -94,6 +104,13 @@ impl Error {
     /// The errno behind this error, where there is one: what the driver
     /// returned, or what it would have returned for a job the library
     /// refused itself.
+    ///
+    /// ```
+    /// use m4npu::{Errno, Error};
+    /// assert_eq!(Error::TooManyJobs.errno(), Some(Errno::EBUSY));
+    /// assert_eq!(Error::InvalidJob("the input range is empty".into()).errno(), Some(Errno::EINVAL));
+    /// assert_eq!(Error::Tokenizer("bad text".into()).errno(), None);
+    /// ```
     pub fn errno(&self) -> Option<Errno> {
         Some(match self {
             Error::Open { source, .. } | Error::Ioctl { source, .. } | Error::HwCommand { source, .. } => *source,

@@ -2,7 +2,15 @@ use std::os::fd::RawFd;
 
 use crate::{Error, Result};
 
-/// A context's entry in `/proc/self/fdinfo/<fd>` (DRM usage-stats keys).
+/// A context's entry in `/proc/self/fdinfo/<fd>` (DRM usage-stats keys):
+/// [`Device::usage`](crate::Device::usage) for this process's own context,
+/// [`FdInfo::all_contexts`] for every one.
+///
+/// ```no_run
+/// let u = m4npu::Device::open()?.usage()?;
+/// println!("context {}: {} of {} bytes", u.client_id, u.memory_bytes, u.quota_bytes);
+/// # Ok::<(), m4npu::Error>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FdInfo {
     /// `drm-client-id`: the context id.
@@ -40,6 +48,14 @@ fn ns(v: &str) -> Option<u64> {
 
 impl FdInfo {
     /// Parses the fdinfo text of an m4npu file.
+    ///
+    /// ```
+    /// let text = "drm-driver:\tm4npu\ndrm-client-id:\t7\ndrm-memory-npu:\t8 KiB\nm4npu-jobs-inflight:\t3\n";
+    /// let info = m4npu::FdInfo::parse(text)?;
+    /// assert_eq!((info.client_id, info.memory_bytes, info.jobs_inflight), (7, 8192, 3));
+    /// assert!(m4npu::FdInfo::parse("pos:\t0\n").is_err()); // not an m4npu file
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn parse(text: &str) -> Result<Self> {
         let mut info = FdInfo::default();
         let mut driver = false;

@@ -25,6 +25,10 @@ pub enum Op {
 
 impl Op {
     /// The `JOB_OP_*` value.
+    ///
+    /// ```
+    /// assert_eq!(m4npu::Op::Echo.raw(), m4npu::uapi::JOB_OP_ECHO);
+    /// ```
     pub const fn raw(self) -> u16 {
         match self {
             Op::Embed => uapi::JOB_OP_EMBED,
@@ -35,6 +39,12 @@ impl Op {
     }
 
     /// The op of a `JOB_OP_*` value, if it is one.
+    ///
+    /// ```
+    /// use m4npu::Op;
+    /// assert_eq!(Op::from_raw(Op::Generate.raw()), Some(Op::Generate));
+    /// assert_eq!(Op::from_raw(0), None);
+    /// ```
     pub const fn from_raw(op: u16) -> Option<Self> {
         Some(match op {
             uapi::JOB_OP_EMBED => Op::Embed,
@@ -59,6 +69,10 @@ pub enum Priority {
 
 impl Priority {
     /// The `JOB_PRIO_*` value.
+    ///
+    /// ```
+    /// assert_eq!(m4npu::Priority::default().raw(), m4npu::uapi::JOB_PRIO_NORMAL);
+    /// ```
     pub const fn raw(self) -> u8 {
         match self {
             Priority::Normal => uapi::JOB_PRIO_NORMAL,
@@ -112,6 +126,13 @@ pub struct JobDesc<'a> {
 
 impl<'a> JobDesc<'a> {
     /// A job running `op`, with no ranges yet and normal priority.
+    ///
+    /// ```
+    /// use m4npu::{JobDesc, Op, Priority};
+    /// let job = JobDesc::new(Op::Embed);
+    /// assert_eq!(job.as_raw().op, Op::Embed.raw());
+    /// assert_eq!(job.as_raw().priority, Priority::Normal.raw());
+    /// ```
     pub fn new(op: Op) -> Self {
         Self {
             raw: uapi::Job { op: op.raw(), ..Default::default() },
@@ -122,28 +143,73 @@ impl<'a> JobDesc<'a> {
     }
 
     /// What the device reads: `len` bytes at `offset` of `buf`.
+    ///
+    /// Jobs may each take a slice of one buffer:
+    ///
+    /// ```no_run
+    /// use m4npu::{Device, JobDesc, Op};
+    /// let dev = Device::open()?;
+    /// let (input, output) = (dev.alloc(8192)?, dev.alloc(8192)?);
+    /// let first = JobDesc::new(Op::Echo).input(&input, 0, 4096).output(&output, 0, 4096);
+    /// let second = JobDesc::new(Op::Echo).input(&input, 4096, 4096).output(&output, 4096, 4096);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn input(self, buf: &'a Buffer<'_>, offset: usize, len: usize) -> Self {
         self.range(INPUT, buf.handle(), buf.len() as u64, owner_of(buf.device()), offset, len)
     }
 
-    /// Where the device writes its result: at most `len` bytes at `offset`.
+    /// Where the device writes its result: at most `len` bytes at `offset`
+    /// of `buf`. The job's result is how many it wrote (see [`JobDesc::input`]).
     pub fn output(self, buf: &'a Buffer<'_>, offset: usize, len: usize) -> Self {
         self.range(OUTPUT, buf.handle(), buf.len() as u64, owner_of(buf.device()), offset, len)
     }
 
     /// What the device reads and writes back (a generation session's KV
-    /// cache): `len` bytes at `offset` of `buf`.
+    /// cache): `len` bytes at `offset` of `buf`. A zeroed range (a fresh
+    /// buffer) is an empty session; [`Device::generate`] manages all this.
+    ///
+    /// ```no_run
+    /// # fn f(dev: &m4npu::Device, input: &m4npu::Buffer<'_>, len: usize) -> m4npu::Result<()> {
+    /// use m4npu::{JobDesc, Op};
+    /// let output = dev.alloc(64 * 1024)?;
+    /// let kv = dev.alloc(8 << 20)?;
+    /// let step = JobDesc::new(Op::Generate)
+    ///     .input(input, 0, len)
+    ///     .output(&output, 0, output.len())
+    ///     .state(&kv, 0, kv.len());
+    /// dev.run(&step)?;
+    /// # Ok(()) }
+    /// ```
     pub fn state(self, buf: &'a Buffer<'_>, offset: usize, len: usize) -> Self {
         self.range(STATE, buf.handle(), buf.len() as u64, owner_of(buf.device()), offset, len)
     }
 
-    /// Runs the job with `adapter` on the foundation model.
+    /// Runs the job with `adapter` on the foundation model (CLASSIFY needs
+    /// one: its task head).
+    ///
+    /// ```no_run
+    /// # fn f(dev: &m4npu::Device, input: &m4npu::Buffer<'_>, len: usize) -> m4npu::Result<()> {
+    /// use m4npu::{JobDesc, Op};
+    /// let sentiment = dev.load_adapter_file("sentiment.m4a")?;
+    /// let logits = dev.alloc(4096)?;
+    /// let job = JobDesc::new(Op::Classify).adapter(&sentiment).input(input, 0, len).output(&logits, 0, 4096);
+    /// let n = dev.run(&job)?;
+    /// # Ok(()) }
+    /// ```
     pub fn adapter(mut self, adapter: &'a Adapter<'_>) -> Self {
         self.raw.adapter = adapter.handle();
         self.adapter_owner = Some(owner_of(adapter.device()));
         self
     }
 
+    /// Where the job queues among the context's waiting jobs (default
+    /// [`Priority::Normal`]).
+    ///
+    /// ```
+    /// use m4npu::{JobDesc, Op, Priority};
+    /// let urgent = JobDesc::new(Op::Embed).priority(Priority::High);
+    /// assert_eq!(urgent.as_raw().priority, Priority::High.raw());
+    /// ```
     pub fn priority(mut self, priority: Priority) -> Self {
         self.raw.priority = priority.raw();
         self
@@ -161,6 +227,11 @@ impl<'a> JobDesc<'a> {
     }
 
     /// The descriptor as the driver receives it.
+    ///
+    /// ```
+    /// let raw = *m4npu::JobDesc::new(m4npu::Op::Echo).as_raw();
+    /// assert_eq!((raw.op, raw.adapter), (m4npu::uapi::JOB_OP_ECHO, 0));
+    /// ```
     pub fn as_raw(&self) -> &uapi::Job {
         &self.raw
     }
@@ -225,6 +296,20 @@ impl Device {
     ///
     /// A signal interrupting the wait ends it with [`Error::Interrupted`]
     /// and the result is lost (the job is not retried: it may have run).
+    ///
+    /// ```no_run
+    /// use m4npu::{Device, Error, JobDesc, Op};
+    /// let dev = Device::open()?;
+    /// let mut input = dev.alloc(4096)?;
+    /// input.as_mut_slice()[..2].copy_from_slice(b"hi");
+    /// let output = dev.alloc(4096)?;
+    /// match dev.run(&JobDesc::new(Op::Echo).input(&input, 0, 2).output(&output, 0, 4096)) {
+    ///     Ok(n) => assert_eq!(&output.as_slice()[..n], b"hi"),
+    ///     Err(Error::NoNpuDevice) => eprintln!("nothing serves jobs: start vnpud"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn run(&self, job: &JobDesc<'_>) -> Result<usize> {
         job.check_for(self)?;
         self.run_raw(job.as_raw())
@@ -232,6 +317,13 @@ impl Device {
 
     /// Runs a raw descriptor as is, without the library's checks (the
     /// driver checks it): for tools and tests of the driver itself.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let r = dev.run_raw(&m4npu::uapi::Job::default());
+    /// assert_eq!(r.unwrap_err().errno(), Some(m4npu::Errno::EOPNOTSUPP));
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn run_raw(&self, job: &uapi::Job) -> Result<usize> {
         // SAFETY: `job` is a valid `struct m4npu_job`; the driver only reads it.
         let n = unsafe { ioc_run(self.as_raw_fd(), job) }.map_err(job_error)?;

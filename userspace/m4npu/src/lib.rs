@@ -16,6 +16,20 @@
 //! other end, for the process that executes them. Task calls
 //! ([`Device::embed`], [`Device::generate`]) tokenize with the loaded
 //! model's own tokenizers ([`model`]).
+//!
+//! Example programs, in `examples/` (`cargo run --example NAME -- ARGS`;
+//! they need a device that serves jobs, such as vnpud):
+//!
+//! - `classify`: a text or feature vectors through an app's adapter, labels
+//!   best first ([`Device::classify`], [`Device::classify_features`]);
+//! - `embed`: two sentences' embeddings and their cosine similarity
+//!   ([`Device::embed`]);
+//! - `generate`: a generation streamed token by token, optionally through
+//!   an adapter ([`Device::generate`], [`Device::generate_with`]);
+//! - `uring_batch`: many EMBED jobs submitted at once over io_uring,
+//!   completions reaped in batches ([`uring::Ring`]);
+//! - `async_echo`: ECHO jobs in flight together from one async task
+//!   ([`aio::AsyncRing`]).
 
 mod adapter;
 #[cfg(feature = "tokio")]

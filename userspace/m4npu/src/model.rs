@@ -34,11 +34,12 @@ pub struct ModelMeta {
     tokenizers: Mutex<HashMap<String, Tokenizer>>,
 }
 
-/// What a job needs to know of a sub-model.
+/// What a job needs to know of a sub-model ([`ModelMeta::shape`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubModelShape {
     /// Width of hidden states and embeddings.
     pub d_model: usize,
+    /// Vocabulary size: token ids lie below it.
     pub vocab: usize,
     /// Longest input (context) in tokens.
     pub max_tokens: usize,
@@ -48,7 +49,15 @@ pub struct SubModelShape {
 }
 
 impl Device {
-    /// The pinned model's metadata, read from the driver on first use.
+    /// The pinned model's metadata, read from the driver on first use (and
+    /// then kept: the firmware cannot change while the device is open).
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let meta = dev.model_meta()?;
+    /// println!("sub-models: {:?}", meta.sub_models());
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn model_meta(&self) -> Result<&ModelMeta> {
         if let Some(m) = self.meta.get() {
             return Ok(m);
@@ -80,11 +89,24 @@ impl Device {
 
 impl ModelMeta {
     /// Sub-models the firmware has.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let has_encoder = dev.model_meta()?.sub_models().iter().any(|s| s == m4npu::model::TEXT_ENCODER);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn sub_models(&self) -> Vec<String> {
         self.json["submodels"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
     }
 
     /// Shape of sub-model `name`.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let s = dev.model_meta()?.shape(m4npu::model::BACKBONE)?;
+    /// println!("{} wide, {} tokens of context, {} KV bytes a token", s.d_model, s.max_tokens, s.kv_bytes_per_token);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn shape(&self, name: &str) -> Result<SubModelShape> {
         let s = &self.json["submodels"][name];
         if s.is_null() {
@@ -102,6 +124,14 @@ impl ModelMeta {
 
     /// The tokenizer of sub-model `name`, exactly as the firmware carries it
     /// (padding off: jobs take inputs of any length).
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let tok = dev.model_meta()?.tokenizer(m4npu::model::BACKBONE)?;
+    /// let ids = tok.encode("Once upon a time", false).map_err(|e| m4npu::Error::Tokenizer(e.to_string()))?;
+    /// println!("{:?}", ids.get_ids());
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn tokenizer(&self, name: &str) -> Result<Tokenizer> {
         let mut cache = self.tokenizers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = cache.get(name) {
@@ -125,6 +155,14 @@ impl ModelMeta {
 
     /// Checks that `tok` is the firmware's tokenizer for `name`: an app that
     /// brings its own must tokenize exactly as the model expects.
+    ///
+    /// ```no_run
+    /// use tokenizers::Tokenizer;
+    /// let dev = m4npu::Device::open()?;
+    /// let mine = Tokenizer::from_file("tokenizer.json").map_err(|e| m4npu::Error::Tokenizer(e.to_string()))?;
+    /// dev.model_meta()?.check_tokenizer(m4npu::model::TEXT_ENCODER, &mine)?;
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn check_tokenizer(&self, name: &str, tok: &Tokenizer) -> Result<()> {
         let ours = self.tokenizer(name)?;
         let canon = |t: &Tokenizer| t.to_string(false).map_err(|e| Error::Tokenizer(e.to_string()));

@@ -39,7 +39,17 @@ impl Device {
         self.embed_tokens(&ids, shape.d_model)
     }
 
-    /// [`Device::embed`] on token ids of the text encoder's tokenizer.
+    /// [`Device::embed`] on token ids of the text encoder's tokenizer, for
+    /// apps that tokenize themselves; `d_model` is the encoder's width.
+    ///
+    /// ```no_run
+    /// use m4npu::model::TEXT_ENCODER;
+    /// let dev = m4npu::Device::open()?;
+    /// let meta = dev.model_meta()?;
+    /// let enc = meta.tokenizer(TEXT_ENCODER)?.encode("hello world", true).unwrap();
+    /// let v = dev.embed_tokens(enc.get_ids(), meta.shape(TEXT_ENCODER)?.d_model)?;
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn embed_tokens(&self, ids: &[u32], d_model: usize) -> Result<Vec<f32>> {
         let (input, len) = input_buffer(self, &Input::Tokens(ids.to_vec()))?;
         let output = self.alloc(d_model * 4)?;
@@ -87,7 +97,21 @@ impl Device {
 }
 
 /// A generation session: an iterator over the generated text, a piece per
-/// token, greedy. Its KV cache lives in a buffer of the context.
+/// token, greedy. Its KV cache lives in a buffer of the context. It ends
+/// at an end-of-text (or other special) token, when its room
+/// ([`Device::generate`]'s `max_tokens`) is used up, or after a failed job.
+///
+/// ```no_run
+/// use std::io::Write;
+/// let dev = m4npu::Device::open()?;
+/// let mut session = dev.generate("Once upon a time", 64)?;
+/// for piece in session.by_ref() {
+///     print!("{}", piece?);
+///     std::io::stdout().flush().ok();
+/// }
+/// println!("\n{} tokens", session.tokens().len());
+/// # Ok::<(), m4npu::Error>(())
+/// ```
 pub struct Session<'d> {
     dev: &'d Device,
     adapter: Option<&'d Adapter<'d>>,
@@ -142,7 +166,15 @@ impl<'d> Session<'d> {
         Ok(out.next_token)
     }
 
-    /// Token ids generated so far.
+    /// Token ids generated so far (the prompt's not included).
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let mut s = dev.generate("1, 2, 3,", 16)?;
+    /// let first = s.next().transpose()?;
+    /// assert_eq!(s.tokens().len(), first.is_some() as usize);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn tokens(&self) -> &[u32] {
         &self.generated
     }

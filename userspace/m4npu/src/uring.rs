@@ -44,6 +44,14 @@ pub struct Completion {
 
 impl Completion {
     /// The output bytes, or the job's error.
+    ///
+    /// ```
+    /// use m4npu::{uring::Completion, Errno, Error};
+    /// assert_eq!(Completion { user_data: 1, res: 1536 }.result()?, 1536);
+    /// let refused = Completion { user_data: 2, res: -(Errno::EBUSY as i32) };
+    /// assert!(matches!(refused.result(), Err(Error::TooManyJobs)));
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn result(&self) -> Result<usize> {
         if self.res >= 0 {
             Ok(self.res as usize)
@@ -57,6 +65,10 @@ impl Completion {
 ///
 /// Dropping the ring cancels what is still in flight: jobs not yet at the
 /// device are dropped, the others run to completion unannounced.
+///
+/// Jobs go in with [`Ring::push`], to the driver with [`Ring::submit`] (or
+/// any wait), and come back as [`Completion`]s from [`Ring::wait`]; see the
+/// [module](self) and `examples/uring_batch.rs`.
 pub struct Ring<'d> {
     dev: &'d Device,
     ring: IoUring<squeue::Entry128, cqueue::Entry>,
@@ -67,6 +79,12 @@ pub struct Ring<'d> {
 }
 
 /// The descriptor as the SQE's command area carries it.
+///
+/// ```
+/// use m4npu::{uring::payload, JobDesc, Op};
+/// let bytes = payload(JobDesc::new(Op::Echo).as_raw());
+/// assert_eq!(bytes.len(), m4npu::uapi::URING_CMD_SQE128_BYTES);
+/// ```
 pub fn payload(job: &uapi::Job) -> [u8; uapi::URING_CMD_SQE128_BYTES] {
     const _: () = assert!(size_of::<uapi::Job>() == uapi::URING_CMD_SQE128_BYTES);
     // SAFETY: `Job` is `repr(C)` integers without padding (the UAPI layout
@@ -77,6 +95,13 @@ pub fn payload(job: &uapi::Job) -> [u8; uapi::URING_CMD_SQE128_BYTES] {
 impl<'d> Ring<'d> {
     /// A ring of `entries` submission slots (the completion queue holds
     /// twice as many, which bounds the jobs in flight).
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let ring = m4npu::uring::Ring::new(&dev, 64)?;
+    /// assert_eq!(ring.pending(), 0);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn new(dev: &'d Device, entries: u32) -> Result<Self> {
         let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
             .build(entries)
@@ -85,6 +110,16 @@ impl<'d> Ring<'d> {
     }
 
     /// Jobs pushed and not yet returned by [`Ring::wait`].
+    ///
+    /// ```no_run
+    /// # fn f(ring: &mut m4npu::uring::Ring<'_>) -> m4npu::Result<()> {
+    /// while ring.pending() > 0 {
+    ///     for c in ring.wait(1)? {
+    ///         println!("job {}: {:?}", c.user_data, c.result());
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn pending(&self) -> usize {
         self.outstanding + self.done.len()
     }
@@ -93,17 +128,45 @@ impl<'d> Ring<'d> {
     /// goes to the driver with the next [`Ring::submit`] or wait, or at
     /// once when the submission queue is full. Blocks (reaping into the
     /// ring's own list) while the completion queue could not take one more.
+    ///
+    /// ```no_run
+    /// use m4npu::{Device, JobDesc, Op};
+    /// let dev = Device::open()?;
+    /// let (input, output) = (dev.alloc(4096)?, dev.alloc(4096)?);
+    /// let mut ring = dev.ring(8)?;
+    /// ring.push(&JobDesc::new(Op::Echo).input(&input, 0, 4096).output(&output, 0, 4096), 42)?;
+    /// let done = ring.wait(1)?;
+    /// assert_eq!(done[0].user_data, 42);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn push(&mut self, job: &JobDesc<'_>, user_data: u64) -> Result<()> {
         job.check_for(self.dev)?;
         self.push_raw(job.as_raw(), user_data)
     }
 
     /// As [`Ring::push`], for a raw descriptor the library does not check.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let mut ring = dev.ring(8)?;
+    /// ring.push_raw(&m4npu::uapi::Job::default(), 1)?;
+    /// let r = ring.wait(1)?[0].result();
+    /// assert_eq!(r.unwrap_err().errno(), Some(m4npu::Errno::EOPNOTSUPP));
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn push_raw(&mut self, job: &uapi::Job, user_data: u64) -> Result<()> {
         self.push_cmd(uapi::URING_CMD_RUN, payload(job), user_data)
     }
 
     /// Queues any uring command on the device file (for tests of the driver).
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let mut ring = dev.ring(8)?;
+    /// ring.push_cmd(0xdead, [0; 80], 1)?; // a command the driver does not know
+    /// println!("{:?}", ring.wait(1)?[0].result());
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn push_cmd(&mut self, cmd_op: u32, payload: [u8; 80], user_data: u64) -> Result<()> {
         while self.outstanding >= self.ring.params().cq_entries() as usize {
             self.enter(1, None)?;
@@ -123,6 +186,17 @@ impl<'d> Ring<'d> {
 
     /// Hands every queued job to the driver without waiting (and without
     /// taking completions, so a poll on the ring's fd wakes for them).
+    ///
+    /// ```no_run
+    /// # fn f(ring: &mut m4npu::uring::Ring<'_>, jobs: &[m4npu::JobDesc<'_>]) -> m4npu::Result<()> {
+    /// for (i, job) in jobs.iter().enumerate() {
+    ///     ring.push(job, i as u64)?;
+    /// }
+    /// ring.submit()?; // all of them in one io_uring_enter (if the queue held them)
+    /// // ... other work while the NPU runs them ...
+    /// let done = ring.wait(jobs.len())?;
+    /// # Ok(()) }
+    /// ```
     pub fn submit(&mut self) -> Result<()> {
         match self.ring.submit() {
             Err(source) if !matches!(source.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {
@@ -134,12 +208,30 @@ impl<'d> Ring<'d> {
 
     /// Submits what is queued, waits until at least `min` jobs (at most all
     /// pending ones) have completed, and returns every completion at hand.
+    ///
+    /// ```no_run
+    /// # fn f(ring: &mut m4npu::uring::Ring<'_>) -> m4npu::Result<()> {
+    /// // Batches of at least 16 (fewer at the end), in completion order.
+    /// while ring.pending() > 0 {
+    ///     let batch = ring.wait(16)?;
+    ///     println!("{} completions", batch.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn wait(&mut self, min: usize) -> Result<Vec<Completion>> {
         self.wait_until(min, None)
     }
 
     /// As [`Ring::wait`], but returns what has completed after `timeout`
     /// even if that is fewer than `min`.
+    ///
+    /// ```no_run
+    /// # fn f(ring: &mut m4npu::uring::Ring<'_>) -> m4npu::Result<()> {
+    /// use std::time::Duration;
+    /// let done = ring.wait_timeout(ring.pending(), Duration::from_millis(100))?;
+    /// println!("{} done, {} still pending", done.len(), ring.pending());
+    /// # Ok(()) }
+    /// ```
     pub fn wait_timeout(&mut self, min: usize, timeout: Duration) -> Result<Vec<Completion>> {
         self.wait_until(min, Some(Instant::now() + timeout))
     }
@@ -199,6 +291,12 @@ impl AsRawFd for Ring<'_> {
 
 impl Device {
     /// An io_uring for this context's jobs; see [`Ring::new`].
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let ring = dev.ring(64)?;
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn ring(&self, entries: u32) -> Result<Ring<'_>> {
         Ring::new(self, entries)
     }

@@ -55,6 +55,14 @@ impl HwDevice {
     }
 
     /// Opens `/dev/m4npu-hw` and maps NPU memory.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::hw::HwDevice::open()?;
+    /// let info = dev.info();
+    /// println!("{} bytes of NPU memory, the model's {} at {:#x}", info.pool_size, info.model_size, info.model_addr);
+    /// assert_eq!(dev.memory().model().len() as u64, info.model_size);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn open() -> Result<Self> {
         Self::open_path(Self::default_path())
     }

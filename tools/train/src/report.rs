@@ -75,7 +75,11 @@ pub fn markdown(fw: &FirmwareFile, data: &Path, adapters: &Path, sets: &Path) ->
     for a in answers {
         eprintln!("  qa: {a}");
     }
-    let mut md = String::new();
+    let mut md = String::from(
+        "# eaibench: m4npu adapters against task-specific models\n\n\
+         Regenerate with `cargo xtask eaibench` (add `--train` to retrain every adapter first); \
+         the data and baselines come from `tools/eaibench/setup.sh`, the adapters from `m4-train train <task>`.\n\n",
+    );
     let _ = writeln!(md, "| task | modality | baseline | baseline acc. | baseline bytes | m4npu acc. | adapter bytes | Δ points | parity |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
     md.push_str(&rows);
@@ -84,7 +88,16 @@ pub fn markdown(fw: &FirmwareFile, data: &Path, adapters: &Path, sets: &Path) ->
         "\nParity (within 2 points or ≥ 95% of the baseline) on {at_parity} of {n} tasks with a baseline ({:.0}%). \
          Adapters: {adapter_bytes} bytes in all, on one shared {}-byte firmware; baselines: {baseline_bytes} bytes.\n\
          m4npu accuracy: the full test split on the host path (vnpud's job code and engine on the same firmware bytes); \
-         the guest suite checks the real path (module, vnpud, app library) agrees on a sample of each task.",
+         the guest suite checks the real path (module, vnpud, app library) agrees on a sample of each task.\n\n\
+         Notes:\n\
+         - Adapter bytes are whole `.m4a` files: each tensor starts 4 KiB-aligned, so small adapters are mostly padding. \
+         Feature adapters hold an input projection, rank-4 LoRA on q and v of the backbone's first 2 layers (their early exit) and a head; \
+         text adapters a head on the text encoder's sentence embedding.\n\
+         - The baselines are small classical models (logistic regression, MLP, TF-IDF) chosen on a validation split; \
+         what m4npu saves is every app shipping and running its own model, not bytes against these.\n\
+         - keywords is synthetic speech (espeak-ng voices, speeds, noise); the similarity pairs and questions are hand-written \
+         (`tools/eaibench/sets`), the pairs with little word overlap, which TF-IDF cannot match by design.\n\
+         - Short QA uses the backbone's chat template and counts an answer right if the expected word is in its first 12 tokens.",
         (100 * at_parity).checked_div(n).unwrap_or(0),
         fw.region.len()
     );

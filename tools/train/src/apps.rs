@@ -105,7 +105,7 @@ pub fn apps(data: &Path, adapters: &Path, tasks: &[String], n: usize, prompt: &s
         println!("| {} | {} | {} | {} |", r.task, r.adapter_bytes, r.context_bytes, b);
         (ad, ctx, base) = (ad + r.adapter_bytes, ctx + r.context_bytes, base + b);
     }
-    println!("| generate | 0 | (transient KV cache) | {} (a separate SmolLM2 copy) |", model.size);
+    println!("| generate | 0 | (transient KV cache) | {} (its own copy of the model) |", model.size);
     println!(
         "\nfirmware pinned once: {} bytes ({}); {} apps add {ad} adapter bytes, {ctx} context bytes; \
          task-specific models for the same apps: {} bytes.",

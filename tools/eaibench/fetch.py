@@ -597,7 +597,7 @@ def resample(v: np.ndarray, T: int) -> np.ndarray:
     return np.interp(np.linspace(0, len(v) - 1, T), np.arange(len(v)), v)
 
 
-def _ts_task(name, task, T, labels_fn, notes, extra=None):
+def _ts_task(name, task, T, labels_fn, notes, extra=None, modality="sensor"):
     (str_, ltr, classes), (ste, lte, _), source = load_aeon(name)
     if classes is None:
         classes = sorted(set(ltr))
@@ -615,7 +615,7 @@ def _ts_task(name, task, T, labels_fn, notes, extra=None):
     xtr, xte, norm = standardize_channels(xtr, xte)
     meta = {
         "task": task,
-        "modality": "sensor",
+        "modality": modality,
         "labels": labels_fn(classes),
         "source": source,
         "split": "the archive's official TRAIN/TEST split (unchanged, all samples)",
@@ -657,7 +657,7 @@ def task_vowels(out: Path) -> dict:
         "9 male Japanese speakers uttering /ae/; 12 LPC cepstrum coefficients per frame, 7..29 frames; "
         "the class is the speaker. Each utterance linearly resampled to 29 frames (the maximum length), "
         "so no padding. Test classes are unbalanced (24..88 per speaker) as in the archive.",
-        {"channels": [f"lpc_cep_{i + 1}" for i in range(12)]})
+        {"channels": [f"lpc_cep_{i + 1}" for i in range(12)]}, modality="audio")
     return save_features(out, xtr, ytr, xte, yte, meta)
 
 

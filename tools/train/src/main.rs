@@ -38,6 +38,12 @@ enum Cmd {
         layers: Option<usize>,
         #[arg(long)]
         epochs: Option<usize>,
+        /// LoRA rank (0: no LoRA, only the input projection and head).
+        #[arg(long)]
+        rank: Option<usize>,
+        /// Projections the LoRA adapts: q,k,v,o,gate,up,down.
+        #[arg(long, value_delimiter = ',')]
+        targets: Option<Vec<String>>,
         /// Test samples to evaluate on the host (device code, engine) after training.
         #[arg(long, default_value_t = usize::MAX)]
         eval: usize,
@@ -108,10 +114,11 @@ fn run(cli: Cli) -> Result<(), String> {
     let fw = eval::FirmwareFile::read(&cli.firmware)?;
     match cli.cmd {
         Cmd::App { .. } | Cmd::Apps { .. } => unreachable!("handled above"),
-        Cmd::Train { task, out, max_steps, layers, epochs, eval } => {
+        Cmd::Train { task, out, max_steps, layers, epochs, rank, targets, eval } => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{task}.m4a")));
             let start = Instant::now();
-            let blob = recipe::train(&fw, &cli.data.join(&task), max_steps, layers, epochs)?;
+            let ov = recipe::Overrides { max_steps, layers, epochs, rank, targets };
+            let blob = recipe::train(&fw, &cli.data.join(&task), &ov)?;
             std::fs::write(&out, &blob).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
             println!("{task}: wrote {} ({} bytes) in {:.0} s", out.display(), blob.len(), start.elapsed().as_secs_f64());
             if eval > 0 {

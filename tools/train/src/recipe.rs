@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use candle_core::Device;
-use m4npu_format::adapter_meta::build_adapter;
+use m4npu_format::adapter_meta::{build_adapter, LORA_PROJS};
 
 use crate::data::{Samples, Task};
 use crate::eval::{job_input, FirmwareFile};
@@ -23,17 +23,33 @@ fn defaults(task: &str, t: usize) -> Options {
         "keywords" => (2, 4, 32),
         _ => ((1..=t).rev().find(|g| t.is_multiple_of(*g) && t / g >= 8).unwrap_or(1), 10, 32),
     };
-    Options { layers: 2, rank: 4, epochs, batch, lr: 3e-3, group, max_steps: None, seed: 1 }
+    Options { layers: 2, rank: 4, targets: vec!["q", "v"], epochs, batch, lr: 3e-3, group, max_steps: None, seed: 1 }
 }
 
 /// Trains the adapter for the task in `dir`; returns the packed, checked blob.
-pub fn train(
-    fw: &FirmwareFile,
-    dir: &Path,
-    max_steps: Option<usize>,
-    layers: Option<usize>,
-    epochs: Option<usize>,
-) -> Result<Vec<u8>, String> {
+/// What the command line may override in a task's recipe.
+#[derive(Default)]
+pub struct Overrides {
+    pub max_steps: Option<usize>,
+    pub layers: Option<usize>,
+    pub epochs: Option<usize>,
+    pub rank: Option<usize>,
+    /// LoRA target projections, by name.
+    pub targets: Option<Vec<String>>,
+}
+
+/// Target names as the static names of `adapter_meta::LORA_PROJS`.
+fn targets(names: &[String]) -> Result<Vec<&'static str>, String> {
+    names
+        .iter()
+        .map(|n| {
+            LORA_PROJS.iter().copied().find(|p| p == n).ok_or_else(|| format!("unknown LoRA target {n:?}; one of {LORA_PROJS:?}"))
+        })
+        .collect()
+}
+
+pub fn train(fw: &FirmwareFile, dir: &Path, ov: &Overrides) -> Result<Vec<u8>, String> {
+    let Overrides { max_steps, layers, epochs, .. } = *ov;
     let task = Task::open(dir)?;
     let train_split = task.split("train")?;
     let subs = fw.sub_models()?;
@@ -43,6 +59,10 @@ pub fn train(
             o.max_steps = max_steps;
             o.layers = layers.unwrap_or(o.layers);
             o.epochs = epochs.unwrap_or(o.epochs);
+            o.rank = ov.rank.unwrap_or(o.rank);
+            if let Some(t) = &ov.targets {
+                o.targets = targets(t)?;
+            }
             let bb = subs.iter().find(|s| s.name == "backbone").ok_or("the firmware has no backbone")?;
             let m = Frozen::load(&bb.table, bb.weights, o.layers, &Device::Cpu)?;
             eprintln!("{}: {} samples, {o:?}", task.meta.task, train_split.len());

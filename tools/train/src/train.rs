@@ -24,6 +24,8 @@ pub type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 pub struct Options {
     pub layers: usize,
     pub rank: usize,
+    /// Projections the LoRA adapts (`adapter_meta::LORA_PROJS` names).
+    pub targets: Vec<&'static str>,
     pub epochs: usize,
     pub batch: usize,
     pub lr: f64,
@@ -95,7 +97,7 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options) -> Result<(
     let w_in = Var::randn(0f32, (1.0 / fd as f64).sqrt() as f32, (d, fd), &dev).map_err(ce)?;
     let b_in = Var::zeros(d, DType::F32, &dev).map_err(ce)?;
     let head = Head::new(labels, d, &dev).map_err(ce)?;
-    let lora = Lora::new(m, &["q", "v"], o.rank, 2.0 * o.rank as f32, &dev).map_err(ce)?;
+    let lora = Lora::new(m, &o.targets, o.rank, 2.0 * o.rank as f32, &dev).map_err(ce)?;
     let mut vars = vec![w_in.clone(), b_in.clone(), head.w.clone(), head.b.clone()];
     vars.extend(lora.vars().iter().cloned());
     let mut opt = AdamW::new(vars, ParamsAdamW { lr: o.lr, weight_decay: 1e-4, ..Default::default() }).map_err(ce)?;
@@ -154,11 +156,12 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options) -> Result<(
         layers: Some(m.layers.len() as u32),
         lora_alpha: lora.alpha,
         description: format!(
-            "{}: {} ({}), {tokens} tokens of {fd} features, LoRA r{} on q,v of {} layers, {steps} steps",
+            "{}: {} ({}), {tokens} tokens of {fd} features, LoRA r{} on {} of {} layers, {steps} steps",
             task.meta.task,
             task.meta.modality,
             task.meta.source,
             o.rank,
+            o.targets.join(","),
             m.layers.len()
         ),
     };

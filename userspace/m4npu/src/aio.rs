@@ -120,7 +120,6 @@ impl<'d> AsyncRing<'d> {
         let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| io("creating the job ring's eventfd")(e.into()))?;
         ring.submitter().register_eventfd(efd.as_raw_fd()).map_err(io("registering the job ring's eventfd"))?;
-        crate::uring::register_device(&ring, dev)?;
         // SAFETY: the EventFd owns its fd, which stays open and the same
         // for as long as the AsyncFd holds it.
         let event = unsafe { AsyncFd::register_with_interest(efd, Interest::READABLE) }
@@ -271,7 +270,7 @@ impl<'d> AsyncRing<'d> {
     }
 
     fn command(&self, job: &uapi::Job) -> squeue::Entry128 {
-        opcode::UringCmd80::new(types::Fixed(crate::uring::DEVICE_SLOT), uapi::URING_CMD_RUN).cmd(payload(job)).build()
+        opcode::UringCmd80::new(types::Fd(self.dev.as_raw_fd()), uapi::URING_CMD_RUN).cmd(payload(job)).build()
     }
 
     /// Queues the ticket's SQE, making room in a full submission queue.

@@ -4,9 +4,12 @@
 //! Each job is an `IORING_OP_URING_CMD` on the `/dev/m4npu` file whose
 //! 80-byte descriptor travels in the SQE itself, so the ring is set up with
 //! 128-byte SQEs and a submitted job points at no memory of the app's.
-//! The device file is registered with the ring, so jobs name it by slot
-//! and the kernel does no file lookup per job. Buffers need no
-//! registration: a job names BOs the driver already holds.
+//! Nothing is registered with the ring. Buffers need no registration: a
+//! job names BOs the driver already holds. Registering the device file
+//! would save a file lookup per job (noise next to a job's cost) but would
+//! make the ring hold the file until io_uring's asynchronous teardown: a
+//! closed context, and the module, would stay busy for a while after the
+//! app let go (the guest suite's rmmod saw `EAGAIN`).
 //!
 //! ```no_run
 //! use m4npu::{uring::Ring, Device, JobDesc, Op};
@@ -95,18 +98,6 @@ pub fn payload(job: &uapi::Job) -> [u8; uapi::URING_CMD_SQE128_BYTES] {
     unsafe { std::mem::transmute::<uapi::Job, [u8; uapi::URING_CMD_SQE128_BYTES]>(*job) }
 }
 
-/// The device's slot in a job ring's registered files.
-pub(crate) const DEVICE_SLOT: u32 = 0;
-
-/// Registers the device file with the ring: each job then names it by
-/// slot, and the kernel resolves it once here instead of taking and
-/// dropping a file reference per submitted job.
-pub(crate) fn register_device<S: squeue::EntryMarker>(ring: &IoUring<S, cqueue::Entry>, dev: &Device) -> Result<()> {
-    ring.submitter()
-        .register_files(&[dev.as_raw_fd()])
-        .map_err(|source| Error::Io { what: "registering /dev/m4npu with the job io_uring", source })
-}
-
 impl<'d> Ring<'d> {
     /// A ring of `entries` submission slots (the completion queue holds
     /// twice as many, which bounds the jobs in flight).
@@ -121,7 +112,6 @@ impl<'d> Ring<'d> {
         let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
             .build(entries)
             .map_err(|source| Error::Io { what: "creating the job io_uring (SQE128)", source })?;
-        register_device(&ring, dev)?;
         Ok(Self { dev, ring, outstanding: 0, done: VecDeque::new() })
     }
 
@@ -187,7 +177,7 @@ impl<'d> Ring<'d> {
         while self.outstanding >= self.ring.params().cq_entries() as usize {
             self.enter(1, None)?;
         }
-        let sqe = opcode::UringCmd80::new(types::Fixed(DEVICE_SLOT), cmd_op)
+        let sqe = opcode::UringCmd80::new(types::Fd(self.dev.as_raw_fd()), cmd_op)
             .cmd(payload)
             .build()
             .user_data(user_data);

@@ -4,6 +4,7 @@
 //! on the same firmware; and the messages developers get when it goes wrong.
 
 use anyhow::{bail, ensure, Context, Result};
+use m4_train::eval::host_logits;
 use m4npu::{Device, Error, JobDesc, Op};
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{f32s, Input};
@@ -11,17 +12,11 @@ use m4npu_format::AdapterBuilder;
 use vnpu_engine::synthetic::Rng;
 use vnpud::foundation::{sub_models, Foundation};
 
-use crate::children::Helper;
 use crate::module;
+use crate::vnpu::{max_abs_diff, start_vnpud, stop};
 
 const TINY: &str = "/lib/firmware/m4npu/tiny.m4fw";
 const FEATURE_DIM: usize = 6;
-
-fn start_vnpud() -> Result<Helper> {
-    let mut vnpud = Helper::spawn_program("/bin/vnpud", &["--depth", "4"])?;
-    vnpud.expect("its ready line", |l| l.starts_with("vnpud: ready").then_some(()))?;
-    Ok(vnpud)
-}
 
 /// A classifier of 6-wide feature rows for the tiny backbone.
 fn feature_classifier(base: [u8; 32], head_rows: usize, d: usize, ff: usize) -> Result<Vec<u8>> {
@@ -51,7 +46,7 @@ fn feature_classifier(base: [u8; 32], head_rows: usize, d: usize, ff: usize) -> 
 
 pub fn adapters_classify_on_vnpud() -> Result<()> {
     module::reload("firmware=m4npu/tiny.m4fw")?;
-    let mut vnpud = start_vnpud()?;
+    let vnpud = start_vnpud(4)?;
     let dev = Device::open()?;
     let hash = dev.info()?.model.context("no model")?.hash;
     let fw = vnpu_engine::AlignedBytes::from_slice(&std::fs::read(TINY)?);
@@ -65,14 +60,9 @@ pub fn adapters_classify_on_vnpud() -> Result<()> {
     let features: Vec<f32> = Rng::new(4).vec(5 * FEATURE_DIM, 1.0);
     let labels = dev.classify_features(&adapter, &features, FEATURE_DIM)?;
     // The same job on vnpud's code in this process.
-    let want = {
-        let input = Input::Features { dim: FEATURE_DIM, data: features.clone() }.encode();
-        let mut out = vec![0u8; 64];
-        let blob = vnpu_engine::AlignedBytes::from_slice(&blob);
-        let jb = m4npu::hw::JobBuffers { input: &input, output: &mut out, state: None, adapter: Some(&blob) };
-        let n = vnpud::execute::run(&reference, Some(Op::Classify), jb).map_err(|e| anyhow::anyhow!("reference: {e}"))?;
-        f32s(&out[..n])
-    };
+    let input = Input::Features { dim: FEATURE_DIM, data: features.clone() };
+    let want = host_logits(&reference, &vnpu_engine::AlignedBytes::from_slice(&blob), &input, 3)
+        .map_err(|e| anyhow::anyhow!("reference: {e}"))?;
     ensure!(labels.len() == 3, "{labels:?}");
     for l in &labels {
         ensure!((l.logit - want[l.index]).abs() < 1e-4, "label {} logit {} != {}", l.name, l.logit, want[l.index]);
@@ -88,7 +78,7 @@ pub fn adapters_classify_on_vnpud() -> Result<()> {
     let mut ring = dev.ring(8)?;
     ring.push(&JobDesc::new(Op::Classify).adapter(&adapter).input(&inbuf, 0, enc.len()).output(&out, 0, 4096), 1)?;
     let n = ring.wait(1)?.remove(0).result()?;
-    ensure!(max_diff(&f32s(&out.as_slice()[..n]), &want) < 1e-4, "uring logits differ");
+    ensure!(max_abs_diff(&f32s(&out.as_slice()[..n]), &want) < 1e-4, "uring logits differ");
 
     // Wrong input shapes are the library's to refuse, with words.
     expect_msg(dev.classify_features(&adapter, &features, 4), "takes 6-wide feature vectors, not 4")?;
@@ -107,17 +97,9 @@ pub fn adapters_classify_on_vnpud() -> Result<()> {
     ensure!(dev.classify_features(&adapter, &features, FEATURE_DIM)?[0].index == labels[0].index, "vnpud changed its answer");
 
     // The device closed: the message says who is missing.
-    vnpud.signal(libc::SIGTERM)?;
-    ensure!(vnpud.wait()?.success(), "vnpud did not exit cleanly: {:?}", vnpud.log());
+    stop(vnpud)?;
     expect_msg(dev.classify_features(&adapter, &features, FEATURE_DIM), "no NPU device is serving jobs (is vnpud running?)")?;
     Ok(())
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    if a.len() != b.len() {
-        return f32::INFINITY;
-    }
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 fn expect_msg<T: std::fmt::Debug>(r: m4npu::Result<T>, words: &str) -> Result<()> {

@@ -6,15 +6,15 @@
 //! report's numbers.
 
 use anyhow::{ensure, Context, Result};
-use m4_train::data::{Samples, Task};
-use m4_train::eval::{job_input, FirmwareFile};
-use m4npu::{Device, Op};
+use m4_train::apps::classify_sample;
+use m4_train::data::Task;
+use m4_train::eval::{host_logits, job_input, FirmwareFile};
+use m4npu::Device;
 use m4npu_format::adapter_meta::AdapterMeta;
-use m4npu_format::job_io::f32s;
 use vnpud::foundation::Foundation;
 
-use crate::children::Helper;
 use crate::module;
+use crate::vnpu::{start_vnpud, stop};
 
 /// Where xtask puts the tasks' test splits and the adapters.
 const ROOT: &str = "/eaibench";
@@ -31,8 +31,7 @@ pub fn eaibench_adapters_agree_with_the_host_path() -> Result<()> {
     ensure!(names.len() >= 9, "only {} adapters in {}", names.len(), adapters.display());
 
     module::reload("")?;
-    let mut vnpud = Helper::spawn_program("/bin/vnpud", &["--depth", "4"])?;
-    vnpud.expect("its ready line", |l| l.starts_with("vnpud: ready").then_some(()))?;
+    let vnpud = start_vnpud(4)?;
     let fw = FirmwareFile::read(std::path::Path::new("/lib/firmware/m4npu/foundation.m4fw")).map_err(anyhow::Error::msg)?;
     let subs = fw.sub_models().map_err(anyhow::Error::msg)?;
     let reference = Foundation::build(&subs).map_err(anyhow::Error::msg)?;
@@ -46,19 +45,14 @@ pub fn eaibench_adapters_agree_with_the_host_path() -> Result<()> {
         let adapter = dev.load_adapter(&blob).with_context(|| format!("{name}: loading"))?;
         let task = Task::open(&std::path::Path::new(ROOT).join(name)).map_err(anyhow::Error::msg)?;
         let test = task.split("test").map_err(anyhow::Error::msg)?;
+        let aligned = vnpu_engine::AlignedBytes::from_slice(&blob);
         let mut right = 0;
         for i in 0..SAMPLES.min(test.len()) {
-            let labels = match (&test.samples, meta.feature_dim) {
-                (Samples::Text(t), _) => dev.classify(&adapter, &t[i])?,
-                (Samples::Features { .. }, Some(fd)) => dev.classify_features(&adapter, test.features(i), fd as usize)?,
-                _ => anyhow::bail!("{name}: adapter input does not match the task"),
-            };
-            let input = job_input(Some(&tok), &test, i, meta.feature_dim, max_tokens).map_err(anyhow::Error::msg)?.encode();
-            let mut out = vec![0u8; 4 * labels.len()];
-            let aligned = vnpu_engine::AlignedBytes::from_slice(&blob);
-            let jb = m4npu::hw::JobBuffers { input: &input, output: &mut out, state: None, adapter: Some(&aligned) };
-            let n = vnpud::execute::run(&reference, Some(Op::Classify), jb).map_err(|e| anyhow::anyhow!("{name} host path: {e}"))?;
-            let want = f32s(&out[..n]);
+            let labels = classify_sample(&dev, &adapter, &test, i).map_err(|e| anyhow::anyhow!("{name} sample {i}: {e}"))?;
+            let input = job_input(Some(&tok), &test, i, meta.feature_dim, max_tokens).map_err(anyhow::Error::msg)?;
+            let want = host_logits(&reference, &aligned, &input, meta.labels.len())
+                .map_err(|e| anyhow::anyhow!("{name} host path: {e}"))?;
+            ensure!(want.len() == labels.len(), "{name} sample {i}: {} logits on the host path, {} labels on the real path", want.len(), labels.len());
             for l in &labels {
                 ensure!((l.logit - want[l.index]).abs() < 1e-4, "{name} sample {i}: label {} logit {} on the real path, {} on the host path", l.name, l.logit, want[l.index]);
             }
@@ -66,7 +60,5 @@ pub fn eaibench_adapters_agree_with_the_host_path() -> Result<()> {
         }
         println!("    {name}: {right}/{} of the first test samples right, real path = host path", SAMPLES.min(test.len()));
     }
-    vnpud.signal(libc::SIGTERM)?;
-    ensure!(vnpud.wait()?.success(), "vnpud did not stop cleanly: {:?}", vnpud.log());
-    Ok(())
+    stop(vnpud)
 }

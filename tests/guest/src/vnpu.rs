@@ -16,13 +16,19 @@ use crate::raw::{errno_name, ioctl};
 
 const FIRMWARE: &str = "/lib/firmware/m4npu/foundation.m4fw";
 
-fn start_vnpud() -> Result<Helper> {
-    let mut vnpud = Helper::spawn_program("/bin/vnpud", &["--depth", "4"])?;
+/// Starts vnpud with `depth` slots per queue; returns once it serves.
+pub fn start_vnpud(depth: u16) -> Result<Helper> {
+    let mut vnpud = Helper::spawn_program("/bin/vnpud", &["--depth", &depth.to_string()])?;
     vnpud.expect("its ready line", |l| l.starts_with("vnpud: ready").then_some(()))?;
     Ok(vnpud)
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+/// Largest difference of two equally long vectors (infinite if their
+/// lengths differ).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
@@ -30,7 +36,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// architecture, so the same device paths, in moments.
 pub fn vnpud_runs_a_synthetic_model() -> Result<()> {
     module::reload("firmware=m4npu/tiny.m4fw")?;
-    let vnpud = start_vnpud()?;
+    let vnpud = start_vnpud(4)?;
     let dev = Device::open()?;
     ensure!(dev.info()?.model.context("no model")?.name == "tiny-synthetic", "not the synthetic firmware");
     let blob = vnpu_engine::AlignedBytes::from_slice(&std::fs::read("/lib/firmware/m4npu/tiny.m4fw")?);
@@ -75,7 +81,7 @@ pub fn vnpud_runs_a_synthetic_model() -> Result<()> {
 
 /// SIGTERM, a clean exit, and the driver letting the device go (its ring
 /// is torn down by a kernel worker after the exit).
-fn stop(mut vnpud: Helper) -> Result<()> {
+pub fn stop(mut vnpud: Helper) -> Result<()> {
     vnpud.signal(libc::SIGTERM)?;
     let status = vnpud.wait()?;
     ensure!(status.success(), "vnpud exited with {status} on SIGTERM; it said {:?}", vnpud.log());
@@ -84,7 +90,7 @@ fn stop(mut vnpud: Helper) -> Result<()> {
 
 pub fn vnpud_runs_the_foundation_model() -> Result<()> {
     module::reload("")?;
-    let vnpud = start_vnpud()?;
+    let vnpud = start_vnpud(4)?;
     let dev = Device::open()?;
     let meta = dev.model_meta()?;
 

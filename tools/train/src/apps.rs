@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use m4npu::Device;
+use m4npu::{Adapter, Device, Label};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Samples, Task};
+use crate::data::{Samples, Split, Task};
 
 /// What one app reports (a JSON line on stdout).
 #[derive(Debug, Serialize, Deserialize)]
@@ -23,6 +23,18 @@ pub struct AppResult {
     pub first_answers: Vec<String>,
 }
 
+/// Test sample `i` of `split` classified through the device as an app
+/// does it: text with `classify`, feature rows with `classify_features`.
+pub fn classify_sample(dev: &Device, a: &Adapter<'_>, split: &Split, i: usize) -> Result<Vec<Label>, String> {
+    let feature_dim = a.meta().and_then(|m| m.feature_dim).map(|d| d as usize);
+    match (&split.samples, feature_dim) {
+        (Samples::Text(t), None) => dev.classify(a, &t[i]),
+        (Samples::Features { .. }, Some(fd)) => dev.classify_features(a, split.features(i), fd),
+        _ => return Err(format!("adapter {} does not take this task's input", a.name())),
+    }
+    .map_err(|e| e.to_string())
+}
+
 /// One app: loads `adapter`, classifies the first `n` test samples of `task`.
 pub fn app(task_dir: &Path, adapter: &Path, n: usize) -> Result<AppResult, String> {
     let e = |e: m4npu::Error| e.to_string();
@@ -32,15 +44,10 @@ pub fn app(task_dir: &Path, adapter: &Path, n: usize) -> Result<AppResult, Strin
     let a = dev.load_adapter_file(adapter).map_err(e)?;
     let adapter_bytes = std::fs::metadata(adapter).map_err(|err| err.to_string())?.len();
     let context_bytes = dev.usage().map_err(e)?.memory_bytes;
-    let feature_dim = a.meta().and_then(|m| m.feature_dim).map(|d| d as usize);
     let (mut correct, mut first_answers) = (0, Vec::new());
     let n = n.min(test.len());
     for i in 0..n {
-        let labels = match (&test.samples, feature_dim) {
-            (Samples::Text(t), _) => dev.classify(&a, &t[i]).map_err(e)?,
-            (Samples::Features { .. }, Some(fd)) => dev.classify_features(&a, test.features(i), fd).map_err(e)?,
-            _ => return Err(format!("{}: the adapter does not take this task's input", task.meta.task)),
-        };
+        let labels = classify_sample(&dev, &a, &test, i)?;
         correct += usize::from(labels[0].index == test.y[i]);
         if first_answers.len() < 3 {
             let truth = &task.meta.labels[test.y[i]];

@@ -64,10 +64,18 @@ pub fn job_input(tok: Option<&TextTokenizer>, split: &crate::data::Split, i: usi
     }
 }
 
+/// The logits of one CLASSIFY job on the host path: vnpud's job code on
+/// `model`, with the adapter `blob` (aligned as NPU memory holds it).
+pub fn host_logits(model: &Foundation<'_>, blob: &AlignedBytes, input: &Input, labels: usize) -> Result<Vec<f32>, String> {
+    let input = input.encode();
+    let mut out = vec![0u8; 4 * labels.max(1)];
+    let jb = m4npu::hw::JobBuffers { input: &input, output: &mut out, state: None, adapter: Some(blob) };
+    let n = vnpud::execute::run(model, Some(Op::Classify), jb).map_err(|e| e.to_string())?;
+    Ok(f32s(&out[..n]))
+}
+
 /// Accuracy of `blob` on the task's test split (first `limit` samples).
-pub fn accuracy(fw: &FirmwareFile, task: &crate::data::Task, blob: &[u8], limit: usize) -> Result<Score, String> {
-    let subs = fw.sub_models()?;
-    let model = Foundation::build(&subs)?;
+pub fn accuracy(fw: &FirmwareFile, model: &Foundation<'_>, task: &crate::data::Task, blob: &[u8], limit: usize) -> Result<Score, String> {
     let adapter = m4npu_format::Adapter::parse(blob).map_err(|e| e.to_string())?;
     if adapter.base_model_hash() != fw.hash {
         return Err("the adapter was trained for another firmware".into());
@@ -80,14 +88,11 @@ pub fn accuracy(fw: &FirmwareFile, task: &crate::data::Task, blob: &[u8], limit:
     };
     let max_tokens = model.text_encoder.as_ref().map_or(512, |b| b.cfg.max_pos);
     let blob = AlignedBytes::from_slice(blob);
-    let mut out = vec![0u8; 4 * meta.labels.len().max(1)];
     let n = test.len().min(limit);
     let mut correct = 0;
     for i in 0..n {
-        let input = job_input(tok.as_ref(), &test, i, meta.feature_dim, max_tokens)?.encode();
-        let jb = m4npu::hw::JobBuffers { input: &input, output: &mut out, state: None, adapter: Some(&blob) };
-        let len = vnpud::execute::run(&model, Some(Op::Classify), jb).map_err(|e| format!("test sample {i}: {e}"))?;
-        let logits = f32s(&out[..len]);
+        let input = job_input(tok.as_ref(), &test, i, meta.feature_dim, max_tokens)?;
+        let logits = host_logits(model, &blob, &input, meta.labels.len()).map_err(|e| format!("test sample {i}: {e}"))?;
         if vnpud::execute::argmax(&logits) as usize == test.y[i] {
             correct += 1;
         }

@@ -136,17 +136,10 @@ impl Frozen {
         Tensor::stack(&[a2, c2], 4)?.reshape((b, t, h, hd))
     }
 
+    /// The engine's RoPE tables for positions `0..t`, as tensors `[t, hd/2]`.
     fn rope_tables(&self, t: usize) -> Result<(Tensor, Tensor)> {
-        let (hd, half) = (self.cfg.head_dim, self.cfg.head_dim / 2);
-        let mut cos = vec![0f32; t * half];
-        let mut sin = vec![0f32; t * half];
-        for p in 0..t {
-            for i in 0..half {
-                let theta = p as f64 * (self.cfg.rope_base as f64).powf(-2.0 * i as f64 / hd as f64);
-                cos[p * half + i] = theta.cos() as f32;
-                sin[p * half + i] = theta.sin() as f32;
-            }
-        }
+        let half = self.cfg.head_dim / 2;
+        let (cos, sin) = self.cfg.rope_tables(0, t);
         Ok((Tensor::from_vec(cos, (t, half), &self.dev)?, Tensor::from_vec(sin, (t, half), &self.dev)?))
     }
 

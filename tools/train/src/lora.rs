@@ -25,12 +25,9 @@ impl Lora {
         }
         for layer in 0..m.layers.len() {
             for &p in projs {
-                let (i, o) = match p {
-                    "q" | "o" => (c.d_model, c.d_model),
-                    "k" | "v" => (c.d_model, c.kv_dim()),
-                    "gate" | "up" => (c.d_model, c.d_ff),
-                    _ => (c.d_ff, c.d_model),
-                };
+                let proj = vnpud::task::proj_named(p)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("unknown LoRA target {p}")))?;
+                let (i, o) = c.proj_dims(proj);
                 let a = Var::randn(0f32, (1.0 / i as f64).sqrt() as f32, (rank, i), dev)?;
                 let b = Var::zeros((o, rank), candle_core::DType::F32, dev)?;
                 l.factors.insert((layer, p), (a.as_tensor().clone(), b.as_tensor().clone(), f64::from(alpha) / rank as f64));

@@ -142,7 +142,9 @@ fn report(fw: &eval::FirmwareFile, dir: &Path, adapter: &Path, limit: usize) -> 
     let blob = std::fs::read(adapter).map_err(|e| format!("cannot read {}: {e}", adapter.display()))?;
     let task = data::Task::open(dir)?;
     let start = Instant::now();
-    let r = eval::accuracy(fw, &task, &blob, limit)?;
+    let subs = fw.sub_models()?;
+    let model = vnpud::foundation::Foundation::build(&subs)?;
+    let r = eval::accuracy(fw, &model, &task, &blob, limit)?;
     println!(
         "{}: accuracy {:.2}% on {} test samples (host: vnpud's job code on the engine, {:.1} s)",
         task.meta.task,

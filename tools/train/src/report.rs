@@ -19,6 +19,9 @@ pub fn markdown(fw: &FirmwareFile, data: &Path, adapters: &Path, sets: &Path) ->
     let p = data.join("baselines.json");
     let baselines: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?)
         .map_err(|e| format!("{}: {e}", p.display()))?;
+    // One model for every task, as the device has one.
+    let subs = fw.sub_models()?;
+    let model = vnpud::foundation::Foundation::build(&subs)?;
     let mut rows = String::new();
     let (mut n, mut at_parity, mut adapter_bytes, mut baseline_bytes) = (0, 0, 0u64, 0u64);
     for (name, b) in baselines.as_object().ok_or("baselines.json: not an object")? {
@@ -28,7 +31,7 @@ pub fn markdown(fw: &FirmwareFile, data: &Path, adapters: &Path, sets: &Path) ->
             continue;
         };
         let task = Task::open(&data.join(name))?;
-        let score = accuracy(fw, &task, &blob, usize::MAX)?;
+        let score = accuracy(fw, &model, &task, &blob, usize::MAX)?;
         let (acc, base) = (score.accuracy(), b["accuracy"].as_f64().unwrap_or(0.0));
         let bb = b["bytes"].as_u64().unwrap_or(0);
         let ok = parity(acc, base);
@@ -49,8 +52,6 @@ pub fn markdown(fw: &FirmwareFile, data: &Path, adapters: &Path, sets: &Path) ->
         );
     }
     // The tasks without an adapter: the foundation model alone.
-    let subs = fw.sub_models()?;
-    let model = vnpud::foundation::Foundation::build(&subs)?;
     let s = crate::sets::similarity(fw, &model, sets)?;
     let ok = parity(s.m4, s.tfidf);
     n += 1;

@@ -75,7 +75,7 @@ impl Device {
         };
         let mut ids = encode(&model.tokenizer(sub)?, text, special)?;
         ids.truncate(model.shape(sub)?.max_tokens);
-        self.classify_input(adapter, &Input::Tokens(ids))
+        self.classify_input(adapter, &meta.labels, &Input::Tokens(ids))
     }
 
     /// Classifies a sequence of feature vectors, `features.len() / dim`
@@ -102,7 +102,7 @@ impl Device {
         if dim == 0 || features.is_empty() || !features.len().is_multiple_of(dim) {
             return Err(Error::InvalidJob(format!("{} values are not rows of {dim}", features.len())));
         }
-        self.classify_input(adapter, &Input::Features { dim, data: features.to_vec() })
+        self.classify_input(adapter, &meta.labels, &Input::Features { dim, data: features.to_vec() })
     }
 
     fn classifier<'a>(&self, adapter: &'a Adapter<'_>) -> Result<&'a m4npu_format::adapter_meta::AdapterMeta> {
@@ -114,16 +114,14 @@ impl Device {
     }
 
     /// One CLASSIFY job on an encoded input; labels best first.
-    fn classify_input(&self, adapter: &Adapter<'_>, input: &Input) -> Result<Vec<Label>> {
-        let meta = adapter.require_meta("classify")?;
+    fn classify_input(&self, adapter: &Adapter<'_>, names: &[String], input: &Input) -> Result<Vec<Label>> {
         let (inbuf, len) = input_buffer(self, input)?;
-        let n_labels = meta.labels.len().max(1);
         // Room for the head's width even if the labels are unnamed.
-        let out_len = 4 * n_labels.max(1024);
+        let out_len = 4 * names.len().max(1024);
         let output = self.alloc(out_len)?;
         let job = JobDesc::new(Op::Classify).adapter(adapter).input(&inbuf, 0, len).output(&output, 0, out_len);
         let n = self.run(&job)?;
-        Ok(labels_from_logits(&f32s(&output.as_slice()[..n]), &meta.labels))
+        Ok(labels_from_logits(&f32s(&output.as_slice()[..n]), names))
     }
 }
 

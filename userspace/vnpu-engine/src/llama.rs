@@ -37,6 +37,31 @@ impl LlamaConfig {
     pub fn kv_bytes(&self, max_tokens: usize) -> usize {
         self.kv_bytes_per_token() * max_tokens
     }
+    /// (input, output) width of projection `p`: what a LoRA on it must fit.
+    pub fn proj_dims(&self, p: Proj) -> (usize, usize) {
+        match p {
+            Proj::Q | Proj::O => (self.d_model, self.d_model),
+            Proj::K | Proj::V => (self.d_model, self.kv_dim()),
+            Proj::Gate | Proj::Up => (self.d_model, self.d_ff),
+            Proj::Down => (self.d_ff, self.d_model),
+        }
+    }
+    /// RoPE cos/sin `[n, head_dim / 2]` for positions `pos0..pos0 + n`
+    /// (pair `i` of a head turns at `rope_base^(-2i / head_dim)`).
+    pub fn rope_tables(&self, pos0: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let half = self.head_dim / 2;
+        let mut cos = vec![0f32; n * half];
+        let mut sin = vec![0f32; n * half];
+        for t in 0..n {
+            let p = (pos0 + t) as f64;
+            for i in 0..half {
+                let theta = p * (self.rope_base as f64).powf(-2.0 * i as f64 / self.head_dim as f64);
+                cos[t * half + i] = theta.cos() as f32;
+                sin[t * half + i] = theta.sin() as f32;
+            }
+        }
+        (cos, sin)
+    }
 
     pub(crate) fn to_meta(&self, t: &mut TensorTable) {
         use crate::tensor::MetaValue::*;
@@ -363,7 +388,7 @@ impl<'a> Llama<'a> {
             &mut o[..],
             &mut gu[..],
         );
-        let (cos, sin) = self.rope_tables(pos0, n);
+        let (cos, sin) = c.rope_tables(pos0, n);
         let half = c.head_dim / 2;
 
         // Row passes between the matmuls run over token ranges in parallel
@@ -532,22 +557,6 @@ impl<'a> Llama<'a> {
                 Ok(e.to_vec())
             }
         }
-    }
-
-    fn rope_tables(&self, pos0: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
-        let half = self.cfg.head_dim / 2;
-        let mut cos = vec![0f32; n * half];
-        let mut sin = vec![0f32; n * half];
-        for t in 0..n {
-            let p = (pos0 + t) as f64;
-            for i in 0..half {
-                let theta = p
-                    * (self.cfg.rope_base as f64).powf(-2.0 * i as f64 / self.cfg.head_dim as f64);
-                cos[t * half + i] = theta.cos() as f32;
-                sin[t * half + i] = theta.sin() as f32;
-            }
-        }
-        (cos, sin)
     }
 
     /// Causal GQA attention for tokens at `pos0..pos0+n` over cache slots `0..pos0+n`.

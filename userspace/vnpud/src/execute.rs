@@ -77,22 +77,18 @@ pub fn pooled(model: &Foundation<'_>, a: &TaskAdapter<'_>, input: &[u8]) -> Resu
     let input = Input::decode(input).map_err(|_| Errno::EBADMSG)?;
     match a.meta.submodel {
         SubModel::TextEncoder => {
-            let bert = model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
             let Input::Tokens(ids) = input else { return Err(Errno::EOPNOTSUPP) };
-            if ids.len() > bert.cfg.max_pos || ids.iter().any(|&t| t as usize >= bert.cfg.vocab) {
-                return Err(Errno::EBADMSG);
-            }
-            bert.embed(&ids).map_err(|_| Errno::EIO)
+            sentence_embedding(model, &ids)
         }
         SubModel::Backbone => {
             let llama = model.backbone.as_ref().ok_or(Errno::ENODEV)?;
             let embedded;
-            let x = match &input {
+            let (x, n) = match &input {
                 Input::Tokens(ids) => {
                     if ids.iter().any(|&t| t as usize >= llama.cfg.vocab) {
                         return Err(Errno::EBADMSG);
                     }
-                    vnpu_engine::Input::Tokens(ids)
+                    (vnpu_engine::Input::Tokens(ids), ids.len())
                 }
                 Input::Features { dim, data } => {
                     let proj = a.input.as_ref().ok_or(Errno::EOPNOTSUPP)?;
@@ -100,23 +96,16 @@ pub fn pooled(model: &Foundation<'_>, a: &TaskAdapter<'_>, input: &[u8]) -> Resu
                         return Err(Errno::EBADMSG);
                     }
                     embedded = proj.project(data).map_err(|_| Errno::EBADMSG)?;
-                    vnpu_engine::Input::Embeddings(&embedded)
+                    (vnpu_engine::Input::Embeddings(&embedded), data.len() / dim)
                 }
-            };
-            let n = match &input {
-                Input::Tokens(t) => t.len(),
-                Input::Features { dim, data } => data.len() / dim,
             };
             if n > llama.cfg.max_ctx {
                 return Err(Errno::EBADMSG);
             }
-            // Classification needs no cache beyond the job: a scratch one,
-            // f32-backed for alignment.
-            let mut kv = vec![0f32; n * llama.cfg.kv_bytes_per_token() / 4];
+            // Classification needs no cache beyond the job: a scratch one.
+            let mut kv = vnpu_engine::AlignedBytes::zeroed(llama.cfg.kv_bytes(n));
             let mean = a.pooling() == Pooling::Mean;
-            let out = llama
-                .forward(x, 0, bytemuck_bytes(&mut kv), &a.forward_opts(Logits::None, mean))
-                .map_err(|_| Errno::EBADMSG)?;
+            let out = llama.forward(x, 0, &mut kv, &a.forward_opts(Logits::None, mean)).map_err(|_| Errno::EBADMSG)?;
             Ok(match out.hidden_all {
                 Some(h) if mean => {
                     let d = llama.cfg.d_model;
@@ -131,20 +120,20 @@ pub fn pooled(model: &Foundation<'_>, a: &TaskAdapter<'_>, input: &[u8]) -> Resu
     }
 }
 
-fn bytemuck_bytes(v: &mut [f32]) -> &mut [u8] {
-    // SAFETY: f32 has no padding and u8 no alignment; the length covers
-    // exactly the same memory.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
-}
-
-/// Sentence embedding from the text encoder (mean-pooled, normalised).
-fn embed(model: &Foundation<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
+/// The text encoder's sentence embedding (mean-pooled, normalised) of
+/// token ids, checked against its vocabulary and length.
+fn sentence_embedding(model: &Foundation<'_>, ids: &[u32]) -> Result<Vec<f32>, Errno> {
     let bert = model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
-    let ids = tokens(b.input)?;
     if ids.len() > bert.cfg.max_pos || ids.iter().any(|&t| t as usize >= bert.cfg.vocab) {
         return Err(Errno::EBADMSG);
     }
-    let v = bert.embed(&ids).map_err(|_| Errno::EIO)?;
+    bert.embed(ids).map_err(|_| Errno::EIO)
+}
+
+fn embed(model: &Foundation<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
+    // A missing sub-model is reported before anything about the input.
+    model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
+    let v = sentence_embedding(model, &tokens(b.input)?)?;
     put_f32s(b.output, &v).ok_or(Errno::EOVERFLOW)
 }
 

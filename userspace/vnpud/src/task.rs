@@ -45,16 +45,19 @@ impl vnpu_engine::Adapter for TaskAdapter<'_> {
     }
 }
 
-fn proj_of(name: &str) -> Proj {
-    match name {
+/// The engine's projection for a LoRA tensor's projection name
+/// (`adapter_meta::LORA_PROJS`).
+pub fn proj_named(name: &str) -> Option<Proj> {
+    Some(match name {
         "q" => Proj::Q,
         "k" => Proj::K,
         "v" => Proj::V,
         "o" => Proj::O,
         "gate" => Proj::Gate,
         "up" => Proj::Up,
-        _ => Proj::Down,
-    }
+        "down" => Proj::Down,
+        _ => return None,
+    })
 }
 
 /// F32 data of tensor `name` with exactly `dims` (outermost first).
@@ -64,14 +67,7 @@ fn f32s<'a>(blob: &Blob<'a>, name: &str, dims: &[usize]) -> Result<&'a [f32], St
     if t.dtype != FW_DTYPE_F32 || have != dims {
         return Err(format!("{name}: expected F32 {dims:?}, found dtype {} {have:?}", t.dtype));
     }
-    bytemuck_f32(data).ok_or_else(|| format!("{name}: misaligned"))
-}
-
-fn bytemuck_f32(b: &[u8]) -> Option<&[f32]> {
-    // SAFETY: any bit pattern is an f32; alignment and length are checked
-    // by align_to leaving no prefix or suffix.
-    let (pre, mid, post) = unsafe { b.align_to::<f32>() };
-    (pre.is_empty() && post.is_empty()).then_some(mid)
+    bytemuck::try_cast_slice(data).map_err(|_| format!("{name}: misaligned"))
 }
 
 impl<'a> TaskAdapter<'a> {
@@ -103,12 +99,9 @@ impl<'a> TaskAdapter<'a> {
             };
             let c = &llama.cfg;
             for ((layer, proj), [a, b]) in factors {
-                let (in_dim, out_dim) = match proj {
-                    "q" | "o" => (c.d_model, c.d_model),
-                    "k" | "v" => (c.d_model, c.kv_dim()),
-                    "gate" | "up" => (c.d_model, c.d_ff),
-                    _ => (c.d_ff, c.d_model),
-                };
+                // parse_lora_name accepts only LORA_PROJS names.
+                let p = proj_named(proj).ok_or_else(|| format!("unknown projection {proj}"))?;
+                let (in_dim, out_dim) = c.proj_dims(p);
                 let (Some((a, ad)), Some((b, bd))) = (a, b) else {
                     return Err(format!("LoRA {layer}.{proj} lacks a factor"));
                 };
@@ -117,7 +110,7 @@ impl<'a> TaskAdapter<'a> {
                     return Err(format!("LoRA {layer}.{proj} {ad:?}x{bd:?} does not fit a {in_dim}->{out_dim} projection"));
                 }
                 let lora = Lora { rank, a: LoraMat::F32(a), b: LoraMat::F32(b), scale: meta.lora_alpha / rank as f32 };
-                loras.insert((layer, proj_of(proj)), lora);
+                loras.insert((layer, p), lora);
             }
         }
 

@@ -12,6 +12,7 @@ use vnpud::foundation::{sub_models, Foundation};
 use super::support::{device_attached, pattern};
 use crate::children::{eventually, Helper, HANG};
 use crate::module;
+use crate::vnpu::{start_vnpud, stop};
 
 const TINY: &str = "/lib/firmware/m4npu/tiny.m4fw";
 const PROCESSES: u32 = 4;
@@ -21,15 +22,9 @@ const IN: usize = 256;
 const OUT: usize = 1024;
 const KV_TOKENS: usize = 16;
 
-fn start_vnpud() -> Result<Helper> {
-    let mut vnpud = Helper::spawn_program("/bin/vnpud", &["--depth", "16"])?;
-    vnpud.expect("its ready line", |l| l.starts_with("vnpud: ready").then_some(()))?;
-    Ok(vnpud)
-}
-
 pub fn thousand_jobs_on_vnpud() -> Result<()> {
     module::reload("firmware=m4npu/tiny.m4fw")?;
-    let mut vnpud = start_vnpud()?;
+    let mut vnpud = start_vnpud(16)?;
     let mut subs: Vec<Helper> = (0..PROCESSES)
         .map(|seed| Helper::spawn(&["--submit-vnpud-jobs", &PER_PROCESS.to_string(), &seed.to_string()]))
         .collect::<Result<_>>()?;
@@ -53,11 +48,9 @@ pub fn thousand_jobs_on_vnpud() -> Result<()> {
         Err(Error::NoNpuDevice) => {}
         other => anyhow::bail!("a job with vnpud killed: {other:?}, want NoNpuDevice"),
     }
-    let mut vnpud = start_vnpud()?;
+    let vnpud = start_vnpud(16)?;
     ensure!(dev.run(&embed)? > 0, "the restarted vnpud does not serve");
-    vnpud.signal(libc::SIGTERM)?;
-    ensure!(vnpud.wait()?.success(), "vnpud did not stop cleanly: {:?}", vnpud.log());
-    Ok(())
+    stop(vnpud)
 }
 
 /// Token ids for job `i` of process `seed`, inside the tiny vocabularies.

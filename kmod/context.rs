@@ -25,6 +25,7 @@ use crate::{
         miscdevice::{MiscDevice, MiscDeviceRegistration},
         mm::Vma,
         seq_file::{seq_print, SeqFile},
+        task::{capable, current_tgid, CAP_SYS_NICE},
         uring_cmd::{IoUringCmd, IssueFlags, EIOCBQUEUED},
     },
     dispatch::Canceled,
@@ -54,15 +55,6 @@ pub(crate) struct Context {
     jobs: Arc<JobStats>,
     #[pin]
     tables: Mutex<Tables>,
-}
-
-/// The caller's thread-group id. Not `current!().group_leader().pid()`:
-/// 6.12's `Task` claims `task_struct`'s 64-byte alignment, which slab-
-/// allocated tasks need not have, and debug assertions catch the deref.
-fn current_tgid() -> i32 {
-    // SAFETY: `get_current()` is the running task, valid for this call; a
-    // null namespace means the caller's own.
-    unsafe { bindings::__task_pid_nr_ns(bindings::get_current(), bindings::pid_type_PIDTYPE_TGID, core::ptr::null_mut()) }
 }
 
 fn copy_str(dst: &mut [u8], src: &[u8]) {
@@ -179,16 +171,22 @@ impl Context {
 
     /// A job for descriptor `d`, checked against this context and admitted.
     /// The descriptor's own errors come first (`EOPNOTSUPP`, `EINVAL`,
-    /// `ENODEV`, `ENOENT`, `EINVAL` for ranges), then the state of things
-    /// (`ENXIO` without a device, `EBUSY` at the in-flight limit).
+    /// `EPERM` for high priority without `CAP_SYS_NICE`, `ENODEV`, `ENOENT`,
+    /// `EINVAL` for ranges), then the state of things (`ENXIO` without a
+    /// device, `EBUSY` at the in-flight limit).
     fn prepare(&self, d: &uapi::Job) -> Result<KBox<Job>> {
         job::check_descriptor(d)?;
+        // As for realtime priorities: jumping ahead of every other app is a
+        // privilege. Checked per job, against the submitter's credentials.
+        if d.priority == uapi::JOB_PRIO_HIGH && !capable(CAP_SYS_NICE) {
+            return Err(EPERM);
+        }
         if self.npu.model().is_none() {
             return Err(ENODEV);
         }
         let objs = self.resolve(d)?;
-        let job = Job::new(self.npu.jobs().next_id(), self.id, d, objs, &self.jobs)?;
-        if !self.npu.jobs().attached() {
+        let job = Job::new(self.npu.dispatcher().next_id(), self.id, d, objs, &self.jobs)?;
+        if !self.npu.dispatcher().serving() {
             return Err(ENXIO);
         }
         job.admit()?;
@@ -200,15 +198,17 @@ impl Context {
         let mut job = self.prepare(d)?;
         let wait = SyncWait::new()?;
         job.set_notify(Notify::Sync(wait.clone()));
-        let id = job.id;
-        if let Err((mut job, e)) = self.npu.jobs().submit(job) {
-            job.complete(e.to_errno() as isize, None);
-            return Err(e);
-        }
+        let key = match self.npu.dispatcher().submit(job) {
+            Ok(key) => key,
+            Err((mut job, e)) => {
+                job.complete(e.to_errno() as isize, None);
+                return Err(e);
+            }
+        };
         let res = match wait.wait_killable() {
             Some(res) => res,
             // Killed: nobody will read the result.
-            None => match self.npu.jobs().cancel(id) {
+            None => match self.npu.dispatcher().cancel(|| key) {
                 Canceled::Removed(mut job) => {
                     job.complete(-(bindings::EINTR as isize), None);
                     return Err(EINTR);
@@ -238,7 +238,7 @@ impl Context {
         cmd.set_pdu(RunPdu::new(job.id));
         // From here on the command completes through the job, exactly once.
         job.set_notify(Notify::Uring(cmd.mark_cancelable(flags)));
-        if let Err((mut job, e)) = self.npu.jobs().submit(job) {
+        if let Err((mut job, e)) = self.npu.dispatcher().submit(job) {
             job.complete(e.to_errno() as isize, Some(flags));
         }
         Ok(-EIOCBQUEUED)
@@ -247,7 +247,7 @@ impl Context {
     /// io_uring cancels a RUN (its ring or task is going away).
     fn cancel_uring(&self, cmd: &IoUringCmd, flags: IssueFlags) {
         let ecanceled = -(bindings::ECANCELED as isize);
-        match self.npu.jobs().cancel(cmd.pdu::<RunPdu>().job) {
+        match self.npu.dispatcher().cancel(|| cmd.pdu::<RunPdu>().key) {
             Canceled::Removed(mut job) => job.complete(ecanceled, Some(flags)),
             Canceled::Detached(Some(notify)) => notify.cancel(Some(flags)),
             Canceled::Detached(None) | Canceled::NotFound => {}
@@ -334,5 +334,7 @@ impl MiscDevice for Context {
         seq_print!(m, "m4npu-jobs-completed:\t{}\n", ctx.jobs.completed());
         seq_print!(m, "m4npu-jobs-failed:\t{}\n", ctx.jobs.failed());
         seq_print!(m, "m4npu-jobs-inflight:\t{}\n", ctx.jobs.inflight());
+        seq_print!(m, "m4npu-jobs-queued:\t{}\n", ctx.jobs.queued());
+        seq_print!(m, "m4npu-queue-delay:\t{} ns\n", ctx.jobs.queue_delay_ns());
     }
 }

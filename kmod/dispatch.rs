@@ -1,19 +1,30 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The dispatcher between apps and the device: jobs waiting by priority,
-//! and the device's slots (queue × tag, as in ublk), each idle, waiting
-//! for a job with a FETCH command, delivering one, or holding one.
+//! The dispatcher between apps and the device: jobs waiting by priority and
+//! turn, and the device's slots (queue × tag, as in ublk), each idle,
+//! waiting for a job with a FETCH command, delivering one, or holding one.
+//!
+//! Fair share: within a priority class, jobs are served in start-time fair
+//! queuing order. A context's next job is tagged one past the later of its
+//! previous job's tag and the tag last dispatched, so contexts with jobs
+//! waiting take turns, one job each, and a backlog earns no credit: a
+//! flooding context delays another context's next job by at most one job.
+//! Classes are strict: high before normal before low.
 //!
 //! Every job is in exactly one place (a pending tree, a slot, or the hands
 //! of whoever took it out under the lock), and whoever takes it out
 //! completes it: that makes completion exactly-once whatever races between
 //! the device's commit, the app's cancellation and the device going away.
+//! Each job also owns one tree node from submission to completion (in the
+//! tree, or spare while at a slot), so a device that dies with recovery on
+//! hands its jobs back to the front of their queues without allocating.
 //!
-//! Locking: `inner` is taken inside io_uring's ring lock (issue and cancel
-//! calls) and in task work, never the other way round. It is never held
-//! across calls into io_uring, user memory access or the drop of a job
-//! (which may free NPU memory); those happen after unlocking, on what was
-//! taken out under it. Nothing is allocated under it.
+//! Locking: `queues` is taken inside io_uring's ring lock (issue and
+//! cancel calls), in task work and in the recovery work, never the other
+//! way round. It is never held across calls into io_uring, user memory
+//! access or the drop of a job (which may free NPU memory); those happen
+//! after unlocking, on what was taken out under it. Nothing is allocated
+//! under it.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,10 +33,14 @@ use kernel::{
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
     sync::Mutex,
+    time::Ktime,
 };
 
 use crate::{
-    compat::uring_cmd::{IoUringCmd, IssueFlags, QueuedCmd},
+    compat::{
+        delayed_work::{DelayedWork, HasDelayedWork},
+        uring_cmd::{IoUringCmd, IssueFlags, QueuedCmd},
+    },
     hw,
     job::{Job, Notify},
     uapi,
@@ -42,27 +57,84 @@ pub(crate) fn slot_index(queue: u16, tag: u16) -> Result<usize> {
     Ok(queue as usize * uapi::HW_QUEUE_DEPTH as usize + tag as usize)
 }
 
+/// Where a waiting job sorts in its priority class: its fair-queuing tag,
+/// then submission order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct JobKey {
+    pub(crate) tag: u64,
+    pub(crate) id: u64,
+}
+
+/// A pending tree. Values are always `Some`: a node's job is taken out
+/// before the node is, so that the node's memory can be kept.
+type Pending = RBTree<JobKey, Option<KBox<Job>>>;
+type Node = RBTreeNodeReservation<JobKey, Option<KBox<Job>>>;
+
+/// A job out of its tree, with the node that takes it back.
+struct Held {
+    job: KBox<Job>,
+    node: Node,
+}
+
 enum Slot {
     Idle,
     /// A FETCH waits for a job.
     Waiting(QueuedCmd),
     /// Handed a job; the FETCH completes in the device's task work.
-    Delivering(KBox<Job>),
+    Delivering(Held),
     /// The device has the job until it commits.
-    Busy(KBox<Job>),
+    Busy(Held),
 }
 
-struct Dispatcher {
-    /// Present while a device is attached.
-    slots: Option<KVec<Slot>>,
-    /// By dispatch order: high, normal, low; FIFO (by id) within each.
-    pending: [RBTree<u64, KBox<Job>>; 3],
+/// A queue's FETCH_BATCH.
+enum Batch {
+    Idle,
+    /// Waits for jobs.
+    Waiting(QueuedCmd),
+    /// Kicked: takes its jobs in the device's task work.
+    Delivering,
+}
+
+/// The attached device session.
+struct Device {
+    session: u64,
+    flags: u64,
+    slots: KVec<Slot>,
+    batches: [Batch; uapi::HW_MAX_QUEUES as usize],
+}
+
+impl Device {
+    fn queue_slots(&mut self, queue: usize) -> &mut [Slot] {
+        let depth = uapi::HW_QUEUE_DEPTH as usize;
+        &mut self.slots[queue * depth..][..depth]
+    }
+
+    /// A waiting FETCH_BATCH of a queue with an idle slot, to kick.
+    fn take_batch_waiter(&mut self) -> Option<QueuedCmd> {
+        let q = (0..uapi::HW_MAX_QUEUES as usize).find(|&q| {
+            matches!(self.batches[q], Batch::Waiting(_)) && self.queue_slots(q).iter().any(|s| matches!(s, Slot::Idle))
+        })?;
+        match core::mem::replace(&mut self.batches[q], Batch::Delivering) {
+            Batch::Waiting(cmd) => Some(cmd),
+            _ => None,
+        }
+    }
+}
+
+struct Queues {
+    device: Option<Device>,
+    /// With no device: jobs wait for one until this time (`ktime_get()` ns).
+    recovery_until: Option<i64>,
+    /// By dispatch order: high, normal, low.
+    pending: [Pending; 3],
+    /// Per class, the tag of the job dispatched last.
+    vtime: [u64; 3],
     /// Where the next search for a waiting slot starts, so jobs spread
     /// over the device's queues.
     cursor: usize,
 }
 
-fn queue_of(priority: u8) -> usize {
+fn class_of(priority: u8) -> usize {
     match priority {
         uapi::JOB_PRIO_HIGH => 0,
         uapi::JOB_PRIO_NORMAL => 1,
@@ -70,17 +142,51 @@ fn queue_of(priority: u8) -> usize {
     }
 }
 
-impl Dispatcher {
-    fn pop_pending(&mut self) -> Option<KBox<Job>> {
-        self.pending.iter_mut().find_map(|tree| {
-            let (_, node) = tree.cursor_front()?.remove_current();
-            Some(node.to_key_value().1)
-        })
+impl Queues {
+    fn serving(&self) -> bool {
+        self.device.is_some() || self.recovery_until.is_some()
+    }
+
+    /// The device's slots, if `session` is the one attached.
+    fn slots(&mut self, session: u64) -> Option<&mut KVec<Slot>> {
+        self.device.as_mut().filter(|d| d.session == session).map(|d| &mut d.slots)
+    }
+
+    /// Tags `job` for its class and context (start-time fair queuing).
+    fn tag(&mut self, job: &mut Job) -> JobKey {
+        let class = class_of(job.priority);
+        let tag = job.fair_tag(class).max(self.vtime[class]) + 1;
+        job.set_fair_tag(class, tag);
+        let key = JobKey { tag, id: job.id };
+        job.set_key(key);
+        key
+    }
+
+    fn push(&mut self, mut job: KBox<Job>, node: Node) {
+        job.enqueue();
+        let key = job.key();
+        self.pending[class_of(job.priority)].insert(node.into_node(key, Some(job)));
+    }
+
+    /// The next job to dispatch, out of its tree with its node.
+    fn pop(&mut self) -> Option<Held> {
+        for (class, tree) in self.pending.iter_mut().enumerate() {
+            let Some(mut cursor) = tree.cursor_front() else { continue };
+            let (key, value) = cursor.current_mut();
+            let tag = key.tag;
+            let job = value.take();
+            self.vtime[class] = self.vtime[class].max(tag);
+            let (_, node) = cursor.remove_current();
+            // Drops the `None` left in the node and keeps its memory.
+            let node = node.into_reservation();
+            return job.map(|job| Held { job, node });
+        }
+        None
     }
 
     /// A slot waiting for a job, searched queue by queue.
     fn take_waiting(&mut self) -> Option<(usize, QueuedCmd)> {
-        let slots = self.slots.as_mut()?;
+        let slots = &mut self.device.as_mut()?.slots;
         let queues = uapi::HW_MAX_QUEUES as usize;
         for step in 0..SLOTS {
             let j = (self.cursor + step) % SLOTS;
@@ -95,6 +201,23 @@ impl Dispatcher {
         }
         None
     }
+
+    /// Every pending job, out of the trees.
+    fn drain_pending(&mut self) -> [Pending; 3] {
+        core::mem::take(&mut self.pending)
+    }
+}
+
+/// Fails every job of `trees` with `res` (the lock not held).
+fn fail_all(trees: [Pending; 3], res: isize) {
+    for mut tree in trees {
+        while let Some(cursor) = tree.cursor_front() {
+            let (_, node) = cursor.remove_current();
+            if let (_, Some(mut job)) = node.to_key_value() {
+                job.complete(res, None);
+            }
+        }
+    }
 }
 
 /// What a cancellation found.
@@ -107,11 +230,62 @@ pub(crate) enum Canceled {
     NotFound,
 }
 
+/// How [`Dispatcher::abort`] ends a slot's job.
+pub(crate) enum Abort {
+    /// The device's task is exiting: with recovery on, the job waits for the
+    /// next device; otherwise it fails with `EIO`.
+    DeviceGone,
+    /// The device cannot take it: fail it with this result.
+    Fail(isize),
+}
+
+/// (pending, at the device) jobs and the device's state, for debugfs.
+pub(crate) struct Snapshot {
+    pub(crate) pending: usize,
+    pub(crate) busy: usize,
+    pub(crate) attached: bool,
+    /// Milliseconds left of a recovery window.
+    pub(crate) recovering_ms: Option<i64>,
+}
+
 #[pin_data]
-pub(crate) struct Jobs {
-    next_id: AtomicU64,
+pub(crate) struct Dispatcher {
+    /// Fails what waits for a device once a recovery window ends. First
+    /// field: its drop waits for the callback, which uses the rest.
     #[pin]
-    inner: Mutex<Dispatcher>,
+    recovery_end: DelayedWork<Dispatcher>,
+    recovery_ms: u32,
+    next_id: AtomicU64,
+    next_session: AtomicU64,
+    #[pin]
+    queues: Mutex<Queues>,
+}
+
+// SAFETY: `recovery_end` is a field of `Dispatcher`.
+unsafe impl HasDelayedWork for Dispatcher {
+    const OFFSET: usize = core::mem::offset_of!(Dispatcher, recovery_end);
+
+    fn run(&self) {
+        let now = Ktime::ktime_get().to_ns();
+        let mut q = self.queues.lock();
+        let Some(until) = q.recovery_until.filter(|_| q.device.is_none()) else {
+            return;
+        };
+        if now < until {
+            // Re-armed by a later detach meanwhile.
+            drop(q);
+            return self.recovery_end.schedule(ms_until(now, until));
+        }
+        q.recovery_until = None;
+        let pending = q.drain_pending();
+        drop(q);
+        pr_info!("no device came back: jobs waiting for one fail\n");
+        fail_all(pending, -(bindings::EIO as isize));
+    }
+}
+
+fn ms_until(now: i64, until: i64) -> u32 {
+    u32::try_from((until - now + 999_999) / 1_000_000).unwrap_or(u32::MAX)
 }
 
 /// `include/linux/err.h`: errnos are 1..=4095.
@@ -126,13 +300,22 @@ fn valid_result(job: &Job, result: i32) -> bool {
     }
 }
 
-impl Jobs {
-    pub(crate) fn new() -> impl PinInit<Self> {
+impl Dispatcher {
+    pub(crate) fn new(recovery_ms: u32) -> impl PinInit<Self> {
         pin_init!(Self {
+            recovery_end <- DelayedWork::new(),
+            recovery_ms,
             next_id: AtomicU64::new(1),
-            inner <- new_mutex!(
-                Dispatcher { slots: None, pending: [RBTree::new(), RBTree::new(), RBTree::new()], cursor: 0 },
-                "m4npu_jobs"
+            next_session: AtomicU64::new(1),
+            queues <- new_mutex!(
+                Queues {
+                    device: None,
+                    recovery_until: None,
+                    pending: [RBTree::new(), RBTree::new(), RBTree::new()],
+                    vtime: [0; 3],
+                    cursor: 0,
+                },
+                "m4npu_dispatcher"
             ),
         })
     }
@@ -141,102 +324,154 @@ impl Jobs {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(crate) fn attached(&self) -> bool {
-        self.inner.lock().slots.is_some()
+    /// Whether a job submitted now would be accepted: a device is attached,
+    /// or one is being waited for.
+    pub(crate) fn serving(&self) -> bool {
+        self.queues.lock().serving()
     }
 
-    /// (pending, at the device) counts, for debugfs.
-    pub(crate) fn counts(&self) -> (usize, usize) {
-        let d = self.inner.lock();
-        let pending = d.pending.iter().map(|t| t.iter().count()).sum();
-        let busy = d.slots.as_ref().map_or(0, |s| {
-            s.iter().filter(|s| matches!(s, Slot::Delivering(_) | Slot::Busy(_))).count()
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let q = self.queues.lock();
+        let pending = q.pending.iter().map(|t| t.iter().count()).sum();
+        let busy = q.device.as_ref().map_or(0, |d| {
+            d.slots.iter().filter(|s| matches!(s, Slot::Delivering(_) | Slot::Busy(_))).count()
         });
-        (pending, busy)
+        let now = Ktime::ktime_get().to_ns();
+        let recovering_ms = q.recovery_until.map(|until| (until - now).max(0) / 1_000_000);
+        Snapshot { pending, busy, attached: q.device.is_some(), recovering_ms }
     }
 
-    /// A device comes: `EBUSY` if one is already attached.
-    pub(crate) fn attach(&self) -> Result {
+    /// A device comes: its session id, or `EBUSY` if one is attached. Jobs
+    /// waiting for a recovering device are delivered as it fetches.
+    pub(crate) fn attach(&self) -> Result<u64> {
         let mut slots = KVec::with_capacity(SLOTS, GFP_KERNEL)?;
         for _ in 0..SLOTS {
             slots.push(Slot::Idle, GFP_KERNEL)?;
         }
-        let mut d = self.inner.lock();
-        if d.slots.is_some() {
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let mut q = self.queues.lock();
+        if q.device.is_some() {
             return Err(EBUSY);
         }
-        d.slots = Some(slots);
+        q.device = Some(Device { session, flags: 0, slots, batches: core::array::from_fn(|_| Batch::Idle) });
+        q.recovery_until = None;
+        Ok(session)
+    }
+
+    /// `IOC_HW_SET_FLAGS` of `session`.
+    pub(crate) fn set_flags(&self, session: u64, flags: u64) -> Result {
+        if flags & !uapi::HW_FLAGS_ALL != 0 {
+            return Err(EINVAL);
+        }
+        let mut q = self.queues.lock();
+        let device = q.device.as_mut().filter(|d| d.session == session).ok_or(ENXIO)?;
+        device.flags = flags;
         Ok(())
     }
 
-    /// The device went: every job waiting or at the device fails with `EIO`.
-    pub(crate) fn detach(&self) {
-        let (slots, pending) = {
-            let mut d = self.inner.lock();
-            let pending = core::mem::take(&mut d.pending);
-            (d.slots.take(), pending)
+    /// The device of `session` goes (a later call for it does nothing).
+    /// With recovery on, the jobs it held go back to the front of their
+    /// queues and everything waits for the next device for the recovery
+    /// window; otherwise every job waiting or at the device fails with `EIO`.
+    pub(crate) fn detach(&self, session: u64) {
+        let mut q = self.queues.lock();
+        if q.slots(session).is_none() {
+            return;
+        }
+        let Some(mut device) = q.device.take() else { return };
+        let recover = device.flags & uapi::HW_FLAG_RECOVERY != 0 && self.recovery_ms > 0;
+        let pending = if recover {
+            for slot in device.slots.iter_mut() {
+                // A job nobody waits for any more is not worth a re-run.
+                if !matches!(slot, Slot::Delivering(h) | Slot::Busy(h) if h.job.has_app()) {
+                    continue;
+                }
+                if let Slot::Delivering(h) | Slot::Busy(h) = core::mem::replace(slot, Slot::Idle) {
+                    let Held { mut job, node } = h;
+                    job.requeue();
+                    q.push(job, node);
+                }
+            }
+            q.recovery_until = Some(Ktime::ktime_get().to_ns() + i64::from(self.recovery_ms) * 1_000_000);
+            None
+        } else {
+            Some(q.drain_pending())
         };
+        drop(q);
+        if recover {
+            self.recovery_end.schedule(self.recovery_ms);
+        }
         let eio = -(bindings::EIO as isize);
-        for slot in slots.into_iter().flatten() {
-            match slot {
-                Slot::Idle => {}
-                // Cannot happen: a queued FETCH holds the device file open.
-                Slot::Waiting(cmd) => cmd.complete_in_task(hw::abort_fetch),
-                Slot::Delivering(mut job) | Slot::Busy(mut job) => job.complete(eio, None),
+        for b in device.batches {
+            if let Batch::Waiting(cmd) = b {
+                cmd.complete_in_task(hw::abort_fetch);
             }
         }
-        for mut tree in pending {
-            while let Some(cursor) = tree.cursor_front() {
-                let (_, node) = cursor.remove_current();
-                node.to_key_value().1.complete(eio, None);
+        for slot in device.slots {
+            match slot {
+                Slot::Idle => {}
+                Slot::Waiting(cmd) => cmd.complete_in_task(hw::abort_fetch),
+                Slot::Delivering(mut h) | Slot::Busy(mut h) => h.job.complete(eio, None),
             }
+        }
+        if let Some(pending) = pending {
+            fail_all(pending, eio);
         }
     }
 
-    /// Queues `job`, or hands it straight to a waiting slot. `ENXIO` (with
-    /// the job back) when no device is attached.
-    pub(crate) fn submit(&self, job: KBox<Job>) -> core::result::Result<(), (KBox<Job>, Error)> {
-        let reservation = match RBTreeNodeReservation::new(GFP_KERNEL) {
+    /// Queues `job`, or hands it straight to a waiting slot; returns where
+    /// it sorts, for [`Dispatcher::cancel`]. `ENXIO` (with the job back)
+    /// when no device is attached or being waited for.
+    pub(crate) fn submit(&self, mut job: KBox<Job>) -> core::result::Result<JobKey, (KBox<Job>, Error)> {
+        let node = match RBTreeNodeReservation::new(GFP_KERNEL) {
             Ok(r) => r,
             Err(e) => return Err((job, e)),
         };
-        let mut d = self.inner.lock();
-        if d.slots.is_none() {
+        let mut q = self.queues.lock();
+        if !q.serving() {
             return Err((job, ENXIO));
         }
-        let Some((i, cmd)) = d.take_waiting() else {
-            let prio = queue_of(job.priority);
-            d.pending[prio].insert(reservation.into_node(job.id, job));
-            return Ok(());
+        let key = q.tag(&mut job);
+        let Some((i, cmd)) = q.take_waiting() else {
+            q.push(job, node);
+            let batch = q.device.as_mut().and_then(Device::take_batch_waiter);
+            drop(q);
+            if let Some(cmd) = batch {
+                cmd.complete_in_task(hw::deliver_batch);
+            }
+            return Ok(key);
         };
-        if let Some(slots) = d.slots.as_mut() {
-            slots[i] = Slot::Delivering(job);
+        // A waiting slot means nothing is pending: this job goes next.
+        let class = class_of(job.priority);
+        q.vtime[class] = q.vtime[class].max(key.tag);
+        if let Some(d) = q.device.as_mut() {
+            d.slots[i] = Slot::Delivering(Held { job, node });
         }
-        drop(d);
+        drop(q);
         cmd.complete_in_task(hw::deliver);
-        Ok(())
+        Ok(key)
     }
 
-    /// FETCH (`commit` = None) or COMMIT_AND_FETCH on slot `i`; `cmd` is
-    /// the device's command, completed here on error.
-    pub(crate) fn fetch(&self, i: usize, commit: Option<i32>, cmd: QueuedCmd, flags: IssueFlags) {
-        let mut d = self.inner.lock();
-        let Some(slots) = d.slots.as_mut() else {
-            drop(d);
+    /// FETCH (`commit` = None) or COMMIT_AND_FETCH on slot `i` of `session`;
+    /// `cmd` is the device's command, completed here on error.
+    pub(crate) fn fetch(&self, session: u64, i: usize, commit: Option<i32>, cmd: QueuedCmd, flags: IssueFlags) {
+        let mut q = self.queues.lock();
+        let Some(slots) = q.slots(session) else {
+            drop(q);
             return cmd.done(-(bindings::ENXIO as isize), flags);
         };
         let committed = match commit {
             None => None,
             Some(result) => match core::mem::replace(&mut slots[i], Slot::Idle) {
-                Slot::Busy(job) if valid_result(&job, result) => Some((job, result as isize)),
-                Slot::Busy(mut job) => {
-                    drop(d);
-                    job.complete(-(bindings::EIO as isize), None);
+                Slot::Busy(h) if valid_result(&h.job, result) => Some((h, result as isize)),
+                Slot::Busy(mut h) => {
+                    drop(q);
+                    h.job.complete(-(bindings::EIO as isize), None);
                     return cmd.done(-(bindings::EINVAL as isize), flags);
                 }
                 other => {
                     slots[i] = other;
-                    drop(d);
+                    drop(q);
                     return cmd.done(-(bindings::EINVAL as isize), flags);
                 }
             },
@@ -245,17 +480,17 @@ impl Jobs {
         let mut refused = None;
         if !matches!(slots[i], Slot::Idle) {
             refused = Some(cmd);
-        } else if let Some(job) = d.pop_pending() {
-            if let Some(slots) = d.slots.as_mut() {
-                slots[i] = Slot::Delivering(job);
+        } else if let Some(h) = q.pop() {
+            if let Some(slots) = q.slots(session) {
+                slots[i] = Slot::Delivering(h);
             }
             kick = Some(cmd);
-        } else if let Some(slots) = d.slots.as_mut() {
+        } else if let Some(slots) = q.slots(session) {
             slots[i] = Slot::Waiting(cmd);
         }
-        drop(d);
-        if let Some((mut job, res)) = committed {
-            job.complete(res, None);
+        drop(q);
+        if let Some((mut h, res)) = committed {
+            h.job.complete(res, None);
         }
         if let Some(cmd) = refused {
             cmd.done(-(bindings::EBUSY as isize), flags);
@@ -266,64 +501,208 @@ impl Jobs {
     }
 
     /// The device's task takes slot `i`'s job: its descriptor, or `None` if
-    /// the slot holds none.
-    pub(crate) fn start(&self, i: usize) -> Option<uapi::HwJob> {
-        let mut d = self.inner.lock();
-        let slot = d.slots.as_mut()?.get_mut(i)?;
-        let Slot::Delivering(mut job) = core::mem::replace(slot, Slot::Idle) else {
+    /// the slot holds none (or the session has ended).
+    pub(crate) fn start(&self, session: u64, i: usize) -> Option<uapi::HwJob> {
+        let mut q = self.queues.lock();
+        let slot = q.slots(session)?.get_mut(i)?;
+        let Slot::Delivering(mut h) = core::mem::replace(slot, Slot::Idle) else {
             return None;
         };
-        job.start();
-        let hw = job.hw;
-        *slot = Slot::Busy(job);
+        h.job.start();
+        let hw = h.job.hw;
+        *slot = Slot::Busy(h);
         Some(hw)
     }
 
-    /// Fails slot `i`'s job with `res` (the device could not take it).
-    pub(crate) fn abort(&self, i: usize, res: isize) {
-        let taken = {
-            let mut d = self.inner.lock();
-            match d.slots.as_mut().and_then(|s| s.get_mut(i)) {
-                Some(slot) => core::mem::replace(slot, Slot::Idle),
-                None => Slot::Idle,
-            }
+    /// Ends slot `i`'s job as `how` says (the device could not take it).
+    pub(crate) fn abort(&self, session: u64, i: usize, how: Abort) {
+        let mut q = self.queues.lock();
+        let recover = q.device.as_ref().is_some_and(|d| d.flags & uapi::HW_FLAG_RECOVERY != 0);
+        let taken = match q.slots(session).and_then(|s| s.get_mut(i)) {
+            Some(slot @ (Slot::Delivering(_) | Slot::Busy(_))) => core::mem::replace(slot, Slot::Idle),
+            _ => Slot::Idle,
         };
-        match taken {
-            Slot::Busy(mut job) | Slot::Delivering(mut job) => job.complete(res, None),
-            // Nothing else is ever aborted; put nothing back either way.
-            Slot::Idle | Slot::Waiting(_) => debug_assert!(matches!(taken, Slot::Idle)),
+        let (Slot::Delivering(h) | Slot::Busy(h)) = taken else {
+            return;
+        };
+        let res = match how {
+            Abort::DeviceGone if recover && h.job.has_app() => {
+                let Held { mut job, node } = h;
+                job.requeue();
+                q.push(job, node);
+                return;
+            }
+            Abort::DeviceGone => -(bindings::EIO as isize),
+            Abort::Fail(res) => res,
+        };
+        drop(q);
+        let mut h = h;
+        h.job.complete(res, None);
+    }
+
+    /// FETCH_BATCH for `queue` of `session`: kicked at once if jobs wait,
+    /// else waits for one.
+    pub(crate) fn fetch_batch(&self, session: u64, queue: usize, cmd: QueuedCmd, flags: IssueFlags) {
+        let mut q = self.queues.lock();
+        let pending = q.pending.iter().any(|t| t.iter().next().is_some());
+        let Some(device) = q.device.as_mut().filter(|d| d.session == session) else {
+            drop(q);
+            return cmd.done(-(bindings::ENXIO as isize), flags);
+        };
+        if !matches!(device.batches[queue], Batch::Idle) {
+            drop(q);
+            return cmd.done(-(bindings::EBUSY as isize), flags);
+        }
+        if pending && device.queue_slots(queue).iter().any(|s| matches!(s, Slot::Idle)) {
+            device.batches[queue] = Batch::Delivering;
+            drop(q);
+            return cmd.complete_in_task(hw::deliver_batch);
+        }
+        device.batches[queue] = Batch::Waiting(cmd);
+    }
+
+    /// The device's task takes up to `room` jobs for its kicked FETCH_BATCH
+    /// `cmd` on `queue` into idle slots, their entries into `out` (which has
+    /// the room). With none to take, `cmd` waits again and `None` comes
+    /// back; `Err` returns `cmd` to be failed (the session ended).
+    pub(crate) fn take_batch(
+        &self,
+        session: u64,
+        queue: usize,
+        room: usize,
+        cmd: QueuedCmd,
+        out: &mut KVec<uapi::HwBatchJob>,
+    ) -> core::result::Result<Option<QueuedCmd>, QueuedCmd> {
+        let mut q = self.queues.lock();
+        if q.slots(session).is_none() {
+            return Err(cmd);
+        }
+        let depth = uapi::HW_QUEUE_DEPTH as usize;
+        for tag in 0..depth {
+            // Within the capacity the caller reserved, so that pushing
+            // never allocates (nor fails and drops a job under the lock).
+            if out.len() >= room.min(out.capacity()) {
+                break;
+            }
+            let i = queue * depth + tag;
+            if !matches!(q.slots(session).map(|s| &s[i]), Some(Slot::Idle)) {
+                continue;
+            }
+            let Some(mut h) = q.pop() else { break };
+            h.job.start();
+            let entry = uapi::HwBatchJob { tag: tag as u16, pad: [0; 3], job: h.job.hw };
+            let _ = out.push(entry, GFP_NOWAIT);
+            if let Some(slots) = q.slots(session) {
+                slots[i] = Slot::Busy(h);
+            }
+        }
+        let Some(device) = q.device.as_mut() else { return Err(cmd) };
+        if out.is_empty() {
+            device.batches[queue] = Batch::Waiting(cmd);
+            return Ok(None);
+        }
+        device.batches[queue] = Batch::Idle;
+        Ok(Some(cmd))
+    }
+
+    /// A kicked FETCH_BATCH that will not take jobs (its task is exiting).
+    pub(crate) fn drop_batch(&self, session: u64, queue: usize) {
+        let mut q = self.queues.lock();
+        if let Some(d) = q.device.as_mut().filter(|d| d.session == session) {
+            d.batches[queue] = Batch::Idle;
+        }
+    }
+
+    /// COMMIT_BATCH on `queue`: all of `results` or, if any names a slot
+    /// that does not hold a job (or one twice), none (`EINVAL`).
+    pub(crate) fn commit_batch(&self, session: u64, queue: usize, results: &[uapi::HwBatchResult]) -> Result<usize> {
+        let depth = uapi::HW_QUEUE_DEPTH as usize;
+        let mut seen = 0u64;
+        for r in results {
+            let bit = 1u64.checked_shl(u32::from(r.tag)).ok_or(EINVAL)?;
+            if r.pad != 0 || usize::from(r.tag) >= depth || seen & bit != 0 {
+                return Err(EINVAL);
+            }
+            seen |= bit;
+        }
+        // The jobs come out under the lock and complete after it.
+        let mut done: KVec<(Held, i32)> = KVec::with_capacity(results.len(), GFP_KERNEL)?;
+        let mut q = self.queues.lock();
+        let device = q.device.as_mut().filter(|d| d.session == session).ok_or(ENXIO)?;
+        let slots = device.queue_slots(queue);
+        if results.iter().any(|r| !matches!(slots[usize::from(r.tag)], Slot::Busy(_))) {
+            return Err(EINVAL);
+        }
+        for r in results {
+            // Within the capacity reserved above: pushing never allocates.
+            if done.len() == done.capacity() {
+                break;
+            }
+            if let Slot::Busy(h) = core::mem::replace(&mut slots[usize::from(r.tag)], Slot::Idle) {
+                let _ = done.push((h, r.result), GFP_NOWAIT);
+            }
+        }
+        let pending = q.pending.iter().any(|t| t.iter().next().is_some());
+        let kick = if pending { q.device.as_mut().and_then(Device::take_batch_waiter) } else { None };
+        drop(q);
+        let n = done.len();
+        for (mut h, result) in done {
+            let res = if valid_result(&h.job, result) { result as isize } else { -(bindings::EIO as isize) };
+            h.job.complete(res, None);
+        }
+        if let Some(cmd) = kick {
+            cmd.complete_in_task(hw::deliver_batch);
+        }
+        Ok(n)
+    }
+
+    /// io_uring cancels the FETCH_BATCH `cmd` of `queue`, unless it was
+    /// kicked meanwhile (its task work completes it then).
+    pub(crate) fn cancel_batch(&self, session: u64, queue: usize, cmd: &IoUringCmd, flags: IssueFlags) {
+        let mut q = self.queues.lock();
+        let Some(device) = q.device.as_mut().filter(|d| d.session == session) else { return };
+        if !matches!(&device.batches[queue], Batch::Waiting(c) if cmd.is(c)) {
+            return;
+        }
+        let taken = core::mem::replace(&mut device.batches[queue], Batch::Idle);
+        drop(q);
+        if let Batch::Waiting(c) = taken {
+            c.done(-(bindings::ECANCELED as isize), flags);
         }
     }
 
     /// io_uring cancels the FETCH `cmd` of slot `i`, unless it was handed a
-    /// job meanwhile (its task work completes it then).
-    pub(crate) fn cancel_fetch(&self, i: usize, cmd: &IoUringCmd, flags: IssueFlags) {
-        let mut d = self.inner.lock();
-        let Some(slot) = d.slots.as_mut().and_then(|s| s.get_mut(i)) else {
+    /// job meanwhile (its task work completes it then) or its session ended
+    /// (which completed it).
+    pub(crate) fn cancel_fetch(&self, session: u64, i: usize, cmd: &IoUringCmd, flags: IssueFlags) {
+        let mut q = self.queues.lock();
+        let Some(slot) = q.slots(session).and_then(|s| s.get_mut(i)) else {
             return;
         };
         if !matches!(slot, Slot::Waiting(c) if cmd.is(c)) {
             return;
         }
         let taken = core::mem::replace(slot, Slot::Idle);
-        drop(d);
+        drop(q);
         if let Slot::Waiting(c) = taken {
             c.done(-(bindings::ECANCELED as isize), flags);
         }
     }
 
-    /// Takes job `id` back from the dispatcher, as far as it can be.
-    pub(crate) fn cancel(&self, id: u64) -> Canceled {
-        let mut d = self.inner.lock();
-        for tree in d.pending.iter_mut() {
-            if let Some(job) = tree.remove(&id) {
+    /// Takes the job at `key` back from the dispatcher, as far as it can
+    /// be. `key` is read under the lock, as [`Dispatcher::submit`] sets it.
+    pub(crate) fn cancel(&self, key: impl FnOnce() -> JobKey) -> Canceled {
+        let mut q = self.queues.lock();
+        let key = key();
+        for tree in q.pending.iter_mut() {
+            if let Some(Some(job)) = tree.remove(&key) {
                 return Canceled::Removed(job);
             }
         }
-        for slot in d.slots.iter_mut().flatten() {
-            if let Slot::Delivering(job) | Slot::Busy(job) = slot {
-                if job.id == id {
-                    return Canceled::Detached(job.take_notify());
+        for slot in q.device.iter_mut().flat_map(|d| d.slots.iter_mut()) {
+            if let Slot::Delivering(h) | Slot::Busy(h) = slot {
+                if h.job.id == key.id {
+                    return Canceled::Detached(h.job.take_notify());
                 }
             }
         }

@@ -7,7 +7,9 @@
 
 #include <linux/completion.h>
 #include <linux/fs.h>
+#include <linux/sched.h>
 #include <linux/shmem_fs.h>
+#include <linux/workqueue.h>
 
 #include "helpers.h"
 
@@ -32,4 +34,16 @@ loff_t m4npu_helper_file_size(struct file *file)
 void m4npu_helper_init_completion(struct completion *x)
 {
 	init_completion(x);
+}
+
+/* INIT_DELAYED_WORK() is a macro (with a lockdep class per call site). */
+void m4npu_helper_init_delayed_work(struct delayed_work *dwork, work_func_t func)
+{
+	INIT_DELAYED_WORK(dwork, func);
+}
+
+/* The running task's file table, as ->flush() is told of a closer's. */
+void *m4npu_helper_current_files(void)
+{
+	return current->files;
 }

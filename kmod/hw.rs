@@ -7,9 +7,15 @@
 //! file offset `a`; the foundation model read-only) and takes jobs with
 //! ublk-style uring commands: FETCH makes a slot ready, the driver answers
 //! it with a job descriptor written to the device's memory, and
-//! COMMIT_AND_FETCH returns the result and makes the slot ready again. When
-//! the session ends, whatever the device held or had yet to take fails
-//! with `EIO`.
+//! COMMIT_AND_FETCH returns the result and makes the slot ready again.
+//!
+//! A session ends when its opener closes the file (`->flush` from the
+//! opener's file table, which a killed process's exit runs at once) or the
+//! file's last reference goes, whichever is first: the ring of a killed
+//! device holds the file until io_uring's exit work runs, and a restarted
+//! device must not wait for that. Whatever the device held or had yet to
+//! take then fails with `EIO`, or with recovery on waits for the next
+//! device (see `dispatch`).
 
 use core::mem::size_of;
 
@@ -26,9 +32,10 @@ use crate::{
         file::File,
         miscdevice::{MiscDevice, MiscDeviceRegistration},
         mm::Vma,
+        task::FlOwner,
         uring_cmd::{self, IoUringCmd, IssueFlags, Pdu, RawIoUringCmd, EIOCBQUEUED},
     },
-    dispatch::slot_index,
+    dispatch::{slot_index, Abort},
     npu::Npu,
     uapi,
 };
@@ -36,12 +43,19 @@ use crate::{
 /// The open device file.
 pub(crate) struct HwSession {
     npu: Arc<Npu>,
+    /// The dispatcher's name for this session.
+    id: u64,
+    /// The opener's file table: its close ends the session.
+    owner: FlOwner,
 }
 
-/// pdu of a FETCH / COMMIT_AND_FETCH: its slot and where its descriptor goes.
+/// pdu of a FETCH / COMMIT_AND_FETCH (its slot) or a FETCH_BATCH (its
+/// queue and room), and where the descriptors go.
 #[derive(Clone, Copy)]
 struct FetchPdu {
     slot: u32,
+    /// FETCH_BATCH: entries that fit at `addr`; 0 for a single FETCH.
+    batch: u32,
     addr: u64,
 }
 
@@ -69,6 +83,7 @@ impl HwSession {
         let commit = match cmd.cmd_op() {
             uapi::URING_CMD_HW_FETCH => false,
             uapi::URING_CMD_HW_COMMIT_AND_FETCH => true,
+            uapi::URING_CMD_HW_FETCH_BATCH | uapi::URING_CMD_HW_COMMIT_BATCH => return self.issue_batch(cmd, flags),
             _ => return Err(crate::errno::eopnotsupp()),
         };
         let c: uapi::HwCmd = cmd.read_payload(flags)?;
@@ -76,10 +91,86 @@ impl HwSession {
         if !commit && c.result != 0 {
             return Err(EINVAL);
         }
-        cmd.set_pdu(FetchPdu { slot: slot as u32, addr: c.addr });
+        cmd.set_pdu(FetchPdu { slot: slot as u32, batch: 0, addr: c.addr });
         let queued = cmd.mark_cancelable(flags);
-        self.npu.jobs().fetch(slot, commit.then_some(c.result), queued, flags);
+        self.npu.dispatcher().fetch(self.id, slot, commit.then_some(c.result), queued, flags);
         Ok(-EIOCBQUEUED)
+    }
+}
+
+impl HwSession {
+    /// FETCH_BATCH (queued until jobs come) or COMMIT_BATCH (done at once).
+    fn issue_batch(&self, cmd: &IoUringCmd, flags: IssueFlags) -> Result<i32> {
+        let c: uapi::HwBatchCmd = cmd.read_payload(flags)?;
+        if c.queue >= uapi::HW_MAX_QUEUES || c.count == 0 || c.count > uapi::HW_QUEUE_DEPTH || c.pad != 0 {
+            return Err(EINVAL);
+        }
+        let queue = usize::from(c.queue);
+        if cmd.cmd_op() == uapi::URING_CMD_HW_COMMIT_BATCH {
+            let n = usize::from(c.count);
+            let mut results = KVec::with_capacity(n, GFP_KERNEL)?;
+            let mut reader = UserSlice::new(c.addr as usize, n * size_of::<uapi::HwBatchResult>()).reader();
+            for _ in 0..n {
+                results.push(reader.read::<uapi::HwBatchResult>()?, GFP_KERNEL)?;
+            }
+            let done = self.npu.dispatcher().commit_batch(self.id, queue, &results)?;
+            return Ok(done as i32);
+        }
+        cmd.set_pdu(FetchPdu { slot: u32::from(c.queue), batch: u32::from(c.count), addr: c.addr });
+        let queued = cmd.mark_cancelable(flags);
+        self.npu.dispatcher().fetch_batch(self.id, queue, queued, flags);
+        Ok(-EIOCBQUEUED)
+    }
+}
+
+/// Task work in the device's task for a kicked FETCH_BATCH: take the jobs
+/// waiting (as many as fit), write their entries, complete it with their
+/// number; with none left (another fetch took them), it waits again.
+///
+/// # Safety
+///
+/// Called by io_uring only, for a FETCH_BATCH handed to it by the dispatcher.
+pub(crate) unsafe extern "C" fn deliver_batch(cmd: *mut RawIoUringCmd, flags: u32) {
+    // SAFETY: io_uring calls us with the arguments of a task-work callback
+    // queued by the dispatcher for a FETCH_BATCH on a device file.
+    let (cmd, flags) = unsafe { uring_cmd::task_work_callback(cmd, flags) };
+    // What is needed is copied out: `cmd` moves on.
+    let (npu, session) = {
+        // SAFETY: as in `deliver`.
+        let s = unsafe { uring_cmd::file_data::<Arc<HwSession>>(cmd.cmd()) };
+        (s.npu.clone(), s.id)
+    };
+    let dispatcher = npu.dispatcher();
+    let pdu = cmd.cmd().pdu::<FetchPdu>();
+    let (queue, room) = (pdu.slot as usize, pdu.batch as usize);
+    if flags.task_dead() {
+        dispatcher.drop_batch(session, queue);
+        return cmd.done(-(bindings::ECANCELED as isize), flags);
+    }
+    let mut entries = match KVec::with_capacity(room, GFP_KERNEL) {
+        Ok(v) => v,
+        Err(_) => {
+            dispatcher.drop_batch(session, queue);
+            return cmd.done(-(bindings::ENOMEM as isize), flags);
+        }
+    };
+    let cmd = match dispatcher.take_batch(session, queue, room, cmd, &mut entries) {
+        Ok(Some(cmd)) => cmd,
+        // Waits again.
+        Ok(None) => return,
+        Err(cmd) => return cmd.done(-(bindings::ENXIO as isize), flags),
+    };
+    let mut writer = UserSlice::new(pdu.addr as usize, entries.len() * size_of::<uapi::HwBatchJob>()).writer();
+    match entries.iter().try_for_each(|e| writer.write(e)) {
+        Ok(()) => cmd.done(entries.len() as isize, flags),
+        Err(e) => {
+            let depth = uapi::HW_QUEUE_DEPTH as usize;
+            for entry in entries.iter() {
+                let slot = queue * depth + usize::from(entry.tag);
+                dispatcher.abort(session, slot, Abort::Fail(-(bindings::EIO as isize)));
+            }
+            cmd.done(e.to_errno() as isize, flags);
+        }
     }
 }
 
@@ -96,29 +187,30 @@ pub(crate) unsafe extern "C" fn deliver(cmd: *mut RawIoUringCmd, flags: u32) {
     // SAFETY: commands on the device file carry an `Arc<HwSession>` in
     // `private_data` (our misc device), kept open by io_uring.
     let session = unsafe { uring_cmd::file_data::<Arc<HwSession>>(cmd.cmd()) };
-    let jobs = session.npu.jobs();
+    let dispatcher = session.npu.dispatcher();
     let pdu = cmd.cmd().pdu::<FetchPdu>();
     let slot = pdu.slot as usize;
     if flags.task_dead() {
-        // The device is exiting and its memory is gone: the job fails now.
-        jobs.abort(slot, -(bindings::EIO as isize));
+        // The device is exiting and its memory is gone.
+        dispatcher.abort(session.id, slot, Abort::DeviceGone);
         return cmd.done(-(bindings::ECANCELED as isize), flags);
     }
-    let Some(job) = jobs.start(slot) else {
-        return cmd.done(-(bindings::EIO as isize), flags);
+    // No job: the session ended meanwhile, and took care of it.
+    let Some(job) = dispatcher.start(session.id, slot) else {
+        return cmd.done(-(bindings::ENXIO as isize), flags);
     };
     let written = UserSlice::new(pdu.addr as usize, size_of::<uapi::HwJob>()).writer().write(&job);
     match written {
         Ok(()) => cmd.done(0, flags),
         Err(e) => {
-            jobs.abort(slot, -(bindings::EIO as isize));
+            dispatcher.abort(session.id, slot, Abort::Fail(-(bindings::EIO as isize)));
             cmd.done(e.to_errno() as isize, flags);
         }
     }
 }
 
-/// Task work for a FETCH that outlived its session (cannot happen: a queued
-/// command holds the file open); completes it as cancelled.
+/// Task work for a FETCH that outlived its session; completes it as
+/// cancelled.
 ///
 /// # Safety
 ///
@@ -136,20 +228,34 @@ impl MiscDevice for HwSession {
 
     fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<HwSession>> {
         let npu = misc.data().clone();
-        let session = Arc::new(HwSession { npu: npu.clone() }, GFP_KERNEL)?;
-        npu.jobs().attach()?;
+        let id = npu.dispatcher().attach()?;
+        let session = Arc::new(HwSession { npu: npu.clone(), id, owner: FlOwner::current() }, GFP_KERNEL)
+            .inspect_err(|_| npu.dispatcher().detach(id))?;
         pr_info!("device attached\n");
         Ok(session)
     }
 
+    fn flush(session: ArcBorrow<'_, HwSession>, _file: &File, owner: FlOwner) {
+        // Not a forked child's copy of the descriptor: only its opener's.
+        if owner == session.owner {
+            session.npu.dispatcher().detach(session.id);
+        }
+    }
+
     fn release(session: Arc<HwSession>, _file: &File) {
-        session.npu.jobs().detach();
+        session.npu.dispatcher().detach(session.id);
         pr_info!("device detached\n");
     }
 
     fn ioctl(session: ArcBorrow<'_, HwSession>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        crate::ioctl::check(cmd, &[uapi::IOC_HW_GET_INFO])?;
-        crate::ioctl::write(arg, &session.info())?;
+        crate::ioctl::check(cmd, &[uapi::IOC_HW_GET_INFO, uapi::IOC_HW_SET_FLAGS])?;
+        match cmd {
+            uapi::IOC_HW_GET_INFO => crate::ioctl::write(arg, &session.info())?,
+            _ => {
+                let req: uapi::HwSetFlags = crate::ioctl::read(arg)?;
+                session.npu.dispatcher().set_flags(session.id, req.flags)?;
+            }
+        }
         Ok(0)
     }
 
@@ -176,8 +282,11 @@ impl MiscDevice for HwSession {
 
     fn uring_cmd(session: ArcBorrow<'_, HwSession>, cmd: &IoUringCmd, flags: IssueFlags) -> Result<i32> {
         if flags.cancel() {
-            let slot = cmd.pdu::<FetchPdu>().slot as usize;
-            session.npu.jobs().cancel_fetch(slot, cmd, flags);
+            let pdu = cmd.pdu::<FetchPdu>();
+            match pdu.batch {
+                0 => session.npu.dispatcher().cancel_fetch(session.id, pdu.slot as usize, cmd, flags),
+                _ => session.npu.dispatcher().cancel_batch(session.id, pdu.slot as usize, cmd, flags),
+            }
             return Ok(0);
         }
         session.issue(cmd, flags)

@@ -107,12 +107,24 @@ unsafe impl AsBytes for uapi::HwInfo {}
 unsafe impl FromBytes for uapi::HwCmd {}
 // SAFETY: see above.
 unsafe impl AsBytes for uapi::HwJob {}
+// SAFETY: see above.
+unsafe impl FromBytes for uapi::HwSetFlags {}
+// SAFETY: see above.
+unsafe impl FromBytes for uapi::HwBatchCmd {}
+// SAFETY: see above.
+unsafe impl AsBytes for uapi::HwBatchJob {}
+// SAFETY: see above.
+unsafe impl FromBytes for uapi::HwBatchResult {}
 
 kernel::static_assert!(size_of::<uapi::Info>() == 4 + 4 + 8 * 4 + 32 + 64 + 32);
 kernel::static_assert!(size_of::<uapi::BoCreate>() == 8 + 4 + 4 + 8);
 kernel::static_assert!(size_of::<uapi::BoDestroy>() == 4 + 4);
 kernel::static_assert!(size_of::<uapi::AdapterLoad>() == 4 + 4 + 8 + 8 + 4 + 4);
 kernel::static_assert!(size_of::<uapi::AdapterUnload>() == 4 + 4);
+kernel::static_assert!(size_of::<uapi::HwSetFlags>() == 8);
+kernel::static_assert!(size_of::<uapi::HwBatchCmd>() == 16);
+kernel::static_assert!(size_of::<uapi::HwBatchJob>() == 8 + size_of::<uapi::HwJob>());
+kernel::static_assert!(size_of::<uapi::HwBatchResult>() == 8);
 kernel::static_assert!(size_of::<uapi::ModelMeta>() == 8 + 8);
 kernel::static_assert!(size_of::<uapi::BoRange>() == 4 + 4 + 8 + 8);
 kernel::static_assert!(size_of::<uapi::Job>() == 4 + 2 + 1 + 1 + 3 * 24);

@@ -17,14 +17,23 @@ use kernel::{bindings, prelude::*, sync::Arc, time::Ktime, types::Opaque};
 use crate::{
     adapter::Adapter,
     bo::Bo,
+    dispatch::JobKey,
     compat::uring_cmd::{self, IssueFlags, Pdu, QueuedCmd, RawIoUringCmd},
     uapi,
 };
 
-/// A context's job counters, for fdinfo and the in-flight limit.
+/// A context's job counters, for fdinfo and the in-flight limit, and its
+/// place in the dispatcher's fair queues.
 pub(crate) struct JobStats {
     max_inflight: u32,
     inflight: AtomicU32,
+    /// Jobs waiting in the driver for the device.
+    queued: AtomicU32,
+    /// Nanoseconds its jobs have waited in the driver, all told.
+    queue_delay_ns: AtomicU64,
+    /// Per priority class, the fair-queuing tag of its last job. Written
+    /// under the dispatcher's lock only.
+    fair_tags: [AtomicU64; 3],
     submitted: AtomicU64,
     completed: AtomicU64,
     failed: AtomicU64,
@@ -36,6 +45,9 @@ impl JobStats {
         Self {
             max_inflight,
             inflight: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
+            queue_delay_ns: AtomicU64::new(0),
+            fair_tags: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             submitted: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -65,6 +77,14 @@ impl JobStats {
 
     pub(crate) fn inflight(&self) -> u32 {
         self.inflight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn queued(&self) -> u32 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn queue_delay_ns(&self) -> u64 {
+        self.queue_delay_ns.load(Ordering::Relaxed)
     }
 
     pub(crate) fn submitted(&self) -> u64 {
@@ -145,20 +165,21 @@ pub(crate) enum Notify {
     Sync(Arc<SyncWait>),
 }
 
-/// pdu of a RUN command: which job it is, and its result on the way out.
+/// pdu of a RUN command: where its job sorts in the dispatcher (set there,
+/// under its lock), and its result on the way out.
 #[derive(Clone, Copy)]
 pub(crate) struct RunPdu {
-    pub(crate) job: u64,
+    pub(crate) key: JobKey,
     result: i64,
 }
 
 impl RunPdu {
     pub(crate) fn new(job: u64) -> Self {
-        Self { job, result: 0 }
+        Self { key: JobKey { tag: 0, id: job }, result: 0 }
     }
 }
 
-// SAFETY: 16 bytes of integers, alignment 8.
+// SAFETY: 24 bytes of integers, alignment 8.
 unsafe impl Pdu for RunPdu {}
 
 /// Task work in the app's ring: post the CQE.
@@ -194,6 +215,10 @@ impl Notify {
 pub(crate) struct Job {
     pub(crate) id: u64,
     pub(crate) priority: u8,
+    /// Where it sorts in the dispatcher's pending trees.
+    key: JobKey,
+    /// Since when it waits in a pending tree.
+    queued_at: Option<Ktime>,
     /// What the device is told (device addresses).
     pub(crate) hw: uapi::HwJob,
     stats: Arc<JobStats>,
@@ -291,6 +316,8 @@ impl Job {
             Job {
                 id,
                 priority: d.priority,
+                key: JobKey { tag: 0, id },
+                queued_at: None,
                 hw,
                 stats: stats.clone(),
                 notify: None,
@@ -316,9 +343,64 @@ impl Job {
         self.notify = Some(n);
     }
 
+    /// The context's fair-queuing tag in priority class `class`.
+    pub(crate) fn fair_tag(&self, class: usize) -> u64 {
+        self.stats.fair_tags[class].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_fair_tag(&self, class: usize, tag: u64) {
+        self.stats.fair_tags[class].store(tag, Ordering::Relaxed);
+    }
+
+    pub(crate) fn key(&self) -> JobKey {
+        self.key
+    }
+
+    /// Sets where the job sorts, and tells its RUN command for cancellation.
+    pub(crate) fn set_key(&mut self, key: JobKey) {
+        self.key = key;
+        if let Some(Notify::Uring(cmd)) = &self.notify {
+            let pdu = cmd.cmd().pdu::<RunPdu>();
+            cmd.cmd().set_pdu(RunPdu { key, ..pdu });
+        }
+    }
+
+    /// The job goes into a pending tree.
+    pub(crate) fn enqueue(&mut self) {
+        self.queued_at = Some(Ktime::ktime_get());
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The job leaves its pending tree.
+    fn dequeue(&mut self) {
+        if let Some(at) = self.queued_at.take() {
+            let ns = Ktime::ktime_get().to_ns() - at.to_ns();
+            self.stats.queue_delay_ns.fetch_add(ns.max(0) as u64, Ordering::Relaxed);
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// The device has the job from now on.
     pub(crate) fn start(&mut self) {
+        self.dequeue();
         self.started = Some(Ktime::ktime_get());
+    }
+
+    /// The device went away with the job, which waits for the next one.
+    pub(crate) fn requeue(&mut self) {
+        self.account_busy();
+    }
+
+    /// Whether an app still waits for the job's result.
+    pub(crate) fn has_app(&self) -> bool {
+        self.notify.is_some()
+    }
+
+    fn account_busy(&mut self) {
+        if let Some(started) = self.started.take() {
+            let ns = Ktime::ktime_get().to_ns() - started.to_ns();
+            self.stats.busy_ns.fetch_add(ns.max(0) as u64, Ordering::Relaxed);
+        }
     }
 
     /// The output capacity the device may report.
@@ -329,10 +411,8 @@ impl Job {
     /// Ends the job for its app with `res`; see [`Notify::deliver`] for
     /// `flags`. Later calls (and the drop) do nothing.
     pub(crate) fn complete(&mut self, res: isize, flags: Option<IssueFlags>) {
-        if let Some(started) = self.started.take() {
-            let ns = Ktime::ktime_get().to_ns() - started.to_ns();
-            self.stats.busy_ns.fetch_add(ns.max(0) as u64, Ordering::Relaxed);
-        }
+        self.dequeue();
+        self.account_busy();
         if let Some(n) = self.notify.take() {
             self.stats.finished(res);
             n.deliver(res, flags);

@@ -94,7 +94,7 @@ impl kernel::Module for M4NpuModule {
             pr_err!("ctx_max_jobs must be at least 1\n");
             return Err(EINVAL);
         }
-        let npu = Arc::pin_init(Npu::new(pool_size, quota, max_jobs), GFP_KERNEL)?;
+        let npu = Arc::pin_init(Npu::new(pool_size, quota, max_jobs, params::RECOVERY_MS.get()), GFP_KERNEL)?;
         let opts = MiscDeviceOptions { name: c_str!("m4npu"), mode: 0o666 };
         let misc = KBox::pin_init(MiscDeviceRegistration::register(opts, module, npu.clone()), GFP_KERNEL)?;
 

@@ -18,7 +18,7 @@ use crate::{
         debugfs::Show,
         seq_file::{seq_print, SeqFile},
     },
-    dispatch::Jobs,
+    dispatch::Dispatcher,
     firmware::Model,
     job::JobStats,
     pool::Pool,
@@ -45,7 +45,7 @@ pub(crate) struct Npu {
     /// Jobs one context may have in flight.
     ctx_max_jobs: u32,
     #[pin]
-    jobs: Jobs,
+    dispatcher: Dispatcher,
     /// Open contexts by id, for the debugfs view. A leaf lock: nothing else
     /// is taken while it is held.
     #[pin]
@@ -53,14 +53,14 @@ pub(crate) struct Npu {
 }
 
 impl Npu {
-    pub(crate) fn new(pool_size: usize, ctx_quota: usize, ctx_max_jobs: u32) -> impl PinInit<Self, Error> {
+    pub(crate) fn new(pool_size: usize, ctx_quota: usize, ctx_max_jobs: u32, recovery_ms: u32) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             next_context_id: AtomicU64::new(1),
             pool <- Pool::new(pool_size),
             model <- new_mutex!(None, "m4npu_model"),
             ctx_quota,
             ctx_max_jobs,
-            jobs <- Jobs::new(),
+            dispatcher <- Dispatcher::new(recovery_ms),
             contexts <- new_mutex!(RBTree::new(), "m4npu_contexts"),
         })
     }
@@ -82,8 +82,8 @@ impl Npu {
         self.ctx_max_jobs
     }
 
-    pub(crate) fn jobs(&self) -> &Jobs {
-        &self.jobs
+    pub(crate) fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
     }
 
     pub(crate) fn model(&self) -> Option<Model> {
@@ -122,10 +122,13 @@ impl Show for Npu {
             }
             None => seq_print!(m, "firmware:\tnone\n"),
         }
-        let (pending, busy) = self.jobs.counts();
-        let device = if self.jobs.attached() { "attached" } else { "none" };
-        seq_print!(m, "device:\t{}\n", device);
-        seq_print!(m, "jobs:\t{} pending, {} at the device\n", pending, busy);
+        let s = self.dispatcher.snapshot();
+        match (s.attached, s.recovering_ms) {
+            (true, _) => seq_print!(m, "device:\tattached\n"),
+            (false, Some(ms)) => seq_print!(m, "device:\trecovering ({} ms left)\n", ms),
+            (false, None) => seq_print!(m, "device:\tnone\n"),
+        }
+        seq_print!(m, "jobs:\t{} pending, {} at the device\n", s.pending, s.busy);
         let contexts = self.contexts.lock();
         let n = contexts.iter().count();
         seq_print!(m, "contexts:\t{}\n", n);
@@ -134,11 +137,13 @@ impl Show for Npu {
             let j = &c.jobs;
             seq_print!(
                 m,
-                " jobs: {} in flight, {} completed, {} failed, busy {} ns\n",
+                " jobs: {} in flight, {} queued, {} completed, {} failed, busy {} ns, queued {} ns\n",
                 j.inflight(),
+                j.queued(),
                 j.completed(),
                 j.failed(),
                 j.busy_ns(),
+                j.queue_delay_ns(),
             );
         }
     }

@@ -14,3 +14,5 @@ module_param!(CTX_QUOTA_MB, "ctx_quota_mb", u32 = 64, param_ops_uint, "uint",
     "NPU memory one context may hold, in MiB (default 64)");
 module_param!(CTX_MAX_JOBS, "ctx_max_jobs", u32 = 256, param_ops_uint, "uint",
     "Jobs one context may have in flight (default 256)");
+module_param!(RECOVERY_MS, "recovery_ms", u32 = 5000, param_ops_uint, "uint",
+    "How long jobs wait for a device that died with recovery on to come back, in ms (default 5000)");

@@ -24,6 +24,7 @@ use super::{
     file::File,
     mm::Vma,
     seq_file::SeqFile,
+    task::FlOwner,
     uring_cmd::{IoUringCmd, IssueFlags},
 };
 
@@ -156,6 +157,12 @@ pub(crate) trait MiscDevice: Sized {
         drop(device);
     }
 
+    /// `flush`: one of the file's descriptors is closed (each `close()`,
+    /// unlike `release`), by the task whose file table is `owner`.
+    fn flush(_device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, _file: &File, _owner: FlOwner) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// `unlocked_ioctl` (and `compat_ioctl` through `compat_ptr_ioctl`: the
     /// UAPI has no pointers or longs, so 32-bit callers need no translation).
     fn ioctl(
@@ -197,6 +204,9 @@ impl<T: MiscDevice> VtableHelper<T> {
         let mut fops: bindings::file_operations = unsafe { MaybeUninit::zeroed().assume_init() };
         fops.open = Some(fops_open::<T>);
         fops.release = Some(fops_release::<T>);
+        if T::HAS_FLUSH {
+            fops.flush = Some(fops_flush::<T>);
+        }
         if T::HAS_IOCTL {
             fops.unlocked_ioctl = Some(fops_ioctl::<T>);
             #[cfg(CONFIG_COMPAT)]
@@ -253,6 +263,19 @@ unsafe extern "C" fn fops_release<T: MiscDevice>(
     let device = unsafe { <T::Ptr as ForeignOwnable>::from_foreign((*raw_file).private_data) };
     // SAFETY: `raw_file` is valid for the duration of this call.
     T::release(device, unsafe { File::from_raw_file(raw_file) });
+    0
+}
+
+/// # Safety
+///
+/// Called by the VFS from `filp_flush()` on a file opened by `fops_open::<T>`.
+unsafe extern "C" fn fops_flush<T: MiscDevice>(raw_file: *mut bindings::file, id: bindings::fl_owner_t) -> c_int {
+    // SAFETY: the closing descriptor still holds a reference to the file,
+    // so release has not run; `private_data` is as in `fops_ioctl`.
+    let device = unsafe { <T::Ptr as ForeignOwnable>::borrow((*raw_file).private_data) };
+    // SAFETY: `raw_file` is valid for the duration of this call.
+    let file = unsafe { File::from_raw_file(raw_file) };
+    T::flush(device, file, FlOwner::from_raw(id.cast()));
     0
 }
 

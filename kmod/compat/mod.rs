@@ -6,10 +6,12 @@
 //! reads the same and this directory can go when we move up.
 
 pub(crate) mod debugfs;
+pub(crate) mod delayed_work;
 pub(crate) mod file;
 pub(crate) mod miscdevice;
 pub(crate) mod mm;
 pub(crate) mod module_param;
 pub(crate) mod seq_file;
+pub(crate) mod task;
 pub(crate) mod uring_cmd;
 pub(crate) mod vmalloc;

@@ -4,7 +4,7 @@
 /// Bumped on any incompatible change; userspace refuses a different major.
 pub const UAPI_VERSION_MAJOR: u16 = 0;
 /// Bumped when something is added compatibly.
-pub const UAPI_VERSION_MINOR: u16 = 2;
+pub const UAPI_VERSION_MINOR: u16 = 3;
 /// `major << 16 | minor`, as reported by [`IOC_GET_INFO`].
 pub const UAPI_VERSION: u32 = (UAPI_VERSION_MAJOR as u32) << 16 | UAPI_VERSION_MINOR as u32;
 
@@ -231,9 +231,14 @@ pub const JOB_OP_COUNT: u16 = 5;
 
 /// [`Job::priority`]: the default.
 pub const JOB_PRIO_NORMAL: u8 = 0;
-/// [`Job::priority`]: dispatched before every normal and low job.
+/// [`Job::priority`]: dispatched before every normal and low job. Needs
+/// `CAP_SYS_NICE`, as realtime priorities do (`EPERM` otherwise).
 pub const JOB_PRIO_HIGH: u8 = 1;
 /// [`Job::priority`]: dispatched when nothing else waits.
+///
+/// Within a priority the driver serves contexts in turn (start-time fair
+/// queuing): a context with many jobs waiting delays another context's next
+/// job by at most one job of its own, whatever its backlog.
 pub const JOB_PRIO_LOW: u8 = 2;
 
 /// A job: what the NPU runs, on what, into where. The payload of
@@ -274,7 +279,7 @@ pub const URING_CMD_SQE128_BYTES: usize = 80;
 /// `JOB_OP_CLASSIFY` without an adapter, `JOB_OP_GENERATE` without state),
 /// `ENODEV` (no foundation model), `ENOENT` (unknown handle), `EINVAL` (a
 /// range outside its BO, overlapping ranges), `ENXIO` (no device serving
-/// jobs), `EBUSY` (the context's in-flight limit); then `EIO` (the device
+/// jobs, and none recovering: see [`HW_FLAG_RECOVERY`]), `EBUSY` (the context's in-flight limit); then `EIO` (the device
 /// failed or went away) or the `-errno` the device reported for the job.
 /// Only a fatal signal ends the wait early. Refused descriptors do not count
 /// in fdinfo's job counters; a job whose app went away counts as failed.
@@ -379,11 +384,9 @@ pub struct HwJob {
 /// `EINVAL` for a queue or tag out of range or a nonzero `result`, `EBUSY`
 /// if the slot already waits or holds a job.
 ///
-/// A session ends when the device file's last reference goes. Queued
-/// commands hold the file, and io_uring cancels them only when the ring is
-/// torn down, which the kernel does in a worker after a killed device
-/// process is gone: a restarted device may find the node busy (`EBUSY`)
-/// for that moment.
+/// A session ends when its opener closes the device file (or exits), even
+/// while the ring still holds the file: a restarted device attaches at once.
+/// Commands of an ended session fail with `ENXIO`.
 pub const URING_CMD_HW_FETCH: u32 = ioc(IOC_READ | IOC_WRITE, IOCTL_MAGIC, 0x21, core::mem::size_of::<HwCmd>());
 /// Completes the slot's job with `result`, then waits for the next as
 /// [`URING_CMD_HW_FETCH`]. `EINVAL` if the slot holds no job, or the result
@@ -391,6 +394,93 @@ pub const URING_CMD_HW_FETCH: u32 = ioc(IOC_READ | IOC_WRITE, IOCTL_MAGIC, 0x21,
 /// then gets `EIO`).
 pub const URING_CMD_HW_COMMIT_AND_FETCH: u32 =
     ioc(IOC_READ | IOC_WRITE, IOCTL_MAGIC, 0x22, core::mem::size_of::<HwCmd>());
+
+/// Payload of the batch commands on `/dev/m4npu-hw` (fits a 64-byte SQE),
+/// after ublk's `BATCH_IO`: many jobs fetched, or committed, per command.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwBatchCmd {
+    /// Queue, below [`HW_MAX_QUEUES`].
+    pub queue: u16,
+    /// Entries at `addr`: room for this many [`HwBatchJob`]s
+    /// ([`URING_CMD_HW_FETCH_BATCH`]) or this many [`HwBatchResult`]s
+    /// ([`URING_CMD_HW_COMMIT_BATCH`]); 1 to [`HW_QUEUE_DEPTH`].
+    pub count: u16,
+    /// Must be 0.
+    pub pad: u32,
+    /// Userspace address of the entries.
+    pub addr: u64,
+}
+
+/// An entry [`URING_CMD_HW_FETCH_BATCH`] writes: a job and the slot (tag)
+/// of the queue it holds until committed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwBatchJob {
+    pub tag: u16,
+    pub pad: [u16; 3],
+    pub job: HwJob,
+}
+
+/// An entry [`URING_CMD_HW_COMMIT_BATCH`] reads: a held slot and its job's
+/// result, as [`HwCmd::result`] of [`URING_CMD_HW_COMMIT_AND_FETCH`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwBatchResult {
+    pub tag: u16,
+    /// Must be 0.
+    pub pad: u16,
+    pub result: i32,
+}
+
+/// `IORING_OP_URING_CMD` on `/dev/m4npu-hw`: wait for jobs for queue
+/// `queue`. Completes with the number of jobs (1 to `count`) written to
+/// `addr` as [`HwBatchJob`]s, each holding an idle slot of the queue until
+/// committed (slots waiting with a single FETCH are left to it);
+/// `ECANCELED` when the ring goes away. `EINVAL` for a queue out of range,
+/// a count of 0 or above [`HW_QUEUE_DEPTH`] or a nonzero pad, `EBUSY` if the
+/// queue already has a FETCH_BATCH outstanding, `EFAULT` if the entries could
+/// not be written (those jobs fail with `EIO`). As with single FETCHes, the
+/// driver writes the entries from the device's own task.
+pub const URING_CMD_HW_FETCH_BATCH: u32 =
+    ioc(IOC_READ | IOC_WRITE, IOCTL_MAGIC, 0x24, core::mem::size_of::<HwBatchCmd>());
+/// Completes the jobs of the `count` [`HwBatchResult`]s at `addr` at once;
+/// the CQE's `res` is `count`. The whole batch is refused with `EINVAL`,
+/// nothing committed, if an entry names a tag out of range, not holding a
+/// job, or twice, or has a nonzero pad; `EFAULT` if the entries cannot be
+/// read. A result the job cannot take (see [`URING_CMD_HW_COMMIT_AND_FETCH`])
+/// fails that job with `EIO`. It does not fetch: keep a FETCH_BATCH
+/// outstanding for that.
+pub const URING_CMD_HW_COMMIT_BATCH: u32 = ioc(IOC_WRITE, IOCTL_MAGIC, 0x25, core::mem::size_of::<HwBatchCmd>());
+
+/// [`HwSetFlags::flags`]: recover from the device's death. Jobs the device
+/// held when its session ended go back to the front of their queues instead
+/// of failing, and jobs keep queueing, for the driver's recovery window
+/// (module parameter `recovery_ms`); a device that attaches within it
+/// receives them again, past it they fail with `EIO` (after ublk's
+/// `UBLK_F_USER_RECOVERY`). Every job still completes exactly once.
+///
+/// A job may therefore run twice, and the device must make that safe: a job
+/// only reads its input and adapter, overwrites its output, and rewrites
+/// its state in place (`JOB_OP_GENERATE` writes the KV rows at its own
+/// position), so a re-run writes what the first run wrote.
+pub const HW_FLAG_RECOVERY: u64 = 1 << 0;
+/// Every flag [`IOC_HW_SET_FLAGS`] knows.
+pub const HW_FLAGS_ALL: u64 = HW_FLAG_RECOVERY;
+
+/// Argument of [`IOC_HW_SET_FLAGS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HwSetFlags {
+    /// `HW_FLAG_*`; replaces the session's flags.
+    pub flags: u64,
+}
+
+/// `_IOW(IOCTL_MAGIC, 0x23, struct m4npu_hw_set_flags)`: set the session's
+/// flags (none at open). `EINVAL` for an unknown flag. A device clears
+/// [`HW_FLAG_RECOVERY`] before a clean stop, so that waiting jobs fail at
+/// once instead of waiting out the window.
+pub const IOC_HW_SET_FLAGS: u32 = ioc(IOC_WRITE, IOCTL_MAGIC, 0x23, core::mem::size_of::<HwSetFlags>());
 
 // ---- Adapter blobs (`.m4a`) ----
 

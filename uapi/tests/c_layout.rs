@@ -95,6 +95,10 @@ fn expectations() -> Vec<(String, u64)> {
         queue_depth => queue_depth, pad => pad,
     });
     layout!("m4npu_hw_cmd", uapi::HwCmd, { queue => queue, tag => tag, result => result, addr => addr });
+    layout!("m4npu_hw_set_flags", uapi::HwSetFlags, { flags => flags });
+    layout!("m4npu_hw_batch_cmd", uapi::HwBatchCmd, { queue => queue, count => count, pad => pad, addr => addr });
+    layout!("m4npu_hw_batch_job", uapi::HwBatchJob, { tag => tag, pad => pad, job => job });
+    layout!("m4npu_hw_batch_result", uapi::HwBatchResult, { tag => tag, pad => pad, result => result });
     layout!("m4npu_hw_range", uapi::HwRange, { addr => addr, len => len });
     layout!("m4npu_hw_job", uapi::HwJob, {
         id => id, context_id => context_id, op => op, priority => priority, flags => flags, pad => pad,
@@ -116,6 +120,10 @@ fn expectations() -> Vec<(String, u64)> {
     constant!("M4NPU_IOC_HW_GET_INFO", uapi::IOC_HW_GET_INFO);
     constant!("M4NPU_URING_CMD_HW_FETCH", uapi::URING_CMD_HW_FETCH);
     constant!("M4NPU_URING_CMD_HW_COMMIT_AND_FETCH", uapi::URING_CMD_HW_COMMIT_AND_FETCH);
+    constant!("M4NPU_HW_FLAG_RECOVERY", uapi::HW_FLAG_RECOVERY);
+    constant!("M4NPU_IOC_HW_SET_FLAGS", uapi::IOC_HW_SET_FLAGS);
+    constant!("M4NPU_URING_CMD_HW_FETCH_BATCH", uapi::URING_CMD_HW_FETCH_BATCH);
+    constant!("M4NPU_URING_CMD_HW_COMMIT_BATCH", uapi::URING_CMD_HW_COMMIT_BATCH);
     constant!("sizeof(struct m4npu_job) <= M4NPU_URING_CMD_SQE128_BYTES", true);
     constant!("M4NPU_IOC_ADAPTER_LOAD", uapi::IOC_ADAPTER_LOAD);
     constant!("M4NPU_IOC_ADAPTER_UNLOAD", uapi::IOC_ADAPTER_UNLOAD);

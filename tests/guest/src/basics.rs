@@ -144,7 +144,7 @@ pub fn wrong_argument_size_is_einval() -> Result<()> {
 }
 
 pub fn bad_module_parameters_are_refused() -> Result<()> {
-    module::unload().context("rmmod")?;
+    module::unload_when_free()?;
     for params in ["pool_mb=0", "ctx_quota_mb=0", "pool_mb=-1", "pool_mb=lots"] {
         match module::load_with(params) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
@@ -176,7 +176,7 @@ pub fn rmmod_refused_while_open() -> Result<()> {
 pub fn load_unload_20_times() -> Result<()> {
     let mut last_id = 0;
     for i in 0..20 {
-        module::unload().with_context(|| format!("unload #{i}"))?;
+        module::unload_when_free().with_context(|| format!("unload #{i}"))?;
         module::load_with(&format!("firmware={}", crate::firmware::GOOD)).with_context(|| format!("load #{i}"))?;
         let dev = Device::open()?;
         let info = dev.info()?;

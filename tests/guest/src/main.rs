@@ -7,6 +7,7 @@
 mod adapter_tasks;
 mod adapters;
 mod basics;
+mod bench_handoff;
 mod buffers;
 mod c_api;
 mod children;
@@ -68,6 +69,12 @@ const TESTS: &[Test] = &[
     Test::new("in_flight_limit_is_ebusy", jobs::refusals::in_flight_limit_is_ebusy),
     Test::new("killed_submitter_leaves_nothing_behind", jobs::failures::killed_submitter_leaves_nothing_behind),
     Test::new("killed_device_fails_every_job_with_eio", jobs::failures::killed_device_fails_every_job_with_eio),
+    Test::new("jobs_hand_off_in_batches", jobs::batches::jobs_hand_off_in_batches),
+    Test::new("contexts_take_turns", jobs::sharing::contexts_take_turns),
+    Test::new("high_priority_needs_cap_sys_nice", jobs::sharing::high_priority_needs_cap_sys_nice),
+    Test::new("recovery_hands_jobs_to_the_next_device", jobs::sharing::recovery_hands_jobs_to_the_next_device),
+    Test::new("recovery_window_ends_in_eio", jobs::sharing::recovery_window_ends_in_eio),
+    Test::new("killed_device_is_replaced_at_once", jobs::sharing::killed_device_is_replaced_at_once),
     Test::new("c_example_runs_a_job", c_api::c_example_runs_a_job),
     Test::new("jobs_need_a_model", jobs::refusals::jobs_need_a_model),
     Test::new("vnpud_runs_a_synthetic_model", vnpu::vnpud_runs_a_synthetic_model),
@@ -86,6 +93,13 @@ fn main() {
     // Helper modes of the job tests: the play device and app processes.
     if args.first().map(String::as_str) == Some("--play-device") {
         std::process::exit(play_device::main(&args[1..]));
+    }
+    if args.first().map(String::as_str) == Some("--bench-handoff") {
+        if let Err(e) = bench_handoff::main(&args[1..]) {
+            println!("error: {e:#}");
+            std::process::exit(1);
+        }
+        return;
     }
     if let Some(status) = jobs::helper_mode(&args) {
         std::process::exit(status);

@@ -29,7 +29,7 @@ pub fn load_with(params: &str) -> std::io::Result<()> {
 pub fn reload(params: &str) -> anyhow::Result<()> {
     use anyhow::Context;
     if is_loaded() {
-        unload().context("rmmod m4npu")?;
+        unload_when_free()?;
     }
     load_with(params).with_context(|| format!("insmod m4npu {params}"))
 }
@@ -38,6 +38,19 @@ pub fn unload() -> std::io::Result<()> {
     // SAFETY: delete_module(name, flags) with a valid NUL-terminated name.
     let r = unsafe { libc::syscall(libc::SYS_delete_module, NAME.as_ptr(), libc::O_NONBLOCK) };
     if r == 0 { Ok(()) } else { Err(Error::last_os_error()) }
+}
+
+/// Unloads once no file is open. A finished process's io_uring holds its
+/// files until the kernel's exit work tears the ring down, a moment after
+/// the process is gone: the unload waits for that (`EAGAIN` meanwhile).
+pub fn unload_when_free() -> anyhow::Result<()> {
+    crate::children::eventually("rmmod m4npu once finished processes' rings are gone", || {
+        Ok(match unload() {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(e.to_string()),
+            Err(e) => return Err(anyhow::Error::from(e).context("rmmod m4npu")),
+        })
+    })
 }
 
 pub fn is_loaded() -> bool {

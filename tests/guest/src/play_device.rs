@@ -1,5 +1,6 @@
-//! `--play-device MODE QUEUES DEPTH`: the suite's NPU device, serving jobs
-//! behind `/dev/m4npu-hw` until it is killed.
+//! `--play-device MODE QUEUES DEPTH [recover]`: the suite's NPU device,
+//! serving jobs behind `/dev/m4npu-hw` until it is killed; with `recover`,
+//! its session asks the driver for recovery (`HW_FLAG_RECOVERY`).
 //!
 //! What it computes ([`transform`]) is trivial, and chosen so that a test
 //! can tell from the output that the device read the right input, wrote
@@ -7,6 +8,9 @@
 //!
 //! Modes:
 //! - `serve`: one thread per queue, every job computed and committed;
+//! - `serve-batch`: as `serve`, each queue fetching and committing in
+//!   batches (FETCH_BATCH / COMMIT_BATCH), printing `batch N` for every
+//!   fetch that brought more than one job;
 //! - `stall`: jobs are fetched and held, `held N` printed as their number
 //!   changes; the stdin line `release` commits them all (then `released N`)
 //!   and from then on jobs are served as they come;
@@ -19,12 +23,13 @@
 
 use std::os::fd::AsRawFd;
 
-use m4npu::hw::{HwDevice, HwJob, HwQueue};
+use m4npu::hw::{HwDevice, HwFlags, HwJob, HwQueue};
 use m4npu::{uapi, Errno, Error, Op};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Serve,
+    ServeBatch,
     Stall,
     Errno(Errno),
     Overflow,
@@ -78,25 +83,32 @@ pub fn expected(op: Op, input: &[u8], counter: Option<u64>) -> Vec<u8> {
     }
 }
 
-fn parse(args: &[String]) -> Option<(Mode, u16, u16)> {
+fn parse(args: &[String]) -> Option<(Mode, u16, u16, HwFlags)> {
     let mode = match args.first()?.as_str() {
         "serve" => Mode::Serve,
+        "serve-batch" => Mode::ServeBatch,
         "stall" => Mode::Stall,
         "overflow" => Mode::Overflow,
         m => Mode::Errno(Errno::from_raw(m.strip_prefix("errno=")?.parse().ok()?)),
     };
-    Some((mode, args.get(1)?.parse().ok()?, args.get(2)?.parse().ok()?))
+    let flags = match args.get(3).map(String::as_str) {
+        None => HwFlags::empty(),
+        Some("recover") => HwFlags::RECOVERY,
+        Some(_) => return None,
+    };
+    Some((mode, args.get(1)?.parse().ok()?, args.get(2)?.parse().ok()?, flags))
 }
 
 /// Entry point of the helper mode; returns the exit status (it serves
 /// until killed, so only failures return).
 pub fn main(args: &[String]) -> i32 {
-    let Some((mode, queues, depth)) = parse(args) else {
-        eprintln!("usage: --play-device serve|stall|overflow|errno=E QUEUES DEPTH");
+    let Some((mode, queues, depth, flags)) = parse(args) else {
+        eprintln!("usage: --play-device serve|serve-batch|stall|overflow|errno=E QUEUES DEPTH [recover]");
         return 2;
     };
-    let r = HwDevice::open().and_then(|dev| match mode {
+    let r = HwDevice::open().and_then(|dev| dev.set_flags(flags).map(|()| dev)).and_then(|dev| match mode {
         Mode::Stall => stall(&dev, queues, depth),
+        Mode::ServeBatch => serve_batches(&dev, queues, depth),
         _ => serve(&dev, mode, queues, depth),
     });
     if let Err(e) = r {
@@ -114,7 +126,7 @@ fn finish<'m>(queue: &mut HwQueue<'m>, mut job: HwJob<'m>, mode: Mode) -> m4npu:
             let too_many = i32::try_from(job.raw().output.len + 1).unwrap_or(i32::MAX);
             return queue.commit_raw(job, too_many);
         }
-        Mode::Serve | Mode::Stall => match job.buffers() {
+        Mode::Serve | Mode::ServeBatch | Mode::Stall => match job.buffers() {
             Ok(b) => transform(op, b.input, b.output, b.state, b.adapter),
             Err(e) => {
                 println!("error: {e}");
@@ -173,6 +185,57 @@ fn serve(dev: &HwDevice, mode: Mode, queues: u16, depth: u16) -> m4npu::Result<(
     Ok(())
 }
 
+/// (Stall mode, released) serves `job` and says whose it was.
+fn serve_one<'m>(queue: &mut HwQueue<'m>, job: HwJob<'m>) -> m4npu::Result<()> {
+    println!("served {} {}", job.context_id(), job.raw().priority);
+    finish(queue, job, Mode::Serve)
+}
+
+/// As [`serve`], with batch queues.
+fn serve_batches(dev: &HwDevice, queues: u16, depth: u16) -> m4npu::Result<()> {
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        for id in 0..queues {
+            let ready_tx = ready_tx.clone();
+            s.spawn(move || {
+                let mut queue = match dev.batch_queue(id, depth) {
+                    Ok(q) => q,
+                    Err(e) => return ready_tx.send(Err(e)).expect("main thread waits"),
+                };
+                ready_tx.send(Ok(())).expect("main thread waits");
+                loop {
+                    let r = queue.fetch().and_then(|jobs| {
+                        if jobs.len() > 1 {
+                            println!("batch {}", jobs.len());
+                        }
+                        jobs.into_iter().try_for_each(|mut job| {
+                            let op = job.raw().op;
+                            let result = match job.buffers() {
+                                Ok(b) => transform(op, b.input, b.output, b.state, b.adapter),
+                                Err(_) => Err(Errno::EFAULT),
+                            };
+                            queue.commit(job, result)
+                        })
+                    });
+                    if let Err(e) = r {
+                        println!("error: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            });
+        }
+        drop(ready_tx);
+        for _ in 0..queues {
+            if let Err(e) = ready.recv().expect("queue threads report") {
+                println!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+        println!("ready");
+    });
+    Ok(())
+}
+
 /// One thread polling every queue and stdin: jobs are held until `release`.
 fn stall(dev: &HwDevice, queues: u16, depth: u16) -> m4npu::Result<()> {
     let mut qs = (0..queues).map(|id| dev.queue(id, depth)).collect::<m4npu::Result<Vec<_>>>()?;
@@ -202,7 +265,7 @@ fn stall(dev: &HwDevice, queues: u16, depth: u16) -> m4npu::Result<()> {
                 }
             };
             if released {
-                jobs.into_iter().try_for_each(|job| finish(q, job, Mode::Serve))?;
+                jobs.into_iter().try_for_each(|job| serve_one(q, job))?;
             } else {
                 held.extend(jobs);
             }
@@ -231,7 +294,7 @@ fn stall(dev: &HwDevice, queues: u16, depth: u16) -> m4npu::Result<()> {
                 let n = held.len();
                 for job in held.drain(..) {
                     let q = &mut qs[job.queue() as usize];
-                    finish(q, job, Mode::Serve)?;
+                    serve_one(q, job)?;
                 }
                 for q in qs.iter_mut() {
                     q.flush()?;
@@ -278,8 +341,10 @@ mod tests {
     #[test]
     fn modes_parse() {
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(parse(&args(&["stall", "16", "64"])), Some((Mode::Stall, 16, 64)));
-        assert_eq!(parse(&args(&["errno=71", "1", "4"])), Some((Mode::Errno(Errno::EPROTO), 1, 4)));
+        assert_eq!(parse(&args(&["stall", "16", "64"])), Some((Mode::Stall, 16, 64, HwFlags::empty())));
+        assert_eq!(parse(&args(&["errno=71", "1", "4"])), Some((Mode::Errno(Errno::EPROTO), 1, 4, HwFlags::empty())));
+        assert_eq!(parse(&args(&["serve", "1", "4", "recover"])), Some((Mode::Serve, 1, 4, HwFlags::RECOVERY)));
+        assert_eq!(parse(&args(&["serve", "1", "4", "bogus"])), None);
         assert_eq!(parse(&args(&["serve", "1"])), None);
         assert_eq!(parse(&args(&["bogus", "1", "1"])), None);
     }

@@ -307,7 +307,8 @@ fn top(path: &std::path::Path, json: bool, once: bool, interval_ms: u64) -> m4np
                         "context": c.client_id, "pid": c.pid, "memory": c.memory_bytes, "quota": c.quota_bytes,
                         "buffers": c.buffers, "adapters": c.adapters, "jobs_submitted": c.jobs_submitted,
                         "jobs_completed": c.jobs_completed, "jobs_failed": c.jobs_failed,
-                        "jobs_inflight": c.jobs_inflight, "busy_ns": c.engine_ns,
+                        "jobs_inflight": c.jobs_inflight, "jobs_queued": c.jobs_queued,
+                        "queue_delay_ns": c.queue_delay_ns, "busy_ns": c.engine_ns,
                     })
                 })
                 .collect();
@@ -318,10 +319,13 @@ fn top(path: &std::path::Path, json: bool, once: bool, interval_ms: u64) -> m4np
             // Clear the screen and home the cursor, as top(1) redraws.
             print!("\x1b[2J\x1b[H");
         }
-        println!("{:>8} {:>8} {:>12} {:>5} {:>5} {:>9} {:>7} {:>8} {:>12}", "CONTEXT", "PID", "MEMORY", "BOS", "ADPT", "JOBS", "FAILED", "INFLIGHT", "BUSY");
+        println!(
+            "{:>8} {:>8} {:>12} {:>5} {:>5} {:>9} {:>7} {:>8} {:>7} {:>12} {:>12}",
+            "CONTEXT", "PID", "MEMORY", "BOS", "ADPT", "JOBS", "FAILED", "INFLIGHT", "QUEUED", "BUSY", "WAITED"
+        );
         for c in &contexts {
             println!(
-                "{:>8} {:>8} {:>10}Ki {:>5} {:>5} {:>9} {:>7} {:>8} {:>10.3}s",
+                "{:>8} {:>8} {:>10}Ki {:>5} {:>5} {:>9} {:>7} {:>8} {:>7} {:>10.3}s {:>10.3}s",
                 c.client_id,
                 c.pid,
                 c.memory_bytes / 1024,
@@ -330,7 +334,9 @@ fn top(path: &std::path::Path, json: bool, once: bool, interval_ms: u64) -> m4np
                 c.jobs_completed,
                 c.jobs_failed,
                 c.jobs_inflight,
-                c.engine_ns as f64 / 1e9
+                c.jobs_queued,
+                c.engine_ns as f64 / 1e9,
+                c.queue_delay_ns as f64 / 1e9
             );
         }
         if once {

@@ -251,6 +251,10 @@ test)
 test:*)
 	# A subset, by name: `cargo xtask vm debug test:<part of a name>`.
 	/bin/m4npu-guest-tests "${m4job#test:}"; status=$? ;;
+bench-handoff)
+	# The driver's cost per job against a NOP (tests/guest/src/bench_handoff.rs).
+	insmod /lib/modules/m4npu.ko firmware=m4npu/tiny.m4fw && /bin/m4npu-guest-tests --bench-handoff
+	status=$? ;;
 demo)
 	# The module pins the foundation model; vnpud serves its jobs.
 	insmod /lib/modules/m4npu.ko && vnpud --background && m4 info &&

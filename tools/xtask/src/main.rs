@@ -5,6 +5,7 @@
 //! - `kernel`  build the debug and release kernels (cached outside the repo)
 //! - `test`    host tests, then the guest suite on the debug kernel
 //! - `demo`    boot the release kernel, load the module, run `m4 info`
+//! - `bench handoff`  the driver's cost per job against an io_uring NOP
 //! - `vm`      boot a kernel and run a guest job by hand
 
 mod cmd;
@@ -18,7 +19,8 @@ use anyhow::{bail, Result};
 
 use kernel::Flavour;
 
-const USAGE: &str = "usage: cargo xtask <setup|kernel|test|demo|eaibench [--train]|vm [debug|release] JOB>";
+const USAGE: &str =
+    "usage: cargo xtask <setup|kernel|test|demo|bench handoff [--debug]|eaibench [--train]|vm [debug|release] JOB>";
 
 fn main() {
     if let Err(e) = run(std::env::args().skip(1).collect()) {
@@ -39,6 +41,8 @@ fn run(args: Vec<String>) -> Result<()> {
         }
         ["test"] => test(),
         ["demo"] => demo(),
+        ["bench", "handoff"] => bench_handoff(Flavour::Release),
+        ["bench", "handoff", "--debug"] => bench_handoff(Flavour::Debug),
         ["eaibench"] => eaibench(false),
         ["eaibench", "--train"] => eaibench(true),
         ["vm", flavour, job] => {
@@ -102,6 +106,16 @@ fn eaibench(train: bool) -> Result<()> {
 
 /// The benchmark's tasks with a committed adapter.
 const TASKS: &[&str] = &["sentiment", "spam", "digits", "mnist5k", "fashion", "basicmotions", "pickupgesture", "vowels", "keywords"];
+
+/// The driver's hand-off cost per job against a NOP, in the guest (the
+/// release kernel; `--debug` for the instrumented one, whose ratios are not
+/// those of a product).
+fn bench_handoff(flavour: Flavour) -> Result<()> {
+    setup::run()?;
+    let boot = guest::Boot::prepare(flavour)?;
+    guest::run(&boot, "bench-handoff")?;
+    Ok(())
+}
 
 /// The main job: the release kernel boots, loads the module and reports.
 fn demo() -> Result<()> {

@@ -12,7 +12,7 @@
 #include <linux/types.h>
 
 #define M4NPU_UAPI_VERSION_MAJOR 0
-#define M4NPU_UAPI_VERSION_MINOR 2
+#define M4NPU_UAPI_VERSION_MINOR 3
 #define M4NPU_UAPI_VERSION \
 	((M4NPU_UAPI_VERSION_MAJOR << 16) | M4NPU_UAPI_VERSION_MINOR)
 
@@ -155,7 +155,12 @@ struct m4npu_bo_range {
 #define M4NPU_JOB_OP_ECHO 4	/* input copied to output (bring-up, tests) */
 #define M4NPU_JOB_OP_COUNT 5
 
-/* struct m4npu_job.priority */
+/*
+ * struct m4npu_job.priority. HIGH needs CAP_SYS_NICE (EPERM otherwise).
+ * Within a priority the driver serves contexts in turn (start-time fair
+ * queuing): a context's backlog delays another context's next job by at
+ * most one job.
+ */
 #define M4NPU_JOB_PRIO_NORMAL 0
 #define M4NPU_JOB_PRIO_HIGH 1
 #define M4NPU_JOB_PRIO_LOW 2
@@ -188,9 +193,9 @@ struct m4npu_job {
 
 /*
  * Returns the number of output bytes. Errors, in the order checked:
- * EOPNOTSUPP (unknown op), EINVAL (bad field), ENODEV (no model), ENOENT
- * (unknown handle), EINVAL (range or overlap), ENXIO (no device serving
- * jobs), EBUSY (in-flight limit); then EIO (device failed or went away) or
+ * EOPNOTSUPP (unknown op), EINVAL (bad field), EPERM (HIGH priority without
+ * CAP_SYS_NICE), ENODEV (no model), ENOENT (unknown handle), EINVAL (range
+ * or overlap), ENXIO (no device serving jobs, none recovering), EBUSY (in-flight limit); then EIO (device failed or went away) or
  * the device's -errno. Only a fatal signal ends the wait early.
  */
 #define M4NPU_IOC_RUN _IOW(M4NPU_IOCTL_MAGIC, 0x05, struct m4npu_job)
@@ -278,6 +283,62 @@ struct m4npu_hw_job {
 #define M4NPU_URING_CMD_HW_FETCH _IOWR(M4NPU_IOCTL_MAGIC, 0x21, struct m4npu_hw_cmd)
 #define M4NPU_URING_CMD_HW_COMMIT_AND_FETCH \
 	_IOWR(M4NPU_IOCTL_MAGIC, 0x22, struct m4npu_hw_cmd)
+
+/**
+ * struct m4npu_hw_batch_cmd - payload of the batch commands (ublk BATCH_IO)
+ * @queue: below M4NPU_HW_MAX_QUEUES
+ * @count: entries at @addr, 1 to M4NPU_HW_QUEUE_DEPTH
+ * @pad:   must be 0
+ * @addr:  user address of the entries
+ *
+ * FETCH_BATCH waits for jobs of @queue and completes with their number,
+ * written to @addr as struct m4npu_hw_batch_job, each holding an idle slot
+ * until committed (one FETCH_BATCH per queue at a time: EBUSY).
+ * COMMIT_BATCH completes the jobs of @count struct m4npu_hw_batch_result at
+ * @addr at once; a bad tag refuses the whole batch with EINVAL.
+ */
+struct m4npu_hw_batch_cmd {
+	__u16 queue;
+	__u16 count;
+	__u32 pad;
+	__u64 addr;
+};
+
+struct m4npu_hw_batch_job {
+	__u16 tag;
+	__u16 pad[3];
+	struct m4npu_hw_job job;
+};
+
+struct m4npu_hw_batch_result {
+	__u16 tag;
+	__u16 pad;
+	__s32 result;
+};
+
+#define M4NPU_URING_CMD_HW_FETCH_BATCH \
+	_IOWR(M4NPU_IOCTL_MAGIC, 0x24, struct m4npu_hw_batch_cmd)
+#define M4NPU_URING_CMD_HW_COMMIT_BATCH \
+	_IOW(M4NPU_IOCTL_MAGIC, 0x25, struct m4npu_hw_batch_cmd)
+
+/*
+ * Recover from the device's death: jobs it held go back to the front of
+ * their queues, and new ones queue, for the module's recovery_ms window; a
+ * device attaching within it receives them again, past it they fail with
+ * EIO (ublk's UBLK_F_USER_RECOVERY). A job may run twice: it reads its
+ * input and adapter, overwrites its output and rewrites its state in place.
+ */
+#define M4NPU_HW_FLAG_RECOVERY (1ULL << 0)
+
+/**
+ * struct m4npu_hw_set_flags - argument of M4NPU_IOC_HW_SET_FLAGS
+ * @flags: M4NPU_HW_FLAG_*; replaces the session's flags (EINVAL if unknown)
+ */
+struct m4npu_hw_set_flags {
+	__u64 flags;
+};
+
+#define M4NPU_IOC_HW_SET_FLAGS _IOW(M4NPU_IOCTL_MAGIC, 0x23, struct m4npu_hw_set_flags)
 
 /* Adapter blobs (.m4a): the firmware layout plus the base model's hash. */
 

@@ -70,11 +70,15 @@ pub enum Error {
     /// No process has `/dev/m4npu-hw` open to execute jobs.
     #[error("no NPU device is serving jobs (is vnpud running?)")]
     NoNpuDevice,
+    /// A high-priority job from a process without `CAP_SYS_NICE`.
+    #[error("high-priority jobs need CAP_SYS_NICE, as realtime scheduling does: submit at normal priority")]
+    PriorityNotPermitted,
     /// The context has as many jobs in flight as the driver allows.
     #[error("too many jobs in flight on this context (module parameter ctx_max_jobs): wait for some to complete before submitting more")]
     TooManyJobs,
     /// The NPU device failed the job, reported an invalid result or went
-    /// away while the job was queued or running.
+    /// away while the job was queued or running (and, if it asked for
+    /// recovery, no device came back within the driver's window).
     #[error("the NPU device failed or went away while the job was queued or running")]
     DeviceFailed,
     /// The io_uring the job was submitted on went away before it completed.
@@ -127,6 +131,7 @@ impl Error {
             Error::UnknownHandle => Errno::ENOENT,
             Error::NoNpuDevice => Errno::ENXIO,
             Error::TooManyJobs => Errno::EBUSY,
+            Error::PriorityNotPermitted => Errno::EPERM,
             Error::DeviceFailed => Errno::EIO,
             Error::Canceled => Errno::ECANCELED,
             Error::Interrupted => Errno::EINTR,
@@ -149,6 +154,7 @@ pub(crate) fn job_error(e: Errno) -> Error {
         Errno::ENODEV => Error::NoModel,
         Errno::ENXIO => Error::NoNpuDevice,
         Errno::EBUSY => Error::TooManyJobs,
+        Errno::EPERM => Error::PriorityNotPermitted,
         Errno::EIO => Error::DeviceFailed,
         Errno::ECANCELED => Error::Canceled,
         Errno::EINTR => Error::Interrupted,
@@ -188,6 +194,7 @@ mod tests {
         let cases = [
             (Errno::ENXIO, "no NPU device is serving jobs (is vnpud running?)"),
             (Errno::EBUSY, "ctx_max_jobs"),
+            (Errno::EPERM, "CAP_SYS_NICE"),
             (Errno::EIO, "NPU device failed or went away"),
             (Errno::ECANCELED, "io_uring was torn down"),
             (Errno::ENOENT, "handles belong to one open"),

@@ -36,6 +36,11 @@ pub struct FdInfo {
     pub jobs_failed: u64,
     /// `m4npu-jobs-inflight`: jobs queued or at the device.
     pub jobs_inflight: u64,
+    /// `m4npu-jobs-queued`: jobs waiting in the driver for the device.
+    pub jobs_queued: u64,
+    /// `m4npu-queue-delay`: time this context's jobs have waited in the
+    /// driver for the device, all told.
+    pub queue_delay_ns: u64,
 }
 
 fn kib(v: &str) -> Option<u64> {
@@ -76,6 +81,8 @@ impl FdInfo {
                 "m4npu-jobs-completed" => info.jobs_completed = v.parse().map_err(|_| bad())?,
                 "m4npu-jobs-failed" => info.jobs_failed = v.parse().map_err(|_| bad())?,
                 "m4npu-jobs-inflight" => info.jobs_inflight = v.parse().map_err(|_| bad())?,
+                "m4npu-jobs-queued" => info.jobs_queued = v.parse().map_err(|_| bad())?,
+                "m4npu-queue-delay" => info.queue_delay_ns = ns(v).ok_or_else(bad)?,
                 _ => {}
             }
         }
@@ -141,10 +148,11 @@ mod tests {
     fn parses_job_keys() {
         let t = "drm-driver:\tm4npu\ndrm-client-id:\t3\ndrm-engine-npu:\t123456789012 ns\n\
                  m4npu-jobs-submitted:\t1000\nm4npu-jobs-completed:\t990\nm4npu-jobs-failed:\t4\n\
-                 m4npu-jobs-inflight:\t6\n";
+                 m4npu-jobs-inflight:\t6\nm4npu-jobs-queued:\t2\nm4npu-queue-delay:\t5000 ns\n";
         let i = FdInfo::parse(t).unwrap();
         assert_eq!(i.engine_ns, 123_456_789_012);
         assert_eq!((i.jobs_submitted, i.jobs_completed, i.jobs_failed, i.jobs_inflight), (1000, 990, 4, 6));
+        assert_eq!((i.jobs_queued, i.queue_delay_ns), (2, 5000));
         assert!(FdInfo::parse("drm-driver:\tm4npu\ndrm-engine-npu:\t12 ms\n").is_err());
         assert!(FdInfo::parse("drm-driver:\tm4npu\nm4npu-jobs-failed:\t-1\n").is_err());
     }

@@ -61,7 +61,8 @@ impl Op {
 pub enum Priority {
     #[default]
     Normal,
-    /// Before every normal and low job.
+    /// Before every normal and low job. Needs `CAP_SYS_NICE`
+    /// ([`Error::PriorityNotPermitted`](crate::Error::PriorityNotPermitted) otherwise).
     High,
     /// Only when nothing else waits.
     Low,

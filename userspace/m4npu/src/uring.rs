@@ -190,6 +190,29 @@ impl<'d> Ring<'d> {
         Ok(())
     }
 
+    /// Queues an `IORING_OP_NOP`: the ring's own cost, the yardstick the
+    /// driver's per-job cost is measured against.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let mut ring = dev.ring(8)?;
+    /// ring.push_nop(7)?;
+    /// assert_eq!(ring.wait(1)?[0].res, 0);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn push_nop(&mut self, user_data: u64) -> Result<()> {
+        while self.outstanding >= self.ring.params().cq_entries() as usize {
+            self.enter(1, None)?;
+        }
+        let sqe: squeue::Entry128 = opcode::Nop::new().build().user_data(user_data).into();
+        // SAFETY: a NOP names no memory.
+        while unsafe { self.ring.submission().push(&sqe) }.is_err() {
+            self.enter(0, None)?;
+        }
+        self.outstanding += 1;
+        Ok(())
+    }
+
     /// Hands every queued job to the driver without waiting (and without
     /// taking completions, so a poll on the ring's fd wakes for them).
     ///

@@ -18,7 +18,8 @@ use vnpu_engine::{ForwardOpts, Logits};
 use crate::foundation::Foundation;
 use crate::task::TaskAdapter;
 
-/// Runs `op` on `b`; returns the output bytes.
+/// Runs `op` on `b`, parsing its adapter if it has one; returns the output
+/// bytes.
 pub fn run(model: &Foundation<'_>, op: Option<Op>, b: JobBuffers<'_>) -> Result<usize, Errno> {
     if op == Some(Op::Echo) {
         return echo(b);
@@ -27,7 +28,16 @@ pub fn run(model: &Foundation<'_>, op: Option<Op>, b: JobBuffers<'_>) -> Result<
         Some(blob) => Some(TaskAdapter::parse(blob, model).map_err(|_| Errno::ENOEXEC)?),
         None => None,
     };
-    match (op, &adapter) {
+    run_with(model, op, b, adapter.as_ref())
+}
+
+/// Runs `op` on `b` with `adapter`, the job's adapter already parsed (see
+/// `adapter_cache`); returns the output bytes.
+pub fn run_with(model: &Foundation<'_>, op: Option<Op>, b: JobBuffers<'_>, adapter: Option<&TaskAdapter<'_>>) -> Result<usize, Errno> {
+    if op == Some(Op::Echo) {
+        return echo(b);
+    }
+    match (op, adapter) {
         (Some(Op::Embed), None) => embed(model, b),
         (Some(Op::Embed), Some(a)) => {
             let mut v = pooled(model, a, b.input)?;
@@ -35,7 +45,7 @@ pub fn run(model: &Foundation<'_>, op: Option<Op>, b: JobBuffers<'_>) -> Result<
             put_f32s(b.output, &v).ok_or(Errno::EOVERFLOW)
         }
         (Some(Op::Classify), Some(a)) => classify(model, a, b),
-        (Some(Op::Generate), a) => generate(model, a.as_ref(), b),
+        (Some(Op::Generate), a) => generate(model, a, b),
         _ => Err(Errno::EOPNOTSUPP),
     }
 }

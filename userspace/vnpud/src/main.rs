@@ -10,8 +10,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::process::ExitCode;
 
 use clap::Parser;
-use m4npu::hw::HwDevice;
-use vnpud::{execute, foundation};
+use m4npu::hw::{HwDevice, HwFlags};
+use vnpud::{adapter_cache::AdapterCache, execute, foundation};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::SignalFd;
@@ -32,6 +32,10 @@ struct Args {
     /// daemon: the exit status says whether the device came up).
     #[arg(long)]
     background: bool,
+    /// Do not ask the driver to keep this device's jobs for a successor
+    /// if it dies: they fail with EIO at once.
+    #[arg(long)]
+    no_recovery: bool,
 }
 
 fn main() -> ExitCode {
@@ -98,9 +102,13 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
     let signals = SignalFd::new(&mask).map_err(|e| format!("signalfd: {e}"))?;
 
     let dev = HwDevice::open_path(&args.device).map_err(|e| e.to_string())?;
+    if !args.no_recovery {
+        dev.set_flags(HwFlags::RECOVERY).map_err(|e| e.to_string())?;
+    }
     let subs = foundation::sub_models(dev.memory().model())?;
     let model = foundation::Foundation::build(&subs)?;
     let mut queue = dev.queue(0, args.depth).map_err(|e| e.to_string())?;
+    let mut adapters = AdapterCache::new();
     let names: Vec<&str> = subs.iter().map(|s| s.name).collect();
     // The line test harnesses wait for: every slot is waiting for a job.
     println!("vnpud: ready: {} bytes of NPU memory, sub-models [{}], {} slots", dev.memory().len(), names.join(", "), args.depth);
@@ -109,22 +117,23 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
     }
 
     loop {
-        // SAFETY: the ring's fd stays open across the poll (the queue lives on).
-        let ring = unsafe { BorrowedFd::borrow_raw(queue.as_raw_fd()) };
-        let mut fds = [PollFd::new(ring, PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(format!("poll: {e}")),
+        // Jobs first: some may have come while the queue was made, or with
+        // the last flush, and the ring's fd will not wake for those.
+        let jobs = queue.try_fetch().map_err(|e| e.to_string())?;
+        let busy = !jobs.is_empty();
+        if busy {
+            adapters.sweep(dev.memory());
         }
-        if fds[1].any().unwrap_or(false) {
-            println!("vnpud: signal received, stopping");
-            return Ok(());
-        }
-        for mut job in queue.try_fetch().map_err(|e| e.to_string())? {
+        for mut job in jobs {
             let (id, op) = (job.id(), job.op());
-            let result = match job.buffers() {
-                Ok(b) => execute::run(&model, op, b),
-                Err(e) => {
+            let adapter = match job.raw().adapter {
+                r if r.len == 0 => Ok(None),
+                r => dev.memory().read(r).map_err(|_| nix::errno::Errno::EIO).and_then(|blob| adapters.get(blob, r.addr, &model).map(Some)),
+            };
+            let result = match (adapter, job.buffers()) {
+                (Ok(a), Ok(b)) => execute::run_with(&model, op, b, a),
+                (Err(e), _) => Err(e),
+                (_, Err(e)) => {
                     eprintln!("vnpud: job {id}: {e}");
                     Err(nix::errno::Errno::EIO)
                 }
@@ -135,6 +144,20 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
             queue.commit(job, result).map_err(|e| e.to_string())?;
         }
         queue.flush().map_err(|e| e.to_string())?;
+        // SAFETY: the ring's fd stays open across the poll (the queue lives on).
+        let ring = unsafe { BorrowedFd::borrow_raw(queue.as_raw_fd()) };
+        let mut fds = [PollFd::new(ring, PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        // Busy: only a look at the signals before the next round.
+        let timeout = if busy { PollTimeout::ZERO } else { PollTimeout::NONE };
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        if fds[1].any().unwrap_or(false) {
+            println!("vnpud: signal received, stopping");
+            // A clean stop: nothing waits for a successor.
+            dev.set_flags(HwFlags::empty()).map_err(|e| e.to_string())?;
+            return Ok(());
+        }
     }
 }
-

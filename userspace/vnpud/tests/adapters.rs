@@ -240,3 +240,55 @@ fn unfit_adapters_are_refused() {
     let e = build(&meta(AdapterTask::Embed, SubModel::Backbone), &[]);
     assert_eq!(job(&f, Op::Classify, &e, &tokens), Err(Errno::EOPNOTSUPP));
 }
+
+/// The daemon's adapter cache: one parse per adapter, the same logits as a
+/// fresh parse, a new adapter at the same address parsed anew, and an
+/// unloaded (zeroed) adapter swept out.
+#[test]
+fn adapter_cache_parses_once_and_follows_unloads() {
+    use m4npu_uapi::HwRange;
+    use vnpud::adapter_cache::AdapterCache;
+    use vnpud::execute::run_with;
+
+    let model = Model::new();
+    let subs = model.subs();
+    let f = Foundation::build(&subs).unwrap();
+    let llama = f.backbone.as_ref().unwrap();
+    let (d, ff, kvd) = (llama.cfg.d_model, llama.cfg.d_ff, llama.cfg.kv_dim());
+    let mut m = meta(AdapterTask::Classify, SubModel::Backbone);
+    m.feature_dim = Some(5);
+    m.labels = (0..LABELS).map(|i| format!("l{i}")).collect();
+    let mut rng = Rng::new(5);
+    let (first, _, _) = feature_classifier(&mut rng, d, ff, kvd, &m);
+    let (second, _, _) = feature_classifier(&mut rng, d, ff, kvd, &m);
+    assert_eq!(first.len(), second.len(), "both adapters fit the same range");
+    let input = Input::Features { dim: 5, data: rng.vec(3 * 5, 1.0) }.encode();
+    fn logits(f: &Foundation<'_>, input: &[u8], a: &vnpud::task::TaskAdapter<'_>) -> Vec<f32> {
+        let mut out = vec![0u8; 4096];
+        let n = run_with(f, Some(Op::Classify), JobBuffers { input, output: &mut out, state: None, adapter: None }, Some(a)).unwrap();
+        f32s(&out[..n])
+    }
+
+    // "NPU memory" with the adapter at device address 0.
+    let range = HwRange { addr: 0, len: first.len() as u64 };
+    let mem = AlignedBytes::from_slice(&first);
+    let mut cache = AdapterCache::new();
+    let a = logits(&f, &input, cache.get(&mem, 0, &f).unwrap());
+    let b = logits(&f, &input, cache.get(&mem, 0, &f).unwrap());
+    assert_eq!((cache.misses, cache.hits), (1, 1));
+    assert_eq!(a, b);
+    assert_eq!(a, job(&f, Op::Classify, &first, &Input::decode(&input).unwrap()).unwrap(), "cached parse differs from a fresh one");
+
+    // Another adapter loaded at the same address: parsed anew.
+    let mem2 = AlignedBytes::from_slice(&second);
+    let c = logits(&f, &input, cache.get(&mem2, 0, &f).unwrap());
+    assert_eq!((cache.misses, cache.hits, cache.len()), (2, 1, 1));
+    assert_ne!(a, c);
+
+    // Still loaded: kept. Unloaded (the driver zeroes it): dropped.
+    cache.sweep_with(|r| (r == range).then_some(&mem2[..]));
+    assert_eq!(cache.len(), 1);
+    let zeroed = vec![0u8; second.len()];
+    cache.sweep_with(|r| (r == range).then_some(&zeroed[..]));
+    assert!(cache.is_empty());
+}

@@ -28,10 +28,12 @@ fn expect_ok(subs: &mut [Helper]) -> Result<()> {
 }
 
 pub fn thousand_jobs_from_four_processes() -> Result<()> {
-    // Served as they come, by a thread per queue.
-    let device = PlayDevice::start("serve", 4, 16)?;
-    expect_ok(&mut submitters()?)?;
-    device.stop()?;
+    // Served as they come, by a thread per queue; then in batches.
+    for mode in ["serve", "serve-batch"] {
+        let device = PlayDevice::start(mode, 4, 16)?;
+        expect_ok(&mut submitters()?)?;
+        device.stop()?;
+    }
 
     // All 1000 in flight at the same time: a device with 16 x 64 slots
     // takes them all, then commits them at once.

@@ -148,7 +148,7 @@ pub fn hw_mapping_protects_the_model() -> Result<()> {
 }
 
 /// `(user_data, res)` of `n` completions, within [`HANG`].
-fn reap(ring: &mut IoUring, n: usize) -> Result<Vec<(u64, i32)>> {
+pub fn reap(ring: &mut IoUring, n: usize) -> Result<Vec<(u64, i32)>> {
     let mut out = Vec::new();
     let deadline = Instant::now() + HANG;
     while out.len() < n {

@@ -9,8 +9,8 @@ use m4npu_format::job_io::{f32s, GenerateOutput, Input, STATE_KV_OFFSET};
 use vnpud::execute::argmax;
 use vnpud::foundation::{sub_models, Foundation};
 
-use super::support::{device_attached, pattern};
-use crate::children::{eventually, Helper, HANG};
+use super::support::{device_state, pattern, DeviceState};
+use crate::children::{Helper, HANG};
 use crate::module;
 use crate::vnpu::{start_vnpud, stop};
 
@@ -33,24 +33,32 @@ pub fn thousand_jobs_on_vnpud() -> Result<()> {
         s.finish()?;
     }
 
-    // Killed with jobs queued: each fails with EIO, none hangs; a new
-    // vnpud serves once the driver has let the old one go.
+    // Killed: vnpud asks for recovery, so a job submitted while it is gone
+    // waits and the restarted vnpud runs it; stopped cleanly (SIGTERM), it
+    // leaves nothing waiting, and jobs are refused at once.
     let dev = Device::open()?;
     let mut input = dev.alloc(IN)?;
     let len = Input::Tokens(vec![1, 2, 3]).encode_into(input.as_mut_slice())?;
     let output = dev.alloc(OUT)?;
     let embed = JobDesc::new(Op::Embed).input(&input, 0, len).output(&output, 0, OUT);
     ensure!(dev.run(&embed)? > 0, "vnpud is not serving");
+    let want = output.as_slice().to_vec();
     vnpud.signal(libc::SIGKILL)?;
     let _ = vnpud.wait()?;
-    eventually("the driver lets the killed vnpud go", || Ok(if device_attached()? { Err("attached".into()) } else { Ok(()) }))?;
-    match dev.run(&embed) {
-        Err(Error::NoNpuDevice) => {}
-        other => anyhow::bail!("a job with vnpud killed: {other:?}, want NoNpuDevice"),
-    }
+    ensure!(device_state()? == DeviceState::Recovering, "the driver does not wait for a killed vnpud to come back");
+    let mut ring = dev.ring(4)?;
+    ring.push(&embed, 1)?;
+    ring.submit()?;
     let vnpud = start_vnpud(16)?;
-    ensure!(dev.run(&embed)? > 0, "the restarted vnpud does not serve");
-    stop(vnpud)
+    let done = ring.wait_timeout(1, HANG)?;
+    ensure!(done.len() == 1 && done[0].res > 0, "the job across vnpud's restart: {done:?}");
+    ensure!(output.as_slice() == want, "the job across vnpud's restart: another output");
+    drop(ring);
+    stop(vnpud)?;
+    match dev.run(&embed) {
+        Err(Error::NoNpuDevice) => Ok(()),
+        other => anyhow::bail!("a job after vnpud stopped: {other:?}, want NoNpuDevice"),
+    }
 }
 
 /// Token ids for job `i` of process `seed`, inside the tiny vocabularies.

@@ -23,6 +23,7 @@
 //! # Ok::<(), m4npu::Error>(())
 //! ```
 
+mod batch;
 mod memory;
 mod queue;
 
@@ -32,15 +33,21 @@ use std::path::{Path, PathBuf};
 use m4npu_uapi as uapi;
 use nix::errno::Errno;
 
+pub use batch::HwBatchQueue;
 pub use memory::NpuMemory;
 pub use queue::{HwJob, HwQueue, JobBuffers};
 
 use crate::{Error, Result};
 
 nix::ioctl_read_bad!(ioc_hw_get_info, uapi::IOC_HW_GET_INFO, uapi::HwInfo);
+nix::ioctl_write_ptr_bad!(ioc_hw_set_flags, uapi::IOC_HW_SET_FLAGS, uapi::HwSetFlags);
 
-/// The open device side: at most one per machine at a time. Closing it
-/// fails every job still queued or held with `EIO` for its app.
+pub use uapi::HwFlags;
+
+/// The open device side: at most one per machine at a time. Closing it (or
+/// the process's exit) ends the session at once: every job still queued or
+/// held fails with `EIO` for its app, or with [`HwFlags::RECOVERY`] waits
+/// for the next device.
 #[derive(Debug)]
 pub struct HwDevice {
     mem: NpuMemory,
@@ -85,6 +92,25 @@ impl HwDevice {
         Ok(Self { mem, info, fd })
     }
 
+    /// Sets the session's flags (none at open). With [`HwFlags::RECOVERY`],
+    /// jobs this device holds when it dies go to the next device that
+    /// attaches within the driver's recovery window, so they must be safe
+    /// to run twice; clear it before a clean stop, so that waiting jobs
+    /// fail at once.
+    ///
+    /// ```no_run
+    /// use m4npu::hw::{HwDevice, HwFlags};
+    /// let dev = HwDevice::open()?;
+    /// dev.set_flags(HwFlags::RECOVERY)?;
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn set_flags(&self, flags: HwFlags) -> Result<()> {
+        let req = uapi::HwSetFlags { flags: flags.bits() };
+        // SAFETY: `req` is a valid `struct m4npu_hw_set_flags` for the call.
+        unsafe { ioc_hw_set_flags(self.fd.as_raw_fd(), &req) }.map_err(|source| Error::Ioctl { op: "HW_SET_FLAGS", source })?;
+        Ok(())
+    }
+
     /// NPU memory and queue limits as the driver reports them.
     pub fn info(&self) -> &uapi::HwInfo {
         &self.info
@@ -99,6 +125,14 @@ impl HwDevice {
     /// job when this returns. See [`HwQueue`].
     pub fn queue(&self, id: u16, depth: u16) -> Result<HwQueue<'_>> {
         HwQueue::new(self, id, depth)
+    }
+
+    /// Queue `id` served in batches, up to `depth` jobs held at once: one
+    /// command fetches every job waiting, one returns many results. See
+    /// [`HwBatchQueue`]. Slots of the queue that a [`HwQueue`] uses are
+    /// left to it.
+    pub fn batch_queue(&self, id: u16, depth: u16) -> Result<HwBatchQueue<'_>> {
+        HwBatchQueue::new(self, id, depth)
     }
 }
 

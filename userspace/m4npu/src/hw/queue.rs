@@ -243,10 +243,10 @@ impl AsRawFd for HwQueue<'_> {
 /// app until the device file is closed (then it fails with `EIO`).
 #[derive(Debug)]
 pub struct HwJob<'m> {
-    raw: uapi::HwJob,
-    queue: u16,
-    tag: u16,
-    mem: &'m NpuMemory,
+    pub(super) raw: uapi::HwJob,
+    pub(super) queue: u16,
+    pub(super) tag: u16,
+    pub(super) mem: &'m NpuMemory,
 }
 
 /// A job's memory, for the device to work on.

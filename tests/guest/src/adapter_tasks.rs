@@ -135,3 +135,109 @@ pub fn errors_speak_to_developers() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// A generation adapter for the tiny backbone: rank-4 LoRA on `o` of
+/// layer `seed % 2`, its factors from `seed`.
+fn generation_adapter(base: [u8; 32], seed: u64, d: usize) -> Result<Vec<u8>> {
+    let meta = AdapterMeta {
+        task: AdapterTask::Generate,
+        submodel: SubModel::Backbone,
+        labels: vec![],
+        pooling: Pooling::Mean,
+        feature_dim: None,
+        layers: None,
+        lora_alpha: 8.0,
+        description: "guest test".into(),
+    };
+    let mut rng = Rng::new(seed);
+    let mut b = AdapterBuilder::new("style-test", base);
+    b.meta(meta.to_json());
+    let layer = (seed % 2) as usize;
+    b.tensor_f32(&lora_name(layer, "o", "a"), &[4, d], &rng.vec(4 * d, 0.5))?;
+    b.tensor_f32(&lora_name(layer, "o", "b"), &[d, 4], &rng.vec(d * 4, 0.5))?;
+    Ok(b.build()?)
+}
+
+/// Four apps (contexts) generate at once through vnpud, three with their
+/// own adapter and one without: vnpud runs their steps in batches, and
+/// every step's output and KV state equals vnpud's code run alone for that
+/// app in this process, bit for bit.
+pub fn generations_of_many_apps_on_vnpud() -> Result<()> {
+    use m4npu_format::job_io::STATE_KV_OFFSET;
+    use m4npu::hw::JobBuffers;
+
+    module::reload("firmware=m4npu/tiny.m4fw")?;
+    let vnpud = crate::vnpu::start_vnpud_with(16, &["--verbose"])?;
+    let fw = vnpu_engine::AlignedBytes::from_slice(&std::fs::read(TINY)?);
+    let subs = sub_models(&fw).map_err(anyhow::Error::msg)?;
+    let reference = Foundation::build(&subs).map_err(anyhow::Error::msg)?;
+    let cfg = &reference.backbone.as_ref().context("backbone")?.cfg;
+    let (state_len, out_len) = (STATE_KV_OFFSET + cfg.kv_bytes(24), 16 + 4 * cfg.vocab);
+
+    const APPS: usize = 4;
+    const STEPS: usize = 12;
+    let devs: Vec<Device> = (0..APPS).map(|_| Device::open()).collect::<m4npu::Result<_>>()?;
+    let hash = devs[0].info()?.model.context("no model")?.hash;
+    let blobs: Vec<Option<Vec<u8>>> =
+        (0..APPS).map(|i| (i < 3).then(|| generation_adapter(hash, 30 + i as u64, cfg.d_model)).transpose()).collect::<Result<_>>()?;
+    let adapters: Vec<Option<m4npu::Adapter<'_>>> =
+        devs.iter().zip(&blobs).map(|(d, b)| b.as_ref().map(|b| d.load_adapter(b)).transpose()).collect::<m4npu::Result<_>>()?;
+    let mut bufs = Vec::new();
+    for d in &devs {
+        bufs.push((d.alloc(4096)?, d.alloc(out_len)?, d.alloc(state_len)?));
+    }
+    let mut rings: Vec<_> = devs.iter().map(|d| d.ring(4)).collect::<m4npu::Result<_>>()?;
+    // The reference: each app's state, stepped by vnpud's code here.
+    let mut ref_states: Vec<vnpu_engine::AlignedBytes> = (0..APPS).map(|_| vnpu_engine::AlignedBytes::zeroed(state_len)).collect();
+    let ref_blobs: Vec<Option<vnpu_engine::AlignedBytes>> =
+        blobs.iter().map(|b| b.as_ref().map(|b| vnpu_engine::AlignedBytes::from_slice(b))).collect();
+    for step in 0..STEPS {
+        let mut want = Vec::new();
+        for i in 0..APPS {
+            // A prompt of i + 2 tokens first, then one token a step.
+            let tokens: Vec<u32> =
+                if step == 0 { (0..i as u32 + 2).map(|t| 1 + (t * 5 + i as u32) % 7).collect() } else { vec![1 + ((step * 3 + i) % 9) as u32] };
+            let input = Input::Tokens(tokens);
+            let len = input.encode_into(bufs[i].0.as_mut_slice())?;
+            let mut out = vec![0u8; out_len];
+            let n = vnpud::execute::run(
+                &reference,
+                Some(Op::Generate),
+                JobBuffers {
+                    input: &bufs[i].0.as_slice()[..len],
+                    output: &mut out,
+                    state: Some(&mut ref_states[i]),
+                    adapter: ref_blobs[i].as_deref(),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("reference step {step} of app {i}: {e}"))?;
+            want.push(out[..n].to_vec());
+            let mut job = JobDesc::new(Op::Generate).input(&bufs[i].0, 0, len).output(&bufs[i].1, 0, out_len).state(&bufs[i].2, 0, state_len);
+            if let Some(a) = &adapters[i] {
+                job = job.adapter(a);
+            }
+            rings[i].push(&job, step as u64)?;
+        }
+        // All four steps go to the driver back to back.
+        for r in rings.iter_mut() {
+            r.submit()?;
+        }
+        for (i, r) in rings.iter_mut().enumerate() {
+            let done = r.wait_timeout(1, crate::children::HANG)?;
+            ensure!(done.len() == 1, "app {i} step {step}: no completion");
+            let n = done[0].result().with_context(|| format!("app {i} step {step}"))?;
+            ensure!(bufs[i].1.as_slice()[..n] == want[i][..], "app {i} step {step}: output differs from the solo run");
+            ensure!(bufs[i].2.as_slice() == &ref_states[i][..], "app {i} step {step}: KV state differs from the solo run");
+        }
+    }
+    let batched: usize = vnpud
+        .log()
+        .iter()
+        .filter_map(|l| l.strip_prefix("vnpud: ")?.strip_suffix(" generation steps in one batch")?.parse::<usize>().ok())
+        .filter(|&n| n > 1)
+        .sum();
+    println!("    {batched} of {} steps ran in batches of several apps", APPS * STEPS);
+    drop(rings);
+    drop(adapters);
+    stop(vnpud)
+}

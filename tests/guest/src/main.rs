@@ -82,6 +82,7 @@ const TESTS: &[Test] = &[
     Test::new("thousand_jobs_on_vnpud", jobs::on_vnpud::thousand_jobs_on_vnpud),
     Test::new("adapters_classify_on_vnpud", adapter_tasks::adapters_classify_on_vnpud),
     Test::new("errors_speak_to_developers", adapter_tasks::errors_speak_to_developers),
+    Test::new("generations_of_many_apps_on_vnpud", adapter_tasks::generations_of_many_apps_on_vnpud),
     Test::new("eaibench_adapters_agree_with_the_host_path", eaibench::eaibench_adapters_agree_with_the_host_path),
     Test::new("bad_module_parameters_are_refused", basics::bad_module_parameters_are_refused),
     Test::new("rmmod_refused_while_open", basics::rmmod_refused_while_open),

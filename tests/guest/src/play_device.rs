@@ -150,23 +150,53 @@ fn slot_failed(queue: &mut HwQueue<'_>, e: Error, mode: Mode) -> m4npu::Result<(
 /// One thread per queue, each creating its queue itself (io_uring hands a
 /// slot's job to the task that submitted its FETCH).
 fn serve(dev: &HwDevice, mode: Mode, queues: u16, depth: u16) -> m4npu::Result<()> {
+    per_queue_thread(queues, |id| dev.queue(id, depth), |queue| {
+        match queue.fetch() {
+            Ok(jobs) => jobs.into_iter().try_for_each(|job| finish(queue, job, mode)),
+            Err(e @ Error::HwCommand { .. }) => slot_failed(queue, e, mode),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// As [`serve`], with batch queues.
+fn serve_batches(dev: &HwDevice, queues: u16, depth: u16) -> m4npu::Result<()> {
+    per_queue_thread(queues, |id| dev.batch_queue(id, depth), |queue| {
+        let jobs = queue.fetch()?;
+        if jobs.len() > 1 {
+            println!("batch {}", jobs.len());
+        }
+        jobs.into_iter().try_for_each(|mut job| {
+            let op = job.raw().op;
+            let result = match job.buffers() {
+                Ok(b) => transform(op, b.input, b.output, b.state, b.adapter),
+                Err(_) => Err(Errno::EFAULT),
+            };
+            queue.commit(job, result)
+        })
+    })
+}
+
+/// Runs `round` forever on a queue `make` creates, in a thread per queue;
+/// says `ready` once every queue is made, and exits on the first error.
+fn per_queue_thread<Q>(
+    queues: u16,
+    make: impl Fn(u16) -> m4npu::Result<Q> + Sync,
+    round: impl Fn(&mut Q) -> m4npu::Result<()> + Sync,
+) -> m4npu::Result<()> {
     let (ready_tx, ready) = std::sync::mpsc::channel();
     std::thread::scope(|s| {
         for id in 0..queues {
             let ready_tx = ready_tx.clone();
+            let (make, round) = (&make, &round);
             s.spawn(move || {
-                let mut queue = match dev.queue(id, depth) {
+                let mut queue = match make(id) {
                     Ok(q) => q,
                     Err(e) => return ready_tx.send(Err(e)).expect("main thread waits"),
                 };
                 ready_tx.send(Ok(())).expect("main thread waits");
                 loop {
-                    let r = match queue.fetch() {
-                        Ok(jobs) => jobs.into_iter().try_for_each(|job| finish(&mut queue, job, mode)),
-                        Err(e @ Error::HwCommand { .. }) => slot_failed(&mut queue, e, mode),
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = r {
+                    if let Err(e) = round(&mut queue) {
                         println!("error: {e}");
                         std::process::exit(1);
                     }
@@ -189,51 +219,6 @@ fn serve(dev: &HwDevice, mode: Mode, queues: u16, depth: u16) -> m4npu::Result<(
 fn serve_one<'m>(queue: &mut HwQueue<'m>, job: HwJob<'m>) -> m4npu::Result<()> {
     println!("served {} {}", job.context_id(), job.raw().priority);
     finish(queue, job, Mode::Serve)
-}
-
-/// As [`serve`], with batch queues.
-fn serve_batches(dev: &HwDevice, queues: u16, depth: u16) -> m4npu::Result<()> {
-    let (ready_tx, ready) = std::sync::mpsc::channel();
-    std::thread::scope(|s| {
-        for id in 0..queues {
-            let ready_tx = ready_tx.clone();
-            s.spawn(move || {
-                let mut queue = match dev.batch_queue(id, depth) {
-                    Ok(q) => q,
-                    Err(e) => return ready_tx.send(Err(e)).expect("main thread waits"),
-                };
-                ready_tx.send(Ok(())).expect("main thread waits");
-                loop {
-                    let r = queue.fetch().and_then(|jobs| {
-                        if jobs.len() > 1 {
-                            println!("batch {}", jobs.len());
-                        }
-                        jobs.into_iter().try_for_each(|mut job| {
-                            let op = job.raw().op;
-                            let result = match job.buffers() {
-                                Ok(b) => transform(op, b.input, b.output, b.state, b.adapter),
-                                Err(_) => Err(Errno::EFAULT),
-                            };
-                            queue.commit(job, result)
-                        })
-                    });
-                    if let Err(e) = r {
-                        println!("error: {e}");
-                        std::process::exit(1);
-                    }
-                }
-            });
-        }
-        drop(ready_tx);
-        for _ in 0..queues {
-            if let Err(e) = ready.recv().expect("queue threads report") {
-                println!("error: {e}");
-                std::process::exit(1);
-            }
-        }
-        println!("ready");
-    });
-    Ok(())
 }
 
 /// One thread polling every queue and stdin: jobs are held until `release`.

@@ -18,7 +18,15 @@ const FIRMWARE: &str = "/lib/firmware/m4npu/foundation.m4fw";
 
 /// Starts vnpud with `depth` slots per queue; returns once it serves.
 pub fn start_vnpud(depth: u16) -> Result<Helper> {
-    let mut vnpud = Helper::spawn_program("/bin/vnpud", &["--depth", &depth.to_string()])?;
+    start_vnpud_with(depth, &[])
+}
+
+/// As [`start_vnpud`], with more arguments for vnpud.
+pub fn start_vnpud_with(depth: u16, more: &[&str]) -> Result<Helper> {
+    let depth = depth.to_string();
+    let mut args = vec!["--depth", &depth];
+    args.extend_from_slice(more);
+    let mut vnpud = Helper::spawn_program("/bin/vnpud", &args)?;
     vnpud.expect("its ready line", |l| l.starts_with("vnpud: ready").then_some(()))?;
     Ok(vnpud)
 }

@@ -4,13 +4,13 @@
 //! an app context), laid out `[layer][k|v][slot][n_kv_head * head_dim]` f32,
 //! so one decode step is one self-contained job over `(weights, kv)`.
 
-use crate::adapter::{Adapter, Proj};
+use crate::adapter::{Adapter, Lora, Proj};
 use crate::error::{Error, Result};
 use crate::kernels;
-use crate::ops::{apply_lora, rms_norm, rms_norm_row, ActRows, Exec, QMat};
+use crate::ops::{apply_lora_rows, lora_deltas, rms_norm, rms_norm_row, ActRows, Exec, QMat};
 use crate::quant::ActQ8;
 use crate::tensor::{Region, TensorTable};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
@@ -55,7 +55,8 @@ impl LlamaConfig {
         for t in 0..n {
             let p = (pos0 + t) as f64;
             for i in 0..half {
-                let theta = p * (self.rope_base as f64).powf(-2.0 * i as f64 / self.head_dim as f64);
+                let theta =
+                    p * (self.rope_base as f64).powf(-2.0 * i as f64 / self.head_dim as f64);
                 cos[t * half + i] = theta.cos() as f32;
                 sin[t * half + i] = theta.sin() as f32;
             }
@@ -99,7 +100,11 @@ impl LlamaConfig {
             rope_base: t.meta_f64("rope_base")? as f32,
             max_ctx: t.meta_usize("max_ctx")?,
         };
-        if c.n_head == 0
+        // Zero sizes would make `kv_capacity` divide by zero, empty rows.
+        if c.n_layer == 0
+            || c.head_dim == 0
+            || c.d_ff == 0
+            || c.n_head == 0
             || c.n_head_kv == 0
             || c.n_head % c.n_head_kv != 0
             || c.head_dim % 2 != 0
@@ -239,9 +244,66 @@ pub struct ForwardOut {
     pub logits: Option<Vec<f32>>,
 }
 
+/// One session's row of [`Llama::decode_batch`]: `token` at position `pos`
+/// (the session's `n_past`: positions `< pos` must already be in `kv`).
+pub struct BatchRow<'x> {
+    pub token: u32,
+    pub pos: usize,
+    /// This session's own KV cache, laid out as for [`Llama::forward`].
+    pub kv: &'x mut [u8],
+    pub adapter: Option<&'x dyn Adapter>,
+}
+
+/// Rows `t0..t0 + n` of a job's activations, at positions `pos0..pos0 + n`.
+#[derive(Clone, Copy)]
+struct Span {
+    t0: usize,
+    n: usize,
+    pos0: usize,
+}
+
+/// One sequence of a job: its rows, KV cache (`slots` positions) and adapter.
+struct Seq<'k> {
+    span: Span,
+    slots: usize,
+    kv: &'k mut [f32],
+    adapter: Option<&'k dyn Adapter>,
+}
+
+/// The rows that share one adapter (Punica's SGMV segment) and its LoRAs,
+/// `loras[layer][proj as usize]`.
+struct Group<'k> {
+    adapter: &'k dyn Adapter,
+    rows: Vec<usize>,
+    loras: Vec<[Option<Lora<'k>>; PROJS.len()]>,
+}
+
+const PROJS: [Proj; 7] = [
+    Proj::Q,
+    Proj::K,
+    Proj::V,
+    Proj::O,
+    Proj::Gate,
+    Proj::Up,
+    Proj::Down,
+];
+
+/// Query rows per attention task.
+const TCHUNK: usize = 16;
+
+/// Names the batch row in a per-row error.
+fn in_row(i: usize, e: Error) -> Error {
+    match e {
+        Error::Input(m) => Error::Input(format!("row {i}: {m}")),
+        Error::Kv(m) => Error::Kv(format!("row {i}: {m}")),
+        Error::Adapter(m) => Error::Adapter(format!("row {i}: {m}")),
+        e => e,
+    }
+}
+
 #[derive(Clone, Copy)]
 struct SyncPtr(*mut f32);
-// Safety: tasks write disjoint index ranges (documented at each use).
+// SAFETY: tasks write disjoint index ranges (documented at each use).
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
@@ -333,12 +395,95 @@ impl<'a> Llama<'a> {
         opts: &ForwardOpts,
     ) -> Result<ForwardOut> {
         let c = &self.cfg;
-        let (d, kvd, ff) = (c.d_model, c.kv_dim(), c.d_ff);
+        let d = c.d_model;
         let mut x = self.embed(input)?;
         let n = x.len() / d;
         if n == 0 {
             return Err(Error::Input("empty input".into()));
         }
+        let (kv, slots) = self.kv_view(kv, pos0, n)?;
+        let n_layers = opts.layers.map_or(c.n_layer, |l| l.clamp(1, c.n_layer));
+        let mut seq = [Seq {
+            span: Span { t0: 0, n, pos0 },
+            slots,
+            kv,
+            adapter: opts.adapter,
+        }];
+        let groups = self.lora_groups(&seq, n_layers).map_err(|(_, e)| e)?;
+        self.run_layers(&mut x, &mut seq, &groups, n_layers)?;
+
+        rms_norm(&x.clone(), self.out_norm, c.rms_eps, &mut x);
+        let last = x[(n - 1) * d..].to_vec();
+        let logits = match opts.logits {
+            Logits::None => None,
+            Logits::Last => Some(self.lm_head_logits(&last, 1)),
+            Logits::All => Some(self.lm_head_logits(&x, n)),
+        };
+        Ok(ForwardOut {
+            hidden_last: last,
+            hidden_all: opts.all_hidden.then_some(x),
+            logits,
+        })
+    }
+
+    /// One decode step of many independent sessions together: row `i`
+    /// feeds its `token` at `pos` into its own `kv`, with its own adapter.
+    /// The base matmuls and the LM head run once over all rows (one
+    /// activation row per session), so the weights stream from memory once
+    /// per step for the whole batch; each LoRA runs only on the rows of its
+    /// adapter. Returns each row's logits (`[vocab]`), in row order.
+    ///
+    /// Row `i` gets bitwise the logits and KV writes of
+    /// `forward(Input::Tokens(&[token]), pos, kv, &ForwardOpts { adapter, ..Default::default() })`
+    /// alone (every layer runs: no early exit). All rows are checked
+    /// (token, KV capacity and alignment, adapter shapes) before any KV
+    /// buffer is written: a bad row fails the call, naming the row, and
+    /// leaves every cache untouched. No rows: no logits.
+    pub fn decode_batch(&self, rows: &mut [BatchRow<'_>]) -> Result<Vec<Vec<f32>>> {
+        let c = &self.cfg;
+        let n = rows.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tokens = Vec::with_capacity(n);
+        let mut seqs = Vec::with_capacity(n);
+        for (i, r) in rows.iter_mut().enumerate() {
+            if r.token as usize >= c.vocab {
+                return Err(Error::Input(format!(
+                    "row {i}: token {} >= vocab {}",
+                    r.token, c.vocab
+                )));
+            }
+            let (kv, slots) = self.kv_view(r.kv, r.pos, 1).map_err(|e| in_row(i, e))?;
+            tokens.push(r.token);
+            seqs.push(Seq {
+                span: Span {
+                    t0: i,
+                    n: 1,
+                    pos0: r.pos,
+                },
+                slots,
+                kv,
+                adapter: r.adapter,
+            });
+        }
+        let groups = self
+            .lora_groups(&seqs, c.n_layer)
+            .map_err(|(i, e)| in_row(i, e))?;
+        let mut x = self.embed(Input::Tokens(&tokens))?;
+        self.run_layers(&mut x, &mut seqs, &groups, c.n_layer)?;
+        rms_norm(&x.clone(), self.out_norm, c.rms_eps, &mut x);
+        let logits = self.lm_head_logits(&x, n);
+        Ok(logits.chunks_exact(c.vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// `kv` as f32, checked to hold positions `pos0..pos0 + n`; and its slots.
+    fn kv_view<'k>(
+        &self,
+        kv: &'k mut [u8],
+        pos0: usize,
+        n: usize,
+    ) -> Result<(&'k mut [f32], usize)> {
         let slots = self.kv_capacity(kv);
         let end = pos0
             .checked_add(n)
@@ -348,12 +493,98 @@ impl<'a> Llama<'a> {
                 "positions up to {end} but buffer holds {slots}"
             )));
         }
-        let kvf: &mut [f32] =
-            bytemuck::try_cast_slice_mut(&mut kv[..slots * c.kv_bytes_per_token()])
-                .map_err(|_| Error::Kv("buffer must be 4-byte aligned".into()))?;
+        let kvf = bytemuck::try_cast_slice_mut(&mut kv[..slots * self.cfg.kv_bytes_per_token()])
+            .map_err(|_| Error::Kv("buffer must be 4-byte aligned".into()))?;
+        Ok((kvf, slots))
+    }
 
+    /// Groups the sequences' rows by adapter and resolves its LoRAs for the
+    /// first `n_layers` layers, shape-checked before any KV write (the
+    /// error names the first sequence of the bad adapter).
+    fn lora_groups<'k>(
+        &self,
+        seqs: &[Seq<'k>],
+        n_layers: usize,
+    ) -> std::result::Result<Vec<Group<'k>>, (usize, Error)> {
+        let mut groups: Vec<Group<'k>> = Vec::new();
+        for (si, s) in seqs.iter().enumerate() {
+            let Some(a) = s.adapter else { continue };
+            let rows = s.span.t0..s.span.t0 + s.span.n;
+            // Same object of the same type (data and vtable pointers): a
+            // duplicated vtable can only split a group, never mix adapters.
+            if let Some(g) = groups.iter_mut().find(|g| std::ptr::eq(g.adapter, a)) {
+                g.rows.extend(rows);
+                continue;
+            }
+            let loras = (0..n_layers)
+                .map(|li| {
+                    let mut ls = [None; PROJS.len()];
+                    for p in PROJS {
+                        if let Some(l) = a.lora(li, p) {
+                            let (i, o) = self.cfg.proj_dims(p);
+                            l.check(i, o)?;
+                            ls[p as usize] = Some(l);
+                        }
+                    }
+                    Ok(ls)
+                })
+                .collect::<Result<Vec<_>>>()
+                .map_err(|e| (si, e))?;
+            groups.push(Group {
+                adapter: a,
+                rows: rows.collect(),
+                loras,
+            });
+        }
+        Ok(groups)
+    }
+
+    /// The first `n_layers` decoder layers over `x` (`[n, d]`: the rows of
+    /// all `seqs`, in order), each sequence at its own positions in its own
+    /// KV cache, each LoRA group on its own rows; leaves the residual stream
+    /// (before the final norm) in `x`. `forward` runs one sequence of `n`
+    /// tokens through it, `decode_batch` `n` sequences of one token, and
+    /// they agree bitwise: every step is per row (int8 activations are
+    /// quantized per row and 32-block; a GEMM tile accumulates each token's
+    /// dots in the same order whatever the number of tokens).
+    fn run_layers(
+        &self,
+        x: &mut [f32],
+        seqs: &mut [Seq],
+        groups: &[Group],
+        n_layers: usize,
+    ) -> Result<()> {
+        let c = &self.cfg;
+        let (d, kvd, ff) = (c.d_model, c.kv_dim(), c.d_ff);
+        let n = x.len() / d;
         let exec = &*self.exec;
         let isa = exec.isa;
+        let spans: Vec<Span> = seqs.iter().map(|s| s.span).collect();
+        debug_assert!(spans
+            .iter()
+            .scan(0, |t, s| {
+                let ok = s.t0 == *t;
+                *t += s.n;
+                Some(ok)
+            })
+            .all(|ok| ok));
+        // Per row: its sequence, position and RoPE angles.
+        let half = c.head_dim / 2;
+        let mut row_at = Vec::with_capacity(n);
+        let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
+        for (si, s) in spans.iter().enumerate() {
+            row_at.extend((s.pos0..s.pos0 + s.n).map(|p| (si, p)));
+            let (cs, sn) = c.rope_tables(s.pos0, s.n);
+            cos.extend(cs);
+            sin.extend(sn);
+        }
+        // Attention work: chunks of query rows of one sequence.
+        let units: Vec<(usize, usize)> = spans
+            .iter()
+            .enumerate()
+            .flat_map(|(si, s)| (0..s.n.div_ceil(TCHUNK)).map(move |tc| (si, tc)))
+            .collect();
+
         // Reuse activation buffers across jobs: fresh multi-MB allocations
         // cost page faults on every prefill. Concurrent jobs just allocate.
         let mut sc = self
@@ -388,8 +619,6 @@ impl<'a> Llama<'a> {
             &mut o[..],
             &mut gu[..],
         );
-        let (cos, sin) = c.rope_tables(pos0, n);
-        let half = c.head_dim / 2;
 
         // Row passes between the matmuls run over token ranges in parallel
         // (inline for one token); each writes only its own rows, through
@@ -407,7 +636,7 @@ impl<'a> Llama<'a> {
             exec.par_tokens(n, &|t0, t1| {
                 let (xp, hp, op) = (xp, hp, op);
                 for t in t0..t1 {
-                    // Safety: row t of x, h, o belongs to this task only.
+                    // SAFETY: row t of x, h, o belongs to this task only.
                     let (xr, hr, or) = unsafe {
                         (
                             std::slice::from_raw_parts_mut(xp.0.add(t * d), d),
@@ -419,34 +648,40 @@ impl<'a> Llama<'a> {
                         xr.iter_mut().zip(or).for_each(|(a, b)| *a += b);
                     }
                     rms_norm_row(xr, w, c.rms_eps, hr);
-                    // Safety: row t is this task's.
+                    // SAFETY: row t is this task's.
                     unsafe { rows.row(isa, t, hr) };
                 }
             });
         };
 
-        let n_layers = opts.layers.map_or(c.n_layer, |l| l.clamp(1, c.n_layer));
         for (li, l) in self.layers[..n_layers].iter().enumerate() {
-            let lora = |p: Proj| opts.adapter.and_then(|a| a.lora(li, p));
             norm_quant(act, l.attn_norm, li > 0);
             l.qkv.matmul(exec, act, qkv);
-            for (p, c0, od) in [(Proj::Q, 0, d), (Proj::K, d, kvd), (Proj::V, d + kvd, kvd)] {
-                if let Some(lr) = lora(p) {
-                    apply_lora(&lr, h, d, n, d, &mut qkv[c0..], wq, od)?;
-                }
-            }
-            let (kc, vc) = kv_layer(kvf, li, slots, kvd);
-            let (kcp, vcp) = (SyncPtr(kc.as_mut_ptr()), SyncPtr(vc.as_mut_ptr()));
+            let qkv_parts = [(Proj::Q, 0, d), (Proj::K, d, kvd), (Proj::V, d + kvd, kvd)];
+            self.apply_loras(groups, li, &qkv_parts, h, d, d, qkv, wq)?;
+            let mut kv: Vec<(&mut [f32], &mut [f32])> = seqs
+                .iter_mut()
+                .map(|s| kv_layer(s.kv, li, s.slots, kvd))
+                .collect();
+            let kvp: Vec<(SyncPtr, SyncPtr)> = kv
+                .iter_mut()
+                .map(|(k, v)| (SyncPtr(k.as_mut_ptr()), SyncPtr(v.as_mut_ptr())))
+                .collect();
             // RoPE on q and k in place; k and v into the cache.
             exec.par_tokens(n, &|t0, t1| {
-                let (qkvp, kcp, vcp) = (qkvp, kcp, vcp);
+                let qkvp = qkvp;
                 for t in t0..t1 {
-                    // Safety: row t of qkv and cache slot pos0 + t are this task's.
+                    let (si, pos) = row_at[t];
+                    let (kcp, vcp) = kvp[si];
+                    // SAFETY: row t of qkv and slot `pos` of its sequence's
+                    // layer cache are this task's: rows are disjoint, a
+                    // sequence's rows have distinct positions, each sequence
+                    // has its own buffer, and `pos < slots` was checked.
                     let (r, kd, vd) = unsafe {
                         (
                             std::slice::from_raw_parts_mut(qkvp.0.add(t * wq), wq),
-                            std::slice::from_raw_parts_mut(kcp.0.add((pos0 + t) * kvd), kvd),
-                            std::slice::from_raw_parts_mut(vcp.0.add((pos0 + t) * kvd), kvd),
+                            std::slice::from_raw_parts_mut(kcp.0.add(pos * kvd), kvd),
+                            std::slice::from_raw_parts_mut(vcp.0.add(pos * kvd), kvd),
                         )
                     };
                     let (cs, sn) = (&cos[t * half..][..half], &sin[t * half..][..half]);
@@ -455,68 +690,99 @@ impl<'a> Llama<'a> {
                     vd.copy_from_slice(&r[d + kvd..]);
                 }
             });
-            self.attention(qkv, wq, kc, vc, pos0, n, att);
+            self.attention(qkv, wq, &kv, &spans, &units, att);
             {
                 let rows = ActRows::new(act, n, d);
                 let att: &[f32] = att;
                 exec.par_tokens(n, &|t0, t1| {
                     for t in t0..t1 {
-                        // Safety: row t is this task's.
+                        // SAFETY: row t is this task's.
                         unsafe { rows.row(isa, t, &att[t * d..(t + 1) * d]) };
                     }
                 });
             }
             exec.matmul(&l.wo, act, o);
-            if let Some(lr) = lora(Proj::O) {
-                apply_lora(&lr, att, d, n, d, o, d, d)?;
-            }
+            self.apply_loras(groups, li, &[(Proj::O, 0, d)], att, d, d, o, d)?;
 
             norm_quant(act, l.ffn_norm, true);
             l.gate_up.matmul(exec, act, gu);
-            if let Some(lr) = lora(Proj::Gate) {
-                apply_lora(&lr, h, d, n, d, gu, 2 * ff, ff)?;
-            }
-            if let Some(lr) = lora(Proj::Up) {
-                apply_lora(&lr, h, d, n, d, &mut gu[ff..], 2 * ff, ff)?;
-            }
+            let gu_parts = [(Proj::Gate, 0, ff), (Proj::Up, ff, ff)];
+            self.apply_loras(groups, li, &gu_parts, h, d, d, gu, 2 * ff)?;
             {
                 let rows = ActRows::new(act, n, ff);
                 exec.par_tokens(n, &|t0, t1| {
                     let gup = gup;
                     for t in t0..t1 {
-                        // Safety: row t of gu is this task's.
+                        // SAFETY: row t of gu is this task's.
                         let r = unsafe {
                             std::slice::from_raw_parts_mut(gup.0.add(t * 2 * ff), 2 * ff)
                         };
                         let (g, u) = r.split_at_mut(ff);
                         kernels::silu_mul(isa, g, u);
-                        // Safety: row t is this task's.
+                        // SAFETY: row t is this task's.
                         unsafe { rows.row(isa, t, g) };
                     }
                 });
             }
             exec.matmul(&l.w_down, act, o);
-            if let Some(lr) = lora(Proj::Down) {
-                apply_lora(&lr, gu, 2 * ff, n, ff, o, d, d)?;
-            }
+            self.apply_loras(groups, li, &[(Proj::Down, 0, d)], gu, 2 * ff, ff, o, d)?;
         }
         x.iter_mut().zip(o.iter()).for_each(|(a, b)| *a += b);
         if let Ok(mut s) = self.scratch.lock() {
             s.push(sc);
         }
+        Ok(())
+    }
 
-        rms_norm(&x.clone(), self.out_norm, c.rms_eps, &mut x);
-        let last = x[(n - 1) * d..].to_vec();
-        let logits = match opts.logits {
-            Logits::None => None,
-            Logits::Last => Some(self.lm_head_logits(&last, 1)),
-            Logits::All => Some(self.lm_head_logits(&x, n)),
-        };
-        Ok(ForwardOut {
-            hidden_last: last,
-            hidden_all: opts.all_hidden.then_some(x),
-            logits,
-        })
+    /// Adds layer `li`'s LoRAs of `parts` (projection, first column in
+    /// `y`, width) on input `x` (`in_dim` wide) to each group's rows of `y`.
+    /// One group (always so for `forward`) runs in place; several run
+    /// side by side on the pool, each computing its deltas apart, which are
+    /// then added here (the same single rounding as adding in place).
+    fn apply_loras(
+        &self,
+        groups: &[Group],
+        li: usize,
+        parts: &[(Proj, usize, usize)],
+        x: &[f32],
+        ldx: usize,
+        in_dim: usize,
+        y: &mut [f32],
+        ldy: usize,
+    ) -> Result<()> {
+        if groups.len() < 2 {
+            for g in groups {
+                for &(p, c0, od) in parts {
+                    if let Some(lr) = &g.loras[li][p as usize] {
+                        apply_lora_rows(lr, x, ldx, &g.rows, in_dim, &mut y[c0..], ldy, od)?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let jobs: Vec<(&Group, usize, usize, Lora)> = groups
+            .iter()
+            .flat_map(|g| {
+                parts
+                    .iter()
+                    .filter_map(move |&(p, c0, od)| g.loras[li][p as usize].map(|l| (g, c0, od, l)))
+            })
+            .collect();
+        let deltas: Vec<Mutex<Result<Vec<f32>>>> =
+            jobs.iter().map(|_| Mutex::new(Ok(Vec::new()))).collect();
+        self.exec.pool.run(jobs.len(), &|i| {
+            let (g, _, od, l) = &jobs[i];
+            let r = lora_deltas(l, x, ldx, &g.rows, in_dim, *od);
+            *deltas[i].lock().unwrap_or_else(|e| e.into_inner()) = r;
+        });
+        for ((g, c0, od, _), dl) in jobs.iter().zip(deltas) {
+            let dl = dl.into_inner().unwrap_or_else(|e| e.into_inner())?;
+            for (&t, dr) in g.rows.iter().zip(dl.chunks_exact(*od)) {
+                let yr = &mut y[t * ldy + c0..][..*od];
+                yr.iter_mut().zip(dr).for_each(|(a, b)| *a += b);
+            }
+        }
+        Ok(())
     }
 
     /// LM head (tied embedding) on final-norm hidden states `[n, d]`.
@@ -559,38 +825,39 @@ impl<'a> Llama<'a> {
         }
     }
 
-    /// Causal GQA attention for tokens at `pos0..pos0+n` over cache slots `0..pos0+n`.
-    /// `q` row t starts at `t * ldq`.
+    /// Causal GQA attention: row `t0 + t` of each sequence (`spans`, with
+    /// its layer cache in `kv`) attends over its slots `0..=pos0 + t`. `q`
+    /// row r starts at `r * ldq`; `units` are (sequence, chunk of TCHUNK rows).
     fn attention(
         &self,
         q: &[f32],
         ldq: usize,
-        kc: &[f32],
-        vc: &[f32],
-        pos0: usize,
-        n: usize,
+        kv: &[(&mut [f32], &mut [f32])],
+        spans: &[Span],
+        units: &[(usize, usize)],
         out: &mut [f32],
     ) {
         let c = &self.cfg;
         let (hd, kvd, d) = (c.head_dim, c.kv_dim(), c.d_model);
         let group = c.n_head / c.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
-        const TCHUNK: usize = 16;
-        let tchunks = n.div_ceil(TCHUNK);
         let optr = SyncPtr(out.as_mut_ptr());
         let isa = self.exec.isa;
-        self.exec.pool.run(c.n_head * tchunks, &|task| {
+        self.exec.pool.run(c.n_head * units.len(), &|task| {
             let optr = optr;
-            let (h, tc) = (task % c.n_head, task / c.n_head);
+            let (h, (si, tc)) = (task % c.n_head, units[task / c.n_head]);
+            let (s, (kc, vc)) = (spans[si], &kv[si]);
             let g = h / group;
-            let mut sc = vec![0f32; pos0 + n];
-            for t in tc * TCHUNK..((tc + 1) * TCHUNK).min(n) {
-                let len = pos0 + t + 1;
-                // Safety: (t, h) pairs are disjoint across tasks; slice in bounds of out [n, d].
-                let oh = unsafe { std::slice::from_raw_parts_mut(optr.0.add(t * d + h * hd), hd) };
+            let mut sc = vec![0f32; s.pos0 + s.n];
+            for t in tc * TCHUNK..((tc + 1) * TCHUNK).min(s.n) {
+                let (row, len) = (s.t0 + t, s.pos0 + t + 1);
+                // SAFETY: (row, head) pairs are disjoint across tasks; the
+                // slice is in bounds of out [n, d].
+                let oh =
+                    unsafe { std::slice::from_raw_parts_mut(optr.0.add(row * d + h * hd), hd) };
                 kernels::attend_row(
                     isa,
-                    &q[t * ldq + h * hd..][..hd],
+                    &q[row * ldq + h * hd..][..hd],
                     &kc[g * hd..],
                     &vc[g * hd..],
                     kvd,

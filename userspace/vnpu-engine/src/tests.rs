@@ -373,3 +373,322 @@ fn models_are_send_and_sync() {
     check::<crate::bert::Bert<'static>>();
     check::<Exec>();
 }
+
+// ---- decode_batch: many sessions, one step, against solo forward ----
+
+/// Int8 LoRA factors (the format adapter blobs carry) on V and Down.
+struct I8Adapter {
+    items: Vec<I8Lora>,
+}
+
+struct I8Lora {
+    layer: usize,
+    proj: Proj,
+    a: (Vec<i8>, Vec<f32>),
+    b: (Vec<i8>, Vec<f32>),
+}
+
+impl I8Adapter {
+    fn new(c: &crate::llama::LlamaConfig, seed: u64) -> I8Adapter {
+        let mut rng = Rng::new(seed);
+        let rank = 3;
+        let mut q = |n: usize| -> Vec<i8> {
+            (0..n)
+                .map(|_| ((rng.next_u64() % 255) as i32 - 127) as i8)
+                .collect()
+        };
+        let mut items = Vec::new();
+        for layer in 0..c.n_layer {
+            for proj in [Proj::V, Proj::Down] {
+                let (i, o) = c.proj_dims(proj);
+                items.push(I8Lora {
+                    layer,
+                    proj,
+                    a: (q(rank * i), vec![0.3 / 127.0; rank]),
+                    b: (q(o * rank), vec![0.3 / 127.0; o]),
+                });
+            }
+        }
+        I8Adapter { items }
+    }
+}
+
+impl crate::adapter::Adapter for I8Adapter {
+    fn lora(&self, layer: usize, proj: Proj) -> Option<crate::adapter::Lora<'_>> {
+        use crate::adapter::LoraMat;
+        let it = self
+            .items
+            .iter()
+            .find(|it| it.layer == layer && it.proj == proj)?;
+        Some(crate::adapter::Lora {
+            rank: it.a.1.len(),
+            a: LoraMat::I8 {
+                q: &it.a.0,
+                row_scale: &it.a.1,
+            },
+            b: LoraMat::I8 {
+                q: &it.b.0,
+                row_scale: &it.b.1,
+            },
+            scale: 1.0,
+        })
+    }
+}
+
+/// A random f32 LoRA on `projs` of every layer.
+fn lora_set(c: &crate::llama::LlamaConfig, seed: u64, rank: usize, projs: &[Proj]) -> LoraSet {
+    let mut rng = Rng::new(seed);
+    let mut set = LoraSet::default();
+    for l in 0..c.n_layer {
+        for &p in projs {
+            let (i, o) = c.proj_dims(p);
+            set.add(
+                l,
+                p,
+                rank,
+                rng.vec(rank * i, 0.3),
+                rng.vec(o * rank, 0.3),
+                0.8,
+            );
+        }
+    }
+    set
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold(0, |b, (i, &x)| if x > v[b] { i } else { b }) as u32
+}
+
+/// Logits of `forward` on one token alone (what `decode_batch` must equal).
+fn solo(
+    m: &Llama,
+    token: u32,
+    pos: usize,
+    kv: &mut [u8],
+    adapter: Option<&dyn crate::adapter::Adapter>,
+) -> Vec<f32> {
+    let opts = ForwardOpts {
+        logits: Logits::Last,
+        adapter,
+        ..Default::default()
+    };
+    m.forward(Input::Tokens(&[token]), pos, kv, &opts)
+        .expect("solo forward")
+        .logits
+        .expect("logits")
+}
+
+#[test]
+fn decode_batch_equals_solo_forward_bitwise() {
+    use crate::adapter::Adapter;
+    use crate::llama::BatchRow;
+    for (seed, fused, threads, isa) in [
+        (21, false, 2, crate::kernels::detect()),
+        (22, true, 3, crate::kernels::detect()),
+        (23, true, 1, Isa::Scalar),
+        (24, false, 2, Isa::Scalar),
+    ] {
+        let t = crate::synthetic::tiny_llama_with(seed, fused);
+        let exec = Arc::new(Exec::with_isa(threads, isa).expect("isa"));
+        let m = Llama::from_region_with(&t.table, &t.blob, exec).expect("model");
+        let c = m.cfg.clone();
+        let a = lora_set(&c, seed + 100, 4, &[Proj::Q, Proj::K, Proj::O, Proj::Up]);
+        let b = lora_set(&c, seed + 200, 2, &[Proj::V, Proj::Gate, Proj::Down]);
+        let i8a = I8Adapter::new(&c, seed + 300);
+        // 8 sessions: adapters A (3 rows, not adjacent), B (2), int8 (1),
+        // none (2); prompts of different lengths and caches of different
+        // sizes, so positions and KV layouts all differ.
+        let ads: [Option<&dyn Adapter>; 8] = [
+            Some(&a),
+            None,
+            Some(&b),
+            Some(&a),
+            Some(&i8a),
+            None,
+            Some(&b),
+            Some(&a),
+        ];
+        let prompt_len = [3usize, 5, 1, 7, 2, 9, 4, 6];
+        let mut kv_batch: Vec<AlignedBytes> = Vec::new();
+        let mut pos = Vec::new();
+        for (s, (&ad, &len)) in ads.iter().zip(&prompt_len).enumerate() {
+            let mut kv = kv_for(&m, len + 5 + s);
+            let prompt: Vec<u32> = (0..len)
+                .map(|i| ((s * 31 + i * 7) % c.vocab) as u32)
+                .collect();
+            let opts = ForwardOpts {
+                adapter: ad,
+                ..Default::default()
+            };
+            m.forward(Input::Tokens(&prompt), 0, &mut kv, &opts)
+                .expect("prefill");
+            kv_batch.push(kv);
+            pos.push(len);
+        }
+        let mut kv_solo: Vec<AlignedBytes> = kv_batch
+            .iter()
+            .map(|k| AlignedBytes::from_slice(k))
+            .collect();
+        let mut tokens: Vec<u32> = (0..8)
+            .map(|s| (s * 11 + 5) as u32 % c.vocab as u32)
+            .collect();
+        for step in 0..4 {
+            let mut rows: Vec<BatchRow> = kv_batch
+                .iter_mut()
+                .enumerate()
+                .map(|(s, kv)| BatchRow {
+                    token: tokens[s],
+                    pos: pos[s],
+                    kv: &mut kv[..],
+                    adapter: ads[s],
+                })
+                .collect();
+            let got = m.decode_batch(&mut rows).expect("decode_batch");
+            assert_eq!(got.len(), 8);
+            for s in 0..8 {
+                let want = solo(&m, tokens[s], pos[s], &mut kv_solo[s], ads[s]);
+                assert!(
+                    same_bits(&got[s], &want),
+                    "seed {seed} step {step} row {s}: logits differ by {}",
+                    max_abs_diff(&got[s], &want)
+                );
+                assert!(
+                    kv_batch[s][..] == kv_solo[s][..],
+                    "seed {seed} step {step} row {s}: KV differs"
+                );
+                tokens[s] = argmax(&got[s]);
+                pos[s] += 1;
+            }
+        }
+        // The adapters did act: without them the logits differ.
+        let mut kv = AlignedBytes::from_slice(&kv_solo[0]);
+        let plain = solo(&m, tokens[0], pos[0], &mut kv, None);
+        let mut kv = AlignedBytes::from_slice(&kv_solo[0]);
+        assert!(max_abs_diff(&plain, &solo(&m, tokens[0], pos[0], &mut kv, ads[0])) > 1e-3);
+    }
+}
+
+#[test]
+fn decode_batch_single_row_equals_forward() {
+    use crate::llama::BatchRow;
+    let t = tiny_llama(25);
+    let m = Llama::from_region(&t.table, &t.blob).expect("model");
+    let a = lora_set(&m.cfg, 26, 3, &[Proj::Q, Proj::V, Proj::Down]);
+    for adapter in [None, Some(&a as &dyn crate::adapter::Adapter)] {
+        let mut kv = kv_for(&m, 12);
+        m.prefill(&TOKENS, &mut kv).expect("prefill");
+        let mut kv2 = AlignedBytes::from_slice(&kv);
+        let got = m
+            .decode_batch(&mut [BatchRow {
+                token: 9,
+                pos: TOKENS.len(),
+                kv: &mut kv,
+                adapter,
+            }])
+            .expect("batch");
+        let want = solo(&m, 9, TOKENS.len(), &mut kv2, adapter);
+        assert_eq!(got.len(), 1);
+        assert!(same_bits(&got[0], &want));
+        assert!(kv[..] == kv2[..]);
+    }
+    assert!(m.decode_batch(&mut []).expect("no rows").is_empty());
+}
+
+#[test]
+fn decode_batch_bad_row_is_error_and_writes_no_cache() {
+    use crate::error::Error;
+    use crate::llama::BatchRow;
+    let t = tiny_llama(27);
+    let m = Llama::from_region(&t.table, &t.blob).expect("model");
+    let c = m.cfg.clone();
+    let good = lora_set(&c, 28, 2, &[Proj::Q]);
+    // Fits no projection: A has the wrong length for rank 2.
+    let mut misfit = LoraSet::default();
+    misfit.add(
+        1,
+        Proj::Up,
+        2,
+        vec![0.1; 2 * c.d_model + 1],
+        vec![0.1; 2 * c.d_ff],
+        1.0,
+    );
+    let fresh = || {
+        let mut kvs: Vec<AlignedBytes> = (0..3).map(|_| kv_for(&m, 6)).collect();
+        for kv in &mut kvs {
+            m.prefill(&TOKENS[..3], kv).expect("prefill");
+        }
+        kvs
+    };
+    type Case = (&'static str, usize, u32, usize, bool);
+    // (what, cache slots of row 2 (0: 1 byte short of one), token, pos, misfit adapter)
+    let cases: [Case; 6] = [
+        ("token out of vocab", 6, c.vocab as u32, 3, false),
+        ("kv too small for pos", 6, 1, 6, false),
+        ("pos overflows", 6, 1, usize::MAX, false),
+        ("kv shorter than one slot", 0, 1, 0, false),
+        ("misfit adapter", 6, 1, 3, true),
+        ("misaligned kv", 7, 1, 3, false),
+    ];
+    for (what, slots, token, pos, bad_adapter) in cases {
+        let mut kvs = fresh();
+        let mut own = if slots == 0 {
+            AlignedBytes::zeroed(c.kv_bytes_per_token() - 1)
+        } else {
+            let mut b = kv_for(&m, slots);
+            m.prefill(&TOKENS[..3], &mut b).expect("prefill");
+            b
+        };
+        let before: Vec<Vec<u8>> = kvs.iter().chain([&own]).map(|k| k.to_vec()).collect();
+        let bad_kv: &mut [u8] = if what == "misaligned kv" {
+            &mut own[1..]
+        } else {
+            &mut own[..]
+        };
+        let (k0, rest) = kvs.split_at_mut(1);
+        let (k1, k3) = rest.split_at_mut(1);
+        let mut rows = [
+            BatchRow {
+                token: 4,
+                pos: 3,
+                kv: &mut k0[0],
+                adapter: Some(&good),
+            },
+            BatchRow {
+                token: 5,
+                pos: 3,
+                kv: &mut k1[0],
+                adapter: None,
+            },
+            BatchRow {
+                token,
+                pos,
+                kv: bad_kv,
+                adapter: if bad_adapter {
+                    Some(&misfit)
+                } else {
+                    Some(&good)
+                },
+            },
+            BatchRow {
+                token: 6,
+                pos: 3,
+                kv: &mut k3[0],
+                adapter: None,
+            },
+        ];
+        let err = m.decode_batch(&mut rows).expect_err(what);
+        assert!(
+            matches!(err, Error::Input(_) | Error::Kv(_) | Error::Adapter(_)),
+            "{what}: {err}"
+        );
+        assert!(err.to_string().contains("row 2"), "{what}: {err}");
+        let after: Vec<Vec<u8>> = kvs.iter().chain([&own]).map(|k| k.to_vec()).collect();
+        assert!(before == after, "{what}: a cache was written");
+    }
+}

@@ -52,19 +52,32 @@ impl<'m> AdapterCache<'m> {
     /// cache, or parsed now (`ENOEXEC` if it does not fit `model`; failures
     /// are not kept).
     pub fn get(&mut self, blob: &'m [u8], addr: u64, model: &Foundation<'_>) -> Result<&TaskAdapter<'m>, Errno> {
+        self.load(blob, addr, model)?;
+        self.cached(blob, addr).ok_or(Errno::ENOEXEC)
+    }
+
+    /// Makes sure the blob at `addr` is held parsed (see [`AdapterCache::get`]).
+    pub fn load(&mut self, blob: &'m [u8], addr: u64, model: &Foundation<'_>) -> Result<(), Errno> {
         let hash = content_hash(blob).ok_or(Errno::ENOEXEC)?;
         let key = (addr, blob.len() as u64);
         if self.entries.get(&key).is_some_and(|e| e.hash == hash) {
             self.hits += 1;
-        } else {
-            let adapter = TaskAdapter::parse(blob, model).map_err(|_| Errno::ENOEXEC)?;
-            if self.entries.len() >= MAX_ENTRIES {
-                self.entries.clear();
-            }
-            self.entries.insert(key, Entry { hash, adapter });
-            self.misses += 1;
+            return Ok(());
         }
-        Ok(&self.entries[&key].adapter)
+        let adapter = TaskAdapter::parse(blob, model).map_err(|_| Errno::ENOEXEC)?;
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert(key, Entry { hash, adapter });
+        self.misses += 1;
+        Ok(())
+    }
+
+    /// The parsed adapter of the blob at `addr`, if held: for several jobs
+    /// at once, after [`AdapterCache::load`] for each.
+    pub fn cached(&self, blob: &[u8], addr: u64) -> Option<&TaskAdapter<'m>> {
+        let e = self.entries.get(&(addr, blob.len() as u64))?;
+        (Some(e.hash) == content_hash(blob)).then_some(&e.adapter)
     }
 
     /// Drops the entries of adapters no longer in NPU memory.

@@ -13,7 +13,7 @@ use m4npu::Op;
 use m4npu_format::adapter_meta::{AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{put_f32s, GenerateOutput, Input, StateHeader, HEADER_BYTES, STATE_KV_OFFSET};
 use nix::errno::Errno;
-use vnpu_engine::{ForwardOpts, Logits};
+use vnpu_engine::{BatchRow, ForwardOpts, Logits};
 
 use crate::foundation::Foundation;
 use crate::task::TaskAdapter;
@@ -152,41 +152,117 @@ fn embed(model: &Foundation<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
 /// output is the greedy next token and, room permitting, the logits.
 fn generate(model: &Foundation<'_>, adapter: Option<&TaskAdapter<'_>>, b: JobBuffers<'_>) -> Result<usize, Errno> {
     let llama = model.backbone.as_ref().ok_or(Errno::ENODEV)?;
-    let state = b.state.ok_or(Errno::EBADMSG)?;
-    let ids = tokens(b.input)?;
-    if ids.iter().any(|&t| t as usize >= llama.cfg.vocab) {
-        return Err(Errno::EBADMSG);
-    }
-    let header = StateHeader::decode(state).map_err(|_| Errno::EBADMSG)?;
-    let n_past = header.n_past as usize;
-    let kv = &mut state[STATE_KV_OFFSET..];
-    if n_past + ids.len() > llama.kv_capacity(kv) {
-        return Err(Errno::ENOSPC);
-    }
-    if b.output.len() < HEADER_BYTES {
-        return Err(Errno::EOVERFLOW);
-    }
+    let mut step = Step::check(llama, b)?;
     let opts = match adapter {
         // LoRA only: a generation runs every layer, whatever exit the
         // adapter was trained with for classification.
         Some(a) => ForwardOpts { layers: None, ..a.forward_opts(Logits::Last, false) },
         None => ForwardOpts { logits: Logits::Last, ..Default::default() },
     };
-    let out = llama
-        .forward(vnpu_engine::Input::Tokens(&ids), n_past, kv, &opts)
-        // The one engine error left after the checks above: a misaligned KV cache.
-        .map_err(|_| Errno::EBADMSG)?;
-    let logits = out.logits.ok_or(Errno::EIO)?;
-    let next = argmax(&logits);
-    let n_past = n_past + ids.len();
-    StateHeader { n_past: n_past as u32 }.encode_into(state).map_err(|_| Errno::EBADMSG)?;
-    let room = (b.output.len() - HEADER_BYTES) / 4;
-    let n_logits = if room >= logits.len() { logits.len() } else { 0 };
-    let written = put_f32s(&mut b.output[HEADER_BYTES..], &logits[..n_logits]).unwrap_or(0);
-    GenerateOutput { next_token: next, n_past: n_past as u32, n_logits: n_logits as u32 }
-        .encode_into(b.output)
-        .ok_or(Errno::EOVERFLOW)?;
-    Ok(HEADER_BYTES + written)
+    let logits = step.forward(llama, &opts)?;
+    step.finish(logits)
+}
+
+/// A GENERATE job checked against the backbone, between its checks and its
+/// output.
+struct Step<'b> {
+    ids: Vec<u32>,
+    n_past: usize,
+    state: &'b mut [u8],
+    output: &'b mut [u8],
+}
+
+impl<'b> Step<'b> {
+    fn check(llama: &vnpu_engine::Llama<'_>, b: JobBuffers<'b>) -> Result<Self, Errno> {
+        let state = b.state.ok_or(Errno::EBADMSG)?;
+        let ids = tokens(b.input)?;
+        if ids.iter().any(|&t| t as usize >= llama.cfg.vocab) {
+            return Err(Errno::EBADMSG);
+        }
+        let header = StateHeader::decode(state).map_err(|_| Errno::EBADMSG)?;
+        let n_past = header.n_past as usize;
+        if n_past + ids.len() > llama.kv_capacity(&state[STATE_KV_OFFSET..]) {
+            return Err(Errno::ENOSPC);
+        }
+        if b.output.len() < HEADER_BYTES {
+            return Err(Errno::EOVERFLOW);
+        }
+        Ok(Step { ids, n_past, state, output: b.output })
+    }
+
+    /// The step on its own through the backbone: its logits.
+    fn forward(&mut self, llama: &vnpu_engine::Llama<'_>, opts: &ForwardOpts<'_>) -> Result<Vec<f32>, Errno> {
+        let kv = &mut self.state[STATE_KV_OFFSET..];
+        let out = llama
+            .forward(vnpu_engine::Input::Tokens(&self.ids), self.n_past, kv, opts)
+            // The one engine error left after the checks: a misaligned KV cache.
+            .map_err(|_| Errno::EBADMSG)?;
+        out.logits.ok_or(Errno::EIO)
+    }
+
+    /// Records the step in the state and writes the output.
+    fn finish(self, logits: Vec<f32>) -> Result<usize, Errno> {
+        let next = argmax(&logits);
+        let n_past = self.n_past + self.ids.len();
+        StateHeader { n_past: n_past as u32 }.encode_into(self.state).map_err(|_| Errno::EBADMSG)?;
+        let room = (self.output.len() - HEADER_BYTES) / 4;
+        let n_logits = if room >= logits.len() { logits.len() } else { 0 };
+        let written = put_f32s(&mut self.output[HEADER_BYTES..], &logits[..n_logits]).unwrap_or(0);
+        GenerateOutput { next_token: next, n_past: n_past as u32, n_logits: n_logits as u32 }
+            .encode_into(self.output)
+            .ok_or(Errno::EOVERFLOW)?;
+        Ok(HEADER_BYTES + written)
+    }
+}
+
+/// GENERATE jobs of many sessions (apps) at once: the decode steps (one
+/// token each) run as one batch through the backbone, the weights read once
+/// for all, each row with its own LoRA, position and KV cache (as Punica's
+/// SGMV); longer inputs (prefills) run one by one. Each result is what
+/// [`run_with`] gives for the job alone, bit for bit. The jobs' buffers
+/// must not overlap one another.
+pub fn generate_batch(model: &Foundation<'_>, jobs: Vec<(JobBuffers<'_>, Option<&TaskAdapter<'_>>)>) -> Vec<Result<usize, Errno>> {
+    let Some(llama) = model.backbone.as_ref() else {
+        return jobs.iter().map(|_| Err(Errno::ENODEV)).collect();
+    };
+    let mut results: Vec<Option<Result<usize, Errno>>> = Vec::with_capacity(jobs.len());
+    let mut decode: Vec<(usize, Step<'_>, Option<&TaskAdapter<'_>>)> = Vec::new();
+    for (i, (b, a)) in jobs.into_iter().enumerate() {
+        results.push(None);
+        match Step::check(llama, b) {
+            Err(e) => results[i] = Some(Err(e)),
+            Ok(step) if step.ids.len() == 1 => decode.push((i, step, a)),
+            Ok(mut step) => {
+                let opts = match a {
+                    Some(a) => ForwardOpts { layers: None, ..a.forward_opts(Logits::Last, false) },
+                    None => ForwardOpts { logits: Logits::Last, ..Default::default() },
+                };
+                results[i] = Some(step.forward(llama, &opts).and_then(|l| step.finish(l)));
+            }
+        }
+    }
+    let logits = {
+        let mut rows: Vec<BatchRow<'_>> = decode
+            .iter_mut()
+            .map(|(_, step, a)| BatchRow {
+                token: step.ids[0],
+                pos: step.n_past,
+                kv: &mut step.state[STATE_KV_OFFSET..],
+                adapter: a.map(|a| a as &dyn vnpu_engine::Adapter),
+            })
+            .collect();
+        if rows.is_empty() { Ok(Vec::new()) } else { llama.decode_batch(&mut rows) }
+    };
+    match logits {
+        Ok(logits) => {
+            for ((i, step, _), l) in decode.into_iter().zip(logits) {
+                results[i] = Some(step.finish(l));
+            }
+        }
+        // The rows were checked above: only a misaligned KV cache is left.
+        Err(_) => decode.into_iter().for_each(|(i, _, _)| results[i] = Some(Err(Errno::EBADMSG))),
+    }
+    results.into_iter().map(|r| r.unwrap_or(Err(Errno::EIO))).collect()
 }
 
 /// Index of the largest value (the first of equals): the greedy token.

@@ -3,14 +3,19 @@
 //! Opens the device side of the driver (`/dev/m4npu-hw`), builds the
 //! foundation model's sub-models over the firmware region of NPU memory
 //! (no copy of the weights), and serves jobs: fetch, run with the engine on
-//! the job's buffers in NPU memory, commit. A bad job gets an errno; SIGTERM
-//! or SIGINT ends the daemon after the jobs at hand are committed.
+//! the job's buffers in NPU memory, commit. Jobs come and go in batches
+//! (FETCH_BATCH / COMMIT_BATCH), and the generation steps of different apps
+//! in one fetch run through the backbone together (`execute::generate_batch`).
+//! A bad job gets an errno; SIGTERM or SIGINT ends the daemon after the jobs
+//! at hand are committed.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::process::ExitCode;
 
 use clap::Parser;
-use m4npu::hw::{HwDevice, HwFlags};
+use m4npu::hw::{HwDevice, HwFlags, HwJob};
+use m4npu::Op;
+use nix::errno::Errno;
 use vnpud::{adapter_cache::AdapterCache, execute, foundation};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -22,7 +27,7 @@ struct Args {
     /// Device side of the driver.
     #[arg(long, default_value = "/dev/m4npu-hw")]
     device: std::path::PathBuf,
-    /// Slots of the device queue: jobs the driver may hand over at once.
+    /// Jobs the device holds at once (the driver hands them over in batches).
     #[arg(long, default_value_t = 8)]
     depth: u16,
     /// Print a line per job.
@@ -107,7 +112,8 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
     }
     let subs = foundation::sub_models(dev.memory().model())?;
     let model = foundation::Foundation::build(&subs)?;
-    let mut queue = dev.queue(0, args.depth).map_err(|e| e.to_string())?;
+    // Batches: one command brings every job waiting, one returns the results.
+    let mut queue = dev.batch_queue(0, args.depth).map_err(|e| e.to_string())?;
     let mut adapters = AdapterCache::new();
     let names: Vec<&str> = subs.iter().map(|s| s.name).collect();
     // The line test harnesses wait for: every slot is waiting for a job.
@@ -124,24 +130,35 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
         if busy {
             adapters.sweep(dev.memory());
         }
-        for mut job in jobs {
+        // Generation steps of different apps run as one batch; the rest
+        // one by one.
+        let (gen, rest): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.op() == Some(Op::Generate));
+        let (batch, single) = if gen.len() > 1 && disjoint(&gen) { (gen, Vec::new()) } else { (Vec::new(), gen) };
+        for mut job in rest.into_iter().chain(single) {
             let (id, op) = (job.id(), job.op());
             let adapter = match job.raw().adapter {
                 r if r.len == 0 => Ok(None),
-                r => dev.memory().read(r).map_err(|_| nix::errno::Errno::EIO).and_then(|blob| adapters.get(blob, r.addr, &model).map(Some)),
+                r => dev.memory().read(r).map_err(|_| Errno::EIO).and_then(|blob| adapters.get(blob, r.addr, &model).map(Some)),
             };
             let result = match (adapter, job.buffers()) {
                 (Ok(a), Ok(b)) => execute::run_with(&model, op, b, a),
                 (Err(e), _) => Err(e),
                 (_, Err(e)) => {
                     eprintln!("vnpud: job {id}: {e}");
-                    Err(nix::errno::Errno::EIO)
+                    Err(Errno::EIO)
                 }
             };
             if args.verbose {
                 println!("vnpud: job {id} ({op:?}) of context {}: {result:?}", job.context_id());
             }
             queue.commit(job, result).map_err(|e| e.to_string())?;
+        }
+        if !batch.is_empty() {
+            let mut batch = batch;
+            let results = generate_batch(&dev, &model, &mut adapters, &mut batch, args.verbose);
+            for (job, result) in results {
+                queue.commit(job, result).map_err(|e| e.to_string())?;
+            }
         }
         queue.flush().map_err(|e| e.to_string())?;
         // SAFETY: the ring's fd stays open across the poll (the queue lives on).
@@ -160,4 +177,75 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
             return Ok(());
         }
     }
+}
+
+/// Whether no job's buffers overlap another job's writable ones (each
+/// job's own were checked when its buffers were taken): only then may
+/// their buffers be borrowed together.
+fn disjoint(jobs: &[HwJob<'_>]) -> bool {
+    let ranges = |j: &HwJob<'_>| {
+        let r = j.raw();
+        [r.input, r.output, r.state, r.adapter].into_iter().filter(|r| r.len > 0).collect::<Vec<_>>()
+    };
+    let writable = |j: &HwJob<'_>| [j.raw().output, j.raw().state].into_iter().filter(|r| r.len > 0).collect::<Vec<_>>();
+    let overlap = |a: &m4npu::uapi::HwRange, b: &m4npu::uapi::HwRange| a.addr < b.addr + b.len && b.addr < a.addr + a.len;
+    jobs.iter().enumerate().all(|(i, a)| {
+        jobs.iter().skip(i + 1).all(|b| {
+            writable(a).iter().all(|w| ranges(b).iter().all(|r| !overlap(w, r)))
+                && writable(b).iter().all(|w| ranges(a).iter().all(|r| !overlap(w, r)))
+        })
+    })
+}
+
+/// GENERATE jobs of many apps, run as one batch; each job with its result.
+fn generate_batch<'m>(
+    dev: &'m HwDevice,
+    model: &foundation::Foundation<'_>,
+    adapters: &mut AdapterCache<'m>,
+    jobs: &mut Vec<HwJob<'m>>,
+    verbose: bool,
+) -> Vec<(HwJob<'m>, Result<usize, Errno>)> {
+    // Adapters parsed first, so that the batch can borrow them together.
+    let loaded: Vec<Result<(), Errno>> = jobs
+        .iter()
+        .map(|j| match j.raw().adapter {
+            r if r.len == 0 => Ok(()),
+            r => dev.memory().read(r).map_err(|_| Errno::EIO).and_then(|blob| adapters.load(blob, r.addr, model)),
+        })
+        .collect();
+    let mut results: Vec<Option<Result<usize, Errno>>> = vec![None; jobs.len()];
+    {
+        let adapters = &*adapters;
+        let mut batch = Vec::new();
+        let mut index = Vec::new();
+        for (i, (job, loaded)) in jobs.iter_mut().zip(&loaded).enumerate() {
+            let r = job.raw().adapter;
+            let adapter = match (loaded, r.len) {
+                (Err(e), _) => {
+                    results[i] = Some(Err(*e));
+                    continue;
+                }
+                (Ok(()), 0) => None,
+                (Ok(()), _) => dev.memory().read(r).ok().and_then(|blob| adapters.cached(blob, r.addr)),
+            };
+            let id = job.id();
+            match job.buffers() {
+                Ok(b) => {
+                    batch.push((b, adapter));
+                    index.push(i);
+                }
+                Err(e) => {
+                    eprintln!("vnpud: job {id}: {e}");
+                    results[i] = Some(Err(Errno::EIO));
+                }
+            }
+        }
+        for (i, r) in index.into_iter().zip(execute::generate_batch(model, batch)) {
+            results[i] = Some(r);
+        }
+    }
+    if verbose {
+        println!("vnpud: {} generation steps in one batch", jobs.len());
+    }
+    jobs.drain(..).zip(results).map(|(j, r)| (j, r.unwrap_or(Err(Errno::EIO)))).collect()
 }

@@ -292,3 +292,84 @@ fn adapter_cache_parses_once_and_follows_unloads() {
     cache.sweep_with(|r| (r == range).then_some(&zeroed[..]));
     assert!(cache.is_empty());
 }
+
+/// GENERATE jobs of several apps as one batch (`generate_batch`): decode
+/// steps with three different adapters and none, at different positions,
+/// a prefill among them and a bad job, give bit for bit what each job gives
+/// run alone, states included.
+#[test]
+fn batched_generation_equals_solo() {
+    use m4npu_format::job_io::STATE_KV_OFFSET;
+    use vnpud::execute::generate_batch;
+    use vnpud::task::TaskAdapter;
+
+    let model = Model::new();
+    let subs = model.subs();
+    let f = Foundation::build(&subs).unwrap();
+    let llama = f.backbone.as_ref().unwrap();
+    let d = llama.cfg.d_model;
+    let mut rng = Rng::new(21);
+    let m = meta(AdapterTask::Generate, SubModel::Backbone);
+    let blobs: Vec<AlignedBytes> = (0..3)
+        .map(|k| {
+            let mut b = AdapterBuilder::new("style", [k as u8; 32]);
+            b.meta(m.to_json());
+            let (a, bb) = (rng.vec(4 * d, 0.5), rng.vec(d * 4, 0.5));
+            b.tensor_f32(&lora_name(k % 2, "o", "a"), &[4, d], &a).unwrap();
+            b.tensor_f32(&lora_name(k % 2, "o", "b"), &[d, 4], &bb).unwrap();
+            AlignedBytes::from_slice(&b.build().unwrap())
+        })
+        .collect();
+    let parsed: Vec<TaskAdapter<'_>> = blobs.iter().map(|b| TaskAdapter::parse(b, &f).unwrap()).collect();
+    let state_len = STATE_KV_OFFSET + llama.cfg.kv_bytes(16);
+    let out_len = 16 + 4 * llama.cfg.vocab;
+    // Session i: adapter i % 4 (3 = none), prefilled with i + 1 tokens.
+    let sessions = 8;
+    let mut states: Vec<Vec<u8>> = (0..sessions)
+        .map(|i| {
+            let mut state = vec![0u8; state_len];
+            let input = Input::Tokens((0..=i as u32).map(|t| 1 + t % 7).collect()).encode();
+            let mut out = vec![0u8; out_len];
+            let a = (i % 4 < 3).then(|| &blobs[i % 4][..]);
+            run(&f, Some(Op::Generate), JobBuffers { input: &input, output: &mut out, state: Some(&mut state), adapter: a }).unwrap();
+            state
+        })
+        .collect();
+    // The step each session takes next; session 5 prefills 3 more tokens,
+    // session 6's token is outside the vocabulary.
+    let inputs: Vec<Vec<u8>> = (0..sessions)
+        .map(|i| match i {
+            5 => Input::Tokens(vec![2, 3, 4]).encode(),
+            6 => Input::Tokens(vec![llama.cfg.vocab as u32]).encode(),
+            _ => Input::Tokens(vec![1 + i as u32]).encode(),
+        })
+        .collect();
+
+    let mut solo_states = states.clone();
+    let solo: Vec<(Result<usize, Errno>, Vec<u8>)> = (0..sessions)
+        .map(|i| {
+            let mut out = vec![0u8; out_len];
+            let a = (i % 4 < 3).then(|| &blobs[i % 4][..]);
+            let r = run(&f, Some(Op::Generate), JobBuffers { input: &inputs[i], output: &mut out, state: Some(&mut solo_states[i]), adapter: a });
+            (r, out)
+        })
+        .collect();
+
+    let mut outs = vec![vec![0u8; out_len]; sessions];
+    let jobs = outs
+        .iter_mut()
+        .zip(states.iter_mut())
+        .enumerate()
+        .map(|(i, (out, state))| {
+            let b = JobBuffers { input: &inputs[i], output: out, state: Some(state), adapter: None };
+            (b, parsed.get(i % 4))
+        })
+        .collect();
+    let batched = generate_batch(&f, jobs);
+    for i in 0..sessions {
+        assert_eq!(batched[i], solo[i].0, "session {i}: result");
+        assert!(outs[i] == solo[i].1, "session {i}: output differs from the solo run");
+        assert!(states[i] == solo_states[i], "session {i}: state differs from the solo run");
+    }
+    assert_eq!(batched[6], Err(Errno::EBADMSG));
+}

@@ -10,7 +10,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use io_uring::{opcode, types, IoUring};
 use m4npu_uapi as uapi;
 use nix::errno::Errno;
-use nix::libc;
 
 use super::{HwDevice, HwJob};
 use crate::{Error, Result};
@@ -132,11 +131,7 @@ impl<'m> HwBatchQueue<'m> {
     /// Records `job`'s result (`Ok(n)` output bytes, or an errno for the
     /// app), sent with the next fetch or flush.
     pub fn commit(&mut self, job: HwJob<'m>, result: std::result::Result<usize, Errno>) -> Result<()> {
-        let res = match result {
-            Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
-            Err(e) => -(e as i32),
-        };
-        self.commit_raw(job, res)
+        self.commit_raw(job, super::result_code(result))
     }
 
     /// As [`HwBatchQueue::commit`] with the raw result, checked by the
@@ -155,12 +150,7 @@ impl<'m> HwBatchQueue<'m> {
     pub fn flush(&mut self) -> Result<()> {
         self.queue_commits()?;
         self.rearm()?;
-        match self.ring.submit() {
-            Err(source) if !matches!(source.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {
-                Err(Error::Io { what: "io_uring_enter on the device queue", source })
-            }
-            _ => Ok(()),
-        }
+        super::enter_ring(&self.ring, 0)
     }
 
     fn rearm(&mut self) -> Result<()> {
@@ -209,11 +199,7 @@ impl<'m> HwBatchQueue<'m> {
 
     /// `io_uring_enter`: submits, waits for `want` completions, takes them.
     fn enter(&mut self, want: usize) -> Result<()> {
-        if let Err(source) = self.ring.submit_and_wait(want) {
-            if !matches!(source.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) {
-                return Err(Error::Io { what: "io_uring_enter on the device queue", source });
-            }
-        }
+        super::enter_ring(&self.ring, want)?;
         let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
         for (user_data, res) in done {
             if user_data == FETCH_ID {

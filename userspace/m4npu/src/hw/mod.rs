@@ -34,6 +34,26 @@ use m4npu_uapi as uapi;
 use nix::errno::Errno;
 
 pub use batch::HwBatchQueue;
+
+/// What a device commits for a job: output bytes, or `-errno`.
+fn result_code(result: std::result::Result<usize, Errno>) -> i32 {
+    match result {
+        Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+        Err(e) => -(e as i32),
+    }
+}
+
+/// `io_uring_enter` on a device queue's ring: submits, waits for `want`
+/// completions; an interrupted or busy enter is no error (the caller
+/// loops).
+fn enter_ring(ring: &io_uring::IoUring, want: usize) -> Result<()> {
+    match ring.submit_and_wait(want) {
+        Err(source) if !matches!(source.raw_os_error(), Some(nix::libc::EINTR | nix::libc::EAGAIN | nix::libc::EBUSY)) => {
+            Err(Error::Io { what: "io_uring_enter on the device queue", source })
+        }
+        _ => Ok(()),
+    }
+}
 pub use memory::NpuMemory;
 pub use queue::{HwJob, HwQueue, JobBuffers};
 

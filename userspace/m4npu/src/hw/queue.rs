@@ -8,7 +8,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use io_uring::{opcode, types, IoUring};
 use m4npu_uapi as uapi;
 use nix::errno::Errno;
-use nix::libc;
 
 use super::{HwDevice, NpuMemory};
 use crate::{Error, Op, Result};
@@ -135,11 +134,7 @@ impl<'m> HwQueue<'m> {
     /// the output range's length) or an errno for the app; the slot then
     /// waits for the next job. Sent with the next fetch or [`HwQueue::flush`].
     pub fn commit(&mut self, job: HwJob<'m>, result: std::result::Result<usize, Errno>) -> Result<()> {
-        let res = match result {
-            Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
-            Err(e) => -(e as i32),
-        };
-        self.commit_raw(job, res)
+        self.commit_raw(job, super::result_code(result))
     }
 
     /// As [`HwQueue::commit`] with the raw result, checked by the driver
@@ -165,12 +160,7 @@ impl<'m> HwQueue<'m> {
     /// takes no completions, so a poll on the queue's fd afterwards wakes
     /// for every job that arrives.
     pub fn flush(&mut self) -> Result<()> {
-        match self.ring.submit() {
-            Err(source) if !matches!(source.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {
-                Err(Error::Io { what: "io_uring_enter on the device queue", source })
-            }
-            _ => Ok(()),
-        }
+        super::enter_ring(&self.ring, 0)
     }
 
     fn push(&mut self, op: &'static str, tag: u16, result: i32) -> Result<()> {
@@ -191,11 +181,7 @@ impl<'m> HwQueue<'m> {
 
     /// `io_uring_enter`: submits, waits for `want` completions, takes them.
     fn enter(&mut self, want: usize) -> Result<()> {
-        if let Err(source) = self.ring.submit_and_wait(want) {
-            if !matches!(source.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) {
-                return Err(Error::Io { what: "io_uring_enter on the device queue", source });
-            }
-        }
+        super::enter_ring(&self.ring, want)?;
         for cqe in self.ring.completion() {
             let tag = cqe.user_data() as u16;
             let Some(slot) = self.slots.get_mut(tag as usize) else { continue };

@@ -462,8 +462,10 @@ pub const URING_CMD_HW_COMMIT_BATCH: u32 = ioc(IOC_WRITE, IOCTL_MAGIC, 0x25, cor
 ///
 /// A job may therefore run twice, and the device must make that safe: a job
 /// only reads its input and adapter, overwrites its output, and rewrites
-/// its state in place (`JOB_OP_GENERATE` writes the KV rows at its own
-/// position), so a re-run writes what the first run wrote.
+/// its state in place. `JOB_OP_GENERATE` writes the KV rows at its own
+/// position, and vnpud's state header records the id ([`HwJob::id`]) of the
+/// job that last advanced it, so a re-run starts where the first run did
+/// and writes what it wrote (`m4npu_format::job_io::StateHeader`).
 pub const HW_FLAG_RECOVERY: u64 = 1 << 0;
 /// Every flag [`IOC_HW_SET_FLAGS`] knows.
 pub const HW_FLAGS_ALL: u64 = HW_FLAG_RECOVERY;

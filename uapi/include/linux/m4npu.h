@@ -326,7 +326,9 @@ struct m4npu_hw_batch_result {
  * their queues, and new ones queue, for the module's recovery_ms window; a
  * device attaching within it receives them again, past it they fail with
  * EIO (ublk's UBLK_F_USER_RECOVERY). A job may run twice: it reads its
- * input and adapter, overwrites its output and rewrites its state in place.
+ * input and adapter, overwrites its output and rewrites its state in place
+ * (a GENERATE state records the id of the job that last advanced it, so a
+ * re-run starts where the first run did).
  */
 #define M4NPU_HW_FLAG_RECOVERY (1ULL << 0)
 

@@ -161,11 +161,20 @@ impl GenerateOutput {
     }
 }
 
-/// Header of a generation state range: how many tokens its KV cache holds.
-/// The cache itself follows at [`STATE_KV_OFFSET`].
+/// Header of a generation state range: how many tokens its KV cache holds,
+/// and which job put the last of them there. The cache itself follows at
+/// [`STATE_KV_OFFSET`].
+///
+/// `last_job` makes a step safe to run twice (a device that died after
+/// writing the state may see the job again, see `HW_FLAG_RECOVERY`): a
+/// step whose job id is `last_job` is a re-run, and starts where that job
+/// started, `n_past` minus its input's tokens, rewriting the same KV rows
+/// and output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StateHeader {
     pub n_past: u32,
+    /// The driver's id of the job that wrote the header; 0 for none.
+    pub last_job: u64,
 }
 
 /// Where the KV cache starts in a state range (page-aligned for the device).
@@ -181,15 +190,16 @@ impl StateHeader {
         if buf[..4] != STATE_MAGIC {
             return Err(JobIoError::Magic("state"));
         }
-        Ok(StateHeader { n_past: le_u32(buf, 4) })
+        let last_job = u64::from(le_u32(buf, 8)) | u64::from(le_u32(buf, 12)) << 32;
+        Ok(StateHeader { n_past: le_u32(buf, 4), last_job })
     }
 
     pub fn encode_into(&self, buf: &mut [u8]) -> Result<(), JobIoError> {
         short(buf, HEADER_BYTES)?;
         buf[..4].copy_from_slice(&STATE_MAGIC);
         put_u32(buf, 4, self.n_past);
-        put_u32(buf, 8, 0);
-        put_u32(buf, 12, 0);
+        put_u32(buf, 8, self.last_job as u32);
+        put_u32(buf, 12, (self.last_job >> 32) as u32);
         Ok(())
     }
 }
@@ -229,9 +239,12 @@ mod tests {
     #[test]
     fn zeroed_state_is_a_fresh_session() {
         let mut s = vec![0u8; STATE_KV_OFFSET];
-        assert_eq!(StateHeader::decode(&s).unwrap(), StateHeader { n_past: 0 });
-        StateHeader { n_past: 12 }.encode_into(&mut s).unwrap();
+        assert_eq!(StateHeader::decode(&s).unwrap(), StateHeader { n_past: 0, last_job: 0 });
+        StateHeader { n_past: 12, last_job: 0 }.encode_into(&mut s).unwrap();
         assert_eq!(StateHeader::decode(&s).unwrap().n_past, 12);
+        let h = StateHeader { n_past: 3, last_job: 0x1_0000_0002 };
+        h.encode_into(&mut s).unwrap();
+        assert_eq!(StateHeader::decode(&s).unwrap(), h);
         s[0] = 0xff;
         assert_eq!(StateHeader::decode(&s), Err(JobIoError::Magic("state")));
     }

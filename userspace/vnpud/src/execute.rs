@@ -34,6 +34,13 @@ pub fn run(model: &Foundation<'_>, op: Option<Op>, b: JobBuffers<'_>) -> Result<
 /// Runs `op` on `b` with `adapter`, the job's adapter already parsed (see
 /// `adapter_cache`); returns the output bytes.
 pub fn run_with(model: &Foundation<'_>, op: Option<Op>, b: JobBuffers<'_>, adapter: Option<&TaskAdapter<'_>>) -> Result<usize, Errno> {
+    run_job(model, 0, op, b, adapter)
+}
+
+/// As [`run_with`], for the driver's job `job` (its `HwJob::id`): a job
+/// that runs again (the device died after it wrote its state) writes what
+/// it wrote the first time, see [`StateHeader::last_job`]. Job 0 is none.
+pub fn run_job(model: &Foundation<'_>, job: u64, op: Option<Op>, b: JobBuffers<'_>, adapter: Option<&TaskAdapter<'_>>) -> Result<usize, Errno> {
     if op == Some(Op::Echo) {
         return echo(b);
     }
@@ -45,7 +52,7 @@ pub fn run_with(model: &Foundation<'_>, op: Option<Op>, b: JobBuffers<'_>, adapt
             put_f32s(b.output, &v).ok_or(Errno::EOVERFLOW)
         }
         (Some(Op::Classify), Some(a)) => classify(model, a, b),
-        (Some(Op::Generate), a) => generate(model, a, b),
+        (Some(Op::Generate), a) => generate(model, job, a, b),
         _ => Err(Errno::EOPNOTSUPP),
     }
 }
@@ -150,9 +157,9 @@ fn embed(model: &Foundation<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
 /// One step of a generation session on the backbone: the input tokens go
 /// into the KV cache in the state range after the session's `n_past`; the
 /// output is the greedy next token and, room permitting, the logits.
-fn generate(model: &Foundation<'_>, adapter: Option<&TaskAdapter<'_>>, b: JobBuffers<'_>) -> Result<usize, Errno> {
+fn generate(model: &Foundation<'_>, job: u64, adapter: Option<&TaskAdapter<'_>>, b: JobBuffers<'_>) -> Result<usize, Errno> {
     let llama = model.backbone.as_ref().ok_or(Errno::ENODEV)?;
-    let mut step = Step::check(llama, b)?;
+    let mut step = Step::check(llama, job, b)?;
     let opts = match adapter {
         // LoRA only: a generation runs every layer, whatever exit the
         // adapter was trained with for classification.
@@ -166,6 +173,7 @@ fn generate(model: &Foundation<'_>, adapter: Option<&TaskAdapter<'_>>, b: JobBuf
 /// A GENERATE job checked against the backbone, between its checks and its
 /// output.
 struct Step<'b> {
+    job: u64,
     ids: Vec<u32>,
     n_past: usize,
     state: &'b mut [u8],
@@ -173,21 +181,26 @@ struct Step<'b> {
 }
 
 impl<'b> Step<'b> {
-    fn check(llama: &vnpu_engine::Llama<'_>, b: JobBuffers<'b>) -> Result<Self, Errno> {
+    fn check(llama: &vnpu_engine::Llama<'_>, job: u64, b: JobBuffers<'b>) -> Result<Self, Errno> {
         let state = b.state.ok_or(Errno::EBADMSG)?;
         let ids = tokens(b.input)?;
         if ids.iter().any(|&t| t as usize >= llama.cfg.vocab) {
             return Err(Errno::EBADMSG);
         }
         let header = StateHeader::decode(state).map_err(|_| Errno::EBADMSG)?;
-        let n_past = header.n_past as usize;
+        let n_past = if job != 0 && header.last_job == job {
+            // A re-run: from where this job started the first time.
+            (header.n_past as usize).checked_sub(ids.len()).ok_or(Errno::EBADMSG)?
+        } else {
+            header.n_past as usize
+        };
         if n_past + ids.len() > llama.kv_capacity(&state[STATE_KV_OFFSET..]) {
             return Err(Errno::ENOSPC);
         }
         if b.output.len() < HEADER_BYTES {
             return Err(Errno::EOVERFLOW);
         }
-        Ok(Step { ids, n_past, state, output: b.output })
+        Ok(Step { job, ids, n_past, state, output: b.output })
     }
 
     /// The step on its own through the backbone: its logits.
@@ -204,7 +217,7 @@ impl<'b> Step<'b> {
     fn finish(self, logits: Vec<f32>) -> Result<usize, Errno> {
         let next = argmax(&logits);
         let n_past = self.n_past + self.ids.len();
-        StateHeader { n_past: n_past as u32 }.encode_into(self.state).map_err(|_| Errno::EBADMSG)?;
+        StateHeader { n_past: n_past as u32, last_job: self.job }.encode_into(self.state).map_err(|_| Errno::EBADMSG)?;
         let room = (self.output.len() - HEADER_BYTES) / 4;
         let n_logits = if room >= logits.len() { logits.len() } else { 0 };
         let written = put_f32s(&mut self.output[HEADER_BYTES..], &logits[..n_logits]).unwrap_or(0);
@@ -222,14 +235,19 @@ impl<'b> Step<'b> {
 /// [`run_with`] gives for the job alone, bit for bit. The jobs' buffers
 /// must not overlap one another.
 pub fn generate_batch(model: &Foundation<'_>, jobs: Vec<(JobBuffers<'_>, Option<&TaskAdapter<'_>>)>) -> Vec<Result<usize, Errno>> {
+    generate_batch_jobs(model, jobs.into_iter().map(|(b, a)| (b, a, 0)).collect())
+}
+
+/// As [`generate_batch`], each with the driver's job id (see [`run_job`]).
+pub fn generate_batch_jobs(model: &Foundation<'_>, jobs: Vec<(JobBuffers<'_>, Option<&TaskAdapter<'_>>, u64)>) -> Vec<Result<usize, Errno>> {
     let Some(llama) = model.backbone.as_ref() else {
         return jobs.iter().map(|_| Err(Errno::ENODEV)).collect();
     };
     let mut results: Vec<Option<Result<usize, Errno>>> = Vec::with_capacity(jobs.len());
     let mut decode: Vec<(usize, Step<'_>, Option<&TaskAdapter<'_>>)> = Vec::new();
-    for (i, (b, a)) in jobs.into_iter().enumerate() {
+    for (i, (b, a, job)) in jobs.into_iter().enumerate() {
         results.push(None);
-        match Step::check(llama, b) {
+        match Step::check(llama, job, b) {
             Err(e) => results[i] = Some(Err(e)),
             Ok(step) if step.ids.len() == 1 => decode.push((i, step, a)),
             Ok(mut step) => {

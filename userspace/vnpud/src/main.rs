@@ -141,7 +141,7 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
                 r => dev.memory().read(r).map_err(|_| Errno::EIO).and_then(|blob| adapters.get(blob, r.addr, &model).map(Some)),
             };
             let result = match (adapter, job.buffers()) {
-                (Ok(a), Ok(b)) => execute::run_with(&model, op, b, a),
+                (Ok(a), Ok(b)) => execute::run_job(&model, id, op, b, a),
                 (Err(e), _) => Err(e),
                 (_, Err(e)) => {
                     eprintln!("vnpud: job {id}: {e}");
@@ -231,7 +231,7 @@ fn generate_batch<'m>(
             let id = job.id();
             match job.buffers() {
                 Ok(b) => {
-                    batch.push((b, adapter));
+                    batch.push((b, adapter, id));
                     index.push(i);
                 }
                 Err(e) => {
@@ -240,7 +240,7 @@ fn generate_batch<'m>(
                 }
             }
         }
-        for (i, r) in index.into_iter().zip(execute::generate_batch(model, batch)) {
+        for (i, r) in index.into_iter().zip(execute::generate_batch_jobs(model, batch)) {
             results[i] = Some(r);
         }
     }

@@ -373,3 +373,41 @@ fn batched_generation_equals_solo() {
     }
     assert_eq!(batched[6], Err(Errno::EBADMSG));
 }
+
+/// A GENERATE job the device runs twice (it died after writing the state,
+/// and the driver handed the job to the next device) writes the same
+/// output and state both times; the session's next job goes on from there.
+#[test]
+fn generation_steps_are_safe_to_run_twice() {
+    use m4npu_format::job_io::{StateHeader, STATE_KV_OFFSET};
+    use vnpud::execute::run_job;
+
+    let model = Model::new();
+    let subs = model.subs();
+    let f = Foundation::build(&subs).unwrap();
+    let llama = f.backbone.as_ref().unwrap();
+    let out_len = 16 + 4 * llama.cfg.vocab;
+    let mut state = vec![0u8; STATE_KV_OFFSET + llama.cfg.kv_bytes(16)];
+    let mut step = |job: u64, tokens: Vec<u32>, state: &mut Vec<u8>| {
+        let input = Input::Tokens(tokens).encode();
+        let mut out = vec![0u8; out_len];
+        let n = run_job(&f, job, Some(Op::Generate), JobBuffers { input: &input, output: &mut out, state: Some(state), adapter: None }, None)
+            .unwrap();
+        out.truncate(n);
+        out
+    };
+    let prompt = step(41, vec![3, 4, 5], &mut state);
+    let after_prompt = state.clone();
+    assert_eq!(step(41, vec![3, 4, 5], &mut state), prompt, "a re-run prompt");
+    assert!(state == after_prompt, "a re-run prompt changed the state");
+    let next = step(42, vec![6], &mut state);
+    let after_next = state.clone();
+    assert_eq!(step(42, vec![6], &mut state), next, "a re-run decode step");
+    assert!(state == after_next, "a re-run decode step changed the state");
+    assert_eq!(StateHeader::decode(&state).unwrap(), StateHeader { n_past: 4, last_job: 42 });
+    // Without job ids (0), every run is a new step.
+    let mut fresh = after_prompt.clone();
+    step(0, vec![6], &mut fresh);
+    step(0, vec![6], &mut fresh);
+    assert_eq!(StateHeader::decode(&fresh).unwrap().n_past, 5);
+}

@@ -283,6 +283,96 @@ pub fn generate_batch_jobs(model: &Foundation<'_>, jobs: Vec<(JobBuffers<'_>, Op
     results.into_iter().map(|r| r.unwrap_or(Err(Errno::EIO))).collect()
 }
 
+/// EMBED and CLASSIFY jobs of many apps at once: the ones that need a
+/// sentence embedding of the text encoder (EMBED without an adapter, or
+/// with a text-encoder adapter; CLASSIFY with a text-encoder adapter) run
+/// as one batch through the encoder, their sequences packed; the others run
+/// one by one. Each result is what [`run_job`] gives for the job alone, bit
+/// for bit. The jobs' buffers must not overlap one another.
+pub fn sentence_batch_jobs(model: &Foundation<'_>, jobs: Vec<(Option<Op>, JobBuffers<'_>, Option<&TaskAdapter<'_>>, u64)>) -> Vec<Result<usize, Errno>> {
+    let mut results: Vec<Option<Result<usize, Errno>>> = Vec::with_capacity(jobs.len());
+    // (job index, its token ids, what to make of the embedding, its output).
+    let mut sentences: Vec<(usize, Vec<u32>, Then<'_>, &mut [u8])> = Vec::new();
+    for (i, (op, b, a, job)) in jobs.into_iter().enumerate() {
+        results.push(None);
+        match sentence_job(model, op, &b, a) {
+            Ok(Some((ids, then))) => sentences.push((i, ids, then, b.output)),
+            Ok(None) => results[i] = Some(run_job(model, job, op, b, a)),
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    if let (Some(bert), false) = (model.text_encoder.as_ref(), sentences.is_empty()) {
+        let seqs: Vec<&[u32]> = sentences.iter().map(|(_, ids, _, _)| &ids[..]).collect();
+        match bert.embed_batch(&seqs) {
+            Ok(embeddings) => {
+                for ((i, _, then, output), mut v) in sentences.into_iter().zip(embeddings) {
+                    let v = match then {
+                        Then::Embedding => v,
+                        Then::Renormalized => {
+                            normalize(&mut v);
+                            v
+                        }
+                        Then::Head(head) => head.apply(&v),
+                    };
+                    results[i] = Some(put_f32s(output, &v).ok_or(Errno::EOVERFLOW));
+                }
+            }
+            Err(_) => sentences.into_iter().for_each(|(i, ..)| results[i] = Some(Err(Errno::EIO))),
+        }
+    }
+    results.into_iter().map(|r| r.unwrap_or(Err(Errno::EIO))).collect()
+}
+
+/// What a sentence job makes of its embedding.
+enum Then<'h> {
+    Embedding,
+    Renormalized,
+    Head(&'h crate::task::Head<'h>),
+}
+
+/// A job that only needs the text encoder's sentence embedding: its token
+/// ids (checked as [`run_job`] checks them, with the same errnos in the same
+/// order) and what follows; `None` for any other job.
+fn sentence_job<'h>(
+    model: &Foundation<'_>,
+    op: Option<Op>,
+    b: &JobBuffers<'_>,
+    adapter: Option<&'h TaskAdapter<'_>>,
+) -> Result<Option<(Vec<u32>, Then<'h>)>, Errno> {
+    let then = match (op, adapter) {
+        (Some(Op::Embed), None) => {
+            model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
+            let ids = tokens(b.input)?;
+            check_sentence(model, &ids)?;
+            // An empty one fails in the encoder: alone, not the batch.
+            return Ok((!ids.is_empty()).then_some((ids, Then::Embedding)));
+        }
+        (Some(Op::Embed), Some(a)) if a.meta.submodel == SubModel::TextEncoder => Then::Renormalized,
+        (Some(Op::Classify), Some(a)) if a.meta.submodel == SubModel::TextEncoder => {
+            if a.meta.task != AdapterTask::Classify {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            Then::Head(a.head.as_ref().ok_or(Errno::ENOEXEC)?)
+        }
+        _ => return Ok(None),
+    };
+    // As `pooled` reads a text-encoder adapter's input.
+    let Input::Tokens(ids) = Input::decode(b.input).map_err(|_| Errno::EBADMSG)? else {
+        return Err(Errno::EOPNOTSUPP);
+    };
+    check_sentence(model, &ids)?;
+    Ok((!ids.is_empty()).then_some((ids, then)))
+}
+
+/// The checks of [`sentence_embedding`], without the embedding.
+fn check_sentence(model: &Foundation<'_>, ids: &[u32]) -> Result<(), Errno> {
+    let bert = model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
+    if ids.len() > bert.cfg.max_pos || ids.iter().any(|&t| t as usize >= bert.cfg.vocab) {
+        return Err(Errno::EBADMSG);
+    }
+    Ok(())
+}
+
 /// Index of the largest value (the first of equals): the greedy token.
 pub fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;

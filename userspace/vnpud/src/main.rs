@@ -4,8 +4,9 @@
 //! foundation model's sub-models over the firmware region of NPU memory
 //! (no copy of the weights), and serves jobs: fetch, run with the engine on
 //! the job's buffers in NPU memory, commit. Jobs come and go in batches
-//! (FETCH_BATCH / COMMIT_BATCH), and the generation steps of different apps
-//! in one fetch run through the backbone together (`execute::generate_batch`).
+//! (FETCH_BATCH / COMMIT_BATCH); the generation steps of different apps in
+//! one fetch run through the backbone together, and their sentence
+//! embeddings through the text encoder (`execute::*_batch_jobs`).
 //! A bad job gets an errno; SIGTERM or SIGINT ends the daemon after the jobs
 //! at hand are committed.
 
@@ -130,11 +131,20 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
         if busy {
             adapters.sweep(dev.memory());
         }
-        // Generation steps of different apps run as one batch; the rest
-        // one by one.
+        // Generation steps of different apps run as one batch, and so do
+        // sentence embeddings (EMBED, CLASSIFY); the rest one by one.
         let (gen, rest): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.op() == Some(Op::Generate));
-        let (batch, single) = if gen.len() > 1 && disjoint(&gen) { (gen, Vec::new()) } else { (Vec::new(), gen) };
-        for mut job in rest.into_iter().chain(single) {
+        let (sent, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|j| matches!(j.op(), Some(Op::Embed | Op::Classify)));
+        let mut single = rest;
+        let mut batches = Vec::new();
+        for (kind, group) in [(Batch::Generate, gen), (Batch::Sentences, sent)] {
+            if group.len() > 1 && disjoint(&group) {
+                batches.push((kind, group));
+            } else {
+                single.extend(group);
+            }
+        }
+        for mut job in single {
             let (id, op) = (job.id(), job.op());
             let adapter = match job.raw().adapter {
                 r if r.len == 0 => Ok(None),
@@ -153,10 +163,8 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
             }
             queue.commit(job, result).map_err(|e| e.to_string())?;
         }
-        if !batch.is_empty() {
-            let mut batch = batch;
-            let results = generate_batch(&dev, &model, &mut adapters, &mut batch, args.verbose);
-            for (job, result) in results {
+        for (kind, mut jobs) in batches {
+            for (job, result) in run_batch(kind, &dev, &model, &mut adapters, &mut jobs, args.verbose) {
                 queue.commit(job, result).map_err(|e| e.to_string())?;
             }
         }
@@ -197,8 +205,18 @@ fn disjoint(jobs: &[HwJob<'_>]) -> bool {
     })
 }
 
-/// GENERATE jobs of many apps, run as one batch; each job with its result.
-fn generate_batch<'m>(
+/// What a batch of several apps' jobs runs through.
+#[derive(Clone, Copy, Debug)]
+enum Batch {
+    /// The backbone, one decode step per app (`execute::generate_batch_jobs`).
+    Generate,
+    /// The text encoder (`execute::sentence_batch_jobs`).
+    Sentences,
+}
+
+/// Jobs of many apps run together as `kind`; each job with its result.
+fn run_batch<'m>(
+    kind: Batch,
     dev: &'m HwDevice,
     model: &foundation::Foundation<'_>,
     adapters: &mut AdapterCache<'m>,
@@ -228,10 +246,10 @@ fn generate_batch<'m>(
                 (Ok(()), 0) => None,
                 (Ok(()), _) => dev.memory().read(r).ok().and_then(|blob| adapters.cached(blob, r.addr)),
             };
-            let id = job.id();
+            let (id, op) = (job.id(), job.op());
             match job.buffers() {
                 Ok(b) => {
-                    batch.push((b, adapter, id));
+                    batch.push((op, b, adapter, id));
                     index.push(i);
                 }
                 Err(e) => {
@@ -240,12 +258,20 @@ fn generate_batch<'m>(
                 }
             }
         }
-        for (i, r) in index.into_iter().zip(execute::generate_batch_jobs(model, batch)) {
+        let done = match kind {
+            Batch::Generate => execute::generate_batch_jobs(model, batch.into_iter().map(|(_, b, a, id)| (b, a, id)).collect()),
+            Batch::Sentences => execute::sentence_batch_jobs(model, batch),
+        };
+        for (i, r) in index.into_iter().zip(done) {
             results[i] = Some(r);
         }
     }
     if verbose {
-        println!("vnpud: {} generation steps in one batch", jobs.len());
+        let what = match kind {
+            Batch::Generate => "generation steps",
+            Batch::Sentences => "sentence jobs",
+        };
+        println!("vnpud: {} {what} in one batch", jobs.len());
     }
     jobs.drain(..).zip(results).map(|(j, r)| (j, r.unwrap_or(Err(Errno::EIO)))).collect()
 }

@@ -411,3 +411,64 @@ fn generation_steps_are_safe_to_run_twice() {
     step(0, vec![6], &mut fresh);
     assert_eq!(StateHeader::decode(&fresh).unwrap().n_past, 5);
 }
+
+/// EMBED and CLASSIFY jobs of several apps as one encoder batch
+/// (`sentence_batch_jobs`): plain embeddings of different lengths, a
+/// text-encoder adapter's EMBED and CLASSIFY, a backbone classifier (run
+/// alone), a bad token and a features input give what each gives alone.
+#[test]
+fn batched_sentences_equal_solo() {
+    use vnpud::execute::{run_with, sentence_batch_jobs};
+    use vnpud::task::TaskAdapter;
+
+    let model = Model::new();
+    let subs = model.subs();
+    let f = Foundation::build(&subs).unwrap();
+    let (bert, llama) = (f.text_encoder.as_ref().unwrap(), f.backbone.as_ref().unwrap());
+    let d = bert.cfg.d_model;
+    let mut rng = Rng::new(8);
+    let mut b = AdapterBuilder::new("text", [0; 32]);
+    b.meta(meta(AdapterTask::Classify, SubModel::TextEncoder).to_json());
+    b.tensor_f32("head.weight", &[2, d], &rng.vec(2 * d, 0.5)).unwrap();
+    b.tensor_f32("head.bias", &[2], &[0.0, 1.0]).unwrap();
+    let text = AlignedBytes::from_slice(&b.build().unwrap());
+    let mut m = meta(AdapterTask::Classify, SubModel::Backbone);
+    m.feature_dim = Some(5);
+    m.labels = (0..LABELS).map(|i| format!("l{i}")).collect();
+    let (feat, _, _) = feature_classifier(&mut rng, llama.cfg.d_model, llama.cfg.d_ff, llama.cfg.kv_dim(), &m);
+    let feat = AlignedBytes::from_slice(&feat);
+    let (text, feat) = (TaskAdapter::parse(&text, &f).unwrap(), TaskAdapter::parse(&feat, &f).unwrap());
+
+    let toks = |v: &[u32]| Input::Tokens(v.to_vec()).encode();
+    let cases: Vec<(Op, Vec<u8>, Option<&TaskAdapter<'_>>)> = vec![
+        (Op::Embed, toks(&[1, 7, 9, 2]), None),
+        (Op::Embed, toks(&[1, 3, 2]), None),
+        (Op::Classify, toks(&[1, 4, 4, 5, 6, 2]), Some(&text)),
+        (Op::Embed, toks(&[1, 8, 2]), Some(&text)),
+        (Op::Classify, Input::Features { dim: 5, data: rng.vec(10, 1.0) }.encode(), Some(&feat)),
+        (Op::Embed, toks(&[1, bert.cfg.vocab as u32]), None),
+        (Op::Classify, Input::Features { dim: 2, data: vec![1.0; 2] }.encode(), Some(&text)),
+        (Op::Embed, toks(&[2, 11, 12, 13, 14, 15, 16, 1]), None),
+    ];
+    let solo: Vec<(Result<usize, Errno>, Vec<u8>)> = cases
+        .iter()
+        .map(|(op, input, a)| {
+            let mut out = vec![0u8; 4096];
+            let r = run_with(&f, Some(*op), JobBuffers { input, output: &mut out, state: None, adapter: None }, *a);
+            (r, out)
+        })
+        .collect();
+    let mut outs = vec![vec![0u8; 4096]; cases.len()];
+    let jobs = cases
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|((op, input, a), out)| (Some(*op), JobBuffers { input, output: out, state: None, adapter: None }, *a, 0))
+        .collect();
+    let batched = sentence_batch_jobs(&f, jobs);
+    for (i, (r, out)) in solo.iter().enumerate() {
+        assert_eq!(&batched[i], r, "job {i}: result");
+        assert!(outs[i] == *out, "job {i}: output differs from the job run alone");
+    }
+    assert_eq!(batched[5], Err(Errno::EBADMSG));
+    assert_eq!(batched[6], Err(Errno::EOPNOTSUPP));
+}

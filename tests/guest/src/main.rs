@@ -80,6 +80,7 @@ const TESTS: &[Test] = &[
     Test::new("vnpud_runs_a_synthetic_model", vnpu::vnpud_runs_a_synthetic_model),
     Test::new("vnpud_runs_the_foundation_model", vnpu::vnpud_runs_the_foundation_model),
     Test::new("thousand_jobs_on_vnpud", jobs::on_vnpud::thousand_jobs_on_vnpud),
+    Test::new("vnpud_killed_under_load", jobs::on_vnpud::vnpud_killed_under_load),
     Test::new("adapters_classify_on_vnpud", adapter_tasks::adapters_classify_on_vnpud),
     Test::new("errors_speak_to_developers", adapter_tasks::errors_speak_to_developers),
     Test::new("generations_of_many_apps_on_vnpud", adapter_tasks::generations_of_many_apps_on_vnpud),

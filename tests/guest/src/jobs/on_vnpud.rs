@@ -61,6 +61,55 @@ pub fn thousand_jobs_on_vnpud() -> Result<()> {
     }
 }
 
+/// vnpud killed again and again while four apps' jobs stream through it
+/// (`M4NPU_KILLS`, default 10; a long run sets more): with recovery, every
+/// job still completes exactly once with the engine's output, and the pool
+/// returns to where it was.
+pub fn vnpud_killed_under_load() -> Result<()> {
+    module::reload("firmware=m4npu/tiny.m4fw")?;
+    let kills: usize = std::env::var("M4NPU_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let base = super::support::pool_used()?;
+    let mut vnpud = start_vnpud(16)?;
+    let mut subs: Vec<Helper> = (0..PROCESSES)
+        .map(|seed| {
+            let rounds = (kills / 5).max(1).to_string();
+            Helper::spawn(&["--submit-vnpud-jobs", &PER_PROCESS.to_string(), &(10 + seed).to_string(), &rounds])
+        })
+        .collect::<Result<_>>()?;
+    let mut killed = 0;
+    while killed < kills {
+        // Kill it while it holds jobs, whenever that is.
+        let busy = crate::children::eventually("vnpud holds jobs", || {
+            let state = super::support::debugfs_state()?;
+            let at_device = state.lines().find_map(|l| l.strip_prefix("jobs:\t")).and_then(|l| l.split(", ").nth(1)).and_then(|l| l.split(' ').next()?.parse::<usize>().ok());
+            Ok(match at_device {
+                Some(n) if n > 0 => Ok(()),
+                _ => Err(format!("no job at the device: {state}")),
+            })
+        });
+        if busy.is_err() {
+            break; // the apps are done
+        }
+        vnpud.signal(libc::SIGKILL)?;
+        let _ = vnpud.wait()?;
+        ensure!(device_state()? == DeviceState::Recovering, "vnpud killed with jobs: the driver does not wait for the next one");
+        vnpud = start_vnpud(16)?;
+        killed += 1;
+    }
+    for s in subs.iter_mut() {
+        s.expect("ok", |l| (l == "ok").then_some(()))?;
+        s.finish()?;
+    }
+    ensure!(killed >= kills.min(3), "vnpud was killed only {killed} times under load");
+    println!("    vnpud killed {killed} times under load");
+    stop(vnpud)?;
+    // The apps' contexts go as io_uring lets go of their files.
+    crate::children::eventually("the pool returns to its baseline", || {
+        let used = super::support::pool_used()?;
+        Ok(if used == base { Ok(()) } else { Err(format!("NPU memory in use: {used} bytes, {base} before")) })
+    })
+}
+
 /// Token ids for job `i` of process `seed`, inside the tiny vocabularies.
 fn tokens(seed: u32, i: usize, vocab: usize) -> Vec<u32> {
     let mut b = [0u8; 6];
@@ -68,12 +117,14 @@ fn tokens(seed: u32, i: usize, vocab: usize) -> Vec<u32> {
     b.iter().map(|&v| 1 + u32::from(v) % (vocab as u32 - 1)).collect()
 }
 
-/// `--submit-vnpud-jobs COUNT SEED`: COUNT jobs (ECHO, EMBED, GENERATE in
-/// turn, all priorities) over one io_uring; checks every completion against
-/// the reference run in this process. Prints `ok`.
+/// `--submit-vnpud-jobs COUNT SEED [ROUNDS]`: COUNT jobs (ECHO, EMBED,
+/// GENERATE in turn, all priorities) over one io_uring, ROUNDS times (1);
+/// checks every completion against the reference run in this process.
+/// Prints `ok`.
 pub fn submit_vnpud_jobs(args: &[String]) -> Result<()> {
     let count: usize = args.first().context("COUNT")?.parse()?;
     let seed: u32 = args.get(1).context("SEED")?.parse()?;
+    let rounds: u64 = args.get(2).map(|r| r.parse()).transpose()?.unwrap_or(1);
     let fw = vnpu_engine::AlignedBytes::from_slice(&std::fs::read(TINY)?);
     let subs = sub_models(&fw).map_err(anyhow::Error::msg)?;
     let reference = Foundation::build(&subs).map_err(anyhow::Error::msg)?;
@@ -84,7 +135,7 @@ pub fn submit_vnpud_jobs(args: &[String]) -> Result<()> {
     let dev = Device::open()?;
     let mut input = dev.alloc(count * IN)?;
     let output = dev.alloc(count * OUT)?;
-    let state = dev.alloc(count.div_ceil(3) * state_len)?;
+    let mut state = dev.alloc(count.div_ceil(3) * state_len)?;
     let ops = [Op::Echo, Op::Embed, Op::Generate];
     let prios = [Priority::Normal, Priority::High, Priority::Low];
     let mut ring = dev.ring(256)?;
@@ -100,54 +151,58 @@ pub fn submit_vnpud_jobs(args: &[String]) -> Result<()> {
         };
         lens.push(len);
     }
-    for i in 0..count {
-        let op = ops[i % 3];
-        let mut job =
-            JobDesc::new(op).input(&input, i * IN, lens[i]).output(&output, i * OUT, OUT).priority(prios[i / 3 % 3]);
-        if op == Op::Generate {
-            job = job.state(&state, i / 3 * state_len, state_len);
+    for round in 1..=rounds {
+        // Fresh sessions each round: every GENERATE job is a prompt.
+        state.as_mut_slice().fill(0);
+        for i in 0..count {
+            let op = ops[i % 3];
+            let mut job =
+                JobDesc::new(op).input(&input, i * IN, lens[i]).output(&output, i * OUT, OUT).priority(prios[i / 3 % 3]);
+            if op == Op::Generate {
+                job = job.state(&state, i / 3 * state_len, state_len);
+            }
+            ring.push(&job, i as u64)?;
         }
-        ring.push(&job, i as u64)?;
-    }
-    ring.submit()?;
+        ring.submit()?;
 
-    let done = ring.wait_timeout(count, HANG)?;
-    ensure!(done.len() == count, "{} of {count} jobs completed within {} s", done.len(), HANG.as_secs());
-    let mut seen = vec![0u32; count];
-    let mut res = vec![0usize; count];
-    for c in &done {
-        let i = c.user_data as usize;
-        *seen.get_mut(i).context("a completion for a job never submitted")? += 1;
-        res[i] = c.result().with_context(|| format!("job {i} ({:?})", ops[i % 3]))?;
-    }
-    ensure!(seen.iter().all(|&n| n == 1), "jobs not completed exactly once");
-    for i in 0..count {
-        let out = &output.as_slice()[i * OUT..][..res[i]];
-        match ops[i % 3] {
-            Op::Echo => ensure!(out == &input.as_slice()[i * IN..(i + 1) * IN], "echo job {i}: wrong output"),
-            Op::Embed => {
-                let want = bert.embed(&tokens(seed, i, vocab))?;
-                let got = f32s(out);
-                ensure!(got.len() == want.len(), "embed job {i}: {} values", got.len());
-                let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
-                ensure!(diff < 1e-5, "embed job {i}: differs from the engine by {diff}");
-            }
-            _ => {
-                let ids = tokens(seed, i, vocab);
-                let mut kv = vec![0u8; llama.cfg.kv_bytes(KV_TOKENS)];
-                let logits = llama.prefill(&ids, &mut kv)?.logits.context("logits")?;
-                let got = GenerateOutput::decode(out)?;
-                ensure!(
-                    got.next_token == argmax(&logits) && got.n_past as usize == ids.len(),
-                    "generate job {i}: {got:?}, want token {}",
-                    argmax(&logits)
-                );
+        let done = ring.wait_timeout(count, HANG)?;
+        ensure!(done.len() == count, "{} of {count} jobs completed within {} s", done.len(), HANG.as_secs());
+        let mut seen = vec![0u32; count];
+        let mut res = vec![0usize; count];
+        for c in &done {
+            let i = c.user_data as usize;
+            *seen.get_mut(i).context("a completion for a job never submitted")? += 1;
+            res[i] = c.result().with_context(|| format!("job {i} ({:?})", ops[i % 3]))?;
+        }
+        ensure!(seen.iter().all(|&n| n == 1), "jobs not completed exactly once");
+        for i in 0..count {
+            let out = &output.as_slice()[i * OUT..][..res[i]];
+            match ops[i % 3] {
+                Op::Echo => ensure!(out == &input.as_slice()[i * IN..(i + 1) * IN], "echo job {i}: wrong output"),
+                Op::Embed => {
+                    let want = bert.embed(&tokens(seed, i, vocab))?;
+                    let got = f32s(out);
+                    ensure!(got.len() == want.len(), "embed job {i}: {} values", got.len());
+                    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                    ensure!(diff < 1e-5, "embed job {i}: differs from the engine by {diff}");
+                }
+                _ => {
+                    let ids = tokens(seed, i, vocab);
+                    let mut kv = vec![0u8; llama.cfg.kv_bytes(KV_TOKENS)];
+                    let logits = llama.prefill(&ids, &mut kv)?.logits.context("logits")?;
+                    let got = GenerateOutput::decode(out)?;
+                    ensure!(
+                        got.next_token == argmax(&logits) && got.n_past as usize == ids.len(),
+                        "generate job {i}: {got:?}, want token {}",
+                        argmax(&logits)
+                    );
+                }
             }
         }
+        let u = dev.usage()?;
+        let n = count as u64 * round;
+        ensure!((u.jobs_completed, u.jobs_failed, u.jobs_inflight) == (n, 0, 0), "fdinfo after {n} jobs: {u:?}");
     }
-    let u = dev.usage()?;
-    let n = count as u64;
-    ensure!((u.jobs_completed, u.jobs_failed, u.jobs_inflight) == (n, 0, 0), "fdinfo after {count} jobs: {u:?}");
     // A job the device cannot read fails alone, with the device's errno.
     let garbage = JobDesc::new(Op::Embed).input(&output, 0, 64).output(&input, 0, IN);
     match dev.run(&garbage) {

@@ -254,6 +254,16 @@ pub struct BatchRow<'x> {
     pub adapter: Option<&'x dyn Adapter>,
 }
 
+/// One session's part of [`Llama::forward_batch`]: `tokens` at positions
+/// `pos..pos + tokens.len()` (positions `< pos` must already be in `kv`).
+pub struct SeqRow<'x> {
+    pub tokens: &'x [u32],
+    pub pos: usize,
+    /// This session's own KV cache, laid out as for [`Llama::forward`].
+    pub kv: &'x mut [u8],
+    pub adapter: Option<&'x dyn Adapter>,
+}
+
 /// Rows `t0..t0 + n` of a job's activations, at positions `pos0..pos0 + n`.
 #[derive(Clone, Copy)]
 struct Span {
@@ -440,40 +450,47 @@ impl<'a> Llama<'a> {
     /// buffer is written: a bad row fails the call, naming the row, and
     /// leaves every cache untouched. No rows: no logits.
     pub fn decode_batch(&self, rows: &mut [BatchRow<'_>]) -> Result<Vec<Vec<f32>>> {
+        let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
+        let mut seqs: Vec<SeqRow<'_>> = rows
+            .iter_mut()
+            .zip(&tokens)
+            .map(|(r, t)| SeqRow { tokens: std::slice::from_ref(t), pos: r.pos, kv: &mut *r.kv, adapter: r.adapter })
+            .collect();
+        self.forward_batch(&mut seqs)
+    }
+
+    /// One step of many independent sessions together, each of any number
+    /// of tokens (prompts and decode steps mixed): row `i` feeds `tokens`
+    /// at `pos..` into its own `kv` with its own adapter, and gets bitwise
+    /// the last-position logits and KV writes of `forward` alone, as
+    /// [`Llama::decode_batch`] does for one token a row, with the same
+    /// checks before any KV write.
+    pub fn forward_batch(&self, rows: &mut [SeqRow<'_>]) -> Result<Vec<Vec<f32>>> {
         let c = &self.cfg;
-        let n = rows.len();
-        if n == 0 {
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tokens = Vec::with_capacity(n);
-        let mut seqs = Vec::with_capacity(n);
+        let mut tokens = Vec::new();
+        let mut seqs = Vec::with_capacity(rows.len());
         for (i, r) in rows.iter_mut().enumerate() {
-            if r.token as usize >= c.vocab {
-                return Err(Error::Input(format!(
-                    "row {i}: token {} >= vocab {}",
-                    r.token, c.vocab
-                )));
+            if r.tokens.is_empty() {
+                return Err(Error::Input(format!("row {i}: empty input")));
             }
-            let (kv, slots) = self.kv_view(r.kv, r.pos, 1).map_err(|e| in_row(i, e))?;
-            tokens.push(r.token);
-            seqs.push(Seq {
-                span: Span {
-                    t0: i,
-                    n: 1,
-                    pos0: r.pos,
-                },
-                slots,
-                kv,
-                adapter: r.adapter,
-            });
+            if let Some(t) = r.tokens.iter().find(|&&t| t as usize >= c.vocab) {
+                return Err(Error::Input(format!("row {i}: token {t} >= vocab {}", c.vocab)));
+            }
+            let n = r.tokens.len();
+            let (kv, slots) = self.kv_view(r.kv, r.pos, n).map_err(|e| in_row(i, e))?;
+            seqs.push(Seq { span: Span { t0: tokens.len(), n, pos0: r.pos }, slots, kv, adapter: r.adapter });
+            tokens.extend_from_slice(r.tokens);
         }
-        let groups = self
-            .lora_groups(&seqs, c.n_layer)
-            .map_err(|(i, e)| in_row(i, e))?;
+        let groups = self.lora_groups(&seqs, c.n_layer).map_err(|(i, e)| in_row(i, e))?;
         let mut x = self.embed(Input::Tokens(&tokens))?;
         self.run_layers(&mut x, &mut seqs, &groups, c.n_layer)?;
         rms_norm(&x.clone(), self.out_norm, c.rms_eps, &mut x);
-        let logits = self.lm_head_logits(&x, n);
+        let d = c.d_model;
+        let last: Vec<f32> = seqs.iter().flat_map(|s| &x[(s.span.t0 + s.span.n - 1) * d..][..d]).copied().collect();
+        let logits = self.lm_head_logits(&last, seqs.len());
         Ok(logits.chunks_exact(c.vocab).map(<[f32]>::to_vec).collect())
     }
 

@@ -692,3 +692,52 @@ fn decode_batch_bad_row_is_error_and_writes_no_cache() {
         assert!(before == after, "{what}: a cache was written");
     }
 }
+
+/// `forward_batch` with prompts of different lengths and decode steps
+/// mixed, fresh and continued sessions, adapters and none: each row's
+/// last logits and KV writes are bitwise those of `forward` alone.
+#[test]
+fn forward_batch_mixes_prompts_and_steps_bitwise() {
+    use crate::adapter::Adapter;
+    use crate::llama::SeqRow;
+    for (seed, fused, threads, isa) in [(31, false, 2, crate::kernels::detect()), (32, true, 1, Isa::Scalar)] {
+        let t = crate::synthetic::tiny_llama_with(seed, fused);
+        let exec = Arc::new(Exec::with_isa(threads, isa).expect("isa"));
+        let m = Llama::from_region_with(&t.table, &t.blob, exec).expect("model");
+        let c = m.cfg.clone();
+        let a = lora_set(&c, seed + 100, 4, &[Proj::Q, Proj::V, Proj::Down]);
+        let b = lora_set(&c, seed + 200, 2, &[Proj::O, Proj::Up]);
+        let ads: [Option<&dyn Adapter>; 6] = [Some(&a), None, Some(&b), Some(&a), None, Some(&b)];
+        // (tokens fed now, positions already in the cache)
+        let shape = [(5usize, 0usize), (1, 3), (9, 0), (1, 6), (3, 2), (2, 4)];
+        let mut kv_batch: Vec<AlignedBytes> = Vec::new();
+        for (s, &(n, past)) in shape.iter().enumerate() {
+            let mut kv = kv_for(&m, n + past + 2);
+            if past > 0 {
+                let prompt: Vec<u32> = (0..past).map(|i| ((s * 13 + i * 5) % c.vocab) as u32).collect();
+                let opts = ForwardOpts { adapter: ads[s], ..Default::default() };
+                m.forward(Input::Tokens(&prompt), 0, &mut kv, &opts).expect("earlier tokens");
+            }
+            kv_batch.push(kv);
+        }
+        let mut kv_solo: Vec<AlignedBytes> = kv_batch.iter().map(|k| AlignedBytes::from_slice(k)).collect();
+        let inputs: Vec<Vec<u32>> =
+            shape.iter().enumerate().map(|(s, &(n, _))| (0..n).map(|i| ((s * 7 + i * 3 + 1) % c.vocab) as u32).collect()).collect();
+        let mut rows: Vec<SeqRow> = kv_batch
+            .iter_mut()
+            .enumerate()
+            .map(|(s, kv)| SeqRow { tokens: &inputs[s], pos: shape[s].1, kv: &mut kv[..], adapter: ads[s] })
+            .collect();
+        let got = m.forward_batch(&mut rows).expect("forward_batch");
+        for s in 0..shape.len() {
+            let opts = ForwardOpts { adapter: ads[s], ..Default::default() };
+            let want = m.forward(Input::Tokens(&inputs[s]), shape[s].1, &mut kv_solo[s], &opts).expect("solo").logits.expect("logits");
+            assert!(same_bits(&got[s], &want), "seed {seed} row {s}: logits differ by {}", max_abs_diff(&got[s], &want));
+            assert!(kv_batch[s][..] == kv_solo[s][..], "seed {seed} row {s}: KV differs");
+        }
+        // An empty row is refused, naming it.
+        let mut kv = kv_for(&m, 4);
+        let err = m.forward_batch(&mut [SeqRow { tokens: &[], pos: 0, kv: &mut kv[..], adapter: None }]).unwrap_err();
+        assert!(err.to_string().contains("row 0"), "{err}");
+    }
+}

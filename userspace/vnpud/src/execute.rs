@@ -13,7 +13,7 @@ use m4npu::Op;
 use m4npu_format::adapter_meta::{AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{put_f32s, GenerateOutput, Input, StateHeader, HEADER_BYTES, STATE_KV_OFFSET};
 use nix::errno::Errno;
-use vnpu_engine::{BatchRow, ForwardOpts, Logits};
+use vnpu_engine::{ForwardOpts, Logits, SeqRow};
 
 use crate::foundation::Foundation;
 use crate::task::TaskAdapter;
@@ -228,12 +228,12 @@ impl<'b> Step<'b> {
     }
 }
 
-/// GENERATE jobs of many sessions (apps) at once: the decode steps (one
-/// token each) run as one batch through the backbone, the weights read once
-/// for all, each row with its own LoRA, position and KV cache (as Punica's
-/// SGMV); longer inputs (prefills) run one by one. Each result is what
-/// [`run_with`] gives for the job alone, bit for bit. The jobs' buffers
-/// must not overlap one another.
+/// GENERATE jobs of many sessions (apps) at once: prompts and decode steps
+/// run as one batch through the backbone (`Llama::forward_batch`), the
+/// weights read once for all, each session with its own LoRA, positions and
+/// KV cache (as Punica's SGMV). Each result is what [`run_with`] gives for
+/// the job alone, bit for bit. The jobs' buffers must not overlap one
+/// another.
 pub fn generate_batch(model: &Foundation<'_>, jobs: Vec<(JobBuffers<'_>, Option<&TaskAdapter<'_>>)>) -> Vec<Result<usize, Errno>> {
     generate_batch_jobs(model, jobs.into_iter().map(|(b, a)| (b, a, 0)).collect())
 }
@@ -244,41 +244,34 @@ pub fn generate_batch_jobs(model: &Foundation<'_>, jobs: Vec<(JobBuffers<'_>, Op
         return jobs.iter().map(|_| Err(Errno::ENODEV)).collect();
     };
     let mut results: Vec<Option<Result<usize, Errno>>> = Vec::with_capacity(jobs.len());
-    let mut decode: Vec<(usize, Step<'_>, Option<&TaskAdapter<'_>>)> = Vec::new();
+    let mut steps: Vec<(usize, Step<'_>, Option<&TaskAdapter<'_>>)> = Vec::new();
     for (i, (b, a, job)) in jobs.into_iter().enumerate() {
         results.push(None);
         match Step::check(llama, job, b) {
             Err(e) => results[i] = Some(Err(e)),
-            Ok(step) if step.ids.len() == 1 => decode.push((i, step, a)),
-            Ok(mut step) => {
-                let opts = match a {
-                    Some(a) => ForwardOpts { layers: None, ..a.forward_opts(Logits::Last, false) },
-                    None => ForwardOpts { logits: Logits::Last, ..Default::default() },
-                };
-                results[i] = Some(step.forward(llama, &opts).and_then(|l| step.finish(l)));
-            }
+            Ok(step) => steps.push((i, step, a)),
         }
     }
     let logits = {
-        let mut rows: Vec<BatchRow<'_>> = decode
+        let mut rows: Vec<SeqRow<'_>> = steps
             .iter_mut()
-            .map(|(_, step, a)| BatchRow {
-                token: step.ids[0],
+            .map(|(_, step, a)| SeqRow {
+                tokens: &step.ids,
                 pos: step.n_past,
                 kv: &mut step.state[STATE_KV_OFFSET..],
                 adapter: a.map(|a| a as &dyn vnpu_engine::Adapter),
             })
             .collect();
-        if rows.is_empty() { Ok(Vec::new()) } else { llama.decode_batch(&mut rows) }
+        llama.forward_batch(&mut rows)
     };
     match logits {
         Ok(logits) => {
-            for ((i, step, _), l) in decode.into_iter().zip(logits) {
+            for ((i, step, _), l) in steps.into_iter().zip(logits) {
                 results[i] = Some(step.finish(l));
             }
         }
-        // The rows were checked above: only a misaligned KV cache is left.
-        Err(_) => decode.into_iter().for_each(|(i, _, _)| results[i] = Some(Err(Errno::EBADMSG))),
+        // The steps were checked above: only a misaligned KV cache is left.
+        Err(_) => steps.into_iter().for_each(|(i, _, _)| results[i] = Some(Err(Errno::EBADMSG))),
     }
     results.into_iter().map(|r| r.unwrap_or(Err(Errno::EIO))).collect()
 }

@@ -7,6 +7,7 @@
 mod adapter_tasks;
 mod adapters;
 mod basics;
+mod bench_apps;
 mod bench_handoff;
 mod buffers;
 mod c_api;
@@ -96,8 +97,15 @@ fn main() {
     if args.first().map(String::as_str) == Some("--play-device") {
         std::process::exit(play_device::main(&args[1..]));
     }
-    if args.first().map(String::as_str) == Some("--bench-handoff") {
-        if let Err(e) = bench_handoff::main(&args[1..]) {
+    // Benchmarks (`cargo xtask bench ...`) and their app processes.
+    let bench: Option<fn(&[String]) -> anyhow::Result<()>> = match args.first().map(String::as_str) {
+        Some("--bench-handoff") => Some(bench_handoff::main),
+        Some("--bench-apps") => Some(bench_apps::main),
+        Some("--bench-app") => Some(bench_apps::app),
+        _ => None,
+    };
+    if let Some(bench) = bench {
+        if let Err(e) = bench(&args[1..]) {
             println!("error: {e:#}");
             std::process::exit(1);
         }

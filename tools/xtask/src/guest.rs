@@ -255,6 +255,10 @@ bench-handoff)
 	# The driver's cost per job against a NOP (tests/guest/src/bench_handoff.rs).
 	insmod /lib/modules/m4npu.ko firmware=m4npu/tiny.m4fw && /bin/m4npu-guest-tests --bench-handoff
 	status=$? ;;
+bench-apps)
+	# Many apps on the real model through vnpud (tests/guest/src/bench_apps.rs).
+	insmod /lib/modules/m4npu.ko && /bin/m4npu-guest-tests --bench-apps
+	status=$? ;;
 demo)
 	# The module pins the foundation model; vnpud serves its jobs.
 	insmod /lib/modules/m4npu.ko && vnpud --background && m4 info &&

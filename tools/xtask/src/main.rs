@@ -6,6 +6,7 @@
 //! - `test`    host tests, then the guest suite on the debug kernel
 //! - `demo`    boot the release kernel, load the module, run `m4 info`
 //! - `bench handoff`  the driver's cost per job against an io_uring NOP
+//! - `bench apps`     many apps on the real model through the driver and vnpud
 //! - `vm`      boot a kernel and run a guest job by hand
 
 mod cmd;
@@ -20,7 +21,7 @@ use anyhow::{bail, Result};
 use kernel::Flavour;
 
 const USAGE: &str =
-    "usage: cargo xtask <setup|kernel|test|demo|bench handoff [--debug]|eaibench [--train]|vm [debug|release] JOB>";
+    "usage: cargo xtask <setup|kernel|test|demo|bench <handoff [--debug]|apps>|eaibench [--train]|vm [debug|release] JOB>";
 
 fn main() {
     if let Err(e) = run(std::env::args().skip(1).collect()) {
@@ -41,8 +42,9 @@ fn run(args: Vec<String>) -> Result<()> {
         }
         ["test"] => test(),
         ["demo"] => demo(),
-        ["bench", "handoff"] => bench_handoff(Flavour::Release),
-        ["bench", "handoff", "--debug"] => bench_handoff(Flavour::Debug),
+        ["bench", "handoff"] => bench(Flavour::Release, "bench-handoff"),
+        ["bench", "handoff", "--debug"] => bench(Flavour::Debug, "bench-handoff"),
+        ["bench", "apps"] => bench(Flavour::Release, "bench-apps"),
         ["eaibench"] => eaibench(false),
         ["eaibench", "--train"] => eaibench(true),
         ["vm", flavour, job] => {
@@ -107,13 +109,14 @@ fn eaibench(train: bool) -> Result<()> {
 /// The benchmark's tasks with a committed adapter.
 const TASKS: &[&str] = &["sentiment", "spam", "digits", "mnist5k", "fashion", "basicmotions", "pickupgesture", "vowels", "keywords"];
 
-/// The driver's hand-off cost per job against a NOP, in the guest (the
-/// release kernel; `--debug` for the instrumented one, whose ratios are not
-/// those of a product).
-fn bench_handoff(flavour: Flavour) -> Result<()> {
+/// A benchmark in the guest: `bench-handoff` (the driver's cost per job
+/// against a NOP) or `bench-apps` (many apps on the real model through
+/// vnpud). The release kernel; `--debug` for the instrumented one, whose
+/// ratios are not those of a product.
+fn bench(flavour: Flavour, job: &str) -> Result<()> {
     setup::run()?;
     let boot = guest::Boot::prepare(flavour)?;
-    guest::run(&boot, "bench-handoff")?;
+    guest::run(&boot, job)?;
     Ok(())
 }
 

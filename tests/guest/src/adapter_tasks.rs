@@ -136,9 +136,10 @@ pub fn errors_speak_to_developers() -> Result<()> {
     Ok(())
 }
 
-/// A generation adapter for the tiny backbone: rank-4 LoRA on `o` of
-/// layer `seed % 2`, its factors from `seed`.
-fn generation_adapter(base: [u8; 32], seed: u64, d: usize) -> Result<Vec<u8>> {
+/// A generation adapter for a backbone `d` wide: rank-`rank` LoRA on each
+/// (layer, projection) of `targets` (d-wide both ways: q or o), factors
+/// from `seed` at `scale`.
+pub fn generation_adapter(base: [u8; 32], seed: u64, d: usize, rank: usize, targets: &[(usize, &str)], scale: f32) -> Result<Vec<u8>> {
     let meta = AdapterMeta {
         task: AdapterTask::Generate,
         submodel: SubModel::Backbone,
@@ -146,15 +147,16 @@ fn generation_adapter(base: [u8; 32], seed: u64, d: usize) -> Result<Vec<u8>> {
         pooling: Pooling::Mean,
         feature_dim: None,
         layers: None,
-        lora_alpha: 8.0,
+        lora_alpha: 2.0 * rank as f32,
         description: "guest test".into(),
     };
     let mut rng = Rng::new(seed);
     let mut b = AdapterBuilder::new("style-test", base);
     b.meta(meta.to_json());
-    let layer = (seed % 2) as usize;
-    b.tensor_f32(&lora_name(layer, "o", "a"), &[4, d], &rng.vec(4 * d, 0.5))?;
-    b.tensor_f32(&lora_name(layer, "o", "b"), &[d, 4], &rng.vec(d * 4, 0.5))?;
+    for &(layer, proj) in targets {
+        b.tensor_f32(&lora_name(layer, proj, "a"), &[rank, d], &rng.vec(rank * d, scale))?;
+        b.tensor_f32(&lora_name(layer, proj, "b"), &[d, rank], &rng.vec(d * rank, scale))?;
+    }
     Ok(b.build()?)
 }
 
@@ -179,7 +181,7 @@ pub fn generations_of_many_apps_on_vnpud() -> Result<()> {
     let devs: Vec<Device> = (0..APPS).map(|_| Device::open()).collect::<m4npu::Result<_>>()?;
     let hash = devs[0].info()?.model.context("no model")?.hash;
     let blobs: Vec<Option<Vec<u8>>> =
-        (0..APPS).map(|i| (i < 3).then(|| generation_adapter(hash, 30 + i as u64, cfg.d_model)).transpose()).collect::<Result<_>>()?;
+        (0..APPS).map(|i| (i < 3).then(|| generation_adapter(hash, 30 + i as u64, cfg.d_model, 4, &[(i % 2, "o")], 0.5)).transpose()).collect::<Result<_>>()?;
     let adapters: Vec<Option<m4npu::Adapter<'_>>> =
         devs.iter().zip(&blobs).map(|(d, b)| b.as_ref().map(|b| d.load_adapter(b)).transpose()).collect::<m4npu::Result<_>>()?;
     let mut bufs = Vec::new();

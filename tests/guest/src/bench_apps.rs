@@ -19,10 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use m4npu::{model, Device, JobDesc, Op};
-use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{GenerateOutput, Input, HEADER_BYTES, STATE_KV_OFFSET};
-use m4npu_format::AdapterBuilder;
-use vnpu_engine::synthetic::Rng;
 
 use crate::children::Helper;
 use crate::vnpu::{start_vnpud, stop};
@@ -150,26 +147,7 @@ fn light_app(dev: &Device) -> Result<Vec<f64>> {
 fn adapter_blob(dev: &Device, seed: u64) -> Result<Vec<u8>> {
     let hash = dev.info()?.model.context("no model")?.hash;
     let d = dev.model_meta()?.shape(model::BACKBONE)?.d_model;
-    let meta = AdapterMeta {
-        task: AdapterTask::Generate,
-        submodel: SubModel::Backbone,
-        labels: vec![],
-        pooling: Pooling::Mean,
-        feature_dim: None,
-        layers: None,
-        lora_alpha: 16.0,
-        description: "bench app".into(),
-    };
-    let mut rng = Rng::new(seed);
-    let mut b = AdapterBuilder::new("bench", hash);
-    b.meta(meta.to_json());
-    for layer in 0..2 {
-        for proj in ["q", "o"] {
-            b.tensor_f32(&lora_name(layer, proj, "a"), &[8, d], &rng.vec(8 * d, 0.05))?;
-            b.tensor_f32(&lora_name(layer, proj, "b"), &[d, 8], &rng.vec(d * 8, 0.05))?;
-        }
-    }
-    Ok(b.build()?)
+    crate::adapter_tasks::generation_adapter(hash, seed, d, 8, &[(0, "q"), (0, "o"), (1, "q"), (1, "o")], 0.05)
 }
 
 fn wait_for_go() -> Result<()> {

@@ -163,6 +163,17 @@ fn text_encoder_classifier_is_a_head_on_the_sentence_embedding() {
     assert_eq!(job(&f, Op::Classify, &blob, &Input::Features { dim: 2, data: vec![1.0; 2] }), Err(Errno::EOPNOTSUPP));
 }
 
+/// A generation adapter: rank-4 LoRA on `o` of `layer`; the blob and its
+/// A and B factors.
+fn o_lora(rng: &mut Rng, d: usize, layer: usize, base: [u8; 32]) -> (AlignedBytes, Vec<f32>, Vec<f32>) {
+    let mut b = AdapterBuilder::new("style", base);
+    b.meta(meta(AdapterTask::Generate, SubModel::Backbone).to_json());
+    let (a, bb) = (rng.vec(4 * d, 0.5), rng.vec(d * 4, 0.5));
+    b.tensor_f32(&lora_name(layer, "o", "a"), &[4, d], &a).unwrap();
+    b.tensor_f32(&lora_name(layer, "o", "b"), &[d, 4], &bb).unwrap();
+    (AlignedBytes::from_slice(&b.build().unwrap()), a, bb)
+}
+
 #[test]
 fn generation_applies_the_lora() {
     let model = Model::new();
@@ -172,12 +183,7 @@ fn generation_applies_the_lora() {
     let d = llama.cfg.d_model;
     let mut rng = Rng::new(9);
     let m = meta(AdapterTask::Generate, SubModel::Backbone);
-    let mut b = AdapterBuilder::new("style", [0; 32]);
-    b.meta(m.to_json());
-    let (a, bb) = (rng.vec(4 * d, 0.5), rng.vec(d * 4, 0.5));
-    b.tensor_f32(&lora_name(1, "o", "a"), &[4, d], &a).unwrap();
-    b.tensor_f32(&lora_name(1, "o", "b"), &[d, 4], &bb).unwrap();
-    let blob = AlignedBytes::from_slice(&b.build().unwrap());
+    let (blob, a, bb) = o_lora(&mut rng, d, 1, [0; 32]);
     let mut set = LoraSet::default();
     set.add(1, Proj::O, 4, a, bb, m.lora_alpha / 4.0);
 
@@ -309,17 +315,7 @@ fn batched_generation_equals_solo() {
     let llama = f.backbone.as_ref().unwrap();
     let d = llama.cfg.d_model;
     let mut rng = Rng::new(21);
-    let m = meta(AdapterTask::Generate, SubModel::Backbone);
-    let blobs: Vec<AlignedBytes> = (0..3)
-        .map(|k| {
-            let mut b = AdapterBuilder::new("style", [k as u8; 32]);
-            b.meta(m.to_json());
-            let (a, bb) = (rng.vec(4 * d, 0.5), rng.vec(d * 4, 0.5));
-            b.tensor_f32(&lora_name(k % 2, "o", "a"), &[4, d], &a).unwrap();
-            b.tensor_f32(&lora_name(k % 2, "o", "b"), &[d, 4], &bb).unwrap();
-            AlignedBytes::from_slice(&b.build().unwrap())
-        })
-        .collect();
+    let blobs: Vec<AlignedBytes> = (0..3).map(|k| o_lora(&mut rng, d, k % 2, [k as u8; 32]).0).collect();
     let parsed: Vec<TaskAdapter<'_>> = blobs.iter().map(|b| TaskAdapter::parse(b, &f).unwrap()).collect();
     let state_len = STATE_KV_OFFSET + llama.cfg.kv_bytes(16);
     let out_len = 16 + 4 * llama.cfg.vocab;
@@ -388,7 +384,7 @@ fn generation_steps_are_safe_to_run_twice() {
     let llama = f.backbone.as_ref().unwrap();
     let out_len = 16 + 4 * llama.cfg.vocab;
     let mut state = vec![0u8; STATE_KV_OFFSET + llama.cfg.kv_bytes(16)];
-    let mut step = |job: u64, tokens: Vec<u32>, state: &mut Vec<u8>| {
+    let step = |job: u64, tokens: Vec<u32>, state: &mut Vec<u8>| {
         let input = Input::Tokens(tokens).encode();
         let mut out = vec![0u8; out_len];
         let n = run_job(&f, job, Some(Op::Generate), JobBuffers { input: &input, output: &mut out, state: Some(state), adapter: None }, None)

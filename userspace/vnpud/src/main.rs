@@ -123,68 +123,104 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
         std::io::Write::write_all(&mut ready, b"ready\n").map_err(|e| format!("reporting readiness: {e}"))?;
     }
 
+    // Jobs fetched and not yet run, in the order the driver dispatched them.
+    let mut held: Vec<HwJob<'_>> = Vec::new();
+    let mut stopping = false;
     loop {
         // Jobs first: some may have come while the queue was made, or with
         // the last flush, and the ring's fd will not wake for those.
-        let jobs = queue.try_fetch().map_err(|e| e.to_string())?;
-        let busy = !jobs.is_empty();
+        if !stopping {
+            held.extend(queue.try_fetch().map_err(|e| e.to_string())?);
+        }
+        let round = take_round(&mut held);
+        let busy = !round.is_empty();
         if busy {
             adapters.sweep(dev.memory());
-        }
-        // Generation steps of different apps run as one batch, and so do
-        // sentence embeddings (EMBED, CLASSIFY); the rest one by one.
-        let (gen, rest): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.op() == Some(Op::Generate));
-        let (sent, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|j| matches!(j.op(), Some(Op::Embed | Op::Classify)));
-        let mut single = rest;
-        let mut batches = Vec::new();
-        for (kind, group) in [(Batch::Generate, gen), (Batch::Sentences, sent)] {
-            if group.len() > 1 && disjoint(&group) {
-                batches.push((kind, group));
-            } else {
-                single.extend(group);
-            }
-        }
-        for mut job in single {
-            let (id, op) = (job.id(), job.op());
-            let adapter = match job.raw().adapter {
-                r if r.len == 0 => Ok(None),
-                r => dev.memory().read(r).map_err(|_| Errno::EIO).and_then(|blob| adapters.get(blob, r.addr, &model).map(Some)),
-            };
-            let result = match (adapter, job.buffers()) {
-                (Ok(a), Ok(b)) => execute::run_job(&model, id, op, b, a),
-                (Err(e), _) => Err(e),
-                (_, Err(e)) => {
-                    eprintln!("vnpud: job {id}: {e}");
-                    Err(Errno::EIO)
-                }
-            };
-            if args.verbose {
-                println!("vnpud: job {id} ({op:?}) of context {}: {result:?}", job.context_id());
-            }
-            queue.commit(job, result).map_err(|e| e.to_string())?;
-        }
-        for (kind, mut jobs) in batches {
-            for (job, result) in run_batch(kind, &dev, &model, &mut adapters, &mut jobs, args.verbose) {
-                queue.commit(job, result).map_err(|e| e.to_string())?;
-            }
+            run_round(&mut queue, &dev, &model, &mut adapters, round, args.verbose)?;
         }
         queue.flush().map_err(|e| e.to_string())?;
+        if stopping {
+            if held.is_empty() {
+                return Ok(());
+            }
+            continue;
+        }
         // SAFETY: the ring's fd stays open across the poll (the queue lives on).
         let ring = unsafe { BorrowedFd::borrow_raw(queue.as_raw_fd()) };
         let mut fds = [PollFd::new(ring, PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        // Busy: only a look at the signals before the next round.
-        let timeout = if busy { PollTimeout::ZERO } else { PollTimeout::NONE };
+        // Work at hand: only a look at the signals before the next round.
+        let timeout = if busy || !held.is_empty() { PollTimeout::ZERO } else { PollTimeout::NONE };
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(format!("poll: {e}")),
         }
         if fds[1].any().unwrap_or(false) {
             println!("vnpud: signal received, stopping");
-            // A clean stop: nothing waits for a successor.
+            // A clean stop: the jobs at hand are run, nothing waits for a
+            // successor.
             dev.set_flags(HwFlags::empty()).map_err(|e| e.to_string())?;
-            return Ok(());
+            stopping = true;
         }
     }
+}
+
+/// The next round: the first held job of each context, in the driver's
+/// order. A context with many jobs held waits its turn like the others, as
+/// in the driver, so that one app's backlog cannot fill every batch.
+fn take_round<'m>(held: &mut Vec<HwJob<'m>>) -> Vec<HwJob<'m>> {
+    let mut seen = std::collections::HashSet::new();
+    let (round, rest): (Vec<_>, Vec<_>) = held.drain(..).partition(|j| seen.insert(j.context_id()));
+    *held = rest;
+    round
+}
+
+/// Runs a round of jobs, batched where they can be, and commits them.
+fn run_round<'m>(
+    queue: &mut m4npu::hw::HwBatchQueue<'m>,
+    dev: &'m HwDevice,
+    model: &foundation::Foundation<'_>,
+    adapters: &mut AdapterCache<'m>,
+    jobs: Vec<HwJob<'m>>,
+    verbose: bool,
+) -> Result<(), String> {
+    // Generation steps of different apps run as one batch, and so do
+    // sentence embeddings (EMBED, CLASSIFY); the rest one by one.
+    let (gen, rest): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.op() == Some(Op::Generate));
+    let (sent, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|j| matches!(j.op(), Some(Op::Embed | Op::Classify)));
+    let mut single = rest;
+    let mut batches = Vec::new();
+    for (kind, group) in [(Batch::Generate, gen), (Batch::Sentences, sent)] {
+        if group.len() > 1 && disjoint(&group) {
+            batches.push((kind, group));
+        } else {
+            single.extend(group);
+        }
+    }
+    for mut job in single {
+        let (id, op) = (job.id(), job.op());
+        let adapter = match job.raw().adapter {
+            r if r.len == 0 => Ok(None),
+            r => dev.memory().read(r).map_err(|_| Errno::EIO).and_then(|blob| adapters.get(blob, r.addr, model).map(Some)),
+        };
+        let result = match (adapter, job.buffers()) {
+            (Ok(a), Ok(b)) => execute::run_job(model, id, op, b, a),
+            (Err(e), _) => Err(e),
+            (_, Err(e)) => {
+                eprintln!("vnpud: job {id}: {e}");
+                Err(Errno::EIO)
+            }
+        };
+        if verbose {
+            println!("vnpud: job {id} ({op:?}) of context {}: {result:?}", job.context_id());
+        }
+        queue.commit(job, result).map_err(|e| e.to_string())?;
+    }
+    for (kind, mut jobs) in batches {
+        for (job, result) in run_batch(kind, dev, model, adapters, &mut jobs, verbose) {
+            queue.commit(job, result).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether no job's buffers overlap another job's writable ones (each

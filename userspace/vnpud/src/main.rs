@@ -4,9 +4,10 @@
 //! foundation model's sub-models over the firmware region of NPU memory
 //! (no copy of the weights), and serves jobs: fetch, run with the engine on
 //! the job's buffers in NPU memory, commit. Jobs come and go in batches
-//! (FETCH_BATCH / COMMIT_BATCH); the generation steps of different apps in
-//! one fetch run through the backbone together, and their sentence
-//! embeddings through the text encoder (`execute::*_batch_jobs`).
+//! (FETCH_BATCH / COMMIT_BATCH) and run in rounds of one job per context;
+//! the generation steps of a round's apps run through the backbone
+//! together, and their sentence embeddings through the text encoder
+//! (`execute::*_batch_jobs`).
 //! A bad job gets an errno; SIGTERM or SIGINT ends the daemon after the jobs
 //! at hand are committed.
 

@@ -9,6 +9,7 @@ pub mod failures;
 pub mod on_vnpud;
 pub mod refusals;
 pub mod running;
+pub mod setups;
 pub mod sharing;
 pub mod support;
 pub mod three_ways;

@@ -39,6 +39,23 @@ use nix::libc;
 use crate::error::job_error;
 use crate::{Device, Error, JobDesc, Result};
 
+bitflags::bitflags! {
+    /// How a job ring is set up, beyond `IORING_SETUP_SQE128`: the set-ups
+    /// apps use ([`Ring::with_setup`]), each with the driver.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct RingSetup: u32 {
+        /// `IORING_SETUP_COOP_TASKRUN`: no interrupting IPI for completions.
+        const COOP_TASKRUN = 1 << 0;
+        /// `IORING_SETUP_SINGLE_ISSUER`: one task submits.
+        const SINGLE_ISSUER = 1 << 1;
+        /// `IORING_SETUP_DEFER_TASKRUN` (with SINGLE_ISSUER; liburing's
+        /// recommended set-up): completions run when the app waits.
+        const DEFER_TASKRUN = 1 << 2;
+        /// `IORING_SETUP_SQPOLL`: a kernel thread submits.
+        const SQPOLL = 1 << 3;
+    }
+}
+
 /// A finished job: its submitter's tag and the CQE's result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Completion {
@@ -109,9 +126,32 @@ impl<'d> Ring<'d> {
     /// # Ok::<(), m4npu::Error>(())
     /// ```
     pub fn new(dev: &'d Device, entries: u32) -> Result<Self> {
-        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
-            .build(entries)
-            .map_err(|source| Error::Io { what: "creating the job io_uring (SQE128)", source })?;
+        Self::with_setup(dev, entries, RingSetup::empty())
+    }
+
+    /// [`Ring::new`] with a set-up of [`RingSetup`] flags.
+    ///
+    /// ```no_run
+    /// use m4npu::uring::{Ring, RingSetup};
+    /// let dev = m4npu::Device::open()?;
+    /// let ring = Ring::with_setup(&dev, 64, RingSetup::SINGLE_ISSUER | RingSetup::DEFER_TASKRUN)?;
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn with_setup(dev: &'d Device, entries: u32, setup: RingSetup) -> Result<Self> {
+        let mut b = IoUring::<squeue::Entry128, cqueue::Entry>::builder();
+        if setup.contains(RingSetup::COOP_TASKRUN) {
+            b.setup_coop_taskrun();
+        }
+        if setup.contains(RingSetup::SINGLE_ISSUER) {
+            b.setup_single_issuer();
+        }
+        if setup.contains(RingSetup::DEFER_TASKRUN) {
+            b.setup_defer_taskrun();
+        }
+        if setup.contains(RingSetup::SQPOLL) {
+            b.setup_sqpoll(1000);
+        }
+        let ring = b.build(entries).map_err(|source| Error::Io { what: "creating the job io_uring (SQE128)", source })?;
         Ok(Self { dev, ring, outstanding: 0, done: VecDeque::new() })
     }
 

@@ -104,16 +104,18 @@ pub fn killed_device_fails_every_job_with_eio() -> Result<()> {
     device.stop()
 }
 
-/// `--submit-then-hang COUNT`: prints `context ID`, then on the stdin line
-/// `sync` starts a synchronous job in a thread, on `uring` submits COUNT
-/// jobs over io_uring (then prints `submitted`), and waits to be killed.
+/// `--submit-then-hang COUNT [SETUP]`: prints `context ID`, then on the
+/// stdin line `sync` starts a synchronous job in a thread, on `uring`
+/// submits COUNT jobs over io_uring set up as SETUP (`setups::SETUPS`,
+/// plain by default; then prints `submitted`), and waits to be killed.
 pub fn submit_then_hang(args: &[String]) -> Result<()> {
     let count: usize = args.first().context("COUNT")?.parse()?;
+    let setup = super::setups::setup_named(args.get(1).map_or("plain", String::as_str))?;
     let dev = Device::open()?;
     let input = dev.alloc((count + 1) * 64)?;
     let output = dev.alloc((count + 1) * 64)?;
     let job = |i: usize| JobDesc::new(Op::Echo).input(&input, i * 64, 64).output(&output, i * 64, 64);
-    let mut ring = dev.ring(64)?;
+    let mut ring = m4npu::uring::Ring::with_setup(&dev, 64, setup)?;
     println!("context {}", dev.info()?.context_id);
     std::thread::scope(|s| {
         for line in std::io::stdin().lines() {

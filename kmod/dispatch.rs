@@ -109,11 +109,14 @@ impl Device {
         &mut self.slots[queue * depth..][..depth]
     }
 
+    fn has_idle_slot(&mut self, queue: usize) -> bool {
+        self.queue_slots(queue).iter().any(|s| matches!(s, Slot::Idle))
+    }
+
     /// A waiting FETCH_BATCH of a queue with an idle slot, to kick.
     fn take_batch_waiter(&mut self) -> Option<QueuedCmd> {
-        let q = (0..uapi::HW_MAX_QUEUES as usize).find(|&q| {
-            matches!(self.batches[q], Batch::Waiting(_)) && self.queue_slots(q).iter().any(|s| matches!(s, Slot::Idle))
-        })?;
+        let q = (0..uapi::HW_MAX_QUEUES as usize)
+            .find(|&q| matches!(self.batches[q], Batch::Waiting(_)) && self.has_idle_slot(q))?;
         match core::mem::replace(&mut self.batches[q], Batch::Delivering) {
             Batch::Waiting(cmd) => Some(cmd),
             _ => None,
@@ -147,9 +150,18 @@ impl Queues {
         self.device.is_some() || self.recovery_until.is_some()
     }
 
+    /// The device, if `session` is the one attached.
+    fn device(&mut self, session: u64) -> Option<&mut Device> {
+        self.device.as_mut().filter(|d| d.session == session)
+    }
+
     /// The device's slots, if `session` is the one attached.
     fn slots(&mut self, session: u64) -> Option<&mut KVec<Slot>> {
-        self.device.as_mut().filter(|d| d.session == session).map(|d| &mut d.slots)
+        self.device(session).map(|d| &mut d.slots)
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending.iter().any(|t| t.iter().next().is_some())
     }
 
     /// Tags `job` for its class and context (start-time fair queuing).
@@ -166,6 +178,14 @@ impl Queues {
         job.enqueue();
         let key = job.key();
         self.pending[class_of(job.priority)].insert(node.into_node(key, Some(job)));
+    }
+
+    /// A job the device went away with goes back to its place in the
+    /// queues (its key sorts it before everything queued after it).
+    fn requeue(&mut self, h: Held) {
+        let Held { mut job, node } = h;
+        job.requeue();
+        self.push(job, node);
     }
 
     /// The next job to dispatch, out of its tree with its node.
@@ -320,6 +340,12 @@ impl Dispatcher {
         })
     }
 
+    /// Whether `device` asked for its jobs to outlive it, and there is a
+    /// window to wait in.
+    fn recovers(&self, device: &Device) -> bool {
+        device.flags & uapi::HW_FLAG_RECOVERY != 0 && self.recovery_ms > 0
+    }
+
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -364,8 +390,7 @@ impl Dispatcher {
             return Err(EINVAL);
         }
         let mut q = self.queues.lock();
-        let device = q.device.as_mut().filter(|d| d.session == session).ok_or(ENXIO)?;
-        device.flags = flags;
+        q.device(session).ok_or(ENXIO)?.flags = flags;
         Ok(())
     }
 
@@ -379,7 +404,7 @@ impl Dispatcher {
             return;
         }
         let Some(mut device) = q.device.take() else { return };
-        let recover = device.flags & uapi::HW_FLAG_RECOVERY != 0 && self.recovery_ms > 0;
+        let recover = self.recovers(&device);
         let pending = if recover {
             for slot in device.slots.iter_mut() {
                 // A job nobody waits for any more is not worth a re-run.
@@ -387,9 +412,7 @@ impl Dispatcher {
                     continue;
                 }
                 if let Slot::Delivering(h) | Slot::Busy(h) = core::mem::replace(slot, Slot::Idle) {
-                    let Held { mut job, node } = h;
-                    job.requeue();
-                    q.push(job, node);
+                    q.requeue(h);
                 }
             }
             q.recovery_until = Some(Ktime::ktime_get().to_ns() + i64::from(self.recovery_ms) * 1_000_000);
@@ -517,7 +540,7 @@ impl Dispatcher {
     /// Ends slot `i`'s job as `how` says (the device could not take it).
     pub(crate) fn abort(&self, session: u64, i: usize, how: Abort) {
         let mut q = self.queues.lock();
-        let recover = q.device.as_ref().is_some_and(|d| d.flags & uapi::HW_FLAG_RECOVERY != 0);
+        let recover = q.device(session).is_some_and(|d| self.recovers(d));
         let taken = match q.slots(session).and_then(|s| s.get_mut(i)) {
             Some(slot @ (Slot::Delivering(_) | Slot::Busy(_))) => core::mem::replace(slot, Slot::Idle),
             _ => Slot::Idle,
@@ -526,12 +549,7 @@ impl Dispatcher {
             return;
         };
         let res = match how {
-            Abort::DeviceGone if recover && h.job.has_app() => {
-                let Held { mut job, node } = h;
-                job.requeue();
-                q.push(job, node);
-                return;
-            }
+            Abort::DeviceGone if recover && h.job.has_app() => return q.requeue(h),
             Abort::DeviceGone => -(bindings::EIO as isize),
             Abort::Fail(res) => res,
         };
@@ -544,8 +562,8 @@ impl Dispatcher {
     /// else waits for one.
     pub(crate) fn fetch_batch(&self, session: u64, queue: usize, cmd: QueuedCmd, flags: IssueFlags) {
         let mut q = self.queues.lock();
-        let pending = q.pending.iter().any(|t| t.iter().next().is_some());
-        let Some(device) = q.device.as_mut().filter(|d| d.session == session) else {
+        let pending = q.has_pending();
+        let Some(device) = q.device(session) else {
             drop(q);
             return cmd.done(-(bindings::ENXIO as isize), flags);
         };
@@ -553,7 +571,7 @@ impl Dispatcher {
             drop(q);
             return cmd.done(-(bindings::EBUSY as isize), flags);
         }
-        if pending && device.queue_slots(queue).iter().any(|s| matches!(s, Slot::Idle)) {
+        if pending && device.has_idle_slot(queue) {
             device.batches[queue] = Batch::Delivering;
             drop(q);
             return cmd.complete_in_task(hw::deliver_batch);
@@ -608,7 +626,7 @@ impl Dispatcher {
     /// A kicked FETCH_BATCH that will not take jobs (its task is exiting).
     pub(crate) fn drop_batch(&self, session: u64, queue: usize) {
         let mut q = self.queues.lock();
-        if let Some(d) = q.device.as_mut().filter(|d| d.session == session) {
+        if let Some(d) = q.device(session) {
             d.batches[queue] = Batch::Idle;
         }
     }
@@ -628,8 +646,7 @@ impl Dispatcher {
         // The jobs come out under the lock and complete after it.
         let mut done: KVec<(Held, i32)> = KVec::with_capacity(results.len(), GFP_KERNEL)?;
         let mut q = self.queues.lock();
-        let device = q.device.as_mut().filter(|d| d.session == session).ok_or(ENXIO)?;
-        let slots = device.queue_slots(queue);
+        let slots = q.device(session).ok_or(ENXIO)?.queue_slots(queue);
         if results.iter().any(|r| !matches!(slots[usize::from(r.tag)], Slot::Busy(_))) {
             return Err(EINVAL);
         }
@@ -642,8 +659,7 @@ impl Dispatcher {
                 let _ = done.push((h, r.result), GFP_NOWAIT);
             }
         }
-        let pending = q.pending.iter().any(|t| t.iter().next().is_some());
-        let kick = if pending { q.device.as_mut().and_then(Device::take_batch_waiter) } else { None };
+        let kick = if q.has_pending() { q.device.as_mut().and_then(Device::take_batch_waiter) } else { None };
         drop(q);
         let n = done.len();
         for (mut h, result) in done {
@@ -660,7 +676,7 @@ impl Dispatcher {
     /// kicked meanwhile (its task work completes it then).
     pub(crate) fn cancel_batch(&self, session: u64, queue: usize, cmd: &IoUringCmd, flags: IssueFlags) {
         let mut q = self.queues.lock();
-        let Some(device) = q.device.as_mut().filter(|d| d.session == session) else { return };
+        let Some(device) = q.device(session) else { return };
         if !matches!(&device.batches[queue], Batch::Waiting(c) if cmd.is(c)) {
             return;
         }

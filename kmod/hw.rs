@@ -96,9 +96,7 @@ impl HwSession {
         self.npu.dispatcher().fetch(self.id, slot, commit.then_some(c.result), queued, flags);
         Ok(-EIOCBQUEUED)
     }
-}
 
-impl HwSession {
     /// FETCH_BATCH (queued until jobs come) or COMMIT_BATCH (done at once).
     fn issue_batch(&self, cmd: &IoUringCmd, flags: IssueFlags) -> Result<i32> {
         let c: uapi::HwBatchCmd = cmd.read_payload(flags)?;
@@ -164,10 +162,10 @@ pub(crate) unsafe extern "C" fn deliver_batch(cmd: *mut RawIoUringCmd, flags: u3
     match entries.iter().try_for_each(|e| writer.write(e)) {
         Ok(()) => cmd.done(entries.len() as isize, flags),
         Err(e) => {
-            let depth = uapi::HW_QUEUE_DEPTH as usize;
             for entry in entries.iter() {
-                let slot = queue * depth + usize::from(entry.tag);
-                dispatcher.abort(session, slot, Abort::Fail(-(bindings::EIO as isize)));
+                if let Ok(slot) = slot_index(pdu.slot as u16, entry.tag) {
+                    dispatcher.abort(session, slot, Abort::Fail(-(bindings::EIO as isize)));
+                }
             }
             cmd.done(e.to_errno() as isize, flags);
         }

@@ -13,7 +13,7 @@ use m4npu::Op;
 use m4npu_format::adapter_meta::{AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{put_f32s, GenerateOutput, Input, StateHeader, HEADER_BYTES, STATE_KV_OFFSET};
 use nix::errno::Errno;
-use vnpu_engine::{ForwardOpts, Logits, SeqRow};
+use vnpu_engine::{Logits, SeqRow};
 
 use crate::foundation::Foundation;
 use crate::task::TaskAdapter;
@@ -140,10 +140,8 @@ pub fn pooled(model: &Foundation<'_>, a: &TaskAdapter<'_>, input: &[u8]) -> Resu
 /// The text encoder's sentence embedding (mean-pooled, normalised) of
 /// token ids, checked against its vocabulary and length.
 fn sentence_embedding(model: &Foundation<'_>, ids: &[u32]) -> Result<Vec<f32>, Errno> {
+    check_sentence(model, ids)?;
     let bert = model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
-    if ids.len() > bert.cfg.max_pos || ids.iter().any(|&t| t as usize >= bert.cfg.vocab) {
-        return Err(Errno::EBADMSG);
-    }
     bert.embed(ids).map_err(|_| Errno::EIO)
 }
 
@@ -157,17 +155,9 @@ fn embed(model: &Foundation<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
 /// One step of a generation session on the backbone: the input tokens go
 /// into the KV cache in the state range after the session's `n_past`; the
 /// output is the greedy next token and, room permitting, the logits.
+/// A batch of one: `forward_batch` of one row is `forward`, bit for bit.
 fn generate(model: &Foundation<'_>, job: u64, adapter: Option<&TaskAdapter<'_>>, b: JobBuffers<'_>) -> Result<usize, Errno> {
-    let llama = model.backbone.as_ref().ok_or(Errno::ENODEV)?;
-    let mut step = Step::check(llama, job, b)?;
-    let opts = match adapter {
-        // LoRA only: a generation runs every layer, whatever exit the
-        // adapter was trained with for classification.
-        Some(a) => ForwardOpts { layers: None, ..a.forward_opts(Logits::Last, false) },
-        None => ForwardOpts { logits: Logits::Last, ..Default::default() },
-    };
-    let logits = step.forward(llama, &opts)?;
-    step.finish(logits)
+    generate_batch_jobs(model, vec![(b, adapter, job)]).pop().unwrap_or(Err(Errno::EIO))
 }
 
 /// A GENERATE job checked against the backbone, between its checks and its
@@ -203,16 +193,6 @@ impl<'b> Step<'b> {
         Ok(Step { job, ids, n_past, state, output: b.output })
     }
 
-    /// The step on its own through the backbone: its logits.
-    fn forward(&mut self, llama: &vnpu_engine::Llama<'_>, opts: &ForwardOpts<'_>) -> Result<Vec<f32>, Errno> {
-        let kv = &mut self.state[STATE_KV_OFFSET..];
-        let out = llama
-            .forward(vnpu_engine::Input::Tokens(&self.ids), self.n_past, kv, opts)
-            // The one engine error left after the checks: a misaligned KV cache.
-            .map_err(|_| Errno::EBADMSG)?;
-        out.logits.ok_or(Errno::EIO)
-    }
-
     /// Records the step in the state and writes the output.
     fn finish(self, logits: Vec<f32>) -> Result<usize, Errno> {
         let next = argmax(&logits);
@@ -231,8 +211,9 @@ impl<'b> Step<'b> {
 /// GENERATE jobs of many sessions (apps) at once: prompts and decode steps
 /// run as one batch through the backbone (`Llama::forward_batch`), the
 /// weights read once for all, each session with its own LoRA, positions and
-/// KV cache (as Punica's SGMV). Each result is what [`run_with`] gives for
-/// the job alone, bit for bit. The jobs' buffers must not overlap one
+/// KV cache (as Punica's SGMV). A generation runs every layer: an
+/// adapter's early exit is for classification, its LoRA is what applies.
+/// Each result is what [`run_with`] gives for the job alone, bit for bit. The jobs' buffers must not overlap one
 /// another.
 pub fn generate_batch(model: &Foundation<'_>, jobs: Vec<(JobBuffers<'_>, Option<&TaskAdapter<'_>>)>) -> Vec<Result<usize, Errno>> {
     generate_batch_jobs(model, jobs.into_iter().map(|(b, a)| (b, a, 0)).collect())
@@ -357,7 +338,7 @@ fn sentence_job<'h>(
     Ok((!ids.is_empty()).then_some((ids, then)))
 }
 
-/// The checks of [`sentence_embedding`], without the embedding.
+/// What [`sentence_embedding`] checks before it embeds.
 fn check_sentence(model: &Foundation<'_>, ids: &[u32]) -> Result<(), Errno> {
     let bert = model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
     if ids.len() > bert.cfg.max_pos || ids.iter().any(|&t| t as usize >= bert.cfg.vocab) {

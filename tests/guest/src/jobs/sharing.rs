@@ -29,13 +29,29 @@ impl App {
     fn context(&self) -> Result<u64> {
         Ok(self.dev.info()?.context_id)
     }
+
+    /// Input and output of `n` ECHO jobs, the input of job `i` filled with
+    /// `pattern(seed, i)`.
+    fn buffers(&self, n: usize) -> Result<(m4npu::Buffer<'_>, m4npu::Buffer<'_>)> {
+        let (mut input, output) = (self.dev.alloc(n * 64)?, self.dev.alloc(n * 64)?);
+        for i in 0..n {
+            pattern(self.seed, i as u32, &mut input.as_mut_slice()[i * 64..][..64]);
+        }
+        Ok((input, output))
+    }
 }
 
-/// Fills `buf` with the inputs of `n` jobs of `seed`.
-fn fill(buf: &mut m4npu::Buffer<'_>, seed: u32, n: usize) {
-    for i in 0..n {
-        pattern(seed, i as u32, &mut buf.as_mut_slice()[i * 64..][..64]);
+/// Submits `n` jobs on `ring`: the first until the (stalling, one-slot)
+/// device holds it, the others then, so that they wait in the driver.
+fn queue_behind_held<'a>(device: &mut PlayDevice, ring: &mut m4npu::uring::Ring<'_>, job: impl Fn(usize) -> JobDesc<'a>, n: usize) -> Result<()> {
+    ring.push(&job(0), 0)?;
+    ring.submit()?;
+    device.wait_held(1)?;
+    for i in 1..n {
+        ring.push(&job(i), i as u64)?;
     }
+    ring.submit()?;
+    Ok(())
 }
 
 /// Checks that job `i`'s output echoes its input.
@@ -54,18 +70,9 @@ pub fn contexts_take_turns() -> Result<()> {
     let mut device = PlayDevice::start("stall", 1, 1)?;
     let (a, b) = (App::open(1)?, App::open(2)?);
     let (ctx_a, ctx_b) = (a.context()?, b.context()?);
-    let (mut in_a, out_a) = (a.dev.alloc(100 * 64)?, a.dev.alloc(100 * 64)?);
-    let (mut in_b, out_b) = (b.dev.alloc(3 * 64)?, b.dev.alloc(3 * 64)?);
-    fill(&mut in_a, a.seed, 100);
-    fill(&mut in_b, b.seed, 3);
+    let ((in_a, out_a), (in_b, out_b)) = (a.buffers(100)?, b.buffers(3)?);
     let mut ring_a = a.dev.ring(128)?;
-    ring_a.push(&echo(&in_a, &out_a, 0), 0)?;
-    ring_a.submit()?;
-    device.wait_held(1)?;
-    for i in 1..100 {
-        ring_a.push(&echo(&in_a, &out_a, i), i as u64)?;
-    }
-    ring_a.submit()?;
+    queue_behind_held(&mut device, &mut ring_a, |i| echo(&in_a, &out_a, i), 100)?;
     let mut ring_b = b.dev.ring(8)?;
     for i in 0..3 {
         ring_b.push(&echo(&in_b, &out_b, i), i as u64)?;
@@ -106,18 +113,9 @@ pub fn high_priority_needs_cap_sys_nice() -> Result<()> {
     let mut device = PlayDevice::start("stall", 1, 1)?;
     let (a, b) = (App::open(3)?, App::open(4)?);
     let ctx_b = b.context()?;
-    let (mut in_a, out_a) = (a.dev.alloc(11 * 64)?, a.dev.alloc(11 * 64)?);
-    let (mut in_b, out_b) = (b.dev.alloc(64)?, b.dev.alloc(64)?);
-    fill(&mut in_a, a.seed, 11);
-    fill(&mut in_b, b.seed, 1);
+    let ((in_a, out_a), (in_b, out_b)) = (a.buffers(11)?, b.buffers(1)?);
     let mut ring_a = a.dev.ring(16)?;
-    ring_a.push(&echo(&in_a, &out_a, 0), 0)?;
-    ring_a.submit()?;
-    device.wait_held(1)?;
-    for i in 1..11 {
-        ring_a.push(&echo(&in_a, &out_a, i), i as u64)?;
-    }
-    ring_a.submit()?;
+    queue_behind_held(&mut device, &mut ring_a, |i| echo(&in_a, &out_a, i), 11)?;
     let job = echo(&in_b, &out_b, 0).priority(Priority::High);
     let high = std::thread::scope(|s| {
         let h = s.spawn(|| b.dev.run(&job));
@@ -144,9 +142,9 @@ pub fn submit_high_unprivileged(_args: &[String]) -> Result<()> {
     if unsafe { libc::setresgid(65534, 65534, 65534) } != 0 || unsafe { libc::setresuid(65534, 65534, 65534) } != 0 {
         bail!("dropping privileges: {}", std::io::Error::last_os_error());
     }
-    let dev = Device::open()?;
-    let (mut input, output) = (dev.alloc(4096)?, dev.alloc(4096)?);
-    fill(&mut input, 9, 1);
+    let app = App::open(9)?;
+    let dev = &app.dev;
+    let (input, output) = app.buffers(1)?;
     let job = echo(&input, &output, 0);
     match dev.run(&job.clone().priority(Priority::High)) {
         Err(e @ Error::PriorityNotPermitted) => ensure!(e.to_string().contains("CAP_SYS_NICE"), "message: {e}"),
@@ -169,8 +167,7 @@ pub fn submit_high_unprivileged(_args: &[String]) -> Result<()> {
 pub fn recovery_hands_jobs_to_the_next_device() -> Result<()> {
     let mut device = PlayDevice::start_with("stall", 1, 4, &["recover"])?;
     let app = App::open(5)?;
-    let (mut input, output) = (app.dev.alloc(8 * 64)?, app.dev.alloc(8 * 64)?);
-    fill(&mut input, app.seed, 8);
+    let (input, output) = app.buffers(8)?;
     let mut ring = app.dev.ring(16)?;
     for i in 0..6 {
         ring.push(&echo(&input, &output, i), i as u64)?;
@@ -210,7 +207,7 @@ pub fn recovery_hands_jobs_to_the_next_device() -> Result<()> {
 pub fn recovery_window_ends_in_eio() -> Result<()> {
     let mut device = PlayDevice::start_with("stall", 1, 2, &["recover"])?;
     let app = App::open(6)?;
-    let (input, output) = (app.dev.alloc(4 * 64)?, app.dev.alloc(4 * 64)?);
+    let (input, output) = app.buffers(4)?;
     let mut ring = app.dev.ring(8)?;
     for i in 0..3 {
         ring.push(&echo(&input, &output, i), i as u64)?;

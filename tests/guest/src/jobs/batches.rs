@@ -25,8 +25,11 @@ fn batch_cmd(ring: &mut IoUring, hw: &HwDevice, cmd_op: u32, cmd: uapi::HwBatchC
 /// Results as COMMIT_BATCH reads them, leaked: the driver reads them while
 /// it takes the command.
 fn results(entries: &[(u16, i32)]) -> u64 {
-    let v: Vec<uapi::HwBatchResult> = entries.iter().map(|&(tag, result)| uapi::HwBatchResult { tag, pad: 0, result }).collect();
-    v.leak().as_ptr() as u64
+    raw_results(entries.iter().map(|&(tag, result)| uapi::HwBatchResult { tag, pad: 0, result }).collect())
+}
+
+fn raw_results(entries: Vec<uapi::HwBatchResult>) -> u64 {
+    entries.leak().as_ptr() as u64
 }
 
 pub fn jobs_hand_off_in_batches() -> Result<()> {
@@ -70,7 +73,7 @@ pub fn jobs_hand_off_in_batches() -> Result<()> {
     let cmd = |queue, count, pad| uapi::HwBatchCmd { queue, count, pad, addr };
     let (fetch, commit) = (uapi::URING_CMD_HW_FETCH_BATCH, uapi::URING_CMD_HW_COMMIT_BATCH);
     let mut raw = IoUring::new(16)?;
-    let refused: [(&str, u32, uapi::HwBatchCmd, i32); 7] = [
+    let refused: [(&str, u32, uapi::HwBatchCmd, i32); 9] = [
         ("FETCH_BATCH on queue 16", fetch, cmd(16, 4, 0), libc::EINVAL),
         ("FETCH_BATCH of 0 jobs", fetch, cmd(1, 0, 0), libc::EINVAL),
         ("FETCH_BATCH of 65 jobs", fetch, cmd(1, 65, 0), libc::EINVAL),
@@ -78,6 +81,13 @@ pub fn jobs_hand_off_in_batches() -> Result<()> {
         ("a second FETCH_BATCH on a queue", fetch, cmd(0, 4, 0), libc::EBUSY),
         ("COMMIT_BATCH of a slot without a job", commit, uapi::HwBatchCmd { addr: results(&[(3, 0)]), ..cmd(0, 1, 0) }, libc::EINVAL),
         ("COMMIT_BATCH from a bad address", commit, uapi::HwBatchCmd { addr: 8, ..cmd(0, 2, 0) }, libc::EFAULT),
+        ("COMMIT_BATCH of tag 64", commit, uapi::HwBatchCmd { addr: results(&[(64, 0)]), ..cmd(0, 1, 0) }, libc::EINVAL),
+        (
+            "COMMIT_BATCH with an entry's pad",
+            commit,
+            uapi::HwBatchCmd { addr: raw_results(vec![uapi::HwBatchResult { tag: 3, pad: 1, result: 0 }]), ..cmd(0, 1, 0) },
+            libc::EINVAL,
+        ),
     ];
     for (i, (_, op, c, _)) in refused.iter().enumerate() {
         batch_cmd(&mut raw, &hw, *op, *c, i as u64)?;
@@ -115,6 +125,17 @@ pub fn jobs_hand_off_in_batches() -> Result<()> {
         res_of(first) == Some(0) && res_of(second) == Some(-libc::EIO),
         "results of a batch with one invalid result: {done:?}"
     );
+
+    // A FETCH_BATCH whose entries cannot be written: EFAULT for the device,
+    // EIO for the job it took (the batch queue's own fetch is not out).
+    batch_cmd(&mut raw, &hw, fetch, uapi::HwBatchCmd { addr: 8, ..cmd(2, 1, 0) }, 102)?;
+    ring.push(&job(0), 0)?;
+    ring.submit()?;
+    let r = reap(&mut raw, 1)?;
+    ensure!(r == [(102, -libc::EFAULT)], "a FETCH_BATCH into a bad address: {r:?}");
+    let done = ring.wait_timeout(1, HANG)?;
+    ensure!(done.len() == 1 && done[0].res == -libc::EIO, "the job it took: {done:?}");
+
     // The queue's slots were committed behind its back: forget them.
     drop(jobs);
     drop(raw);

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use m4npu::{Device, Errno, Error, JobDesc, Op, Priority};
+use m4npu::{uapi, Device, Errno, Error, JobDesc, Op, Priority};
 
 use super::support::{device_state, expect_errno, pattern, DeviceState, PlayDevice};
 use crate::children::{Helper, HANG};
@@ -238,5 +238,22 @@ pub fn killed_device_is_replaced_at_once() -> Result<()> {
         drop(next);
         ensure!(device_state()? == DeviceState::None, "debugfs after the replacement closed");
     }
-    Ok(())
+    // The session is its opener's: closing the file ends it even while a
+    // duplicate of the descriptor lives on, whose commands then get ENXIO.
+    let hw = m4npu::hw::HwDevice::open()?;
+    let copy = std::os::fd::AsFd::as_fd(&hw).try_clone_to_owned()?;
+    drop(hw);
+    ensure!(device_state()? == DeviceState::None, "debugfs after the opener closed the device file");
+    let req = uapi::HwSetFlags { flags: 0 };
+    match crate::raw::ioctl(&copy, uapi::IOC_HW_SET_FLAGS, &req as *const _ as usize) {
+        Err(e) if e == libc::ENXIO => {}
+        other => bail!("HW_SET_FLAGS on an ended session: {other:?}, want ENXIO"),
+    }
+    drop(copy);
+    // An unknown flag is EINVAL.
+    let hw = m4npu::hw::HwDevice::open()?;
+    match hw.set_flags(m4npu::hw::HwFlags::from_bits_retain(1 << 7)) {
+        Err(e) if e.errno() == Some(Errno::EINVAL) => Ok(()),
+        other => bail!("HW_SET_FLAGS with an unknown flag: {other:?}, want EINVAL"),
+    }
 }

@@ -264,6 +264,18 @@ pub struct SeqRow<'x> {
     pub adapter: Option<&'x dyn Adapter>,
 }
 
+/// One job's part of [`Llama::hidden_batch`]: its whole `input` from
+/// position 0 through the first `layers` layers (all when `None`), with
+/// its own adapter.
+pub struct HiddenRow<'x> {
+    pub input: Input<'x>,
+    /// Room for the job's positions; a classification keeps no cache, so
+    /// this is scratch.
+    pub kv: &'x mut [u8],
+    pub adapter: Option<&'x dyn Adapter>,
+    pub layers: Option<usize>,
+}
+
 /// Rows `t0..t0 + n` of a job's activations, at positions `pos0..pos0 + n`.
 #[derive(Clone, Copy)]
 struct Span {
@@ -492,6 +504,48 @@ impl<'a> Llama<'a> {
         let last: Vec<f32> = seqs.iter().flat_map(|s| &x[(s.span.t0 + s.span.n - 1) * d..][..d]).copied().collect();
         let logits = self.lm_head_logits(&last, seqs.len());
         Ok(logits.chunks_exact(c.vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// The final-norm hidden states (`[n, d_model]`) of many jobs'
+    /// inputs at once, each from position 0 with its own adapter and exit
+    /// layer: what a classifier or an embedding on the backbone pools.
+    /// Rows that exit at the same layer run through it together (the base
+    /// weights read once for all of them), so row `i` gets bitwise the
+    /// `hidden_all` of `forward(input, 0, kv, &ForwardOpts { all_hidden:
+    /// true, logits: Logits::None, adapter, layers })` alone. A bad row
+    /// fails the call, naming it; the caches are scratch, so what the
+    /// other rows wrote does not matter.
+    pub fn hidden_batch(&self, rows: &mut [HiddenRow<'_>]) -> Result<Vec<Vec<f32>>> {
+        let c = &self.cfg;
+        let d = c.d_model;
+        let depth = |r: &HiddenRow<'_>| r.layers.map_or(c.n_layer, |l| l.clamp(1, c.n_layer));
+        let mut depths: Vec<usize> = rows.iter().map(depth).collect();
+        depths.sort_unstable();
+        depths.dedup();
+        let mut out = vec![Vec::new(); rows.len()];
+        for n_layers in depths {
+            let mut x = Vec::new();
+            let mut seqs = Vec::new();
+            let mut index = Vec::new();
+            for (i, r) in rows.iter_mut().enumerate().filter(|(_, r)| depth(r) == n_layers) {
+                let e = self.embed(r.input).map_err(|e| in_row(i, e))?;
+                let n = e.len() / d;
+                if n == 0 {
+                    return Err(Error::Input(format!("row {i}: empty input")));
+                }
+                let (kv, slots) = self.kv_view(r.kv, 0, n).map_err(|e| in_row(i, e))?;
+                seqs.push(Seq { span: Span { t0: x.len() / d, n, pos0: 0 }, slots, kv, adapter: r.adapter });
+                x.extend(e);
+                index.push(i);
+            }
+            let groups = self.lora_groups(&seqs, n_layers).map_err(|(s, e)| in_row(index[s], e))?;
+            self.run_layers(&mut x, &mut seqs, &groups, n_layers)?;
+            rms_norm(&x.clone(), self.out_norm, c.rms_eps, &mut x);
+            for (s, i) in seqs.iter().zip(index) {
+                out[i] = x[s.span.t0 * d..(s.span.t0 + s.span.n) * d].to_vec();
+            }
+        }
+        Ok(out)
     }
 
     /// `kv` as f32, checked to hold positions `pos0..pos0 + n`; and its slots.

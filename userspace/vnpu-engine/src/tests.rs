@@ -741,3 +741,50 @@ fn forward_batch_mixes_prompts_and_steps_bitwise() {
         assert!(err.to_string().contains("row 0"), "{err}");
     }
 }
+
+/// `hidden_batch` with token and embedding inputs of different lengths,
+/// different adapters and exit layers: each row's hidden states are
+/// bitwise those of `forward` alone.
+#[test]
+fn hidden_batch_equals_forward_bitwise() {
+    use crate::adapter::Adapter;
+    use crate::llama::HiddenRow;
+    for (seed, fused, threads, isa) in [(41, false, 2, crate::kernels::detect()), (42, true, 1, Isa::Scalar)] {
+        let t = crate::synthetic::tiny_llama_with(seed, fused);
+        let exec = Arc::new(Exec::with_isa(threads, isa).expect("isa"));
+        let m = Llama::from_region_with(&t.table, &t.blob, exec).expect("model");
+        let c = m.cfg.clone();
+        let d = c.d_model;
+        let a = lora_set(&c, seed + 100, 4, &[Proj::Q, Proj::V]);
+        let b = lora_set(&c, seed + 200, 2, &[Proj::O, Proj::Up]);
+        let ads: [Option<&dyn Adapter>; 5] = [Some(&a), None, Some(&b), Some(&a), Some(&b)];
+        let layers = [Some(1), None, Some(1), None, Some(99)];
+        let tokens: Vec<Vec<u32>> = (0..5).map(|s| (0..s + 2).map(|i| ((s * 11 + i * 3 + 1) % c.vocab) as u32).collect()).collect();
+        let embedded: Vec<Vec<f32>> = (0..5).map(|s| (0..(s + 1) * d).map(|i| ((i * 7 + s) % 13) as f32 / 13.0 - 0.5).collect()).collect();
+        let input = |s: usize| if s % 2 == 0 { Input::Tokens(&tokens[s]) } else { Input::Embeddings(&embedded[s]) };
+        let rows_of = |s: usize| if s % 2 == 0 { tokens[s].len() } else { s + 1 };
+        let mut kvs: Vec<AlignedBytes> = (0..5).map(|s| kv_for(&m, rows_of(s))).collect();
+        let mut rows: Vec<HiddenRow> = kvs
+            .iter_mut()
+            .enumerate()
+            .map(|(s, kv)| HiddenRow { input: input(s), kv: &mut kv[..], adapter: ads[s], layers: layers[s] })
+            .collect();
+        let got = m.hidden_batch(&mut rows).expect("hidden_batch");
+        for s in 0..5 {
+            let mut kv = kv_for(&m, rows_of(s));
+            let opts = ForwardOpts { all_hidden: true, logits: Logits::None, adapter: ads[s], layers: layers[s] };
+            let want = m.forward(input(s), 0, &mut kv, &opts).expect("solo").hidden_all.expect("hidden");
+            assert!(same_bits(&got[s], &want), "seed {seed} row {s}: hidden states differ by {}", max_abs_diff(&got[s], &want));
+        }
+        // A bad row fails the call, naming it.
+        let mut kv = kv_for(&m, 2);
+        let bad = [c.vocab as u32];
+        let err = m
+            .hidden_batch(&mut [
+                HiddenRow { input: Input::Tokens(&tokens[0][..1]), kv: &mut kvs[0][..], adapter: None, layers: None },
+                HiddenRow { input: Input::Tokens(&bad), kv: &mut kv[..], adapter: None, layers: None },
+            ])
+            .unwrap_err();
+        assert!(err.to_string().contains("row 1"), "{err}");
+    }
+}

@@ -21,8 +21,11 @@
 //!   vnpud's adapter cache does, so neither side pays for parsing.
 //! - classify: each app has a feature classifier (input projection from 16
 //!   features, rank-8 LoRA on q and v of every layer, mean pooling, a
-//!   4-label head) and runs 32 CLASSIFY jobs of 8 feature rows, serial only:
-//!   vnpud does not batch CLASSIFY, and the row shows what that costs.
+//!   4-label head) and runs 32 CLASSIFY jobs of 8 feature rows. "serial":
+//!   one after another through `run_with`; "batched": job `j` of all N
+//!   apps as one `execute::pooled_batch_jobs` call (the backbone once for
+//!   all, each app's LoRA on its own rows), as vnpud runs a round's
+//!   classifications. Outputs must be equal, bit for bit.
 //!
 //! Columns. tok/s (jobs/s for classify) is aggregate: all apps' generated
 //! tokens over the wall time of the whole run, prefill included;
@@ -55,7 +58,7 @@ use m4npu_format::job_io::{f32s, GenerateOutput, Input, StateHeader, HEADER_BYTE
 use m4npu_format::AdapterBuilder;
 use vnpu_engine::synthetic::{tiny_bert_safetensors, tiny_llama_with, Rng};
 use vnpu_engine::{AlignedBytes, LlamaConfig, TensorTable};
-use vnpud::execute::{generate_batch, run_with};
+use vnpud::execute::{generate_batch, pooled_batch_jobs, run_with};
 use vnpud::foundation::{sub_models, Foundation, SubModel as Sub};
 use vnpud::task::TaskAdapter;
 
@@ -283,28 +286,60 @@ fn check_equal(n: usize, serial: &GenRun, batched: &GenRun) {
     }
 }
 
-/// N classify apps, `CLASSIFY_JOBS` jobs each, round-robin through `run_with`.
-/// Returns (wall, per-app job latencies, per-app finish time).
-#[allow(clippy::needless_range_loop)] // job j of every app, round-robin
-fn classify_serial(f: &Foundation<'_>, ads: &[TaskAdapter<'_>], inputs: &[Vec<Vec<u8>>]) -> (f64, Vec<Vec<f64>>, Vec<f64>) {
+/// N classify apps' runs: wall time, per-app job latencies, per-app finish
+/// time, and every app's outputs (to compare serial with batched).
+struct ClsRun {
+    wall: f64,
+    lat: Vec<Vec<f64>>,
+    finish: Vec<f64>,
+    outputs: Vec<Vec<Vec<u8>>>,
+}
+
+/// N classify apps, `CLASSIFY_JOBS` jobs each: round-robin through
+/// `run_with` (serial), or job `j` of every app as one
+/// `pooled_batch_jobs` call (batched).
+#[allow(clippy::needless_range_loop)] // job j of every app
+fn classify(f: &Foundation<'_>, ads: &[TaskAdapter<'_>], inputs: &[Vec<Vec<u8>>], batched: bool) -> ClsRun {
     let n = ads.len();
-    let mut lat = vec![Vec::with_capacity(CLASSIFY_JOBS); n];
-    let mut finish = vec![0.0; n];
-    let mut out = vec![0u8; 4 * LABELS];
+    let mut run = ClsRun { wall: 0.0, lat: vec![Vec::with_capacity(CLASSIFY_JOBS); n], finish: vec![0.0; n], outputs: vec![Vec::new(); n] };
     let t0 = Instant::now();
     for j in 0..CLASSIFY_JOBS {
         let round = Instant::now();
-        for i in 0..n {
-            let b = JobBuffers { input: &inputs[i][j], output: &mut out, state: None, adapter: None };
-            let len = run_with(f, Some(Op::Classify), b, Some(&ads[i]))
-                .unwrap_or_else(|e| panic!("classify app {i} job {j}: {e}"));
-            lat[i].push(round.elapsed().as_secs_f64());
-            finish[i] = t0.elapsed().as_secs_f64();
+        let mut outs = vec![vec![0u8; 4 * LABELS]; n];
+        let results: Vec<_> = if batched {
+            let jobs = outs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, out)| (Some(Op::Classify), JobBuffers { input: &inputs[i][j], output: out, state: None, adapter: None }, Some(&ads[i]), 0))
+                .collect();
+            let r = pooled_batch_jobs(f, jobs);
+            let at = (round.elapsed().as_secs_f64(), t0.elapsed().as_secs_f64());
+            (0..n).for_each(|i| {
+                run.lat[i].push(at.0);
+                run.finish[i] = at.1;
+            });
+            r
+        } else {
+            outs.iter_mut()
+                .enumerate()
+                .map(|(i, out)| {
+                    let b = JobBuffers { input: &inputs[i][j], output: out, state: None, adapter: None };
+                    let r = run_with(f, Some(Op::Classify), b, Some(&ads[i]));
+                    run.lat[i].push(round.elapsed().as_secs_f64());
+                    run.finish[i] = t0.elapsed().as_secs_f64();
+                    r
+                })
+                .collect()
+        };
+        for (i, (r, out)) in results.into_iter().zip(outs).enumerate() {
+            let len = r.unwrap_or_else(|e| panic!("classify app {i} job {j}: {e}"));
             let logits = f32s(&out[..len]);
             assert!(logits.len() == LABELS && logits.iter().all(|v| v.is_finite()), "classify app {i}: {logits:?}");
+            run.outputs[i].push(out);
         }
     }
-    (t0.elapsed().as_secs_f64(), lat, finish)
+    run.wall = t0.elapsed().as_secs_f64();
+    run
 }
 
 fn jain(x: &[f64]) -> f64 {
@@ -486,7 +521,8 @@ fn main() -> Result<(), String> {
     let w = setup.serial(&gen_ads[..1]);
     let wb = setup.batched(&gen_ads[..1]);
     check_equal(1, &w, &wb);
-    classify_serial(&f, &cls_ads[..1], &cls_inputs[..1]);
+    classify(&f, &cls_ads[..1], &cls_inputs[..1], false);
+    classify(&f, &cls_ads[..1], &cls_inputs[..1], true);
 
     let started = Instant::now();
     let mut rows = Vec::new();
@@ -541,25 +577,43 @@ fn main() -> Result<(), String> {
         ]);
     }
     for &n in &args.apps {
-        let (mut jps, mut lat, mut j) = (vec![], vec![Vec::new(); n], vec![]);
-        for _ in 0..args.rounds {
-            let (wall, l, finish) = classify_serial(&f, &cls_ads[..n], &cls_inputs[..n]);
-            jps.push((n * CLASSIFY_JOBS) as f64 / wall);
-            j.push(jain(&finish.iter().map(|t| CLASSIFY_JOBS as f64 / t).collect::<Vec<_>>()));
-            l.into_iter().enumerate().for_each(|(i, v)| lat[i].extend(v));
+        let (ads, inputs) = (&cls_ads[..n], &cls_inputs[..n]);
+        let (mut s_jps, mut b_jps, mut ratio, mut j_s) = (vec![], vec![], vec![], vec![]);
+        let (mut s_lat, mut b_lat) = (vec![Vec::new(); n], vec![Vec::new(); n]);
+        for round in 0..args.rounds {
+            let (s, b) = if round % 2 == 0 {
+                let s = classify(&f, ads, inputs, false);
+                (s, classify(&f, ads, inputs, true))
+            } else {
+                let b = classify(&f, ads, inputs, true);
+                (classify(&f, ads, inputs, false), b)
+            };
+            assert!(s.outputs == b.outputs, "classify N={n}: batched outputs differ from serial");
+            let jobs = (n * CLASSIFY_JOBS) as f64;
+            s_jps.push(jobs / s.wall);
+            b_jps.push(jobs / b.wall);
+            ratio.push(s.wall / b.wall);
+            j_s.push(jain(&s.finish.iter().map(|t| CLASSIFY_JOBS as f64 / t).collect::<Vec<_>>()));
+            s.lat.into_iter().enumerate().for_each(|(i, v)| s_lat[i].extend(v));
+            b.lat.into_iter().enumerate().for_each(|(i, v)| b_lat[i].extend(v));
         }
-        eprintln!("  classify N={n}: {:.1} jobs/s ({:.1}s elapsed)", median(&jps), started.elapsed().as_secs_f64());
+        eprintln!(
+            "  classify N={n}: serial {:.1} jobs/s, batched {:.1} jobs/s ({:.1}s elapsed)",
+            median(&s_jps),
+            median(&b_jps),
+            started.elapsed().as_secs_f64()
+        );
         rows.push(vec![
             format!("classify {FEATURE_ROWS}x{FEATURES}"),
             n.to_string(),
-            spread(&jps, 1, " jobs/s"),
-            "not batched".into(),
+            spread(&s_jps, 1, " jobs/s"),
+            spread(&b_jps, 1, " jobs/s"),
+            spread(&ratio, 2, "x"),
             "—".into(),
+            worst_p50_p99(&s_lat),
+            worst_p50_p99(&b_lat),
             "—".into(),
-            worst_p50_p99(&lat),
-            "—".into(),
-            "—".into(),
-            format!("{:.4} (serial)", median(&j)),
+            format!("{:.4} (serial)", median(&j_s)),
         ]);
     }
 
@@ -594,7 +648,8 @@ fn main() -> Result<(), String> {
         ],
         &rows,
     );
-    println!("outputs equal: yes (every app, every round: tokens, last logits and final KV state of batched = serial, bit for bit)");
+    println!("outputs equal: yes (every app, every round: tokens, last logits and final KV state of batched = serial, bit for bit; \
+         classify logits too)");
     println!(
         "(Jain is 1 by construction here: equal apps in lock step. Step latency = from all N steps present to the app's \
          result; serial = its wait in the round-robin round.)"

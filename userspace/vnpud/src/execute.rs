@@ -99,42 +99,88 @@ pub fn pooled(model: &Foundation<'_>, a: &TaskAdapter<'_>, input: &[u8]) -> Resu
         }
         SubModel::Backbone => {
             let llama = model.backbone.as_ref().ok_or(Errno::ENODEV)?;
-            let embedded;
-            let (x, n) = match &input {
-                Input::Tokens(ids) => {
-                    if ids.iter().any(|&t| t as usize >= llama.cfg.vocab) {
-                        return Err(Errno::EBADMSG);
-                    }
-                    (vnpu_engine::Input::Tokens(ids), ids.len())
-                }
-                Input::Features { dim, data } => {
-                    let proj = a.input.as_ref().ok_or(Errno::EOPNOTSUPP)?;
-                    if *dim != proj.in_dim || data.iter().any(|v| !v.is_finite()) {
-                        return Err(Errno::EBADMSG);
-                    }
-                    embedded = proj.project(data).map_err(|_| Errno::EBADMSG)?;
-                    (vnpu_engine::Input::Embeddings(&embedded), data.len() / dim)
-                }
-            };
-            if n > llama.cfg.max_ctx {
-                return Err(Errno::EBADMSG);
-            }
-            // Classification needs no cache beyond the job: a scratch one.
-            let mut kv = vnpu_engine::AlignedBytes::zeroed(llama.cfg.kv_bytes(n));
-            let mean = a.pooling() == Pooling::Mean;
-            let out = llama.forward(x, 0, &mut kv, &a.forward_opts(Logits::None, mean)).map_err(|_| Errno::EBADMSG)?;
-            Ok(match out.hidden_all {
-                Some(h) if mean => {
-                    let d = llama.cfg.d_model;
-                    let mut p = vec![0f32; d];
-                    h.chunks_exact(d).for_each(|r| p.iter_mut().zip(r).for_each(|(s, v)| *s += v));
-                    p.iter_mut().for_each(|v| *v /= n as f32);
-                    p
-                }
-                _ => out.hidden_last,
-            })
+            let rows = BackboneRows::check(llama, a, input)?;
+            backbone_pooled(llama, &[(a, rows)])?.pop().ok_or(Errno::EIO)
         }
     }
+}
+
+/// A backbone job's input, checked as the job alone checks it: token ids,
+/// or feature rows through the adapter's input projection.
+pub(crate) enum BackboneRows {
+    Tokens(Vec<u32>),
+    Embedded { x: Vec<f32>, n: usize },
+}
+
+impl BackboneRows {
+    fn check(llama: &vnpu_engine::Llama<'_>, a: &TaskAdapter<'_>, input: Input) -> Result<Self, Errno> {
+        let rows = match input {
+            Input::Tokens(ids) => {
+                if ids.iter().any(|&t| t as usize >= llama.cfg.vocab) {
+                    return Err(Errno::EBADMSG);
+                }
+                Self::Tokens(ids)
+            }
+            Input::Features { dim, data } => {
+                let proj = a.input.as_ref().ok_or(Errno::EOPNOTSUPP)?;
+                if dim != proj.in_dim || data.iter().any(|v| !v.is_finite()) {
+                    return Err(Errno::EBADMSG);
+                }
+                Self::Embedded { x: proj.project(&data).map_err(|_| Errno::EBADMSG)?, n: data.len() / dim }
+            }
+        };
+        if rows.len() > llama.cfg.max_ctx {
+            return Err(Errno::EBADMSG);
+        }
+        Ok(rows)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Tokens(ids) => ids.len(),
+            Self::Embedded { n, .. } => *n,
+        }
+    }
+
+    fn input(&self) -> vnpu_engine::Input<'_> {
+        match self {
+            Self::Tokens(ids) => vnpu_engine::Input::Tokens(ids),
+            Self::Embedded { x, .. } => vnpu_engine::Input::Embeddings(x),
+        }
+    }
+}
+
+/// The pooled backbone hidden states of many jobs at once, each with its
+/// adapter's LoRA, exit layer and pooling: one `Llama::hidden_batch`, so
+/// the base weights are read once for all of them. A job alone is a batch
+/// of one.
+fn backbone_pooled(llama: &vnpu_engine::Llama<'_>, jobs: &[(&TaskAdapter<'_>, BackboneRows)]) -> Result<Vec<Vec<f32>>, Errno> {
+    // Classification needs no cache beyond the job: scratch ones.
+    let mut kvs: Vec<_> = jobs.iter().map(|(_, r)| vnpu_engine::AlignedBytes::zeroed(llama.cfg.kv_bytes(r.len()))).collect();
+    let mut rows: Vec<_> = jobs
+        .iter()
+        .zip(kvs.iter_mut())
+        .map(|((a, r), kv)| {
+            let opts = a.forward_opts(Logits::None, true);
+            vnpu_engine::HiddenRow { input: r.input(), kv: &mut kv[..], adapter: opts.adapter, layers: opts.layers }
+        })
+        .collect();
+    let hidden = llama.hidden_batch(&mut rows).map_err(|_| Errno::EBADMSG)?;
+    let d = llama.cfg.d_model;
+    Ok(hidden
+        .into_iter()
+        .zip(jobs)
+        .map(|(h, (a, _))| match a.pooling() {
+            Pooling::Mean => {
+                let n = h.len() / d;
+                let mut p = vec![0f32; d];
+                h.chunks_exact(d).for_each(|r| p.iter_mut().zip(r).for_each(|(s, v)| *s += v));
+                p.iter_mut().for_each(|v| *v /= n as f32);
+                p
+            }
+            Pooling::Last => h[h.len() - d..].to_vec(),
+        })
+        .collect())
 }
 
 /// The text encoder's sentence embedding (mean-pooled, normalised) of
@@ -257,20 +303,23 @@ pub fn generate_batch_jobs(model: &Foundation<'_>, jobs: Vec<(JobBuffers<'_>, Op
     results.into_iter().map(|r| r.unwrap_or(Err(Errno::EIO))).collect()
 }
 
-/// EMBED and CLASSIFY jobs of many apps at once: the ones that need a
-/// sentence embedding of the text encoder (EMBED without an adapter, or
-/// with a text-encoder adapter; CLASSIFY with a text-encoder adapter) run
-/// as one batch through the encoder, their sequences packed; the others run
-/// one by one. Each result is what [`run_job`] gives for the job alone, bit
-/// for bit. The jobs' buffers must not overlap one another.
-pub fn sentence_batch_jobs(model: &Foundation<'_>, jobs: Vec<(Option<Op>, JobBuffers<'_>, Option<&TaskAdapter<'_>>, u64)>) -> Vec<Result<usize, Errno>> {
+/// EMBED and CLASSIFY jobs of many apps at once, each through its
+/// sub-model as one batch: the ones that need the text encoder's sentence
+/// embedding (EMBED without an adapter or with a text-encoder adapter,
+/// CLASSIFY with a text-encoder adapter) packed through the encoder, the
+/// ones on the backbone (feature or token classifiers, each with its own
+/// LoRA, input projection and exit layer) through `Llama::hidden_batch`;
+/// the others run one by one. Each result is what [`run_job`] gives for the
+/// job alone, bit for bit. The jobs' buffers must not overlap one another.
+pub fn pooled_batch_jobs(model: &Foundation<'_>, jobs: Vec<(Option<Op>, JobBuffers<'_>, Option<&TaskAdapter<'_>>, u64)>) -> Vec<Result<usize, Errno>> {
     let mut results: Vec<Option<Result<usize, Errno>>> = Vec::with_capacity(jobs.len());
-    // (job index, its token ids, what to make of the embedding, its output).
-    let mut sentences: Vec<(usize, Vec<u32>, Then<'_>, &mut [u8])> = Vec::new();
+    let mut sentences: Vec<Waiting<'_, '_, Vec<u32>>> = Vec::new();
+    let mut backbone: Vec<Waiting<'_, '_, (&TaskAdapter<'_>, BackboneRows)>> = Vec::new();
     for (i, (op, b, a, job)) in jobs.into_iter().enumerate() {
         results.push(None);
-        match sentence_job(model, op, &b, a) {
-            Ok(Some((ids, then))) => sentences.push((i, ids, then, b.output)),
+        match pooled_job(model, op, &b, a) {
+            Ok(Some((Pooled::Sentence(ids), then))) => sentences.push((i, ids, then, b.output)),
+            Ok(Some((Pooled::Backbone(a, rows), then))) => backbone.push((i, (a, rows), then, b.output)),
             Ok(None) => results[i] = Some(run_job(model, job, op, b, a)),
             Err(e) => results[i] = Some(Err(e)),
         }
@@ -278,64 +327,95 @@ pub fn sentence_batch_jobs(model: &Foundation<'_>, jobs: Vec<(Option<Op>, JobBuf
     if let (Some(bert), false) = (model.text_encoder.as_ref(), sentences.is_empty()) {
         let seqs: Vec<&[u32]> = sentences.iter().map(|(_, ids, _, _)| &ids[..]).collect();
         match bert.embed_batch(&seqs) {
-            Ok(embeddings) => {
-                for ((i, _, then, output), mut v) in sentences.into_iter().zip(embeddings) {
-                    let v = match then {
-                        Then::Embedding => v,
-                        Then::Renormalized => {
-                            normalize(&mut v);
-                            v
-                        }
-                        Then::Head(head) => head.apply(&v),
-                    };
-                    results[i] = Some(put_f32s(output, &v).ok_or(Errno::EOVERFLOW));
-                }
-            }
+            Ok(vs) => sentences.into_iter().zip(vs).for_each(|((i, _, then, out), v)| results[i] = Some(then.write(v, out))),
             Err(_) => sentences.into_iter().for_each(|(i, ..)| results[i] = Some(Err(Errno::EIO))),
+        }
+    }
+    if let (Some(llama), false) = (model.backbone.as_ref(), backbone.is_empty()) {
+        let (rest, inputs): (Vec<_>, Vec<_>) = backbone.into_iter().map(|(i, input, then, out)| ((i, then, out), input)).unzip();
+        match backbone_pooled(llama, &inputs) {
+            Ok(vs) => rest.into_iter().zip(vs).for_each(|((i, then, out), v)| results[i] = Some(then.write(v, out))),
+            Err(e) => rest.into_iter().for_each(|(i, ..)| results[i] = Some(Err(e))),
         }
     }
     results.into_iter().map(|r| r.unwrap_or(Err(Errno::EIO))).collect()
 }
 
-/// What a sentence job makes of its embedding.
+/// A pooled job waiting for its batch: its index, its checked input, what
+/// to make of its vector, its output.
+type Waiting<'h, 'o, I> = (usize, I, Then<'h>, &'o mut [u8]);
+
+/// The sub-model a pooled job runs through, with its checked input.
+enum Pooled<'a, 'm> {
+    Sentence(Vec<u32>),
+    Backbone(&'a TaskAdapter<'m>, BackboneRows),
+}
+
+/// What a pooled job makes of its vector.
 enum Then<'h> {
     Embedding,
     Renormalized,
     Head(&'h crate::task::Head<'h>),
 }
 
-/// A job that only needs the text encoder's sentence embedding: its token
-/// ids (checked as [`run_job`] checks them, with the same errnos in the same
-/// order) and what follows; `None` for any other job.
-fn sentence_job<'h>(
+impl Then<'_> {
+    fn write(self, mut v: Vec<f32>, output: &mut [u8]) -> Result<usize, Errno> {
+        let v = match self {
+            Then::Embedding => v,
+            Then::Renormalized => {
+                normalize(&mut v);
+                v
+            }
+            Then::Head(head) => head.apply(&v),
+        };
+        put_f32s(output, &v).ok_or(Errno::EOVERFLOW)
+    }
+}
+
+/// A job that only needs a pooled vector of one sub-model: its checked
+/// input (checked as [`run_job`] checks it, with the same errnos in the
+/// same order) and what follows; `None` for any other job, and for an
+/// empty input, which fails in the sub-model: alone, not the batch.
+fn pooled_job<'a, 'm>(
     model: &Foundation<'_>,
     op: Option<Op>,
     b: &JobBuffers<'_>,
-    adapter: Option<&'h TaskAdapter<'_>>,
-) -> Result<Option<(Vec<u32>, Then<'h>)>, Errno> {
-    let then = match (op, adapter) {
+    adapter: Option<&'a TaskAdapter<'m>>,
+) -> Result<Option<(Pooled<'a, 'm>, Then<'a>)>, Errno> {
+    let (a, then) = match (op, adapter) {
         (Some(Op::Embed), None) => {
             model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
             let ids = tokens(b.input)?;
             check_sentence(model, &ids)?;
-            // An empty one fails in the encoder: alone, not the batch.
-            return Ok((!ids.is_empty()).then_some((ids, Then::Embedding)));
+            return Ok((!ids.is_empty()).then_some((Pooled::Sentence(ids), Then::Embedding)));
         }
-        (Some(Op::Embed), Some(a)) if a.meta.submodel == SubModel::TextEncoder => Then::Renormalized,
-        (Some(Op::Classify), Some(a)) if a.meta.submodel == SubModel::TextEncoder => {
+        (Some(Op::Embed), Some(a)) => (a, Then::Renormalized),
+        (Some(Op::Classify), Some(a)) => {
             if a.meta.task != AdapterTask::Classify {
                 return Err(Errno::EOPNOTSUPP);
             }
-            Then::Head(a.head.as_ref().ok_or(Errno::ENOEXEC)?)
+            (a, Then::Head(a.head.as_ref().ok_or(Errno::ENOEXEC)?))
         }
         _ => return Ok(None),
     };
-    // As `pooled` reads a text-encoder adapter's input.
-    let Input::Tokens(ids) = Input::decode(b.input).map_err(|_| Errno::EBADMSG)? else {
-        return Err(Errno::EOPNOTSUPP);
+    // As `pooled` reads an adapter's input.
+    let input = Input::decode(b.input).map_err(|_| Errno::EBADMSG)?;
+    let pooled = match a.meta.submodel {
+        SubModel::TextEncoder => {
+            let Input::Tokens(ids) = input else { return Err(Errno::EOPNOTSUPP) };
+            check_sentence(model, &ids)?;
+            Pooled::Sentence(ids)
+        }
+        SubModel::Backbone => {
+            let llama = model.backbone.as_ref().ok_or(Errno::ENODEV)?;
+            Pooled::Backbone(a, BackboneRows::check(llama, a, input)?)
+        }
     };
-    check_sentence(model, &ids)?;
-    Ok((!ids.is_empty()).then_some((ids, then)))
+    let empty = match &pooled {
+        Pooled::Sentence(ids) => ids.is_empty(),
+        Pooled::Backbone(_, rows) => rows.len() == 0,
+    };
+    Ok((!empty).then_some((pooled, then)))
 }
 
 /// What [`sentence_embedding`] checks before it embeds.

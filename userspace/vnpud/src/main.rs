@@ -6,8 +6,8 @@
 //! the job's buffers in NPU memory, commit. Jobs come and go in batches
 //! (FETCH_BATCH / COMMIT_BATCH) and run in rounds of one job per context;
 //! the generation steps of a round's apps run through the backbone
-//! together, and their sentence embeddings through the text encoder
-//! (`execute::*_batch_jobs`).
+//! together, and their embeddings and classifications through their
+//! sub-model (`execute::*_batch_jobs`).
 //! A bad job gets an errno; SIGTERM or SIGINT ends the daemon after the jobs
 //! at hand are committed.
 
@@ -185,12 +185,12 @@ fn run_round<'m>(
     verbose: bool,
 ) -> Result<(), String> {
     // Generation steps of different apps run as one batch, and so do
-    // sentence embeddings (EMBED, CLASSIFY); the rest one by one.
+    // the pooled vectors of EMBED and CLASSIFY; the rest one by one.
     let (gen, rest): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.op() == Some(Op::Generate));
-    let (sent, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|j| matches!(j.op(), Some(Op::Embed | Op::Classify)));
+    let (pooled, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|j| matches!(j.op(), Some(Op::Embed | Op::Classify)));
     let mut single = rest;
     let mut batches = Vec::new();
-    for (kind, group) in [(Batch::Generate, gen), (Batch::Sentences, sent)] {
+    for (kind, group) in [(Batch::Generate, gen), (Batch::Pooled, pooled)] {
         if group.len() > 1 && disjoint(&group) {
             batches.push((kind, group));
         } else {
@@ -247,8 +247,9 @@ fn disjoint(jobs: &[HwJob<'_>]) -> bool {
 enum Batch {
     /// The backbone, one decode step per app (`execute::generate_batch_jobs`).
     Generate,
-    /// The text encoder (`execute::sentence_batch_jobs`).
-    Sentences,
+    /// A pooled vector per job, through the text encoder or the backbone
+    /// (`execute::pooled_batch_jobs`).
+    Pooled,
 }
 
 /// Jobs of many apps run together as `kind`; each job with its result.
@@ -297,7 +298,7 @@ fn run_batch<'m>(
         }
         let done = match kind {
             Batch::Generate => execute::generate_batch_jobs(model, batch.into_iter().map(|(_, b, a, id)| (b, a, id)).collect()),
-            Batch::Sentences => execute::sentence_batch_jobs(model, batch),
+            Batch::Pooled => execute::pooled_batch_jobs(model, batch),
         };
         for (i, r) in index.into_iter().zip(done) {
             results[i] = Some(r);
@@ -306,7 +307,7 @@ fn run_batch<'m>(
     if verbose {
         let what = match kind {
             Batch::Generate => "generation steps",
-            Batch::Sentences => "sentence jobs",
+            Batch::Pooled => "pooled jobs",
         };
         println!("vnpud: {} {what} in one batch", jobs.len());
     }

@@ -408,13 +408,16 @@ fn generation_steps_are_safe_to_run_twice() {
     assert_eq!(StateHeader::decode(&fresh).unwrap().n_past, 5);
 }
 
-/// EMBED and CLASSIFY jobs of several apps as one encoder batch
-/// (`sentence_batch_jobs`): plain embeddings of different lengths, a
-/// text-encoder adapter's EMBED and CLASSIFY, a backbone classifier (run
-/// alone), a bad token and a features input give what each gives alone.
+/// EMBED and CLASSIFY jobs of several apps as one batch per sub-model
+/// (`pooled_batch_jobs`): plain embeddings of different lengths, a
+/// text-encoder adapter's EMBED and CLASSIFY, backbone classifiers of two
+/// apps with different exit layers and pooling (features, and tokens), a
+/// backbone EMBED, an empty input (run alone), a bad token, features of
+/// the wrong width and features for a text adapter give what each gives
+/// alone.
 #[test]
-fn batched_sentences_equal_solo() {
-    use vnpud::execute::{run_with, sentence_batch_jobs};
+fn batched_pooled_jobs_equal_solo() {
+    use vnpud::execute::{pooled_batch_jobs, run_with};
     use vnpud::task::TaskAdapter;
 
     let model = Model::new();
@@ -430,10 +433,16 @@ fn batched_sentences_equal_solo() {
     let text = AlignedBytes::from_slice(&b.build().unwrap());
     let mut m = meta(AdapterTask::Classify, SubModel::Backbone);
     m.feature_dim = Some(5);
+    m.layers = Some(1);
     m.labels = (0..LABELS).map(|i| format!("l{i}")).collect();
     let (feat, _, _) = feature_classifier(&mut rng, llama.cfg.d_model, llama.cfg.d_ff, llama.cfg.kv_dim(), &m);
     let feat = AlignedBytes::from_slice(&feat);
-    let (text, feat) = (TaskAdapter::parse(&text, &f).unwrap(), TaskAdapter::parse(&feat, &f).unwrap());
+    // Another app's: its own LoRA, every layer, the last position.
+    m.layers = None;
+    m.pooling = Pooling::Last;
+    let (deep, _, _) = feature_classifier(&mut rng, llama.cfg.d_model, llama.cfg.d_ff, llama.cfg.kv_dim(), &m);
+    let deep = AlignedBytes::from_slice(&deep);
+    let (text, feat, deep) = (TaskAdapter::parse(&text, &f).unwrap(), TaskAdapter::parse(&feat, &f).unwrap(), TaskAdapter::parse(&deep, &f).unwrap());
 
     let toks = |v: &[u32]| Input::Tokens(v.to_vec()).encode();
     let cases: Vec<(Op, Vec<u8>, Option<&TaskAdapter<'_>>)> = vec![
@@ -445,6 +454,12 @@ fn batched_sentences_equal_solo() {
         (Op::Embed, toks(&[1, bert.cfg.vocab as u32]), None),
         (Op::Classify, Input::Features { dim: 2, data: vec![1.0; 2] }.encode(), Some(&text)),
         (Op::Embed, toks(&[2, 11, 12, 13, 14, 15, 16, 1]), None),
+        (Op::Classify, Input::Features { dim: 5, data: rng.vec(15, 1.0) }.encode(), Some(&deep)),
+        (Op::Classify, toks(&[3, 9, 27]), Some(&deep)),
+        (Op::Embed, Input::Features { dim: 5, data: rng.vec(20, 1.0) }.encode(), Some(&feat)),
+        (Op::Classify, Input::Features { dim: 5, data: vec![] }.encode(), Some(&feat)),
+        (Op::Classify, Input::Features { dim: 4, data: vec![1.0; 8] }.encode(), Some(&deep)),
+        (Op::Classify, Input::Features { dim: 5, data: rng.vec(5, 1.0) }.encode(), Some(&feat)),
     ];
     let solo: Vec<(Result<usize, Errno>, Vec<u8>)> = cases
         .iter()
@@ -460,11 +475,14 @@ fn batched_sentences_equal_solo() {
         .zip(outs.iter_mut())
         .map(|((op, input, a), out)| (Some(*op), JobBuffers { input, output: out, state: None, adapter: None }, *a, 0))
         .collect();
-    let batched = sentence_batch_jobs(&f, jobs);
+    let batched = pooled_batch_jobs(&f, jobs);
     for (i, (r, out)) in solo.iter().enumerate() {
         assert_eq!(&batched[i], r, "job {i}: result");
         assert!(outs[i] == *out, "job {i}: output differs from the job run alone");
     }
     assert_eq!(batched[5], Err(Errno::EBADMSG));
     assert_eq!(batched[6], Err(Errno::EOPNOTSUPP));
+    assert_eq!(batched[11], Err(Errno::EBADMSG), "no feature rows");
+    assert_eq!(batched[12], Err(Errno::EBADMSG), "features of the wrong width");
+    assert!([4, 8, 9, 10, 13].iter().all(|&i| batched[i].is_ok()), "the backbone jobs: {batched:?}");
 }

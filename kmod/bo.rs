@@ -11,7 +11,22 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use kernel::{bindings, prelude::*, sync::Arc, types::ForeignOwnable};
 
+use kernel::page::{PAGE_SHIFT, PAGE_SIZE};
+
 use crate::{compat::mm::Vma, npu::Npu};
+
+/// mmap offsets: `handle << BO_OFFSET_SHIFT` (so a BO may be up to 4 GiB).
+pub(crate) const BO_OFFSET_SHIFT: u32 = 32;
+
+/// The BO handle a file page offset names.
+pub(crate) fn handle_of(pgoff: usize) -> Option<u32> {
+    u32::try_from(pgoff >> (BO_OFFSET_SHIFT - PAGE_SHIFT as u32)).ok()
+}
+
+/// The page within its BO that a file page offset names.
+pub(crate) fn page_in_bo(pgoff: usize) -> usize {
+    pgoff & ((1usize << (BO_OFFSET_SHIFT - PAGE_SHIFT as u32)) - 1)
+}
 
 /// Memory charged to one context. Shared with its BOs, which may outlive
 /// the context's file through mappings.
@@ -94,6 +109,14 @@ impl Bo {
         unsafe { self.npu.pool().mem().as_ptr().add(self.offset) }
     }
 
+    /// The page holding byte `offset` of the BO, referenced for the caller.
+    fn get_page(&self, offset: usize) -> Option<core::ptr::NonNull<bindings::page>> {
+        if offset >= self.size {
+            return None;
+        }
+        self.npu.pool().mem().get_page(self.offset + offset)
+    }
+
     /// Maps `vma`, starting `start` bytes into the BO (page-aligned); the
     /// VMA keeps the BO alive.
     pub(crate) fn mmap(self: Arc<Self>, vma: &Vma, start: usize) -> Result {
@@ -122,6 +145,7 @@ static BO_VM_OPS: bindings::vm_operations_struct = {
     let mut ops: bindings::vm_operations_struct = unsafe { core::mem::MaybeUninit::zeroed().assume_init() };
     ops.open = Some(bo_vm_open);
     ops.close = Some(bo_vm_close);
+    ops.fault = Some(bo_vm_fault);
     ops
 };
 
@@ -137,6 +161,33 @@ unsafe extern "C" fn bo_vm_open(vma: *mut bindings::vm_area_struct) {
     let extra: Arc<Bo> = bo.into();
     // The reference now belongs to the new VMA: same pointer, one more count.
     let _ = extra.into_foreign();
+}
+
+/// A page of a mapping is touched again after the app dropped it
+/// (`madvise(MADV_DONTNEED)` zaps a shared mapping's page tables, and the
+/// mm cannot re-make what `remap_vmalloc_range` put there): the same NPU
+/// memory goes back in, never a fresh page.
+///
+/// # Safety
+///
+/// Called by the mm for a fault in a VMA set up by `Bo::mmap` or copied
+/// from one.
+unsafe extern "C" fn bo_vm_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+    // SAFETY: the mm passes a valid fault of a VMA with BO_VM_OPS, whose
+    // `vm_private_data` holds an `Arc<Bo>` alive while the VMA is (as in
+    // `bo_vm_open`).
+    let (bo, pgoff) = unsafe {
+        let f = &(*vmf).__bindgen_anon_1;
+        (<Arc<Bo> as ForeignOwnable>::borrow((*f.vma).vm_private_data), f.pgoff)
+    };
+    match bo.get_page(page_in_bo(pgoff) * PAGE_SIZE) {
+        Some(page) => {
+            // SAFETY: as above; the mm takes over the page reference.
+            unsafe { (*vmf).page = page.as_ptr() };
+            0
+        }
+        None => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
+    }
 }
 
 /// A VMA went away: drop its reference.

@@ -11,7 +11,7 @@
 
 use kernel::{
     bindings, new_mutex,
-    page::{PAGE_SHIFT, PAGE_SIZE},
+    page::PAGE_SIZE,
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex},
     uaccess::UserSlice,
@@ -19,7 +19,7 @@ use kernel::{
 
 use crate::{
     adapter::{self, Adapter},
-    bo::{Bo, Usage},
+    bo::{self, Bo, Usage, BO_OFFSET_SHIFT},
     compat::{
         file::File,
         miscdevice::{MiscDevice, MiscDeviceRegistration},
@@ -41,8 +41,6 @@ struct Tables {
     adapters: HandleTable<Adapter>,
 }
 
-/// mmap offsets: `handle << BO_OFFSET_SHIFT` (so a BO may be up to 4 GiB).
-const BO_OFFSET_SHIFT: u32 = 32;
 
 /// One open of `/dev/m4npu`.
 #[pin_data]
@@ -169,7 +167,8 @@ impl Context {
         found
     }
 
-    /// A job for descriptor `d`, checked against this context and admitted.
+    /// A job for descriptor `d`, checked against this context and admitted:
+    /// the caller sets its notify before anything else can fail.
     /// The descriptor's own errors come first (`EOPNOTSUPP`, `EINVAL`,
     /// `EPERM` for high priority without `CAP_SYS_NICE`, `ENODEV`, `ENOENT`,
     /// `EINVAL` for ranges), then the state of things (`ENXIO` without a
@@ -195,8 +194,10 @@ impl Context {
 
     /// Synchronous RUN: returns the output bytes.
     pub(crate) fn run_sync(&self, d: &uapi::Job) -> Result<isize> {
-        let mut job = self.prepare(d)?;
+        // Allocated first: an admitted job must get its notify before
+        // anything else can fail, or its in-flight slot is never given back.
         let wait = SyncWait::new()?;
+        let mut job = self.prepare(d)?;
         job.set_notify(Notify::Sync(wait.clone()));
         let key = match self.npu.dispatcher().submit(job) {
             Ok(key) => key,
@@ -300,9 +301,8 @@ impl MiscDevice for Context {
         if vma.flags() & bindings::VM_SHARED as usize == 0 {
             return Err(EINVAL);
         }
-        let pages_per_handle = 1usize << (BO_OFFSET_SHIFT - PAGE_SHIFT as u32);
-        let handle = u32::try_from(vma.pgoff() / pages_per_handle).map_err(|_| EINVAL)?;
-        let start = (vma.pgoff() % pages_per_handle) * PAGE_SIZE;
+        let handle = bo::handle_of(vma.pgoff()).ok_or(EINVAL)?;
+        let start = bo::page_in_bo(vma.pgoff()) * PAGE_SIZE;
         // Unknown offsets, including other contexts' BOs, look like no BO at all.
         let bo = ctx.tables.lock().bos.get(handle).ok_or(EINVAL)?;
         bo.mmap(vma, start)

@@ -7,6 +7,7 @@
 
 #include <linux/completion.h>
 #include <linux/fs.h>
+#include <linux/mm.h>
 #include <linux/sched.h>
 #include <linux/shmem_fs.h>
 #include <linux/workqueue.h>
@@ -46,4 +47,10 @@ void m4npu_helper_init_delayed_work(struct delayed_work *dwork, work_func_t func
 void *m4npu_helper_current_files(void)
 {
 	return current->files;
+}
+
+/* get_page() is a static inline. */
+void m4npu_helper_get_page(struct page *page)
+{
+	get_page(page);
 }

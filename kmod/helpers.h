@@ -8,6 +8,7 @@
 struct completion;
 struct delayed_work;
 struct file;
+struct page;
 struct work_struct;
 
 int m4npu_helper_memfd_seals(struct file *file);
@@ -16,5 +17,6 @@ void m4npu_helper_init_completion(struct completion *x);
 void m4npu_helper_init_delayed_work(struct delayed_work *dwork,
 				    void (*func)(struct work_struct *));
 void *m4npu_helper_current_files(void);
+void m4npu_helper_get_page(struct page *page);
 
 #endif

@@ -7,6 +7,7 @@
 use core::ptr::NonNull;
 
 use kernel::{
+    bindings,
     error::to_result,
     ffi::{c_int, c_ulong, c_void},
     prelude::*,
@@ -19,6 +20,9 @@ extern "C" {
     fn vfree(addr: *const c_void);
     // `vma` is a `struct vm_area_struct *`, typed void as in miscdevice.rs.
     fn remap_vmalloc_range(vma: *mut c_void, addr: *mut c_void, pgoff: c_ulong) -> c_int;
+    // kmod/helpers.c: `get_page()` is a static inline (the page typed void:
+    // its binding is opaque).
+    fn m4npu_helper_get_page(page: *mut c_void);
 }
 
 /// An owned `vmalloc_user()` area.
@@ -61,6 +65,22 @@ impl VmallocUser {
         // caller holds mmap_lock for writing); the area is a VM_USERMAP
         // vmalloc area and remap_vmalloc_range() checks the bounds itself.
         to_result(unsafe { remap_vmalloc_range(vma.as_ptr().cast(), self.ptr.as_ptr().cast(), pgoff as c_ulong) })
+    }
+}
+
+impl VmallocUser {
+    /// The page holding byte `offset`, with a reference taken that the
+    /// caller hands on (to the mm, as a fault handler does); `None` past
+    /// the end.
+    pub(crate) fn get_page(&self, offset: usize) -> Option<NonNull<bindings::page>> {
+        if offset >= self.size {
+            return None;
+        }
+        // SAFETY: `offset` is inside this live vmalloc area.
+        let page = NonNull::new(unsafe { bindings::vmalloc_to_page(self.ptr.as_ptr().add(offset).cast()) })?;
+        // SAFETY: a page of this live area; the reference is the caller's.
+        unsafe { m4npu_helper_get_page(page.as_ptr().cast()) };
+        Some(page)
     }
 }
 

@@ -40,7 +40,7 @@ pub(crate) fn memfd(bytes: &[u8], seals: i32) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-const SEALS: i32 = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+pub(crate) const SEALS: i32 = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
 
 fn load_raw(dev: &Device, fd: i32, offset: u64, length: u64) -> Result<u32, i32> {
     let mut req = uapi::AdapterLoad { fd, offset, length, ..Default::default() };

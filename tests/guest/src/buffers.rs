@@ -220,3 +220,91 @@ pub fn fdinfo_reports_context() -> Result<()> {
     }
     Ok(())
 }
+
+/// Every `madvise()` advice on a BO mapping: each either works or fails
+/// with an errno, and never loses the BO's contents. `MADV_DONTNEED` drops
+/// the page tables of a shared mapping; the pages fault back in as the same
+/// NPU memory (what another mapping of the BO sees), not fresh zero pages.
+/// Run in a child process, so that a SIGBUS shows as a failure here.
+pub fn bo_mappings_take_madvise() -> Result<()> {
+    let dev = Device::open()?;
+    let base = pool_used()?;
+    const PAGES: usize = 4;
+    let len = PAGES * 4096;
+    let bo = bo_create_raw(&dev, len as u64, 0).map_err(|e| anyhow::anyhow!("create: {}", errno_name(e)))?;
+    let map = || mmap_raw(&dev, len, bo.mmap_offset, libc::MAP_SHARED).map_err(|e| anyhow::anyhow!("mmap: {}", errno_name(e)));
+    let (p, other) = (map()?, map()?);
+    // SAFETY: two live mappings of `len` bytes of the same BO.
+    let (mem, seen) = unsafe { (std::slice::from_raw_parts_mut(p.cast::<u8>(), len), std::slice::from_raw_parts(other.cast::<u8>(), len)) };
+    let fill = |mem: &mut [u8], seed: u8| mem.chunks_mut(4096).enumerate().for_each(|(i, pg)| pg.fill(seed + i as u8));
+    let intact = |mem: &[u8], seed: u8| mem.chunks(4096).enumerate().all(|(i, pg)| pg.iter().all(|&b| b == seed + i as u8));
+    fill(mem, 1);
+    let advices = [
+        ("NORMAL", libc::MADV_NORMAL),
+        ("RANDOM", libc::MADV_RANDOM),
+        ("SEQUENTIAL", libc::MADV_SEQUENTIAL),
+        ("WILLNEED", libc::MADV_WILLNEED),
+        ("DONTNEED", libc::MADV_DONTNEED),
+        ("FREE", libc::MADV_FREE),
+        ("REMOVE", libc::MADV_REMOVE),
+        ("DONTFORK", libc::MADV_DONTFORK),
+        ("DOFORK", libc::MADV_DOFORK),
+        ("MERGEABLE", libc::MADV_MERGEABLE),
+        ("HUGEPAGE", libc::MADV_HUGEPAGE),
+        ("DONTDUMP", libc::MADV_DONTDUMP),
+        ("DODUMP", libc::MADV_DODUMP),
+        ("WIPEONFORK", libc::MADV_WIPEONFORK),
+        ("COLD", libc::MADV_COLD),
+        ("PAGEOUT", libc::MADV_PAGEOUT),
+        ("POPULATE_READ", libc::MADV_POPULATE_READ),
+        ("POPULATE_WRITE", libc::MADV_POPULATE_WRITE),
+    ];
+    // SAFETY: the child only touches these mappings and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let mut code = 0;
+        for (k, (name, advice)) in advices.iter().enumerate() {
+            // SAFETY: advice on our own mapping.
+            let r = unsafe { libc::madvise(p, len, *advice) };
+            let err = std::io::Error::last_os_error();
+            if !intact(mem, 1 + 8 * k as u8) || !intact(seen, 1 + 8 * k as u8) {
+                println!("    madvise {name}: the BO's contents changed");
+                code = 1;
+            }
+            if *advice == libc::MADV_DONTNEED && r != 0 {
+                println!("    madvise DONTNEED: {err}");
+                code = 1;
+            }
+            // Writes after the advice reach the BO (the other mapping).
+            fill(mem, 1 + 8 * (k as u8 + 1));
+        }
+        // A split mapping faults back the right pages of the BO.
+        // SAFETY: unmapping the first page of our mapping, advising the rest.
+        unsafe {
+            libc::munmap(p, 4096);
+            libc::madvise(p.cast::<u8>().add(4096).cast(), len - 4096, libc::MADV_DONTNEED);
+        }
+        let last = 1 + 8 * advices.len() as u8;
+        if !intact(&mem[4096..], last + 1) || !intact(seen, last) {
+            println!("    a split mapping lost the BO's contents");
+            code = 1;
+        }
+        // SAFETY: leave the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    ensure!(!libc::WIFSIGNALED(status), "the child died of signal {} touching its mapping", libc::WTERMSIG(status));
+    ensure!(libc::WEXITSTATUS(status) == 0, "the BO's contents did not survive madvise (see above)");
+    // Unaffected here: the parent's mappings and the BO.
+    ensure!(intact(seen, 1 + 8 * advices.len() as u8), "the BO's contents differ in the parent");
+    // SAFETY: unmapping our own mappings.
+    unsafe {
+        libc::munmap(p, len);
+        libc::munmap(other, len);
+    }
+    ensure!(bo_destroy_raw(&dev, bo.handle, 0) == Ok(0));
+    ensure!(pool_used()? == base, "memory not freed after the last unmap");
+    Ok(())
+}

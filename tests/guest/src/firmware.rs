@@ -36,6 +36,12 @@ fn synthetic_sized(name: &str, last: usize) -> Vec<u8> {
     b.build().expect("synthetic firmware")
 }
 
+/// A small model (a few KiB) installed as `file`, for tests that load the
+/// module many times; its firmware name.
+pub fn install_small(file: &str) -> Result<String> {
+    install(file, &synthetic_sized(file, 4096))
+}
+
 fn install(file: &str, blob: &[u8]) -> Result<String> {
     std::fs::create_dir_all(DIR)?;
     std::fs::write(format!("{DIR}/{file}"), blob)?;

@@ -13,6 +13,7 @@ mod buffers;
 mod c_api;
 mod children;
 mod eaibench;
+mod faults;
 mod firmware;
 mod harness;
 mod jobs;
@@ -47,6 +48,7 @@ const TESTS: &[Test] = &[
     Test::new("bad_buffer_arguments", buffers::bad_buffer_arguments),
     Test::new("bad_mappings_are_refused", buffers::bad_mappings_are_refused),
     Test::new("destroy_while_mapped_keeps_memory", buffers::destroy_while_mapped_keeps_memory),
+    Test::new("bo_mappings_take_madvise", buffers::bo_mappings_take_madvise),
     Test::new("quota_and_pool_exhaustion", buffers::quota_and_pool_exhaustion),
     Test::new("contexts_are_isolated", buffers::contexts_are_isolated),
     Test::new("fdinfo_reports_context", buffers::fdinfo_reports_context),
@@ -90,6 +92,7 @@ const TESTS: &[Test] = &[
     Test::new("bad_module_parameters_are_refused", basics::bad_module_parameters_are_refused),
     Test::new("rmmod_refused_while_open", basics::rmmod_refused_while_open),
     Test::new("load_unload_20_times", basics::load_unload_20_times),
+    Test::new("allocation_failures_are_clean", faults::allocation_failures_are_clean),
 ];
 
 fn main() {

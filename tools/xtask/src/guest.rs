@@ -42,6 +42,32 @@ const SPLATS: &[&str] = &[
     "kmemleak: leaks found",
 ];
 
+/// The kernel's report of an allocation it could not satisfy (`warn_alloc`):
+/// a header, then a stack dump up to `</TASK>`. Under fault injection these
+/// are the kernel saying how a failure was handled, not a splat.
+const ALLOC_FAILURE_REPORTS: &[&str] = &["vmalloc error: size ", "page allocation failure: order:"];
+
+/// The splat lines of a kernel log: every `SPLATS` match, except the
+/// `Call Trace:` of an allocation failure report.
+fn splats(lines: &[String]) -> Vec<&String> {
+    let mut in_report = false;
+    lines
+        .iter()
+        .filter(|l| {
+            if ALLOC_FAILURE_REPORTS.iter().any(|h| l.contains(h)) {
+                in_report = true;
+            }
+            let splat = SPLATS.iter().any(|s| l.contains(s));
+            let exempt = in_report && l.contains("Call Trace:");
+            // A report ends with its stack dump, or where another splat begins.
+            if l.contains("</TASK>") || (splat && !exempt) {
+                in_report = false;
+            }
+            splat && !exempt
+        })
+        .collect()
+}
+
 /// Port of QEMU's isa-debug-exit device: writing `v` exits with `v << 1 | 1`.
 const DEBUG_EXIT_PORT: &str = "0xf4";
 
@@ -396,7 +422,7 @@ pub fn run(boot: &Boot, job: &str) -> Result<Outcome> {
     let log = paths::target().join("guest").join(format!("{job}-{}.log", boot.kernel.flavour.name()));
     std::fs::write(&log, r.lines.join("\n"))?;
 
-    let splats: Vec<&String> = r.lines.iter().filter(|l| SPLATS.iter().any(|s| l.contains(s))).collect();
+    let splats = splats(&r.lines);
     let summary = r
         .lines
         .iter()
@@ -425,4 +451,33 @@ pub fn run(boot: &Boot, job: &str) -> Result<Outcome> {
         bail!("guest job '{job}' failed: {} (log: {})", problems.join("; "), log.display());
     }
     Ok(Outcome { summary })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splats;
+
+    fn lines(s: &str) -> Vec<String> {
+        s.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn allocation_failure_reports_are_not_splats() {
+        let log = lines(
+            "[ 1.0] app: vmalloc error: size 4096, vm_struct allocation failed, mode:0xcc0(GFP_KERNEL)\n\
+             [ 1.0] Call Trace:\n[ 1.0]  <TASK>\n[ 1.0]  dump_stack_lvl+0x1/0x2\n[ 1.0]  </TASK>\n[ 1.0] Mem-Info:",
+        );
+        assert!(splats(&log).is_empty());
+    }
+
+    #[test]
+    fn other_stack_dumps_and_warnings_are_splats() {
+        let log = lines(
+            "[ 1.0] app: page allocation failure: order:0, mode:0xcc0(GFP_KERNEL)\n[ 1.0] WARNING: CPU: 0 PID: 1 at x\n\
+             [ 1.0] Call Trace:\n[ 1.0]  </TASK>\n[ 2.0] INFO: task blocked\n[ 2.0] Call Trace:",
+        );
+        let got = splats(&log);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].contains("WARNING") && got[1].ends_with("Call Trace:") && got[2].ends_with("Call Trace:"));
+    }
 }

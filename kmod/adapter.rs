@@ -18,7 +18,7 @@ use kernel::{
 };
 
 use crate::{
-    blob::{check_sections, named, read, sha256_of},
+    blob::{check_sections, named, read, sha256_of, Refusal},
     bo::{Bo, Usage},
     errno,
     npu::Npu,
@@ -138,7 +138,10 @@ fn validate(blob: &[u8], model_hash: &[u8; 32]) -> Result {
         return Err(ENOEXEC);
     }
     let sections = h.sections();
-    check_sections(blob, &sections).map_err(|_| ENOEXEC)?;
+    check_sections(blob, &sections).map_err(|r| match r {
+        Refusal::Malformed(_) => ENOEXEC,
+        Refusal::NoMemory => ENOMEM,
+    })?;
     if sha256_of(&blob[h.header_size as usize..])? != h.content_hash {
         return Err(errno::ebadmsg());
     }

@@ -9,7 +9,7 @@ use core::mem::size_of;
 use kernel::{bindings, ffi::c_void, page::PAGE_SIZE, prelude::*, str::CStr};
 
 use crate::{
-    blob::{check_sections, named, read, sha256_of},
+    blob::{check_sections, named, read, sha256_of, Refusal},
     pool::Pool,
     uapi,
 };
@@ -103,7 +103,10 @@ fn validate(blob: &[u8]) -> core::result::Result<Model, Invalid> {
         return Err((EINVAL, "truncated: size differs from the header's total_size"));
     }
     let sections = h.sections();
-    check_sections(blob, &sections).map_err(|why| (EINVAL, why))?;
+    check_sections(blob, &sections).map_err(|r| match r {
+        Refusal::Malformed(why) => (EINVAL, why),
+        Refusal::NoMemory => (ENOMEM, "out of memory"),
+    })?;
     if !named(&h.name) {
         return Err((EINVAL, "model name empty or not NUL-terminated"));
     }

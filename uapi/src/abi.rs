@@ -572,6 +572,11 @@ pub const FW_MAGIC: [u8; 8] = *b"M4NPUFW\0";
 pub const FW_FORMAT_VERSION: u32 = 1;
 /// Alignment of the data section and of every tensor in it.
 pub const FW_ALIGN: u64 = 4096;
+/// Bytes of a tensor's name field, its NUL included.
+pub const FW_NAME_LEN: usize = 64;
+/// Most tensors a firmware or adapter blob may hold; their names are
+/// unique (a lookup by name must not depend on table order).
+pub const FW_MAX_TENSORS: u32 = 4096;
 
 /// Tensor element formats (numbered as ggml's `ggml_type`).
 pub const FW_DTYPE_F32: u32 = 0;
@@ -628,7 +633,7 @@ pub struct FwHeader {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FwTensor {
     /// NUL-padded name (GGUF / safetensors naming, prefixed by sub-model).
-    pub name: [u8; 64],
+    pub name: [u8; FW_NAME_LEN],
     /// `FW_DTYPE_*`.
     pub dtype: u32,
     /// Number of used entries in `dims`.

@@ -137,6 +137,8 @@ fn expectations() -> Vec<(String, u64)> {
     constant!("M4NPU_IOC_BO_DESTROY", uapi::IOC_BO_DESTROY);
     constant!("M4NPU_FW_FORMAT_VERSION", uapi::FW_FORMAT_VERSION);
     constant!("M4NPU_FW_ALIGN", uapi::FW_ALIGN);
+    constant!("M4NPU_FW_MAX_TENSORS", uapi::FW_MAX_TENSORS);
+    constant!("M4NPU_FW_NAME_LEN", uapi::FW_NAME_LEN);
     constant!("sizeof(M4NPU_FW_MAGIC)", uapi::FW_MAGIC.len());
     constant!("M4NPU_FW_DTYPE_F32", uapi::FW_DTYPE_F32);
     constant!("M4NPU_FW_DTYPE_F16", uapi::FW_DTYPE_F16);

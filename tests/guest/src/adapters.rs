@@ -130,6 +130,13 @@ pub fn bad_adapters_are_refused() -> Result<()> {
     *corrupt.last_mut().unwrap() ^= 1;
     let corrupt = memfd(&corrupt, SEALS)?;
     expect("corrupt data", load_raw(&dev, corrupt.as_raw_fd(), 0, len), libc::EBADMSG)?;
+    // Two tensors of one name: structure is checked before the hash, so
+    // ENOEXEC (not EBADMSG for the stale hash) says the names were.
+    let mut dup = blob.clone();
+    let at = dup.windows(12).position(|w| w == b"head.weight\0").context("no head.weight entry")?;
+    dup[at..at + 12].copy_from_slice(b"lora.0.q.a\0\0");
+    let dup = memfd(&dup, SEALS)?;
+    expect("two tensors of one name", load_raw(&dev, dup.as_raw_fd(), 0, len), libc::ENOEXEC)?;
     let mut other = hash;
     other[0] ^= 0xff;
     let foreign = synthetic("other-model", other);

@@ -111,6 +111,21 @@ pub fn out_of_bounds_tensor_is_refused() -> Result<()> {
     expect_refused("oob-tensor.m4fw", &blob, "bad tensor entry")
 }
 
+/// Two tensors of one name (junk after the NUL does not make them
+/// differ), and a name that is not UTF-8: refused before the hash is
+/// checked, so the stale hash of the patched blob cannot be what refuses it.
+pub fn duplicate_tensor_names_are_refused() -> Result<()> {
+    let mut blob = synthetic("dup-names");
+    let h = *Firmware::parse(&blob)?.header();
+    let at = h.tensor_table_offset as usize + std::mem::size_of::<m4npu::uapi::FwTensor>();
+    ensure!(blob[at..at + 3] == *b"t1\0", "the second tensor is not t1");
+    blob[at..at + 4].copy_from_slice(b"t0\0x");
+    expect_refused("dup-names.m4fw", &blob, "two tensors share a name")?;
+    // Names are looked up as strings: bytes that are not UTF-8 are refused.
+    blob[at..at + 3].copy_from_slice(b"\xff\0\0");
+    expect_refused("non-utf8-name.m4fw", &blob, "tensor name not UTF-8")
+}
+
 pub fn missing_firmware_leaves_driver_usable() -> Result<()> {
     let log = load_logged("firmware=m4npu/does-not-exist.m4fw")?;
     let info = Device::open()?.info()?;

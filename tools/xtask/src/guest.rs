@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 
 use crate::kernel::{self, Flavour, Kernel};
 use crate::{cmd, kmod, paths};
@@ -41,6 +42,17 @@ const SPLATS: &[&str] = &[
     "rust_panic",
     "kmemleak: leaks found",
 ];
+
+/// A file name for `job`'s log: the job itself, or for a long list of
+/// tests its start and a hash (a file name holds 255 bytes).
+fn log_name(job: &str) -> String {
+    if job.len() <= 120 {
+        return job.to_string();
+    }
+    let hash = Sha256::digest(job.as_bytes());
+    let cut = job.char_indices().map(|(i, _)| i).take_while(|&i| i <= 100).last().unwrap_or(0);
+    format!("{}-{:02x}{:02x}{:02x}{:02x}", &job[..cut], hash[0], hash[1], hash[2], hash[3])
+}
 
 /// The kernel's report of an allocation it could not satisfy (`warn_alloc`):
 /// a header, then a stack dump up to `</TASK>`. Under fault injection these
@@ -419,7 +431,7 @@ pub fn run(boot: &Boot, job: &str) -> Result<Outcome> {
     });
     cmd::step(&format!("booting the {} kernel ({accel}) for job '{job}'", boot.kernel.flavour.name()));
     let r = boot_qemu(boot, job, accel, timeout, true)?;
-    let log = paths::target().join("guest").join(format!("{job}-{}.log", boot.kernel.flavour.name()));
+    let log = paths::target().join("guest").join(format!("{}-{}.log", log_name(job), boot.kernel.flavour.name()));
     std::fs::write(&log, r.lines.join("\n"))?;
 
     let splats = splats(&r.lines);
@@ -459,6 +471,15 @@ mod tests {
 
     fn lines(s: &str) -> Vec<String> {
         s.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn long_jobs_get_short_log_names() {
+        let long = "test:".to_string() + &"some_test_name,".repeat(30);
+        let name = super::log_name(&long);
+        assert!(name.len() < 120 && name.starts_with("test:some_test_name,"), "{name}");
+        assert_ne!(name, super::log_name(&(long.clone() + "x")));
+        assert_eq!(super::log_name("test"), "test");
     }
 
     #[test]

@@ -3,25 +3,28 @@
 //!
 //! - `setup`   install toolchains and packages (idempotent)
 //! - `kernel`  build the debug and release kernels (cached outside the repo)
-//! - `test`    host tests, then the guest suite on the debug kernel
+//! - `test`    host tests, a short fuzz of every parser, then the guest
+//!   suite on the debug kernel
+//! - `fuzz-parsers [--seconds N]`  each parser fuzz target N s (default 60)
 //! - `demo`    boot the release kernel, load the module, run `m4 info`
 //! - `bench handoff`  the driver's cost per job against an io_uring NOP
 //! - `bench apps`     many apps on the real model through the driver and vnpud
 //! - `vm`      boot a kernel and run a guest job by hand
 
 mod cmd;
+mod fuzz;
 mod guest;
 mod kernel;
 mod kmod;
 mod paths;
 mod setup;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use kernel::Flavour;
 
 const USAGE: &str =
-    "usage: cargo xtask <setup|kernel|test|demo|bench <handoff [--debug]|apps>|eaibench [--train]|vm [debug|release] JOB>";
+    "usage: cargo xtask <setup|kernel|test|demo|bench <handoff [--debug]|apps>|fuzz-parsers [--seconds N]|eaibench [--train]|vm [debug|release] JOB>";
 
 fn main() {
     if let Err(e) = run(std::env::args().skip(1).collect()) {
@@ -45,6 +48,8 @@ fn run(args: Vec<String>) -> Result<()> {
         ["bench", "handoff"] => bench(Flavour::Release, "bench-handoff"),
         ["bench", "handoff", "--debug"] => bench(Flavour::Debug, "bench-handoff"),
         ["bench", "apps"] => bench(Flavour::Release, "bench-apps"),
+        ["fuzz-parsers"] => fuzz::parsers(60),
+        ["fuzz-parsers", "--seconds", s] => fuzz::parsers(s.parse().context("--seconds takes a whole number")?),
         ["eaibench"] => eaibench(false),
         ["eaibench", "--train"] => eaibench(true),
         ["vm", flavour, job] => {
@@ -61,6 +66,8 @@ fn test() -> Result<()> {
     setup::run()?;
     cmd::step("host tests: cargo test --workspace");
     cmd::run(cmd::cargo().args(["test", "--workspace", "--release"]))?;
+    // Every parser of untrusted bytes, fuzzed briefly from its seeds.
+    fuzz::parsers(5)?;
     let boot = guest::Boot::prepare(Flavour::Debug)?;
     // The training path on real data and the real firmware, a few steps:
     // that it runs end to end and packs an adapter the device accepts.

@@ -21,6 +21,8 @@ const APT_PACKAGES: &[&str] = &[
     "cpio",
     "qemu-system-x86",
     "busybox-static",
+    // libFuzzer (C++) under the parser fuzz targets.
+    "g++",
 ];
 
 /// bindgen version known to work with Linux 6.12 and rustc 1.95.

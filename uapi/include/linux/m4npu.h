@@ -370,6 +370,9 @@ struct m4npu_adapter_header {
 #define M4NPU_FW_MAGIC "M4NPUFW" /* 8 bytes with the NUL */
 #define M4NPU_FW_FORMAT_VERSION 1
 #define M4NPU_FW_ALIGN 4096
+#define M4NPU_FW_NAME_LEN 64
+/* Most tensors a firmware or adapter blob holds; their names are unique. */
+#define M4NPU_FW_MAX_TENSORS 4096
 
 /* Tensor element formats, numbered as ggml's enum ggml_type. */
 #define M4NPU_FW_DTYPE_F32 0
@@ -410,7 +413,7 @@ struct m4npu_fw_header {
  * @offset: in the data section, M4NPU_FW_ALIGN-aligned
  */
 struct m4npu_fw_tensor {
-	char name[64];
+	char name[M4NPU_FW_NAME_LEN];
 	__u32 dtype;
 	__u32 ndim;
 	__u64 dims[4];

@@ -79,7 +79,12 @@ fn one() -> f32 {
 
 impl AdapterMeta {
     pub fn parse(json: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(json).map_err(|e| format!("adapter metadata: {e}"))
+        let meta: Self = serde_json::from_slice(json).map_err(|e| format!("adapter metadata: {e}"))?;
+        // JSON numbers past f32's range read as infinity.
+        if !meta.lora_alpha.is_finite() {
+            return Err(format!("adapter metadata: lora_alpha {} is not a finite number", meta.lora_alpha));
+        }
+        Ok(meta)
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -137,6 +142,9 @@ mod tests {
         assert_eq!((min.pooling, min.lora_alpha, min.layers), (Pooling::Mean, 1.0, None));
         assert!(AdapterMeta::parse(br#"{"task":"dance","submodel":"backbone"}"#).is_err());
         assert!(AdapterMeta::parse(br#"{"task":"embed","submodel":"backbone","extra":1}"#).is_err());
+        // Past f32's range: infinity, which would scale every LoRA to NaN.
+        let e = AdapterMeta::parse(br#"{"task":"embed","submodel":"backbone","lora_alpha":1e39}"#).unwrap_err();
+        assert!(e.contains("lora_alpha inf is not a finite number"), "{e}");
     }
 
     #[test]

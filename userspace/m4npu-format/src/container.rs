@@ -2,7 +2,7 @@
 //! `FwTensor`, metadata, then `FW_ALIGN`-aligned tensor data. The header
 //! types differ; the sections and their checks do not.
 
-use m4npu_uapi::{FwTensor, FW_ALIGN};
+use m4npu_uapi::{FwTensor, FW_ALIGN, FW_MAX_TENSORS};
 use sha2::{Digest, Sha256};
 
 use crate::bytes::{as_bytes, name_str, read};
@@ -53,6 +53,12 @@ impl Contents {
         d[..dims.len()].copy_from_slice(dims);
         let entry =
             FwTensor { name: name_field(name)?, dtype, ndim: dims.len() as u32, dims: d, offset: 0, size: data.len() as u64 };
+        if self.tensors.iter().any(|(e, _)| e.name == entry.name) {
+            return Err(FormatError::Duplicate(name.to_string()));
+        }
+        if self.tensors.len() >= FW_MAX_TENSORS as usize {
+            return Err(FormatError::Bounds(format!("tensor {name}: more than {FW_MAX_TENSORS} tensors")));
+        }
         self.tensors.push((entry, data));
         Ok(())
     }
@@ -120,7 +126,11 @@ pub(crate) fn check(blob: &[u8], s: &Sections) -> Result<Vec<Tensor>, FormatErro
     if s.data_offset < hs || !s.data_offset.is_multiple_of(FW_ALIGN) || !within(s.data_offset, s.data_size, actual) {
         return Err(FormatError::Bounds("data section".into()));
     }
+    if s.tensor_count > FW_MAX_TENSORS {
+        return Err(FormatError::Bounds(format!("a table of {} tensors (at most {FW_MAX_TENSORS})", s.tensor_count)));
+    }
     let mut tensors = Vec::with_capacity(s.tensor_count as usize);
+    let mut names = Vec::with_capacity(s.tensor_count as usize);
     for i in 0..u64::from(s.tensor_count) {
         let e: FwTensor = read(blob, s.tensor_table_offset + i * u64::from(s.tensor_entry_size))
             .ok_or_else(|| FormatError::Bounds(format!("tensor entry {i}")))?;
@@ -128,6 +138,12 @@ pub(crate) fn check(blob: &[u8], s: &Sections) -> Result<Vec<Tensor>, FormatErro
         if !named || !(1..=4).contains(&e.ndim) || !e.offset.is_multiple_of(FW_ALIGN) || !within(e.offset, e.size, s.data_size) {
             return Err(FormatError::Bounds(format!("tensor {i} ({})", name_str(&e.name))));
         }
+        let name = e.name.split(|&b| b == 0).next().unwrap_or_default();
+        // Looked up as strings: a name must be one, exactly.
+        if std::str::from_utf8(name).is_err() {
+            return Err(FormatError::Name(String::from_utf8_lossy(name).into_owned()));
+        }
+        names.push(name.to_vec());
         tensors.push(Tensor {
             name: name_str(&e.name),
             dtype: e.dtype,
@@ -135,6 +151,12 @@ pub(crate) fn check(blob: &[u8], s: &Sections) -> Result<Vec<Tensor>, FormatErro
             offset: e.offset,
             size: e.size,
         });
+    }
+    // A lookup by name must not depend on table order. Names compare as
+    // bytes up to their NUL, as the kernel compares them.
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(FormatError::Duplicate(String::from_utf8_lossy(&w[0]).into_owned()));
     }
     Ok(tensors)
 }

@@ -20,8 +20,10 @@ pub enum FormatError {
     Field(&'static str),
     #[error("content hash mismatch: the blob is corrupt")]
     Hash,
-    #[error("name {0:?} is empty or longer than 63 bytes")]
+    #[error("name {0:?} is empty, longer than 63 bytes or not UTF-8")]
     Name(String),
+    #[error("two tensors are named {0:?}")]
+    Duplicate(String),
 }
 
 /// Assembles a firmware blob.
@@ -202,5 +204,25 @@ mod tests {
         let at = (h.tensor_table_offset as usize) + std::mem::size_of::<FwTensor>() - 8;
         blob[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(Firmware::parse_unverified(&blob), Err(FormatError::Bounds(_))));
+    }
+
+    /// Names are unique (found by fuzzing: a lookup by name picked the
+    /// first of two): the builder refuses a second, the parser a table
+    /// that has one, comparing the bytes up to the NUL as the kernel does.
+    #[test]
+    fn refuses_duplicate_names() {
+        let mut b = FirmwareBuilder::new("dup");
+        b.tensor("a", m4npu_uapi::FW_DTYPE_F32, &[1], vec![0; 4]).unwrap();
+        let e = b.tensor("a", m4npu_uapi::FW_DTYPE_F32, &[1], vec![0; 4]).err();
+        assert_eq!(e, Some(FormatError::Duplicate("a".into())));
+        let mut blob = sample();
+        let h: FwHeader = read(&blob, 0).unwrap();
+        // The second entry's name "b" becomes "a", with junk after the NUL.
+        let at = h.tensor_table_offset as usize + std::mem::size_of::<FwTensor>();
+        blob[at..at + 3].copy_from_slice(b"a\0x");
+        assert_eq!(Firmware::parse_unverified(&blob).err(), Some(FormatError::Duplicate("a".into())));
+        // Names that differ only in bytes that are not UTF-8 would look up alike.
+        blob[at..at + 3].copy_from_slice(b"\xff\0\0");
+        assert_eq!(Firmware::parse_unverified(&blob).err(), Some(FormatError::Name("\u{fffd}".into())));
     }
 }

@@ -391,3 +391,40 @@ pub fn tiny_bert_safetensors(seed: u64) -> Vec<u8> {
         .collect();
     safetensors::serialize(views, None).expect("serialize")
 }
+
+fn put_str(o: &mut Vec<u8>, s: &str) {
+    o.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    o.extend_from_slice(s.as_bytes());
+}
+
+/// A tiny GGUF v3 file: a u32 `a.n` = 7, a string array `a.list` =
+/// ["x", "yz"], and one f32 tensor `w` of shape [4, 2] holding 0..8.
+pub fn tiny_gguf() -> Vec<u8> {
+    let mut o = Vec::new();
+    o.extend_from_slice(b"GGUF");
+    o.extend_from_slice(&3u32.to_le_bytes());
+    o.extend_from_slice(&1u64.to_le_bytes());
+    o.extend_from_slice(&2u64.to_le_bytes());
+    put_str(&mut o, "a.n");
+    o.extend_from_slice(&4u32.to_le_bytes());
+    o.extend_from_slice(&7u32.to_le_bytes());
+    put_str(&mut o, "a.list");
+    o.extend_from_slice(&9u32.to_le_bytes());
+    o.extend_from_slice(&8u32.to_le_bytes());
+    o.extend_from_slice(&2u64.to_le_bytes());
+    put_str(&mut o, "x");
+    put_str(&mut o, "yz");
+    put_str(&mut o, "w");
+    o.extend_from_slice(&2u32.to_le_bytes());
+    o.extend_from_slice(&4u64.to_le_bytes());
+    o.extend_from_slice(&2u64.to_le_bytes());
+    o.extend_from_slice(&0u32.to_le_bytes());
+    o.extend_from_slice(&0u64.to_le_bytes());
+    while o.len() % 32 != 0 {
+        o.push(0);
+    }
+    for i in 0..8 {
+        o.extend_from_slice(&(i as f32).to_le_bytes());
+    }
+    o
+}

@@ -21,6 +21,7 @@ mod kmsg;
 mod module;
 mod play_device;
 mod raw;
+mod uapi_fuzz;
 mod vnpu;
 
 use harness::Test;
@@ -93,6 +94,7 @@ const TESTS: &[Test] = &[
     Test::new("bad_module_parameters_are_refused", basics::bad_module_parameters_are_refused),
     Test::new("rmmod_refused_while_open", basics::rmmod_refused_while_open),
     Test::new("load_unload_20_times", basics::load_unload_20_times),
+    Test::new("uapi_fuzzer_finds_nothing", uapi_fuzz::uapi_fuzzer_finds_nothing),
     Test::new("allocation_failures_are_clean", faults::allocation_failures_are_clean),
 ];
 
@@ -107,6 +109,7 @@ fn main() {
         Some("--bench-handoff") => Some(bench_handoff::main),
         Some("--bench-apps") => Some(bench_apps::main),
         Some("--bench-app") => Some(bench_apps::app),
+        Some("--uapi-fuzz-worker") => Some(uapi_fuzz::worker),
         _ => None,
     };
     if let Some(bench) = bench {

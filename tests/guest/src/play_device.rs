@@ -16,7 +16,10 @@
 //!   and from then on jobs are served as they come;
 //! - `errno=E`: every job fails with errno `E`;
 //! - `overflow`: every job reports one output byte more than its output
-//!   range holds (an invalid result).
+//!   range holds (an invalid result);
+//! - `garbage`: every job's output filled with noise and a random result
+//!   committed: a valid length, an errno, or what no job can return (the
+//!   UAPI fuzzer's device).
 //!
 //! stdout: `ready` once every slot of every queue waits for a job, then the
 //! lines above, and `error: ...` for anything unexpected.
@@ -33,6 +36,7 @@ enum Mode {
     Stall,
     Errno(Errno),
     Overflow,
+    Garbage,
 }
 
 const KEY: u8 = 0xA5;
@@ -89,6 +93,7 @@ fn parse(args: &[String]) -> Option<(Mode, u16, u16, HwFlags)> {
         "serve-batch" => Mode::ServeBatch,
         "stall" => Mode::Stall,
         "overflow" => Mode::Overflow,
+        "garbage" => Mode::Garbage,
         m => Mode::Errno(Errno::from_raw(m.strip_prefix("errno=")?.parse().ok()?)),
     };
     let flags = match args.get(3).map(String::as_str) {
@@ -103,7 +108,7 @@ fn parse(args: &[String]) -> Option<(Mode, u16, u16, HwFlags)> {
 /// until killed, so only failures return).
 pub fn main(args: &[String]) -> i32 {
     let Some((mode, queues, depth, flags)) = parse(args) else {
-        eprintln!("usage: --play-device serve|serve-batch|stall|overflow|errno=E QUEUES DEPTH [recover]");
+        eprintln!("usage: --play-device serve|serve-batch|stall|overflow|garbage|errno=E QUEUES DEPTH [recover]");
         return 2;
     };
     let r = HwDevice::open().and_then(|dev| dev.set_flags(flags).map(|()| dev)).and_then(|dev| match mode {
@@ -126,6 +131,27 @@ fn finish<'m>(queue: &mut HwQueue<'m>, mut job: HwJob<'m>, mode: Mode) -> m4npu:
             let too_many = i32::try_from(job.raw().output.len + 1).unwrap_or(i32::MAX);
             return queue.commit_raw(job, too_many);
         }
+        Mode::Garbage => {
+            let mut x = job.id().wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            if let Ok(b) = job.buffers() {
+                b.output.iter_mut().for_each(|o| *o = next() as u8);
+            }
+            let len = job.raw().output.len;
+            let result = match next() % 6 {
+                0 | 1 => (next() % (len + 1)) as i32,
+                2 => -((next() % 133) as i32 + 1),
+                3 => i32::MIN,
+                4 => i32::try_from(len + 1 + next() % 4096).unwrap_or(i32::MAX),
+                _ => -((next() % 100_000) as i32) - 134,
+            };
+            return queue.commit_raw(job, result);
+        }
         Mode::Serve | Mode::ServeBatch | Mode::Stall => match job.buffers() {
             Ok(b) => transform(op, b.input, b.output, b.state, b.adapter),
             Err(e) => {
@@ -141,7 +167,7 @@ fn finish<'m>(queue: &mut HwQueue<'m>, mut job: HwJob<'m>, mode: Mode) -> m4npu:
 /// (the driver refuses the commit), reported otherwise. The slot waits again.
 fn slot_failed(queue: &mut HwQueue<'_>, e: Error, mode: Mode) -> m4npu::Result<()> {
     let refused_commit = matches!(e, Error::HwCommand { source: Errno::EINVAL, .. });
-    if !(mode == Mode::Overflow && refused_commit) {
+    if !(matches!(mode, Mode::Overflow | Mode::Garbage) && refused_commit) {
         println!("error: {e}");
     }
     queue.rearm()

@@ -297,6 +297,12 @@ bench-apps)
 	# Many apps on the real model through vnpud (tests/guest/src/bench_apps.rs).
 	insmod /lib/modules/m4npu.ko && /bin/m4npu-guest-tests --bench-apps
 	status=$? ;;
+fuzz:*)
+	# The UAPI fuzzer for N calls (`cargo xtask fuzz --calls N`), once the
+	# module has a model.
+	M4NPU_FUZZ_CALLS="${m4job#fuzz:}" /bin/m4npu-guest-tests \
+		module_loads_and_creates_node,valid_firmware_is_pinned,reload_good_firmware,uapi_fuzzer_finds_nothing
+	status=$? ;;
 demo)
 	# The module pins the foundation model; vnpud serves its jobs.
 	insmod /lib/modules/m4npu.ko && vnpud --background && m4 info &&
@@ -310,7 +316,7 @@ demo)
 	echo "m4npu-guest: unknown job '$m4job'" ;;
 esac
 
-if [ "${m4job%%:*}" = test ] && [ -e $kmemleak ]; then
+if { [ "${m4job%%:*}" = test ] || [ "${m4job%%:*}" = fuzz ]; } && [ -e $kmemleak ]; then
 	# kmemleak reports only objects older than 5 s: let the last test's
 	# allocations age, then scan twice as Documentation/dev-tools/kmemleak.rst advises.
 	sleep 6
@@ -425,10 +431,11 @@ fn boot_qemu(boot: &Boot, job: &str, accel: &str, timeout: Duration, echo: bool)
 /// log is free of splats.
 pub fn run(boot: &Boot, job: &str) -> Result<Outcome> {
     let accel = accel(boot)?;
+    let calls: u64 = job.strip_prefix("fuzz:").and_then(|n| n.parse().ok()).unwrap_or(0);
     let timeout = Duration::from_secs(match boot.kernel.flavour {
         Flavour::Debug => 40 * 60,
         Flavour::Release => 20 * 60,
-    });
+    } + calls / 100);
     cmd::step(&format!("booting the {} kernel ({accel}) for job '{job}'", boot.kernel.flavour.name()));
     let r = boot_qemu(boot, job, accel, timeout, true)?;
     let log = paths::target().join("guest").join(format!("{}-{}.log", log_name(job), boot.kernel.flavour.name()));

@@ -5,6 +5,7 @@
 //! - `kernel`  build the debug and release kernels (cached outside the repo)
 //! - `test`    host tests, a short fuzz of every parser, then the guest
 //!   suite on the debug kernel
+//! - `fuzz --calls N`  the UAPI fuzzer in the guest (debug kernel), N calls
 //! - `fuzz-parsers [--seconds N]`  each parser fuzz target N s (default 60)
 //! - `demo`    boot the release kernel, load the module, run `m4 info`
 //! - `bench handoff`  the driver's cost per job against an io_uring NOP
@@ -24,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use kernel::Flavour;
 
 const USAGE: &str =
-    "usage: cargo xtask <setup|kernel|test|demo|bench <handoff [--debug]|apps>|fuzz-parsers [--seconds N]|eaibench [--train]|vm [debug|release] JOB>";
+    "usage: cargo xtask <setup|kernel|test|demo|bench <handoff [--debug]|apps>|fuzz --calls N|fuzz-parsers [--seconds N]|eaibench [--train]|vm [debug|release] JOB>";
 
 fn main() {
     if let Err(e) = run(std::env::args().skip(1).collect()) {
@@ -48,6 +49,12 @@ fn run(args: Vec<String>) -> Result<()> {
         ["bench", "handoff"] => bench(Flavour::Release, "bench-handoff"),
         ["bench", "handoff", "--debug"] => bench(Flavour::Debug, "bench-handoff"),
         ["bench", "apps"] => bench(Flavour::Release, "bench-apps"),
+        ["fuzz", "--calls", n] => {
+            let calls: u64 = n.parse().context("--calls takes a whole number")?;
+            setup::run()?;
+            let boot = guest::Boot::prepare(Flavour::Debug)?;
+            guest::run(&boot, &format!("fuzz:{calls}")).map(drop)
+        }
         ["fuzz-parsers"] => fuzz::parsers(60),
         ["fuzz-parsers", "--seconds", s] => fuzz::parsers(s.parse().context("--seconds takes a whole number")?),
         ["eaibench"] => eaibench(false),

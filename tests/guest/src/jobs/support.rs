@@ -111,6 +111,13 @@ impl PlayDevice {
         Ok(())
     }
 
+    /// Kills the device without looking at the node after it: for tests in
+    /// which other processes may attach there at any moment.
+    pub fn crash(mut self) -> Result<()> {
+        self.stopped = true;
+        self.helper.kill().map(drop)
+    }
+
     /// As [`PlayDevice::kill`], failing if the device reported errors.
     pub fn stop(self) -> Result<()> {
         let errors = self.errors();

@@ -33,7 +33,7 @@ pub fn setup() -> Result<()> {
     }
     let want = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
     let have = Command::new("cargo").args(["fuzz", "--version"]).output().ok();
-    if !have.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == want) {
+    if have.is_none_or(|o| String::from_utf8_lossy(&o.stdout).trim() != want) {
         cmd::step(&format!("cargo install cargo-fuzz {CARGO_FUZZ_VERSION}"));
         cmd::run(cmd::cargo().args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION]))?;
     }

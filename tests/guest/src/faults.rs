@@ -16,7 +16,7 @@ use m4npu::{Device, Errno, JobDesc, Op};
 
 use crate::adapters;
 use crate::children::HANG;
-use crate::jobs::support::{debugfs_state, pool_used, PlayDevice};
+use crate::jobs::support::{debugfs_state, open_contexts, pool_used, PlayDevice};
 use crate::module;
 
 const FAILSLAB: &str = "/sys/kernel/debug/failslab";
@@ -114,11 +114,6 @@ fn lib_errno(e: m4npu::Error) -> Errno {
     e.errno().unwrap_or(Errno::UnknownErrno)
 }
 
-/// The `context ` lines of debugfs: one per open context.
-fn contexts() -> Result<usize> {
-    Ok(debugfs_state()?.lines().filter(|l| l.starts_with("context ")).count())
-}
-
 pub fn allocation_failures_are_clean() -> Result<()> {
     let inj = Injector::arm()?;
     // Each sweep's count as it ends, so a failure shows how far it got.
@@ -144,13 +139,13 @@ pub fn allocation_failures_are_clean() -> Result<()> {
     ensure!(dev.info()?.model.is_some(), "the module loaded without its firmware");
 
     // Context open.
-    let before = contexts()?;
+    let before = open_contexts()?;
     let (n, errs) = inj.sweep(
         "context open",
         &[Errno::ENOMEM],
         || Device::open().map_err(lib_errno),
         || {
-            ensure!(contexts()? == before, "a failed open left a context behind");
+            ensure!(open_contexts()? == before, "a failed open left a context behind");
             Ok(())
         },
         |d| {

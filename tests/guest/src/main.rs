@@ -26,6 +26,9 @@ mod vnpu;
 
 use harness::Test;
 
+/// A helper mode's entry point: its arguments after the mode.
+type HelperMain = fn(&[String]) -> anyhow::Result<()>;
+
 const TESTS: &[Test] = &[
     Test::new("module_loads_and_creates_node", basics::module_loads_and_creates_node),
     Test::new("device_node_mode", basics::device_node_mode),
@@ -105,7 +108,7 @@ fn main() {
         std::process::exit(play_device::main(&args[1..]));
     }
     // Benchmarks (`cargo xtask bench ...`) and their app processes.
-    let bench: Option<fn(&[String]) -> anyhow::Result<()>> = match args.first().map(String::as_str) {
+    let bench: Option<HelperMain> = match args.first().map(String::as_str) {
         Some("--bench-handoff") => Some(bench_handoff::main),
         Some("--bench-apps") => Some(bench_apps::main),
         Some("--bench-app") => Some(bench_apps::app),

@@ -19,7 +19,7 @@ use m4npu::{uapi, Device};
 
 use crate::adapters;
 use crate::children::{eventually, Helper, HANG};
-use crate::jobs::support::{debugfs_state, pool_used, PlayDevice};
+use crate::jobs::support::{open_contexts, pool_used, PlayDevice};
 use crate::raw::ioctl;
 
 const WORKERS: usize = 3;
@@ -401,15 +401,10 @@ pub fn worker(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The `context ` lines of debugfs: one per open context.
-fn contexts() -> Result<usize> {
-    Ok(debugfs_state()?.lines().filter(|l| l.starts_with("context ")).count())
-}
-
 pub fn uapi_fuzzer_finds_nothing() -> Result<()> {
     let calls: u64 = std::env::var("M4NPU_FUZZ_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(CI_CALLS);
     let base_pool = pool_used()?;
-    let base_contexts = contexts()?;
+    let base_contexts = open_contexts()?;
     let mut device = Some(PlayDevice::start("garbage", 2, 16)?);
     let start = Instant::now();
     let per_worker = (calls / WORKERS as u64).max(THREADS as u64);
@@ -458,7 +453,7 @@ pub fn uapi_fuzzer_finds_nothing() -> Result<()> {
     }
     // Everything is closed: the NPU memory and the contexts are back.
     eventually("the pool back at its baseline", || {
-        Ok(match (pool_used()?, contexts()?) {
+        Ok(match (pool_used()?, open_contexts()?) {
             (p, c) if p == base_pool && c == base_contexts => Ok(()),
             (p, c) => Err(format!("{p} bytes used (baseline {base_pool}), {c} contexts (baseline {base_contexts})")),
         })

@@ -18,6 +18,11 @@ pub fn debugfs_context(id: u64) -> Result<Option<String>> {
     Ok(debugfs_state()?.lines().find(|l| l.starts_with(&prefix)).map(str::to_string))
 }
 
+/// Open contexts, as debugfs lists them (a `context ID:` line each).
+pub fn open_contexts() -> Result<usize> {
+    Ok(debugfs_state()?.lines().filter(|l| l.starts_with("context ")).count())
+}
+
 /// The device as debugfs shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceState {

@@ -61,8 +61,9 @@ impl Rng {
     }
 }
 
-/// A mapping the thread made: start and length.
-struct Map(usize, usize);
+/// A mapping the thread made: start, length, and whether a fork's child
+/// gets it (not after `MADV_DONTFORK`).
+struct Map(usize, usize, bool);
 
 /// One context of a worker thread and what it made.
 struct Ctx {
@@ -116,7 +117,7 @@ impl Ctx {
     /// Unmaps what this context mapped (a closing context's mappings
     /// would otherwise keep its BOs alive past the end of the run).
     fn unmap_all(&mut self) {
-        for Map(at, len) in self.maps.drain(..) {
+        for Map(at, len, _) in self.maps.drain(..) {
             // SAFETY: our own mapping, unmapped once.
             unsafe { libc::munmap(at as *mut libc::c_void, len) };
         }
@@ -214,12 +215,12 @@ fn worker_thread(seed: u64, calls: u64, good_adapter: &[u8]) -> Result<Tally> {
                         // SAFETY: as above, and writable.
                         unsafe { std::ptr::write_volatile(p.cast::<u8>(), rng.next() as u8) };
                     }
-                    c.maps.push(Map(p as usize, len as usize));
+                    c.maps.push(Map(p as usize, len as usize, true));
                 }
             }
             7 => {
                 if !c.maps.is_empty() {
-                    let Map(at, len) = c.maps.swap_remove(rng.below(c.maps.len() as u64) as usize);
+                    let Map(at, len, _) = c.maps.swap_remove(rng.below(c.maps.len() as u64) as usize);
                     // SAFETY: our own mapping, unmapped once.
                     unsafe { libc::munmap(at as *mut libc::c_void, len) };
                 }
@@ -227,35 +228,37 @@ fn worker_thread(seed: u64, calls: u64, good_adapter: &[u8]) -> Result<Tally> {
             8 => {
                 // Shrink or move a mapping (growing one is refused).
                 if let Some(k) = (!c.maps.is_empty()).then(|| rng.below(c.maps.len() as u64) as usize) {
-                    let Map(at, len) = c.maps[k];
+                    let Map(at, len, inherited) = c.maps[k];
                     let new = if rng.chance(50) { len } else { 4096 * (1 + rng.below(len as u64 / 4096 + 1)) as usize };
                     // SAFETY: remapping our own mapping; on success the old range is gone.
                     let p = unsafe { libc::mremap(at as *mut libc::c_void, len, new, libc::MREMAP_MAYMOVE) };
                     if p != libc::MAP_FAILED {
-                        c.maps[k] = Map(p as usize, new);
+                        c.maps[k] = Map(p as usize, new, inherited);
                         // SAFETY: inside the live mapping, within its old length.
                         let _ = unsafe { std::ptr::read_volatile(p.cast::<u8>()) };
                     }
                 }
             }
             9 => {
-                if let Some(Map(at, len)) = rng.pick(&c.maps) {
+                if !c.maps.is_empty() {
+                    let k = rng.below(c.maps.len() as u64) as usize;
+                    let Map(at, len, _) = c.maps[k];
                     let advice = [libc::MADV_DONTNEED, libc::MADV_DONTFORK, libc::MADV_DOFORK, libc::MADV_WILLNEED, libc::MADV_COLD, libc::MADV_PAGEOUT, libc::MADV_POPULATE_READ, libc::MADV_FREE];
                     let a = *rng.pick(&advice).expect("advice");
                     // SAFETY: advice on our own mapping.
-                    unsafe { libc::madvise(*at as *mut libc::c_void, *len, a) };
+                    if unsafe { libc::madvise(at as *mut libc::c_void, len, a) } == 0 && matches!(a, libc::MADV_DONTFORK | libc::MADV_DOFORK) {
+                        c.maps[k].2 = a == libc::MADV_DOFORK;
+                    }
                 }
             }
             10 => {
-                // fork: the child reads its copies of the mappings and exits.
-                let at = c.maps.iter().map(|m| m.0).collect::<Vec<_>>();
+                // fork: the child reads the mappings it inherited and exits.
+                let at = c.maps.iter().filter(|m| m.2).map(|m| m.0).collect::<Vec<_>>();
                 // SAFETY: the child only reads memory and exits.
                 let pid = unsafe { libc::fork() };
                 if pid == 0 {
                     for a in at {
-                        // SAFETY: the child's copy of a live mapping (or a
-                        // DONTFORK hole, which faults: the child dies, as
-                        // such a child would).
+                        // SAFETY: the child's copy of a live mapping.
                         let _ = unsafe { std::ptr::read_volatile(a as *const u8) };
                     }
                     // SAFETY: leave the child at once.
@@ -265,6 +268,7 @@ fn worker_thread(seed: u64, calls: u64, good_adapter: &[u8]) -> Result<Tally> {
                     let mut status = 0;
                     // SAFETY: waiting for our own child.
                     unsafe { libc::waitpid(pid, &mut status, 0) };
+                    ensure!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "a forked child reading its BO mappings died (status {status:#x})");
                 }
             }
             11 | 12 => {

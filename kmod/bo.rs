@@ -9,9 +9,13 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use kernel::{bindings, prelude::*, sync::Arc, types::ForeignOwnable};
-
-use kernel::page::{PAGE_SHIFT, PAGE_SIZE};
+use kernel::{
+    bindings,
+    page::{PAGE_SHIFT, PAGE_SIZE},
+    prelude::*,
+    sync::Arc,
+    types::ForeignOwnable,
+};
 
 use crate::{compat::mm::Vma, npu::Npu};
 

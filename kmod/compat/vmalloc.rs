@@ -66,9 +66,7 @@ impl VmallocUser {
         // vmalloc area and remap_vmalloc_range() checks the bounds itself.
         to_result(unsafe { remap_vmalloc_range(vma.as_ptr().cast(), self.ptr.as_ptr().cast(), pgoff as c_ulong) })
     }
-}
 
-impl VmallocUser {
     /// The page holding byte `offset`, with a reference taken that the
     /// caller hands on (to the mm, as a fault handler does); `None` past
     /// the end.

@@ -380,7 +380,7 @@ pub fn worker(args: &[String]) -> Result<()> {
                 let good = &good;
                 s.spawn(move || {
                     let mut total = Tally::default();
-                    let per = calls / THREADS as u64;
+                    let per = calls.div_ceil(THREADS as u64);
                     let chunk = 200;
                     for k in 0..per.div_ceil(chunk) {
                         let n = chunk.min(per - k * chunk);
@@ -411,7 +411,7 @@ pub fn uapi_fuzzer_finds_nothing() -> Result<()> {
     let base_contexts = open_contexts()?;
     let mut device = Some(PlayDevice::start("garbage", 2, 16)?);
     let start = Instant::now();
-    let per_worker = (calls / WORKERS as u64).max(THREADS as u64);
+    let per_worker = calls.div_ceil(WORKERS as u64);
     let mut workers = (0..WORKERS)
         .map(|w| Helper::spawn(&["--uapi-fuzz-worker", &(0x5eed + w as u64).to_string(), &per_worker.to_string()]))
         .collect::<Result<Vec<_>>>()?;
@@ -462,7 +462,7 @@ pub fn uapi_fuzzer_finds_nothing() -> Result<()> {
             (p, c) => Err(format!("{p} bytes used (baseline {base_pool}), {c} contexts (baseline {base_contexts})")),
         })
     })?;
-    if total.0 < calls - calls / 10 {
+    if total.0 < calls {
         bail!("only {} of {calls} calls were made", total.0);
     }
     println!("    {} calls ({} jobs) in {secs:.1} s: {:.0} calls/s; the device killed {kills} times", total.0, total.1, total.0 as f64 / secs);

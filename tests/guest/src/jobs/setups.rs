@@ -62,7 +62,6 @@ fn run_on(name: &str, setup: RingSetup) -> Result<()> {
     }
 
     // A submitter killed with jobs held and queued.
-    // A submitter killed with jobs held and queued.
     let mut device = PlayDevice::start("stall", 1, 4)?;
     let mut sub = Helper::spawn(&["--submit-then-hang", "10", name])?;
     let ctx: u64 = sub.expect("its context id", |l| l.strip_prefix("context ")?.parse().ok())?;

@@ -41,7 +41,6 @@ struct Tables {
     adapters: HandleTable<Adapter>,
 }
 
-
 /// One open of `/dev/m4npu`.
 #[pin_data]
 pub(crate) struct Context {

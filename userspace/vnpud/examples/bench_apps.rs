@@ -199,8 +199,10 @@ impl<'f> Setup<'f> {
         }
     }
 
-    /// The apps' jobs one at a time, round-robin, through `run_with`.
-    fn serial(&self, ads: &[TaskAdapter<'_>]) -> GenRun {
+    /// The apps' generations: each step one job at a time, round-robin,
+    /// through `run_with` (serial), or all apps' steps as one
+    /// `generate_batch` call (batched).
+    fn generate(&self, ads: &[TaskAdapter<'_>], batched: bool) -> GenRun {
         let n = ads.len();
         let (mut states, mut outs, mut inputs) = self.fresh(n);
         let mut run = Self::new_run(n);
@@ -210,49 +212,33 @@ impl<'f> Setup<'f> {
             if s == 1 {
                 decode_t0 = t0.elapsed().as_secs_f64();
             }
-            let round = Instant::now();
-            for i in 0..n {
-                let b = JobBuffers { input: &inputs[i], output: &mut outs[i], state: Some(&mut states[i][..]), adapter: None };
-                let r = run_with(self.f, Some(Op::Generate), b, Some(&ads[i]));
-                run.lat[i].push(round.elapsed().as_secs_f64());
-                inputs[i] = self.took(i, s, r, &outs[i], &mut run);
-                run.finish[i] = t0.elapsed().as_secs_f64();
-            }
-        }
-        run.wall = t0.elapsed().as_secs_f64();
-        run.decode_wall = run.wall - decode_t0;
-        run.last_out = outs;
-        run.states = states;
-        run
-    }
-
-    /// Each step of all apps as one `generate_batch` call.
-    fn batched(&self, ads: &[TaskAdapter<'_>]) -> GenRun {
-        let n = ads.len();
-        let (mut states, mut outs, mut inputs) = self.fresh(n);
-        let mut run = Self::new_run(n);
-        let t0 = Instant::now();
-        let mut decode_t0 = 0.0;
-        for s in 0..TOKENS {
-            if s == 1 {
-                decode_t0 = t0.elapsed().as_secs_f64();
-            }
-            let call = Instant::now();
-            let jobs = outs
-                .iter_mut()
-                .zip(states.iter_mut())
-                .zip(&inputs)
-                .zip(ads)
-                .map(|(((out, state), input), a)| {
-                    (JobBuffers { input, output: out, state: Some(&mut state[..]), adapter: None }, Some(a))
-                })
-                .collect();
-            let results = generate_batch(self.f, jobs);
-            let dt = call.elapsed().as_secs_f64();
-            let done = t0.elapsed().as_secs_f64();
-            for (i, r) in results.into_iter().enumerate() {
+            let step = Instant::now();
+            // Each job's result, its latency in the step and when it ended.
+            let done: Vec<(Result<usize, nix::errno::Errno>, f64, f64)> = if batched {
+                let jobs = outs
+                    .iter_mut()
+                    .zip(states.iter_mut())
+                    .zip(&inputs)
+                    .zip(ads)
+                    .map(|(((out, state), input), a)| {
+                        (JobBuffers { input, output: out, state: Some(&mut state[..]), adapter: None }, Some(a))
+                    })
+                    .collect();
+                let results = generate_batch(self.f, jobs);
+                let (dt, at) = (step.elapsed().as_secs_f64(), t0.elapsed().as_secs_f64());
+                results.into_iter().map(|r| (r, dt, at)).collect()
+            } else {
+                (0..n)
+                    .map(|i| {
+                        let b = JobBuffers { input: &inputs[i], output: &mut outs[i], state: Some(&mut states[i][..]), adapter: None };
+                        let r = run_with(self.f, Some(Op::Generate), b, Some(&ads[i]));
+                        (r, step.elapsed().as_secs_f64(), t0.elapsed().as_secs_f64())
+                    })
+                    .collect()
+            };
+            for (i, (r, dt, at)) in done.into_iter().enumerate() {
                 run.lat[i].push(dt);
-                run.finish[i] = done;
+                run.finish[i] = at;
                 inputs[i] = self.took(i, s, r, &outs[i], &mut run);
             }
         }
@@ -518,8 +504,8 @@ fn main() -> Result<(), String> {
         .collect();
 
     // Warm-up (page in the weights, fill the thread pool), not measured.
-    let w = setup.serial(&gen_ads[..1]);
-    let wb = setup.batched(&gen_ads[..1]);
+    let w = setup.generate(&gen_ads[..1], false);
+    let wb = setup.generate(&gen_ads[..1], true);
     check_equal(1, &w, &wb);
     classify(&f, &cls_ads[..1], &cls_inputs[..1], false);
     classify(&f, &cls_ads[..1], &cls_inputs[..1], true);
@@ -534,11 +520,11 @@ fn main() -> Result<(), String> {
         let (mut s_first, mut b_first) = (vec![Vec::new(); n], vec![Vec::new(); n]);
         for round in 0..args.rounds {
             let (s, b) = if round % 2 == 0 {
-                let s = setup.serial(ads);
-                (s, setup.batched(ads))
+                let s = setup.generate(ads, false);
+                (s, setup.generate(ads, true))
             } else {
-                let b = setup.batched(ads);
-                (setup.serial(ads), b)
+                let b = setup.generate(ads, true);
+                (setup.generate(ads, false), b)
             };
             check_equal(n, &s, &b);
             let toks = (n * TOKENS) as f64;

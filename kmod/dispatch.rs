@@ -5,10 +5,13 @@
 //! waiting for a job with a FETCH command, delivering one, or holding one.
 //!
 //! Fair share: within a priority class, jobs are served in start-time fair
-//! queuing order. A context's next job is tagged one past the later of its
-//! previous job's tag and the tag last dispatched, so contexts with jobs
-//! waiting take turns, one job each, and a backlog earns no credit: a
-//! flooding context delays another context's next job by at most one job.
+//! queuing order (Goyal et al.), each job costing one. A job's start tag is
+//! the later of its context's previous tag plus one and the tag last
+//! dispatched (the virtual time), so contexts with jobs waiting take turns,
+//! one job each, and a backlog earns no credit. A context that was idle
+//! starts at the virtual time, before the next job of a context that was
+//! dispatched at it: a flooding context delays another context's next job
+//! by at most the one it has on the device.
 //! Classes are strict: high before normal before low.
 //!
 //! Every job is in exactly one place (a pending tree, a slot, or the hands
@@ -167,7 +170,7 @@ impl Queues {
     /// Tags `job` for its class and context (start-time fair queuing).
     fn tag(&mut self, job: &mut Job) -> JobKey {
         let class = class_of(job.priority);
-        let tag = job.fair_tag(class).max(self.vtime[class]) + 1;
+        let tag = (job.fair_tag(class) + 1).max(self.vtime[class]);
         job.set_fair_tag(class, tag);
         let key = JobKey { tag, id: job.id };
         job.set_key(key);

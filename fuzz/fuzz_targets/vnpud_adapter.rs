@@ -7,30 +7,19 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use vnpu_engine::pack::pack_bert;
-use vnpu_engine::{synthetic, AlignedBytes};
-use vnpud::foundation::{Foundation, SubModel};
+use vnpu_engine::AlignedBytes;
+use vnpud::foundation::{Foundation, SubModel, SyntheticWeights};
 use vnpud::task::TaskAdapter;
 
 /// The synthetic model's weights and sub-models, made once and kept for
-/// the process (held here, so the leak checker sees them reachable), and
-/// the model built over them.
-static WEIGHTS: OnceLock<(&'static AlignedBytes, &'static [u8], &'static [SubModel<'static>])> = OnceLock::new();
+/// the process, and the model built over them.
+static WEIGHTS: OnceLock<SyntheticWeights> = OnceLock::new();
+static SUBS: OnceLock<Vec<SubModel<'static>>> = OnceLock::new();
 static MODEL: OnceLock<Foundation<'static>> = OnceLock::new();
 
 fn model() -> &'static Foundation<'static> {
     MODEL.get_or_init(|| {
-        let (_, _, subs) = WEIGHTS.get_or_init(|| {
-            let llama = synthetic::tiny_llama_with(1, true);
-            let (bert_table, bert) = pack_bert(&synthetic::tiny_bert_safetensors(1), 4, 1e-12).expect("synthetic MiniLM");
-            let llama_weights: &'static AlignedBytes = Box::leak(Box::new(llama.blob));
-            let bert_weights: &'static [u8] = Box::leak(bert.into_boxed_slice());
-            let subs: &'static [SubModel<'static>] = Box::leak(Box::new([
-                SubModel { name: "backbone", table: llama.table, weights: &llama_weights[..] },
-                SubModel { name: "text_encoder", table: bert_table, weights: bert_weights },
-            ]));
-            (llama_weights, bert_weights, subs)
-        });
+        let subs = SUBS.get_or_init(|| WEIGHTS.get_or_init(|| SyntheticWeights::new(1)).sub_models());
         Foundation::build(subs).expect("synthetic model")
     })
 }

@@ -7,7 +7,9 @@
 //!   LoRA adapter, each feeding an 8-token prompt and then 31 decode steps
 //!   (32 tokens out): aggregate tokens/s run one after another (serial)
 //!   against all at once, where vnpud batches their steps; per-app p50/p99
-//!   step latency and Jain's fairness index over the apps' tokens/s.
+//!   step latency and Jain's fairness index over the apps' tokens/s; and
+//!   the same sessions on the engine in this process, the bound on what
+//!   batching can gain on this CPU.
 //! - A light app (one EMBED at a time) alone, and next to an app that
 //!   keeps `ctx_max_jobs` EMBEDs in flight: the light app's p50/p99.
 //!
@@ -22,7 +24,12 @@ use m4npu::{model, Device, JobDesc, Op};
 use m4npu_format::job_io::{GenerateOutput, Input, HEADER_BYTES, STATE_KV_OFFSET};
 
 use crate::children::Helper;
-use crate::vnpu::{start_vnpud, stop};
+use crate::vnpu::{start_vnpud, stop, stop_reporting, FIRMWARE};
+use m4npu::hw::JobBuffers;
+use vnpu_engine::AlignedBytes;
+use vnpud::execute;
+use vnpud::foundation::{sub_models, Foundation};
+use vnpud::task::TaskAdapter;
 
 const PROMPT: usize = 8;
 const TOKENS: usize = 32;
@@ -70,8 +77,15 @@ fn run_apps(seeds: &[u64]) -> Result<Vec<Report>> {
     Ok(reports)
 }
 
-pub fn main(_args: &[String]) -> Result<()> {
+/// Runs the apps of `seeds` at once on a vnpud of their own; their
+/// reports, and what vnpud says it served.
+fn run_batched(seeds: &[u64]) -> Result<(Vec<Report>, String)> {
     let vnpud = start_vnpud(16)?;
+    let reports = run_apps(seeds)?;
+    Ok((reports, stop_reporting(vnpud)?))
+}
+
+pub fn main(_args: &[String]) -> Result<()> {
     println!("many apps, one NPU: {PROMPT}-token prompt + {} decode steps per app, each app its own process, context and LoRA", TOKENS - 1);
     println!(
         "{:>5} {:>12} {:>12} {:>7} {:>10} {:>10} {:>7}",
@@ -81,10 +95,12 @@ pub fn main(_args: &[String]) -> Result<()> {
         let seeds: Vec<u64> = (0..n as u64).map(|i| 100 + i).collect();
         // Serial: the same apps, one after another.
         let mut serial_time = 0.0;
+        let vnpud = start_vnpud(16)?;
         for &s in &seeds {
             serial_time += run_apps(&[s])?[0].elapsed;
         }
-        let reports = run_apps(&seeds)?;
+        stop(vnpud)?;
+        let (reports, served) = run_batched(&seeds)?;
         let wall = reports.iter().map(|r| r.elapsed).fold(0.0, f64::max);
         let tokens = (n * TOKENS) as f64;
         let steps: Vec<f64> = reports.iter().flat_map(|r| r.steps.iter().copied()).collect();
@@ -98,9 +114,15 @@ pub fn main(_args: &[String]) -> Result<()> {
             percentile(&steps, 0.99) * 1e3,
             jain(&rates)
         );
+        println!("      vnpud (batched): {served}");
+        if n > 1 {
+            let dev = Device::open()?;
+            println!("      the engine alone in this VM, batched/serial: {:.2}x", engine_alone(&dev, &seeds)?);
+        }
     }
 
     // A light app next to a flooding one.
+    let vnpud = start_vnpud(16)?;
     let dev = Device::open()?;
     let alone = light_app(&dev)?;
     let mut flood = Helper::spawn(&["--bench-app", "flood", "0"])?;
@@ -122,7 +144,53 @@ pub fn main(_args: &[String]) -> Result<()> {
     );
     println!("(the flooding app kept ctx_max_jobs EMBEDs in flight and completed {flooded} of them)");
     drop(dev);
-    stop(vnpud)
+    println!("vnpud: {}", stop_reporting(vnpud)?);
+    Ok(())
+}
+
+/// The same sessions' steps on the engine in this process (vnpud's
+/// executor, no driver, no vnpud): batched against one after another,
+/// what batching can gain on this CPU at best.
+fn engine_alone(dev: &Device, seeds: &[u64]) -> Result<f64> {
+    let blob = AlignedBytes::from_slice(&std::fs::read(FIRMWARE).with_context(|| format!("reading {FIRMWARE}"))?);
+    let subs = sub_models(&blob).map_err(anyhow::Error::msg)?;
+    let model = Foundation::build(&subs).map_err(anyhow::Error::msg)?;
+    let llama = model.backbone.as_ref().context("no backbone")?;
+    let blobs: Vec<AlignedBytes> = seeds.iter().map(|&s| Ok(AlignedBytes::from_slice(&adapter_blob(dev, s)?))).collect::<Result<_>>()?;
+    let adapters: Vec<TaskAdapter<'_>> = blobs.iter().map(|b| TaskAdapter::parse(b, &model).map_err(anyhow::Error::msg)).collect::<Result<_>>()?;
+    let n = seeds.len();
+    let state_len = STATE_KV_OFFSET + llama.cfg.kv_bytes_per_token() * (PROMPT + TOKENS);
+    let out_len = HEADER_BYTES + 4 * llama.cfg.vocab;
+    // Sessions `apps` at once, steps in lock step; their seconds.
+    let run = |apps: &[usize]| -> Result<f64> {
+        let mut states: Vec<AlignedBytes> = apps.iter().map(|_| AlignedBytes::zeroed(state_len)).collect();
+        let mut outs = vec![vec![0u8; out_len]; apps.len()];
+        let mut next: Vec<Vec<u32>> = apps.iter().map(|&i| prompt(seeds[i])).collect();
+        let t = Instant::now();
+        for _ in 0..TOKENS {
+            let inputs: Vec<Vec<u8>> = next.iter().map(|ids| Input::Tokens(ids.clone()).encode()).collect();
+            let jobs = inputs
+                .iter()
+                .zip(outs.iter_mut())
+                .zip(states.iter_mut())
+                .zip(apps)
+                .map(|(((input, output), state), &i)| (JobBuffers { input, output, state: Some(&mut state[..]), adapter: None }, Some(&adapters[i])))
+                .collect();
+            for (r, (out, next)) in execute::generate_batch(&model, jobs).into_iter().zip(outs.iter().zip(next.iter_mut())) {
+                let len = r.map_err(|e| anyhow::anyhow!("engine step: {e}"))?;
+                *next = vec![GenerateOutput::decode(&out[..len])?.next_token];
+            }
+        }
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let serial = (0..n).map(|i| run(&[i])).sum::<Result<f64>>()?;
+    let all: Vec<usize> = (0..n).collect();
+    Ok(serial / run(&all)?)
+}
+
+/// An app's prompt tokens.
+fn prompt(seed: u64) -> Vec<u32> {
+    (0..PROMPT as u64).map(|t| 200 + ((seed * 17 + t * 31) % 2000) as u32).collect()
 }
 
 /// EMBED tokens for the text encoder: a short sentence's worth.
@@ -174,7 +242,7 @@ fn generate(dev: &Device, seed: u64) -> Result<()> {
     let mut input = dev.alloc(4096)?;
     let output = dev.alloc(HEADER_BYTES + 4 * shape.vocab)?;
     let state = dev.alloc(STATE_KV_OFFSET + shape.kv_bytes_per_token * (PROMPT + TOKENS))?;
-    let mut next: Vec<u32> = (0..PROMPT as u64).map(|t| 200 + ((seed * 17 + t * 31) % 2000) as u32).collect();
+    let mut next = prompt(seed);
     println!("ready");
     wait_for_go()?;
     let start = Instant::now();

@@ -126,6 +126,19 @@ pub fn duplicate_tensor_names_are_refused() -> Result<()> {
     expect_refused("non-utf8-name.m4fw", &blob, "tensor name not UTF-8")
 }
 
+pub fn too_many_tensors_are_refused() -> Result<()> {
+    let entry = std::mem::size_of::<m4npu::uapi::FwTensor>();
+    let count = m4npu::uapi::FW_MAX_TENSORS + 1;
+    // Room for the longer table, so that its count is all that is wrong.
+    let mut blob = synthetic_sized("many-tensors", count as usize * entry);
+    let h = *Firmware::parse(&blob)?.header();
+    ensure!(h.tensor_table_offset as usize + count as usize * entry <= blob.len(), "the blob cannot hold the table");
+    let at = std::mem::offset_of!(m4npu::uapi::FwHeader, tensor_count);
+    blob[at..at + 4].copy_from_slice(&count.to_le_bytes());
+    ensure!(Firmware::parse(&blob).is_err(), "the library reads a table of {count} tensors");
+    expect_refused("many-tensors.m4fw", &blob, "too many tensors")
+}
+
 pub fn missing_firmware_leaves_driver_usable() -> Result<()> {
     let log = load_logged("firmware=m4npu/does-not-exist.m4fw")?;
     let info = Device::open()?.info()?;

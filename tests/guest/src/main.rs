@@ -44,6 +44,7 @@ const TESTS: &[Test] = &[
     Test::new("bad_checksum_is_refused", firmware::bad_checksum_is_refused),
     Test::new("out_of_bounds_tensor_is_refused", firmware::out_of_bounds_tensor_is_refused),
     Test::new("duplicate_tensor_names_are_refused", firmware::duplicate_tensor_names_are_refused),
+    Test::new("too_many_tensors_are_refused", firmware::too_many_tensors_are_refused),
     Test::new("missing_firmware_leaves_driver_usable", firmware::missing_firmware_leaves_driver_usable),
     Test::new("firmware_larger_than_pool_is_refused", firmware::firmware_larger_than_pool_is_refused),
     Test::new("real_foundation_model_is_pinned", firmware::real_foundation_model_is_pinned),

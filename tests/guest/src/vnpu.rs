@@ -14,7 +14,7 @@ use crate::jobs::support::{device_attached, pattern};
 use crate::module;
 use crate::raw::{errno_name, ioctl};
 
-const FIRMWARE: &str = "/lib/firmware/m4npu/foundation.m4fw";
+pub const FIRMWARE: &str = "/lib/firmware/m4npu/foundation.m4fw";
 
 /// Starts vnpud with `depth` slots per queue; returns once it serves.
 pub fn start_vnpud(depth: u16) -> Result<Helper> {
@@ -89,13 +89,19 @@ pub fn vnpud_runs_a_synthetic_model() -> Result<()> {
 
 /// SIGTERM, a clean exit, and the driver letting the device go (its ring
 /// is torn down by a kernel worker after the exit).
-pub fn stop(mut vnpud: Helper) -> Result<()> {
+pub fn stop(vnpud: Helper) -> Result<()> {
+    stop_reporting(vnpud).map(drop)
+}
+
+/// As [`stop`]; returns what vnpud says it served.
+pub fn stop_reporting(mut vnpud: Helper) -> Result<String> {
     vnpud.signal(libc::SIGTERM)?;
+    let served = vnpud.expect("what it served", |l| l.strip_prefix("vnpud: served ").map(str::to_string))?;
     let status = vnpud.wait()?;
     ensure!(status.success(), "vnpud exited with {status} on SIGTERM; it said {:?}", vnpud.log());
     // Closing its file let the device go, before its exit completed.
     ensure!(!device_attached()?, "the stopped vnpud is still attached");
-    Ok(())
+    Ok(served)
 }
 
 pub fn vnpud_runs_the_foundation_model() -> Result<()> {

@@ -96,15 +96,12 @@ fn add_sub_model(
 /// (a 2-layer LLaMA backbone, a small BERT text encoder; no tokenizers):
 /// a firmware for fast tests, built and loaded in moments.
 pub fn synthetic_firmware(name: &str, seed: u64) -> Result<Vec<u8>, String> {
-    use vnpu_engine::synthetic;
     let mut fw = FirmwareBuilder::new(name);
     let mut subs = serde_json::Map::new();
-    let llama = synthetic::tiny_llama_with(seed, true);
-    add_sub_model(&mut fw, &mut subs, "backbone", &llama.table, llama.blob.to_vec(), "synthetic")?;
-    // The tiny BERT has 4 heads (MiniLM's packer assumes 12).
-    let (table, weights) = vnpu_engine::pack::pack_bert(&synthetic::tiny_bert_safetensors(seed), 4, 1e-12)
-        .map_err(|e| format!("packing the tiny BERT: {e}"))?;
-    add_sub_model(&mut fw, &mut subs, "text_encoder", &table, weights, "synthetic")?;
+    let weights = vnpud::foundation::SyntheticWeights::new(seed);
+    for sub in weights.sub_models() {
+        add_sub_model(&mut fw, &mut subs, sub.name, &sub.table, sub.weights.to_vec(), "synthetic")?;
+    }
     fw.meta(serde_json::json!({ "format": "m4npu-foundation", "submodels": subs, "synthetic": true }).to_string().into_bytes());
     fw.build().map_err(|e| e.to_string())
 }

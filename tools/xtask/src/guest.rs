@@ -303,6 +303,12 @@ fuzz:*)
 	M4NPU_FUZZ_CALLS="${m4job#fuzz:}" /bin/m4npu-guest-tests \
 		module_loads_and_creates_node,valid_firmware_is_pinned,reload_good_firmware,uapi_fuzzer_finds_nothing
 	status=$? ;;
+kills:*)
+	# vnpud killed N times under load from four apps
+	# (`cargo xtask vm debug kills:N`).
+	M4NPU_KILLS="${m4job#kills:}" /bin/m4npu-guest-tests \
+		module_loads_and_creates_node,vnpud_killed_under_load
+	status=$? ;;
 demo)
 	# The module pins the foundation model; vnpud serves its jobs.
 	insmod /lib/modules/m4npu.ko && vnpud --background && m4 info &&
@@ -316,7 +322,7 @@ demo)
 	echo "m4npu-guest: unknown job '$m4job'" ;;
 esac
 
-if { [ "${m4job%%:*}" = test ] || [ "${m4job%%:*}" = fuzz ]; } && [ -e $kmemleak ]; then
+if { [ "${m4job%%:*}" = test ] || [ "${m4job%%:*}" = fuzz ] || [ "${m4job%%:*}" = kills ]; } && [ -e $kmemleak ]; then
 	# kmemleak reports only objects older than 5 s: let the last test's
 	# allocations age, then scan twice as Documentation/dev-tools/kmemleak.rst advises.
 	sleep 6
@@ -431,11 +437,12 @@ fn boot_qemu(boot: &Boot, job: &str, accel: &str, timeout: Duration, echo: bool)
 /// log is free of splats.
 pub fn run(boot: &Boot, job: &str) -> Result<Outcome> {
     let accel = accel(boot)?;
-    let calls: u64 = job.strip_prefix("fuzz:").and_then(|n| n.parse().ok()).unwrap_or(0);
+    // Long jobs get longer: a fuzz call is ~2 ms, a kill ~10 s.
+    let count = |prefix: &str| job.strip_prefix(prefix).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
     let timeout = Duration::from_secs(match boot.kernel.flavour {
         Flavour::Debug => 40 * 60,
         Flavour::Release => 20 * 60,
-    } + calls / 100);
+    } + count("fuzz:") / 100 + count("kills:") * 20);
     cmd::step(&format!("booting the {} kernel ({accel}) for job '{job}'", boot.kernel.flavour.name()));
     let r = boot_qemu(boot, job, accel, timeout, true)?;
     let log = paths::target().join("guest").join(format!("{}-{}.log", log_name(job), boot.kernel.flavour.name()));

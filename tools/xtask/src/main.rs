@@ -10,7 +10,8 @@
 //! - `demo`    boot the release kernel, load the module, run `m4 info`
 //! - `bench handoff`  the driver's cost per job against an io_uring NOP
 //! - `bench apps`     many apps on the real model through the driver and vnpud
-//! - `vm`      boot a kernel and run a guest job by hand
+//! - `vm`      boot a kernel and run a guest job by hand: `test`,
+//!   `test:<names>`, `kills:N` (vnpud killed N times under load), ...
 
 mod cmd;
 mod fuzz;

@@ -56,10 +56,10 @@ use m4npu::Op;
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{f32s, GenerateOutput, Input, StateHeader, HEADER_BYTES, STATE_KV_OFFSET};
 use m4npu_format::AdapterBuilder;
-use vnpu_engine::synthetic::{tiny_bert_safetensors, tiny_llama_with, Rng};
-use vnpu_engine::{AlignedBytes, LlamaConfig, TensorTable};
+use vnpu_engine::synthetic::Rng;
+use vnpu_engine::{AlignedBytes, LlamaConfig};
 use vnpud::execute::{generate_batch, pooled_batch_jobs, run_with};
-use vnpud::foundation::{sub_models, Foundation, SubModel as Sub};
+use vnpud::foundation::{sub_models, Foundation, SubModel as Sub, SyntheticWeights};
 use vnpud::task::TaskAdapter;
 
 /// App counts measured, unless `--apps` names others.
@@ -77,25 +77,16 @@ const CLASSIFY_JOBS: usize = 32;
 /// the driver pins it), or the synthetic tiny model built here.
 enum Weights {
     Firmware(AlignedBytes),
-    Synthetic { llama: (TensorTable, AlignedBytes), bert: (TensorTable, AlignedBytes) },
+    Synthetic(SyntheticWeights),
 }
 
 impl Weights {
     fn subs(&self) -> Result<Vec<Sub<'_>>, String> {
         match self {
             Weights::Firmware(blob) => sub_models(blob),
-            Weights::Synthetic { llama, bert } => Ok(vec![
-                Sub { name: "backbone", table: llama.0.clone(), weights: &llama.1 },
-                Sub { name: "text_encoder", table: bert.0.clone(), weights: &bert.1 },
-            ]),
+            Weights::Synthetic(w) => Ok(w.sub_models()),
         }
     }
-}
-
-fn synthetic() -> Weights {
-    let l = tiny_llama_with(1, true);
-    let (bt, bw) = vnpu_engine::pack::pack_bert(&tiny_bert_safetensors(1), 4, 1e-12).expect("synthetic MiniLM");
-    Weights::Synthetic { llama: (l.table, l.blob), bert: (bt, AlignedBytes::from_slice(&bw)) }
 }
 
 fn meta(task: AdapterTask) -> AdapterMeta {
@@ -455,7 +446,7 @@ fn main() -> Result<(), String> {
     let default_fw = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/guest/foundation.m4fw");
     let (weights, what) = match (&args.firmware, args.synthetic) {
         (Some(_), true) => return Err("--firmware and --synthetic exclude each other".into()),
-        (None, true) => (synthetic(), "synthetic tiny model (in-process, as m4 pack firmware --synthetic 1)".to_string()),
+        (None, true) => (Weights::Synthetic(SyntheticWeights::new(1)), "synthetic tiny model (in-process, as m4 pack firmware --synthetic 1)".to_string()),
         (Some(p), false) => {
             let blob = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
             (Weights::Firmware(AlignedBytes::from_slice(&blob)), p.display().to_string())
@@ -467,7 +458,7 @@ fn main() -> Result<(), String> {
         }
         (None, false) => {
             println!("no {} (guest build) and no --firmware: using the synthetic tiny model", default_fw.display());
-            (synthetic(), "synthetic tiny model (in-process)".to_string())
+            (Weights::Synthetic(SyntheticWeights::new(1)), "synthetic tiny model (in-process)".to_string())
         }
     };
     let subs = weights.subs()?;

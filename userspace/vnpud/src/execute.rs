@@ -45,14 +45,9 @@ pub fn run_job(model: &Foundation<'_>, job: u64, op: Option<Op>, b: JobBuffers<'
         return echo(b);
     }
     match (op, adapter) {
-        (Some(Op::Embed), None) => embed(model, b),
-        (Some(Op::Embed), Some(a)) => {
-            let mut v = pooled(model, a, b.input)?;
-            normalize(&mut v);
-            put_f32s(b.output, &v).ok_or(Errno::EOVERFLOW)
-        }
-        (Some(Op::Classify), Some(a)) => classify(model, a, b),
-        (Some(Op::Generate), a) => generate(model, job, a, b),
+        // Batches of one.
+        (Some(Op::Embed), _) | (Some(Op::Classify), Some(_)) => pooled_batch_jobs(model, vec![(op, b, adapter, job)]).pop().unwrap_or(Err(Errno::EIO)),
+        (Some(Op::Generate), a) => generate_batch_jobs(model, vec![(b, a, job)]).pop().unwrap_or(Err(Errno::EIO)),
         _ => Err(Errno::EOPNOTSUPP),
     }
 }
@@ -75,34 +70,6 @@ fn tokens(input: &[u8]) -> Result<Vec<u32>, Errno> {
 fn normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     v.iter_mut().for_each(|x| *x /= norm);
-}
-
-/// The adapter's task head on the pooled hidden state: one logit per label.
-fn classify(model: &Foundation<'_>, a: &TaskAdapter<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
-    if a.meta.task != AdapterTask::Classify {
-        return Err(Errno::EOPNOTSUPP);
-    }
-    let head = a.head.as_ref().ok_or(Errno::ENOEXEC)?;
-    let logits = head.apply(&pooled(model, a, b.input)?);
-    put_f32s(b.output, &logits).ok_or(Errno::EOVERFLOW)
-}
-
-/// One vector for the whole input, through the adapter's sub-model: the
-/// text encoder's sentence embedding, or the backbone's final hidden states
-/// (with the adapter's LoRA, input projection and exit layer) pooled.
-pub fn pooled(model: &Foundation<'_>, a: &TaskAdapter<'_>, input: &[u8]) -> Result<Vec<f32>, Errno> {
-    let input = Input::decode(input).map_err(|_| Errno::EBADMSG)?;
-    match a.meta.submodel {
-        SubModel::TextEncoder => {
-            let Input::Tokens(ids) = input else { return Err(Errno::EOPNOTSUPP) };
-            sentence_embedding(model, &ids)
-        }
-        SubModel::Backbone => {
-            let llama = model.backbone.as_ref().ok_or(Errno::ENODEV)?;
-            let rows = BackboneRows::check(llama, a, input)?;
-            backbone_pooled(llama, &[(a, rows)])?.pop().ok_or(Errno::EIO)
-        }
-    }
 }
 
 /// A backbone job's input, checked as the job alone checks it: token ids,
@@ -181,29 +148,6 @@ fn backbone_pooled(llama: &vnpu_engine::Llama<'_>, jobs: &[(&TaskAdapter<'_>, Ba
             Pooling::Last => h[h.len() - d..].to_vec(),
         })
         .collect())
-}
-
-/// The text encoder's sentence embedding (mean-pooled, normalised) of
-/// token ids, checked against its vocabulary and length.
-fn sentence_embedding(model: &Foundation<'_>, ids: &[u32]) -> Result<Vec<f32>, Errno> {
-    check_sentence(model, ids)?;
-    let bert = model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
-    bert.embed(ids).map_err(|_| Errno::EIO)
-}
-
-fn embed(model: &Foundation<'_>, b: JobBuffers<'_>) -> Result<usize, Errno> {
-    // A missing sub-model is reported before anything about the input.
-    model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
-    let v = sentence_embedding(model, &tokens(b.input)?)?;
-    put_f32s(b.output, &v).ok_or(Errno::EOVERFLOW)
-}
-
-/// One step of a generation session on the backbone: the input tokens go
-/// into the KV cache in the state range after the session's `n_past`; the
-/// output is the greedy next token and, room permitting, the logits.
-/// A batch of one: `forward_batch` of one row is `forward`, bit for bit.
-fn generate(model: &Foundation<'_>, job: u64, adapter: Option<&TaskAdapter<'_>>, b: JobBuffers<'_>) -> Result<usize, Errno> {
-    generate_batch_jobs(model, vec![(b, adapter, job)]).pop().unwrap_or(Err(Errno::EIO))
 }
 
 /// A GENERATE job checked against the backbone, between its checks and its
@@ -309,8 +253,9 @@ pub fn generate_batch_jobs(model: &Foundation<'_>, jobs: Vec<(JobBuffers<'_>, Op
 /// CLASSIFY with a text-encoder adapter) packed through the encoder, the
 /// ones on the backbone (feature or token classifiers, each with its own
 /// LoRA, input projection and exit layer) through `Llama::hidden_batch`;
-/// the others run one by one. Each result is what [`run_job`] gives for the
-/// job alone, bit for bit. The jobs' buffers must not overlap one another.
+/// any other job runs as [`run_job`] runs it. A job alone is a batch of
+/// one, and each result in a batch is the same bit for bit. The jobs'
+/// buffers must not overlap one another.
 pub fn pooled_batch_jobs(model: &Foundation<'_>, jobs: Vec<(Option<Op>, JobBuffers<'_>, Option<&TaskAdapter<'_>>, u64)>) -> Vec<Result<usize, Errno>> {
     let mut results: Vec<Option<Result<usize, Errno>>> = Vec::with_capacity(jobs.len());
     let mut sentences: Vec<Waiting<'_, '_, Vec<u32>>> = Vec::new();
@@ -320,6 +265,7 @@ pub fn pooled_batch_jobs(model: &Foundation<'_>, jobs: Vec<(Option<Op>, JobBuffe
         match pooled_job(model, op, &b, a) {
             Ok(Some((Pooled::Sentence(ids), then))) => sentences.push((i, ids, then, b.output)),
             Ok(Some((Pooled::Backbone(a, rows), then))) => backbone.push((i, (a, rows), then, b.output)),
+            // Not a pooled job: not this function's to run.
             Ok(None) => results[i] = Some(run_job(model, job, op, b, a)),
             Err(e) => results[i] = Some(Err(e)),
         }
@@ -373,9 +319,8 @@ impl Then<'_> {
 }
 
 /// A job that only needs a pooled vector of one sub-model: its checked
-/// input (checked as [`run_job`] checks it, with the same errnos in the
-/// same order) and what follows; `None` for any other job, and for an
-/// empty input, which fails in the sub-model: alone, not the batch.
+/// input and what follows; `None` for any other job. An empty input fails
+/// here, as it would in the sub-model, so that it cannot fail a batch.
 fn pooled_job<'a, 'm>(
     model: &Foundation<'_>,
     op: Option<Op>,
@@ -387,7 +332,7 @@ fn pooled_job<'a, 'm>(
             model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
             let ids = tokens(b.input)?;
             check_sentence(model, &ids)?;
-            return Ok((!ids.is_empty()).then_some((Pooled::Sentence(ids), Then::Embedding)));
+            return if ids.is_empty() { Err(Errno::EIO) } else { Ok(Some((Pooled::Sentence(ids), Then::Embedding))) };
         }
         (Some(Op::Embed), Some(a)) => (a, Then::Renormalized),
         (Some(Op::Classify), Some(a)) => {
@@ -411,14 +356,14 @@ fn pooled_job<'a, 'm>(
             Pooled::Backbone(a, BackboneRows::check(llama, a, input)?)
         }
     };
-    let empty = match &pooled {
-        Pooled::Sentence(ids) => ids.is_empty(),
-        Pooled::Backbone(_, rows) => rows.len() == 0,
-    };
-    Ok((!empty).then_some((pooled, then)))
+    match &pooled {
+        Pooled::Sentence(ids) if ids.is_empty() => Err(Errno::EIO),
+        Pooled::Backbone(_, rows) if rows.len() == 0 => Err(Errno::EBADMSG),
+        _ => Ok(Some((pooled, then))),
+    }
 }
 
-/// What [`sentence_embedding`] checks before it embeds.
+/// What the text encoder needs of token ids: its vocabulary and length.
 fn check_sentence(model: &Foundation<'_>, ids: &[u32]) -> Result<(), Errno> {
     let bert = model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
     if ids.len() > bert.cfg.max_pos || ids.iter().any(|&t| t as usize >= bert.cfg.vocab) {

@@ -3,7 +3,7 @@
 //! reads the weights where the driver pinned them.
 
 use m4npu_format::Firmware;
-use vnpu_engine::{tensor::TensorTable, Bert, Llama};
+use vnpu_engine::{tensor::TensorTable, AlignedBytes, Bert, Llama};
 
 /// The firmware's sub-models, as far as it has them.
 pub struct Foundation<'m> {
@@ -45,5 +45,30 @@ impl<'m> Foundation<'m> {
             }
         }
         Ok(f)
+    }
+}
+
+/// The synthetic tiny foundation model's weights in memory, as
+/// `m4 pack firmware --synthetic SEED` packs them: the same architectures
+/// as the real model, for tests, fuzzing and benches without firmware.
+pub struct SyntheticWeights {
+    backbone: (TensorTable, AlignedBytes),
+    text_encoder: (TensorTable, AlignedBytes),
+}
+
+impl SyntheticWeights {
+    pub fn new(seed: u64) -> Self {
+        let llama = vnpu_engine::synthetic::tiny_llama_with(seed, true);
+        let bert = vnpu_engine::synthetic::tiny_bert_safetensors(seed);
+        // The tiny BERT has 4 heads (MiniLM's packer assumes 12).
+        let (table, weights) = vnpu_engine::pack::pack_bert(&bert, 4, 1e-12).expect("the synthetic MiniLM packs");
+        SyntheticWeights { backbone: (llama.table, llama.blob), text_encoder: (table, AlignedBytes::from_slice(&weights)) }
+    }
+
+    pub fn sub_models(&self) -> Vec<SubModel<'_>> {
+        vec![
+            SubModel { name: "backbone", table: self.backbone.0.clone(), weights: &self.backbone.1 },
+            SubModel { name: "text_encoder", table: self.text_encoder.0.clone(), weights: &self.text_encoder.1 },
+        ]
     }
 }

@@ -5,4 +5,5 @@
 pub mod adapter_cache;
 pub mod execute;
 pub mod foundation;
+pub mod rounds;
 pub mod task;

@@ -4,10 +4,10 @@
 //! foundation model's sub-models over the firmware region of NPU memory
 //! (no copy of the weights), and serves jobs: fetch, run with the engine on
 //! the job's buffers in NPU memory, commit. Jobs come and go in batches
-//! (FETCH_BATCH / COMMIT_BATCH) and run in rounds of one job per context;
-//! the generation steps of a round's apps run through the backbone
-//! together, and their embeddings and classifications through their
-//! sub-model (`execute::*_batch_jobs`).
+//! (FETCH_BATCH / COMMIT_BATCH) and run in rounds of one job per context
+//! (`rounds`: apps waiting on each result first, and waited for a little); the generation steps of a round's apps run
+//! through the backbone together, and their embeddings and
+//! classifications through their sub-model (`execute::*_batch_jobs`).
 //! A bad job gets an errno; SIGTERM or SIGINT ends the daemon after the jobs
 //! at hand are committed.
 
@@ -15,9 +15,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::process::ExitCode;
 
 use clap::Parser;
-use m4npu::hw::{HwDevice, HwFlags, HwJob};
+use std::time::Instant;
+
+use m4npu::hw::{HwBatchQueue, HwDevice, HwFlags, HwJob};
 use m4npu::Op;
 use nix::errno::Errno;
+use vnpud::rounds::Rounds;
 use vnpud::{adapter_cache::AdapterCache, execute, foundation};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -126,29 +129,36 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
 
     // Jobs fetched and not yet run, in the order the driver dispatched them.
     let mut held: Vec<HwJob<'_>> = Vec::new();
+    let mut rounds = Rounds::default();
     let mut stopping = false;
     loop {
         // Jobs first: some may have come while the queue was made, or with
         // the last flush, and the ring's fd will not wake for those.
         if !stopping {
             held.extend(queue.try_fetch().map_err(|e| e.to_string())?);
+            gather_sessions(&mut queue, &mut held, &mut rounds, args.depth)?;
         }
-        let round = take_round(&mut held);
+        let round = rounds.take(&mut held);
         let busy = !round.is_empty();
         if busy {
+            let start = Instant::now();
             adapters.sweep(dev.memory());
-            run_round(&mut queue, &dev, &model, &mut adapters, round, args.verbose)?;
+            // Apps waiting on nothing else get their results first.
+            for jobs in [round.waiting, round.backlogged] {
+                run_round(&mut queue, &dev, &model, &mut adapters, &mut rounds, jobs, args.verbose)?;
+                queue.flush().map_err(|e| e.to_string())?;
+            }
+            rounds.ran(start.elapsed());
         }
         queue.flush().map_err(|e| e.to_string())?;
         if stopping {
             if held.is_empty() {
+                println!("vnpud: served {}", rounds.stats);
                 return Ok(());
             }
             continue;
         }
-        // SAFETY: the ring's fd stays open across the poll (the queue lives on).
-        let ring = unsafe { BorrowedFd::borrow_raw(queue.as_raw_fd()) };
-        let mut fds = [PollFd::new(ring, PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(ring_fd(&queue), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         // Work at hand: only a look at the signals before the next round.
         let timeout = if busy || !held.is_empty() { PollTimeout::ZERO } else { PollTimeout::NONE };
         match poll(&mut fds, timeout) {
@@ -165,22 +175,41 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
     }
 }
 
-/// The next round: the first held job of each context, in the driver's
-/// order. A context with many jobs held waits its turn like the others, as
-/// in the driver, so that one app's backlog cannot fill every batch.
-fn take_round<'m>(held: &mut Vec<HwJob<'m>>) -> Vec<HwJob<'m>> {
-    let mut seen = std::collections::HashSet::new();
-    let (round, rest): (Vec<_>, Vec<_>) = held.drain(..).partition(|j| seen.insert(j.context_id()));
-    *held = rest;
-    round
+fn ring_fd<'q>(queue: &'q HwBatchQueue<'_>) -> BorrowedFd<'q> {
+    // SAFETY: the ring's fd is open while the queue lives, as long as the
+    // borrow.
+    unsafe { BorrowedFd::borrow_raw(queue.as_raw_fd()) }
 }
 
-/// Runs a round of jobs, batched where they can be, and commits them.
+/// Waits a little for recent synchronous contexts whose next job is not
+/// held yet (see `rounds`), unless every slot is taken.
+fn gather_sessions<'m>(queue: &mut HwBatchQueue<'m>, held: &mut Vec<HwJob<'m>>, rounds: &mut Rounds, depth: u16) -> Result<(), String> {
+    let start = Instant::now();
+    let mut waited = false;
+    while held.len() < usize::from(depth) {
+        let Some(left) = rounds.wait_for_sessions(held, start.elapsed()) else { break };
+        waited = true;
+        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(ring_fd(queue), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        held.extend(queue.try_fetch().map_err(|e| e.to_string())?);
+    }
+    if waited {
+        rounds.waited(start.elapsed());
+    }
+    Ok(())
+}
+
+/// Runs jobs of a round, batched where they can be, and commits them.
 fn run_round<'m>(
-    queue: &mut m4npu::hw::HwBatchQueue<'m>,
+    queue: &mut HwBatchQueue<'m>,
     dev: &'m HwDevice,
     model: &foundation::Foundation<'_>,
     adapters: &mut AdapterCache<'m>,
+    rounds: &mut Rounds,
     jobs: Vec<HwJob<'m>>,
     verbose: bool,
 ) -> Result<(), String> {
@@ -214,10 +243,13 @@ fn run_round<'m>(
         if verbose {
             println!("vnpud: job {id} ({op:?}) of context {}: {result:?}", job.context_id());
         }
+        rounds.stats.ran(op, 1);
         queue.commit(job, result).map_err(|e| e.to_string())?;
     }
     for (kind, mut jobs) in batches {
-        for (job, result) in run_batch(kind, dev, model, adapters, &mut jobs, verbose) {
+        let ran = run_batch(kind, dev, model, adapters, &mut jobs, verbose);
+        rounds.stats.ran(ran.first().and_then(|(j, _)| j.op()), ran.len());
+        for (job, result) in ran {
             queue.commit(job, result).map_err(|e| e.to_string())?;
         }
     }

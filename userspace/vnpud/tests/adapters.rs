@@ -8,30 +8,11 @@ use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, S
 use m4npu_format::job_io::{f32s, Input};
 use m4npu_format::AdapterBuilder;
 use nix::errno::Errno;
-use vnpu_engine::synthetic::{tiny_bert_safetensors, tiny_llama_with, Rng};
+use vnpu_engine::synthetic::Rng;
 use vnpu_engine::adapter::LoraSet;
-use vnpu_engine::{AlignedBytes, ForwardOpts, InputProjection, Logits, Proj, TensorTable};
+use vnpu_engine::{AlignedBytes, ForwardOpts, InputProjection, Logits, Proj};
 use vnpud::execute::run;
-use vnpud::foundation::{Foundation, SubModel as Sub};
-
-struct Model {
-    llama: (TensorTable, AlignedBytes),
-    bert: (TensorTable, AlignedBytes),
-}
-
-impl Model {
-    fn new() -> Self {
-        let l = tiny_llama_with(3, true);
-        let (bt, bw) = vnpu_engine::pack::pack_bert(&tiny_bert_safetensors(3), 4, 1e-12).unwrap();
-        Model { llama: (l.table, l.blob), bert: (bt, AlignedBytes::from_slice(&bw)) }
-    }
-    fn subs(&self) -> Vec<Sub<'_>> {
-        vec![
-            Sub { name: "backbone", table: self.llama.0.clone(), weights: &self.llama.1 },
-            Sub { name: "text_encoder", table: self.bert.0.clone(), weights: &self.bert.1 },
-        ]
-    }
-}
+use vnpud::foundation::{Foundation, SyntheticWeights};
 
 fn meta(task: AdapterTask, submodel: SubModel) -> AdapterMeta {
     AdapterMeta {
@@ -82,8 +63,8 @@ fn feature_classifier(rng: &mut Rng, d: usize, ff: usize, kvd: usize, m: &Adapte
 
 #[test]
 fn feature_classifier_matches_the_engine() {
-    let model = Model::new();
-    let subs = model.subs();
+    let model = SyntheticWeights::new(3);
+    let subs = model.sub_models();
     let f = Foundation::build(&subs).unwrap();
     let llama = f.backbone.as_ref().unwrap();
     let (d, ff, kvd) = (llama.cfg.d_model, llama.cfg.d_ff, llama.cfg.kv_dim());
@@ -140,8 +121,8 @@ fn parts(blob: &[u8]) -> AdapterBuilderParts {
 
 #[test]
 fn text_encoder_classifier_is_a_head_on_the_sentence_embedding() {
-    let model = Model::new();
-    let subs = model.subs();
+    let model = SyntheticWeights::new(3);
+    let subs = model.sub_models();
     let f = Foundation::build(&subs).unwrap();
     let bert = f.text_encoder.as_ref().unwrap();
     let d = bert.cfg.d_model;
@@ -176,8 +157,8 @@ fn o_lora(rng: &mut Rng, d: usize, layer: usize, base: [u8; 32]) -> (AlignedByte
 
 #[test]
 fn generation_applies_the_lora() {
-    let model = Model::new();
-    let subs = model.subs();
+    let model = SyntheticWeights::new(3);
+    let subs = model.sub_models();
     let f = Foundation::build(&subs).unwrap();
     let llama = f.backbone.as_ref().unwrap();
     let d = llama.cfg.d_model;
@@ -206,8 +187,8 @@ fn generation_applies_the_lora() {
 /// Adapters whose contents do not fit the model: ENOEXEC, never a panic.
 #[test]
 fn unfit_adapters_are_refused() {
-    let model = Model::new();
-    let subs = model.subs();
+    let model = SyntheticWeights::new(3);
+    let subs = model.sub_models();
     let f = Foundation::build(&subs).unwrap();
     let d = f.backbone.as_ref().unwrap().cfg.d_model;
     let tokens = Input::Tokens(vec![1, 2]);
@@ -256,8 +237,8 @@ fn adapter_cache_parses_once_and_follows_unloads() {
     use vnpud::adapter_cache::AdapterCache;
     use vnpud::execute::run_with;
 
-    let model = Model::new();
-    let subs = model.subs();
+    let model = SyntheticWeights::new(3);
+    let subs = model.sub_models();
     let f = Foundation::build(&subs).unwrap();
     let llama = f.backbone.as_ref().unwrap();
     let (d, ff, kvd) = (llama.cfg.d_model, llama.cfg.d_ff, llama.cfg.kv_dim());
@@ -309,8 +290,8 @@ fn batched_generation_equals_solo() {
     use vnpud::execute::generate_batch;
     use vnpud::task::TaskAdapter;
 
-    let model = Model::new();
-    let subs = model.subs();
+    let model = SyntheticWeights::new(3);
+    let subs = model.sub_models();
     let f = Foundation::build(&subs).unwrap();
     let llama = f.backbone.as_ref().unwrap();
     let d = llama.cfg.d_model;
@@ -378,8 +359,8 @@ fn generation_steps_are_safe_to_run_twice() {
     use m4npu_format::job_io::{StateHeader, STATE_KV_OFFSET};
     use vnpud::execute::run_job;
 
-    let model = Model::new();
-    let subs = model.subs();
+    let model = SyntheticWeights::new(3);
+    let subs = model.sub_models();
     let f = Foundation::build(&subs).unwrap();
     let llama = f.backbone.as_ref().unwrap();
     let out_len = 16 + 4 * llama.cfg.vocab;
@@ -420,8 +401,8 @@ fn batched_pooled_jobs_equal_solo() {
     use vnpud::execute::{pooled_batch_jobs, run_with};
     use vnpud::task::TaskAdapter;
 
-    let model = Model::new();
-    let subs = model.subs();
+    let model = SyntheticWeights::new(3);
+    let subs = model.sub_models();
     let f = Foundation::build(&subs).unwrap();
     let (bert, llama) = (f.text_encoder.as_ref().unwrap(), f.backbone.as_ref().unwrap());
     let d = bert.cfg.d_model;

@@ -6,10 +6,14 @@
  */
 
 #include <linux/completion.h>
+#include <linux/errno.h>
 #include <linux/fs.h>
+#include <linux/io_uring/cmd.h>
+#include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/sched.h>
 #include <linux/shmem_fs.h>
+#include <linux/stddef.h>
 #include <linux/workqueue.h>
 
 #include "helpers.h"
@@ -54,3 +58,34 @@ void m4npu_helper_get_page(struct page *page)
 {
 	get_page(page);
 }
+
+/*
+ * Layouts and constants that the Rust side declares by hand, 6.12's
+ * bindings lacking them (compat/uring_cmd.rs, compat/miscdevice.rs): a
+ * kernel that changes one fails the build here instead of misbehaving at
+ * run time. The Rust declarations assert the same numbers.
+ */
+static_assert(offsetof(struct io_uring_cmd, file) == 0);
+static_assert(offsetof(struct io_uring_cmd, sqe) == 8);
+static_assert(offsetof(struct io_uring_cmd, task_work_cb) == 16);
+static_assert(offsetof(struct io_uring_cmd, cmd_op) == 24);
+static_assert(offsetof(struct io_uring_cmd, flags) == 28);
+static_assert(offsetof(struct io_uring_cmd, pdu) == 32);
+static_assert(sizeof(struct io_uring_cmd) == 64);
+static_assert(offsetof(struct io_uring_sqe, cmd) == 48);
+static_assert(IO_URING_F_SQE128 == 1 << 8);
+static_assert(IO_URING_F_CANCEL == 1 << 11);
+static_assert(IO_URING_F_TASK_DEAD == 1 << 13);
+static_assert(EIOCBQUEUED == 529);
+
+static_assert(offsetof(struct miscdevice, minor) == 0);
+static_assert(offsetof(struct miscdevice, name) == 8);
+static_assert(offsetof(struct miscdevice, fops) == 16);
+static_assert(offsetof(struct miscdevice, list) == 24);
+static_assert(offsetof(struct miscdevice, parent) == 40);
+static_assert(offsetof(struct miscdevice, this_device) == 48);
+static_assert(offsetof(struct miscdevice, groups) == 56);
+static_assert(offsetof(struct miscdevice, nodename) == 64);
+static_assert(offsetof(struct miscdevice, mode) == 72);
+static_assert(sizeof(struct miscdevice) == 80);
+static_assert(MISC_DYNAMIC_MINOR == 255);

@@ -45,6 +45,16 @@ struct RawMiscDevice {
     mode: bindings::umode_t,
 }
 
+// As helpers.c asserts of the C struct (and of the minor below).
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(offset_of!(RawMiscDevice, minor) == 0 && offset_of!(RawMiscDevice, name) == 8);
+    assert!(offset_of!(RawMiscDevice, fops) == 16 && offset_of!(RawMiscDevice, list) == 24);
+    assert!(offset_of!(RawMiscDevice, parent) == 40 && offset_of!(RawMiscDevice, this_device) == 48);
+    assert!(offset_of!(RawMiscDevice, groups) == 56 && offset_of!(RawMiscDevice, nodename) == 64);
+    assert!(offset_of!(RawMiscDevice, mode) == 72 && size_of::<RawMiscDevice>() == 80);
+};
+
 const MISC_DYNAMIC_MINOR: c_int = 255;
 
 extern "C" {

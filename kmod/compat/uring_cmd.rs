@@ -35,6 +35,15 @@ pub(crate) struct RawIoUringCmd {
     pdu: [u64; 4],
 }
 
+// As helpers.c asserts of the C struct.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(offset_of!(RawIoUringCmd, file) == 0 && offset_of!(RawIoUringCmd, sqe) == 8);
+    assert!(offset_of!(RawIoUringCmd, task_work_cb) == 16 && offset_of!(RawIoUringCmd, cmd_op) == 24);
+    assert!(offset_of!(RawIoUringCmd, flags) == 28 && offset_of!(RawIoUringCmd, pdu) == 32);
+    assert!(size_of::<RawIoUringCmd>() == 64);
+};
+
 extern "C" {
     fn io_uring_cmd_done(cmd: *mut RawIoUringCmd, ret: isize, res2: u64, issue_flags: c_uint);
     fn __io_uring_cmd_do_in_task(
@@ -45,7 +54,8 @@ extern "C" {
     fn io_uring_cmd_mark_cancelable(cmd: *mut RawIoUringCmd, issue_flags: c_uint);
 }
 
-/// Offset of the command area in `struct io_uring_sqe` (`sqe->cmd`).
+/// Offset of the command area in `struct io_uring_sqe` (`sqe->cmd`); this
+/// and the flags and errno below are asserted in helpers.c.
 const SQE_CMD_OFFSET: usize = 48;
 /// Bytes of the command area in a 64-byte SQE; 128-byte SQEs add 64.
 const SQE_CMD_BYTES: usize = 16;

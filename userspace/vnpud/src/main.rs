@@ -135,7 +135,7 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
         // Jobs first: some may have come while the queue was made, or with
         // the last flush, and the ring's fd will not wake for those.
         if !stopping {
-            held.extend(queue.try_fetch().map_err(|e| e.to_string())?);
+            fetch(&mut queue, &mut held, &mut rounds)?;
             gather_sessions(&mut queue, &mut held, &mut rounds, args.depth)?;
         }
         let round = rounds.take(&mut held);
@@ -144,10 +144,12 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
             let start = Instant::now();
             adapters.sweep(dev.memory());
             // Apps waiting on nothing else get their results first.
-            for jobs in [round.waiting, round.backlogged] {
-                run_round(&mut queue, &dev, &model, &mut adapters, &mut rounds, jobs, args.verbose)?;
-                queue.flush().map_err(|e| e.to_string())?;
-            }
+            let waiting: Vec<u64> = round.waiting.iter().map(HwJob::context_id).collect();
+            run_round(&mut queue, &dev, &model, &mut adapters, &mut rounds, round.waiting, args.verbose)?;
+            queue.flush().map_err(|e| e.to_string())?;
+            rounds.answered(waiting, Instant::now());
+            run_round(&mut queue, &dev, &model, &mut adapters, &mut rounds, round.backlogged, args.verbose)?;
+            queue.flush().map_err(|e| e.to_string())?;
             rounds.ran(start.elapsed());
         }
         queue.flush().map_err(|e| e.to_string())?;
@@ -181,6 +183,14 @@ fn ring_fd<'q>(queue: &'q HwBatchQueue<'_>) -> BorrowedFd<'q> {
     unsafe { BorrowedFd::borrow_raw(queue.as_raw_fd()) }
 }
 
+/// Adds the jobs at hand to `held`, noting when they came.
+fn fetch<'m>(queue: &mut HwBatchQueue<'m>, held: &mut Vec<HwJob<'m>>, rounds: &mut Rounds) -> Result<(), String> {
+    let jobs = queue.try_fetch().map_err(|e| e.to_string())?;
+    rounds.arrived(jobs.iter().map(HwJob::context_id), Instant::now());
+    held.extend(jobs);
+    Ok(())
+}
+
 /// Waits a little for recent synchronous contexts whose next job is not
 /// held yet (see `rounds`), unless every slot is taken.
 fn gather_sessions<'m>(queue: &mut HwBatchQueue<'m>, held: &mut Vec<HwJob<'m>>, rounds: &mut Rounds, depth: u16) -> Result<(), String> {
@@ -195,7 +205,7 @@ fn gather_sessions<'m>(queue: &mut HwBatchQueue<'m>, held: &mut Vec<HwJob<'m>>, 
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(format!("poll: {e}")),
         }
-        held.extend(queue.try_fetch().map_err(|e| e.to_string())?);
+        fetch(queue, held, rounds)?;
     }
     if waited {
         rounds.waited(start.elapsed());

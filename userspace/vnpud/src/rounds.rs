@@ -10,17 +10,18 @@
 //! - A synchronous app comes back with its next job soon after its result.
 //!   When one of the last rounds' synchronous contexts has no job held yet,
 //!   the round waits for it a little, at most a quarter of the last round's
-//!   run time, if there is a batch to make (two or more of them) or
-//!   another app's job it would otherwise wait behind (anticipation, as
-//!   the anticipatory and BFQ I/O schedulers idle for a synchronous
-//!   reader, and as Triton's dynamic batcher waits up to
-//!   `max_queue_delay` for a fuller batch). Without it, a generation step
-//!   started without one session leaves that session a whole step behind
-//!   and splits the batch for the rest of the generation, and a light app
-//!   next to a flood waits for one of the flood's jobs every time.
+//!   run time: always when there is a batch to make (two or more of them:
+//!   a generation step started without one session leaves it a whole step
+//!   behind and splits the batch for the rest of the generation, so
+//!   Triton's dynamic batcher likewise waits up to `max_queue_delay` for a
+//!   fuller batch); and when another app's job would run meanwhile, if the
+//!   context has come back within that time before (anticipation, with the
+//!   think time the anticipatory I/O scheduler keeps per process: a light
+//!   app next to a flood then never waits for one of the flood's jobs,
+//!   and an app that thinks longer costs the flood nothing).
 
-use std::collections::HashSet;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use m4npu::hw::HwJob;
 use m4npu::Op;
@@ -114,20 +115,31 @@ pub struct Rounds {
     sessions: [Vec<u64>; 2],
     /// How long the last round took to run.
     took: Duration,
+    /// When each recent synchronous context got its last result.
+    answered: HashMap<u64, Instant>,
+    /// How long each recent synchronous context took to come back with its
+    /// next job, lately (a moving average).
+    think: HashMap<u64, Duration>,
     pub stats: Stats,
 }
 
 impl Rounds {
     /// How long the next round may still wait for recent synchronous
-    /// contexts, `None` when each has a job held, or when there is neither
-    /// a batch to make nor another job to wait behind. `since` is the time
-    /// waited already.
+    /// contexts (see the module's doc), `None` when there is none to wait
+    /// for. `since` is the time waited already.
     pub fn wait_for_sessions(&self, held: &[impl ContextJob], since: Duration) -> Option<Duration> {
         let recent: HashSet<u64> = self.sessions.iter().flatten().copied().collect();
-        let missing = recent.iter().any(|c| !held.iter().any(|j| j.context() == *c));
-        let others = held.iter().any(|j| !recent.contains(&j.context()));
-        let left = (self.took / 4).saturating_sub(since);
-        (missing && (recent.len() >= 2 || others) && !left.is_zero()).then_some(left)
+        let window = self.took / 4;
+        let left = window.saturating_sub(since);
+        let missing = |c: &&u64| !held.iter().any(|j| j.context() == **c);
+        let worth = if recent.len() >= 2 {
+            recent.iter().any(|c| missing(&c))
+        } else {
+            let others = held.iter().any(|j| !recent.contains(&j.context()));
+            // Unknown think time: one chance to show it.
+            others && recent.iter().filter(missing).any(|c| self.think.get(c).is_none_or(|t| *t <= window))
+        };
+        (worth && !left.is_zero()).then_some(left)
     }
 
     /// Takes the next round out of `held`.
@@ -141,8 +153,30 @@ impl Rounds {
             self.stats.rounds += 1;
             self.sessions.rotate_right(1);
             self.sessions[0] = waiting.iter().map(|j| j.context()).collect();
+            let recent: HashSet<u64> = self.sessions.iter().flatten().copied().collect();
+            self.answered.retain(|c, _| recent.contains(c));
+            self.think.retain(|c, _| recent.contains(c));
         }
         Round { waiting, backlogged }
+    }
+
+    /// Records jobs of `contexts` arriving at `at`: how long their apps
+    /// thought since their last results.
+    pub fn arrived(&mut self, contexts: impl IntoIterator<Item = u64>, at: Instant) {
+        for c in contexts {
+            if let Some(t) = self.answered.remove(&c) {
+                let now = at.saturating_duration_since(t);
+                let avg = self.think.get(&c).map_or(now, |a| (*a * 3 + now) / 4);
+                self.think.insert(c, avg);
+            }
+        }
+    }
+
+    /// Records results of synchronous contexts' jobs sent at `at`.
+    pub fn answered(&mut self, contexts: impl IntoIterator<Item = u64>, at: Instant) {
+        for c in contexts {
+            self.answered.insert(c, at);
+        }
     }
 
     /// Records that the round just taken ran in `took`.
@@ -217,5 +251,30 @@ mod tests {
         assert!(r.wait_for_sessions(&[J(1, 3)], Duration::ZERO).is_some());
         r.take(&mut vec![J(1, 3)]);
         assert_eq!(r.wait_for_sessions(&[J(1, 4)], Duration::ZERO), None);
+    }
+
+    #[test]
+    fn an_app_that_thinks_longer_than_the_window_is_not_anticipated() {
+        let step = Duration::from_millis(400);
+        let t0 = Instant::now();
+        let mut r = Rounds::default();
+        // App 1 next to a flood (context 9), coming back 50 ms after each
+        // result: waited for.
+        r.take(&mut vec![J(1, 0), J(9, 0), J(9, 1)]);
+        r.ran(step);
+        r.answered([1], t0);
+        r.arrived([1], t0 + Duration::from_millis(50));
+        assert_eq!(r.wait_for_sessions(&[J(9, 1)], Duration::ZERO), Some(step / 4));
+        // Coming back after 300 ms, a few times: no longer.
+        for i in 1..=4 {
+            r.take(&mut vec![J(1, i), J(9, 1), J(9, 2)]);
+            let t = t0 + step * i;
+            r.answered([1], t);
+            r.arrived([1], t + Duration::from_millis(300));
+        }
+        assert_eq!(r.wait_for_sessions(&[J(9, 2)], Duration::ZERO), None);
+        // Batches are still waited for, whatever the apps' think times.
+        r.take(&mut vec![J(1, 5), J(2, 0)]);
+        assert_eq!(r.wait_for_sessions(&[J(2, 1)], Duration::ZERO), Some(step / 4));
     }
 }

@@ -6,34 +6,15 @@
 
 use core::mem::{offset_of, size_of};
 
-use kernel::{ffi::c_uint, prelude::*};
+use kernel::{prelude::*, types::FromBytes};
 
+use crate::compat::{crypto::sha256, transmute::from_bytes_copy};
 use crate::uapi;
 
-extern "C" {
-    // lib/crypto/sha256.c, built in through CONFIG_CRYPTO_SHA256.
-    fn sha256(data: *const u8, len: c_uint, out: *mut u8);
-}
-
-/// UAPI blob structs: `repr(C)`, integers and byte arrays only.
-///
-/// # Safety
-///
-/// Every bit pattern must be a valid value.
-pub(crate) unsafe trait BlobStruct: Copy {}
-// SAFETY: integer and byte-array fields only.
-unsafe impl BlobStruct for uapi::FwHeader {}
-// SAFETY: as above.
-unsafe impl BlobStruct for uapi::FwTensor {}
-// SAFETY: as above.
-unsafe impl BlobStruct for uapi::AdapterHeader {}
-
 /// Reads a `T` at `off`, if it lies inside `blob`.
-pub(crate) fn read<T: BlobStruct>(blob: &[u8], off: u64) -> Option<T> {
+pub(crate) fn read<T: FromBytes>(blob: &[u8], off: u64) -> Option<T> {
     let off = usize::try_from(off).ok()?;
-    let bytes = blob.get(off..off.checked_add(size_of::<T>())?)?;
-    // SAFETY: `bytes` holds `size_of::<T>()` bytes and any bytes are a valid `T`.
-    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+    from_bytes_copy(blob.get(off..off.checked_add(size_of::<T>())?)?)
 }
 
 fn within(off: u64, len: u64, limit: u64) -> bool {
@@ -112,9 +93,5 @@ pub(crate) fn check_sections(blob: &[u8], s: &uapi::BlobSections) -> core::resul
 
 /// SHA-256 of `data`.
 pub(crate) fn sha256_of(data: &[u8]) -> Result<[u8; 32]> {
-    let len = c_uint::try_from(data.len()).map_err(|_| EFBIG)?;
-    let mut hash = [0u8; 32];
-    // SAFETY: `data` is valid for `len` bytes, `hash` for 32.
-    unsafe { sha256(data.as_ptr(), len, hash.as_mut_ptr()) };
-    Ok(hash)
+    sha256(data).ok_or(EFBIG)
 }

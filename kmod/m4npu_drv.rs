@@ -23,11 +23,6 @@ mod job;
 mod npu;
 mod params;
 mod pool;
-
-// The UAPI crate's source, compiled into the module as is, so the driver and
-// userspace share one definition of the ABI.
-#[allow(dead_code, unreachable_pub)]
-#[path = "../uapi/src/abi.rs"]
 mod uapi;
 
 use compat::{

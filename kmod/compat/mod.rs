@@ -5,6 +5,7 @@
 //! `kernel::mm`, `kernel::seq_file`, `kernel::io_uring`, module parameters), so that the driver
 //! reads the same and this directory can go when we move up.
 
+pub(crate) mod crypto;
 pub(crate) mod debugfs;
 pub(crate) mod delayed_work;
 pub(crate) mod file;
@@ -13,5 +14,6 @@ pub(crate) mod mm;
 pub(crate) mod module_param;
 pub(crate) mod seq_file;
 pub(crate) mod task;
+pub(crate) mod transmute;
 pub(crate) mod uring_cmd;
 pub(crate) mod vmalloc;

@@ -12,12 +12,13 @@
 
 use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
-use kernel::{bindings, prelude::*, sync::Arc, time::Ktime, types::Opaque};
+use kernel::{bindings, prelude::*, sync::Arc, time::Ktime};
 
 use crate::{
     adapter::Adapter,
     bo::Bo,
     dispatch::JobKey,
+    compat::completion::Completion,
     compat::uring_cmd::{self, IssueFlags, Pdu, QueuedCmd, RawIoUringCmd},
     uapi,
 };
@@ -110,51 +111,31 @@ impl JobStats {
 #[pin_data]
 pub(crate) struct SyncWait {
     #[pin]
-    done: Opaque<bindings::completion>,
+    done: Completion,
     /// Valid once `done` is completed.
     result: AtomicI64,
 }
 
-// SAFETY: the completion is made for use from any thread; `result` is atomic.
-unsafe impl Send for SyncWait {}
-// SAFETY: as above.
-unsafe impl Sync for SyncWait {}
-
-// kmod/helpers.c: `init_completion()` is a static inline.
-extern "C" {
-    fn m4npu_helper_init_completion(x: *mut bindings::completion);
-}
-
 impl SyncWait {
     pub(crate) fn new() -> Result<Arc<Self>> {
-        Arc::pin_init(
-            pin_init!(Self {
-                // SAFETY: `slot` is valid, pinned memory for a completion.
-                done <- Opaque::ffi_init(|slot| unsafe { m4npu_helper_init_completion(slot) }),
-                result: AtomicI64::new(0),
-            }),
-            GFP_KERNEL,
-        )
+        Arc::pin_init(pin_init!(Self { done <- Completion::new(), result: AtomicI64::new(0) }), GFP_KERNEL)
     }
 
     fn set(&self, res: isize) {
         self.result.store(res as i64, Ordering::Relaxed);
-        // SAFETY: initialised in `new`; complete_all() orders the store
-        // above before the waiter's wake-up.
-        unsafe { bindings::complete_all(self.done.get()) };
+        // Orders the store above before the waiter's wake-up.
+        self.done.complete_all();
     }
 
     /// Waits for the result; `None` if the caller is being killed.
     pub(crate) fn wait_killable(&self) -> Option<isize> {
-        // SAFETY: initialised in `new`; waiting needs nothing else.
-        let ret = unsafe { bindings::wait_for_completion_killable(self.done.get()) };
-        (ret == 0).then(|| self.result.load(Ordering::Relaxed) as isize)
+        self.done.wait_for_completion_killable().ok()?;
+        Some(self.result.load(Ordering::Relaxed) as isize)
     }
 
     /// Waits for a result that is known to be on its way.
     pub(crate) fn wait(&self) -> isize {
-        // SAFETY: as in `wait_killable`.
-        unsafe { bindings::wait_for_completion(self.done.get()) };
+        self.done.wait_for_completion();
         self.result.load(Ordering::Relaxed) as isize
     }
 }

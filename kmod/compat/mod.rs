@@ -5,6 +5,7 @@
 //! `kernel::mm`, `kernel::seq_file`, `kernel::io_uring`, module parameters), so that the driver
 //! reads the same and this directory can go when we move up.
 
+pub(crate) mod completion;
 pub(crate) mod crypto;
 pub(crate) mod debugfs;
 pub(crate) mod delayed_work;

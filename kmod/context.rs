@@ -225,7 +225,7 @@ impl Context {
     }
 
     /// RUN over io_uring: queue the job, or refuse it at once.
-    fn run_uring(&self, cmd: &IoUringCmd, flags: IssueFlags) -> Result<i32> {
+    fn run_uring(&self, cmd: &IoUringCmd<Context>, flags: IssueFlags) -> Result<i32> {
         if cmd.cmd_op() != uapi::URING_CMD_RUN {
             return Err(crate::errno::eopnotsupp());
         }
@@ -245,7 +245,7 @@ impl Context {
     }
 
     /// io_uring cancels a RUN (its ring or task is going away).
-    fn cancel_uring(&self, cmd: &IoUringCmd, flags: IssueFlags) {
+    fn cancel_uring(&self, cmd: &IoUringCmd<Context>, flags: IssueFlags) {
         let ecanceled = -(bindings::ECANCELED as isize);
         match self.npu.dispatcher().cancel(|| cmd.pdu::<RunPdu>().key) {
             Canceled::Removed(mut job) => job.complete(ecanceled, Some(flags)),
@@ -307,7 +307,7 @@ impl MiscDevice for Context {
         bo.mmap(vma, start)
     }
 
-    fn uring_cmd(ctx: ArcBorrow<'_, Context>, cmd: &IoUringCmd, flags: IssueFlags) -> Result<i32> {
+    fn uring_cmd(ctx: ArcBorrow<'_, Context>, cmd: &IoUringCmd<Context>, flags: IssueFlags) -> Result<i32> {
         if flags.cancel() {
             ctx.cancel_uring(cmd, flags);
             return Ok(0);

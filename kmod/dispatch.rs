@@ -44,7 +44,7 @@ use crate::{
         delayed_work::{DelayedWork, HasDelayedWork},
         uring_cmd::{IoUringCmd, IssueFlags, QueuedCmd},
     },
-    hw,
+    hw::{self, HwSession},
     job::{Job, Notify},
     uapi,
 };
@@ -82,7 +82,7 @@ struct Held {
 enum Slot {
     Idle,
     /// A FETCH waits for a job.
-    Waiting(QueuedCmd),
+    Waiting(QueuedCmd<HwSession>),
     /// Handed a job; the FETCH completes in the device's task work.
     Delivering(Held),
     /// The device has the job until it commits.
@@ -93,7 +93,7 @@ enum Slot {
 enum Batch {
     Idle,
     /// Waits for jobs.
-    Waiting(QueuedCmd),
+    Waiting(QueuedCmd<HwSession>),
     /// Kicked: takes its jobs in the device's task work.
     Delivering,
 }
@@ -117,7 +117,7 @@ impl Device {
     }
 
     /// A waiting FETCH_BATCH of a queue with an idle slot, to kick.
-    fn take_batch_waiter(&mut self) -> Option<QueuedCmd> {
+    fn take_batch_waiter(&mut self) -> Option<QueuedCmd<HwSession>> {
         let q = (0..uapi::HW_MAX_QUEUES as usize)
             .find(|&q| matches!(self.batches[q], Batch::Waiting(_)) && self.has_idle_slot(q))?;
         match core::mem::replace(&mut self.batches[q], Batch::Delivering) {
@@ -208,7 +208,7 @@ impl Queues {
     }
 
     /// A slot waiting for a job, searched queue by queue.
-    fn take_waiting(&mut self) -> Option<(usize, QueuedCmd)> {
+    fn take_waiting(&mut self) -> Option<(usize, QueuedCmd<HwSession>)> {
         let slots = &mut self.device.as_mut()?.slots;
         let queues = uapi::HW_MAX_QUEUES as usize;
         for step in 0..SLOTS {
@@ -430,13 +430,13 @@ impl Dispatcher {
         let eio = -(bindings::EIO as isize);
         for b in device.batches {
             if let Batch::Waiting(cmd) = b {
-                cmd.complete_in_task(hw::abort_fetch);
+                cmd.complete_in_task::<hw::AbortFetch>();
             }
         }
         for slot in device.slots {
             match slot {
                 Slot::Idle => {}
-                Slot::Waiting(cmd) => cmd.complete_in_task(hw::abort_fetch),
+                Slot::Waiting(cmd) => cmd.complete_in_task::<hw::AbortFetch>(),
                 Slot::Delivering(mut h) | Slot::Busy(mut h) => h.job.complete(eio, None),
             }
         }
@@ -463,7 +463,7 @@ impl Dispatcher {
             let batch = q.device.as_mut().and_then(Device::take_batch_waiter);
             drop(q);
             if let Some(cmd) = batch {
-                cmd.complete_in_task(hw::deliver_batch);
+                cmd.complete_in_task::<hw::DeliverBatch>();
             }
             return Ok(key);
         };
@@ -474,13 +474,13 @@ impl Dispatcher {
             d.slots[i] = Slot::Delivering(Held { job, node });
         }
         drop(q);
-        cmd.complete_in_task(hw::deliver);
+        cmd.complete_in_task::<hw::Deliver>();
         Ok(key)
     }
 
     /// FETCH (`commit` = None) or COMMIT_AND_FETCH on slot `i` of `session`;
     /// `cmd` is the device's command, completed here on error.
-    pub(crate) fn fetch(&self, session: u64, i: usize, commit: Option<i32>, cmd: QueuedCmd, flags: IssueFlags) {
+    pub(crate) fn fetch(&self, session: u64, i: usize, commit: Option<i32>, cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
         let mut q = self.queues.lock();
         let Some(slots) = q.slots(session) else {
             drop(q);
@@ -522,7 +522,7 @@ impl Dispatcher {
             cmd.done(-(bindings::EBUSY as isize), flags);
         }
         if let Some(cmd) = kick {
-            cmd.complete_in_task(hw::deliver);
+            cmd.complete_in_task::<hw::Deliver>();
         }
     }
 
@@ -563,7 +563,7 @@ impl Dispatcher {
 
     /// FETCH_BATCH for `queue` of `session`: kicked at once if jobs wait,
     /// else waits for one.
-    pub(crate) fn fetch_batch(&self, session: u64, queue: usize, cmd: QueuedCmd, flags: IssueFlags) {
+    pub(crate) fn fetch_batch(&self, session: u64, queue: usize, cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
         let mut q = self.queues.lock();
         let pending = q.has_pending();
         let Some(device) = q.device(session) else {
@@ -577,7 +577,7 @@ impl Dispatcher {
         if pending && device.has_idle_slot(queue) {
             device.batches[queue] = Batch::Delivering;
             drop(q);
-            return cmd.complete_in_task(hw::deliver_batch);
+            return cmd.complete_in_task::<hw::DeliverBatch>();
         }
         device.batches[queue] = Batch::Waiting(cmd);
     }
@@ -591,9 +591,9 @@ impl Dispatcher {
         session: u64,
         queue: usize,
         room: usize,
-        cmd: QueuedCmd,
+        cmd: QueuedCmd<HwSession>,
         out: &mut KVec<uapi::HwBatchJob>,
-    ) -> core::result::Result<Option<QueuedCmd>, QueuedCmd> {
+    ) -> core::result::Result<Option<QueuedCmd<HwSession>>, QueuedCmd<HwSession>> {
         let mut q = self.queues.lock();
         if q.slots(session).is_none() {
             return Err(cmd);
@@ -670,14 +670,14 @@ impl Dispatcher {
             h.job.complete(res, None);
         }
         if let Some(cmd) = kick {
-            cmd.complete_in_task(hw::deliver_batch);
+            cmd.complete_in_task::<hw::DeliverBatch>();
         }
         Ok(n)
     }
 
     /// io_uring cancels the FETCH_BATCH `cmd` of `queue`, unless it was
     /// kicked meanwhile (its task work completes it then).
-    pub(crate) fn cancel_batch(&self, session: u64, queue: usize, cmd: &IoUringCmd, flags: IssueFlags) {
+    pub(crate) fn cancel_batch(&self, session: u64, queue: usize, cmd: &IoUringCmd<HwSession>, flags: IssueFlags) {
         let mut q = self.queues.lock();
         let Some(device) = q.device(session) else { return };
         if !matches!(&device.batches[queue], Batch::Waiting(c) if cmd.is(c)) {
@@ -693,7 +693,7 @@ impl Dispatcher {
     /// io_uring cancels the FETCH `cmd` of slot `i`, unless it was handed a
     /// job meanwhile (its task work completes it then) or its session ended
     /// (which completed it).
-    pub(crate) fn cancel_fetch(&self, session: u64, i: usize, cmd: &IoUringCmd, flags: IssueFlags) {
+    pub(crate) fn cancel_fetch(&self, session: u64, i: usize, cmd: &IoUringCmd<HwSession>, flags: IssueFlags) {
         let mut q = self.queues.lock();
         let Some(slot) = q.slots(session).and_then(|s| s.get_mut(i)) else {
             return;

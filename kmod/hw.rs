@@ -33,7 +33,7 @@ use crate::{
         miscdevice::{MiscDevice, MiscDeviceRegistration},
         mm::Vma,
         task::FlOwner,
-        uring_cmd::{self, IoUringCmd, IssueFlags, Pdu, RawIoUringCmd, EIOCBQUEUED},
+        uring_cmd::{IoUringCmd, IssueFlags, Pdu, QueuedCmd, TaskWork, EIOCBQUEUED},
     },
     dispatch::{slot_index, Abort},
     npu::Npu,
@@ -79,7 +79,7 @@ impl HwSession {
         info
     }
 
-    fn issue(&self, cmd: &IoUringCmd, flags: IssueFlags) -> Result<i32> {
+    fn issue(&self, cmd: &IoUringCmd<HwSession>, flags: IssueFlags) -> Result<i32> {
         let commit = match cmd.cmd_op() {
             uapi::URING_CMD_HW_FETCH => false,
             uapi::URING_CMD_HW_COMMIT_AND_FETCH => true,
@@ -98,7 +98,7 @@ impl HwSession {
     }
 
     /// FETCH_BATCH (queued until jobs come) or COMMIT_BATCH (done at once).
-    fn issue_batch(&self, cmd: &IoUringCmd, flags: IssueFlags) -> Result<i32> {
+    fn issue_batch(&self, cmd: &IoUringCmd<HwSession>, flags: IssueFlags) -> Result<i32> {
         let c: uapi::HwBatchCmd = cmd.read_payload(flags)?;
         if c.queue >= uapi::HW_MAX_QUEUES || c.count == 0 || c.count > uapi::HW_QUEUE_DEPTH || c.pad != 0 {
             return Err(EINVAL);
@@ -124,18 +124,18 @@ impl HwSession {
 /// Task work in the device's task for a kicked FETCH_BATCH: take the jobs
 /// waiting (as many as fit), write their entries, complete it with their
 /// number; with none left (another fetch took them), it waits again.
-///
-/// # Safety
-///
-/// Called by io_uring only, for a FETCH_BATCH handed to it by the dispatcher.
-pub(crate) unsafe extern "C" fn deliver_batch(cmd: *mut RawIoUringCmd, flags: u32) {
-    // SAFETY: io_uring calls us with the arguments of a task-work callback
-    // queued by the dispatcher for a FETCH_BATCH on a device file.
-    let (cmd, flags) = unsafe { uring_cmd::task_work_callback(cmd, flags) };
+pub(crate) struct DeliverBatch;
+
+impl TaskWork<HwSession> for DeliverBatch {
+    fn run(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
+        deliver_batch(cmd, flags)
+    }
+}
+
+fn deliver_batch(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
     // What is needed is copied out: `cmd` moves on.
     let (npu, session) = {
-        // SAFETY: as in `deliver`.
-        let s = unsafe { uring_cmd::file_data::<Arc<HwSession>>(cmd.cmd()) };
+        let s = cmd.cmd().data();
         (s.npu.clone(), s.id)
     };
     let dispatcher = npu.dispatcher();
@@ -174,17 +174,16 @@ pub(crate) unsafe extern "C" fn deliver_batch(cmd: *mut RawIoUringCmd, flags: u3
 
 /// Task work in the device's task: write the slot's job descriptor to the
 /// device's memory and complete its FETCH.
-///
-/// # Safety
-///
-/// Called by io_uring only, for a FETCH handed to it by the dispatcher.
-pub(crate) unsafe extern "C" fn deliver(cmd: *mut RawIoUringCmd, flags: u32) {
-    // SAFETY: io_uring calls us with the arguments of a task-work callback
-    // queued by the dispatcher for a FETCH on a device file.
-    let (cmd, flags) = unsafe { uring_cmd::task_work_callback(cmd, flags) };
-    // SAFETY: commands on the device file carry an `Arc<HwSession>` in
-    // `private_data` (our misc device), kept open by io_uring.
-    let session = unsafe { uring_cmd::file_data::<Arc<HwSession>>(cmd.cmd()) };
+pub(crate) struct Deliver;
+
+impl TaskWork<HwSession> for Deliver {
+    fn run(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
+        deliver(cmd, flags)
+    }
+}
+
+fn deliver(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
+    let session = cmd.cmd().data();
     let dispatcher = session.npu.dispatcher();
     let pdu = cmd.cmd().pdu::<FetchPdu>();
     let slot = pdu.slot as usize;
@@ -209,14 +208,12 @@ pub(crate) unsafe extern "C" fn deliver(cmd: *mut RawIoUringCmd, flags: u32) {
 
 /// Task work for a FETCH that outlived its session; completes it as
 /// cancelled.
-///
-/// # Safety
-///
-/// Called by io_uring only, for a command handed to it by the dispatcher.
-pub(crate) unsafe extern "C" fn abort_fetch(cmd: *mut RawIoUringCmd, flags: u32) {
-    // SAFETY: as in `deliver`.
-    let (cmd, flags) = unsafe { uring_cmd::task_work_callback(cmd, flags) };
-    cmd.done(-(bindings::ECANCELED as isize), flags);
+pub(crate) struct AbortFetch;
+
+impl TaskWork<HwSession> for AbortFetch {
+    fn run(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
+        cmd.done(-(bindings::ECANCELED as isize), flags);
+    }
 }
 
 #[vtable]
@@ -278,7 +275,7 @@ impl MiscDevice for HwSession {
         pool.mem().remap(vma, start)
     }
 
-    fn uring_cmd(session: ArcBorrow<'_, HwSession>, cmd: &IoUringCmd, flags: IssueFlags) -> Result<i32> {
+    fn uring_cmd(session: ArcBorrow<'_, HwSession>, cmd: &IoUringCmd<HwSession>, flags: IssueFlags) -> Result<i32> {
         if flags.cancel() {
             let pdu = cmd.pdu::<FetchPdu>();
             match pdu.batch {

@@ -19,7 +19,8 @@ use crate::{
     bo::Bo,
     dispatch::JobKey,
     compat::completion::Completion,
-    compat::uring_cmd::{self, IssueFlags, Pdu, QueuedCmd, RawIoUringCmd},
+    compat::uring_cmd::{IssueFlags, Pdu, QueuedCmd, TaskWork},
+    context::Context,
     uapi,
 };
 
@@ -142,7 +143,7 @@ impl SyncWait {
 
 /// The app party of a job.
 pub(crate) enum Notify {
-    Uring(QueuedCmd),
+    Uring(QueuedCmd<Context>),
     Sync(Arc<SyncWait>),
 }
 
@@ -164,16 +165,13 @@ impl RunPdu {
 unsafe impl Pdu for RunPdu {}
 
 /// Task work in the app's ring: post the CQE.
-///
-/// # Safety
-///
-/// Called by io_uring only, for a RUN handed to it by `Notify::deliver`.
-unsafe extern "C" fn run_done(cmd: *mut RawIoUringCmd, flags: u32) {
-    // SAFETY: io_uring calls us with the arguments of a task-work callback
-    // queued by `Notify::deliver`.
-    let (cmd, flags) = unsafe { uring_cmd::task_work_callback(cmd, flags) };
-    let res = cmd.cmd().pdu::<RunPdu>().result;
-    cmd.done(res as isize, flags);
+struct RunDone;
+
+impl TaskWork<Context> for RunDone {
+    fn run(cmd: QueuedCmd<Context>, flags: IssueFlags) {
+        let res = cmd.cmd().pdu::<RunPdu>().result;
+        cmd.done(res as isize, flags);
+    }
 }
 
 impl Notify {
@@ -185,7 +183,7 @@ impl Notify {
             (Notify::Uring(cmd), None) => {
                 let pdu = cmd.cmd().pdu::<RunPdu>();
                 cmd.cmd().set_pdu(RunPdu { result: res as i64, ..pdu });
-                cmd.complete_in_task(run_done);
+                cmd.complete_in_task::<RunDone>();
             }
             (Notify::Sync(w), _) => w.set(res),
         }

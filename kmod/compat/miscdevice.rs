@@ -194,7 +194,7 @@ pub(crate) trait MiscDevice: Sized {
     /// Returns the CQE's result, or `-EIOCBQUEUED` once the command is queued.
     fn uring_cmd(
         _device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
-        _cmd: &IoUringCmd,
+        _cmd: &IoUringCmd<Self>,
         _flags: IssueFlags,
     ) -> Result<i32> {
         build_error!(VTABLE_DEFAULT_ERROR)
@@ -333,12 +333,9 @@ unsafe extern "C" fn fops_mmap<T: MiscDevice>(
 /// Called by io_uring for a command on a file opened by `fops_open::<T>`.
 unsafe extern "C" fn fops_uring_cmd<T: MiscDevice>(cmd: *mut bindings::io_uring_cmd, flags: c_uint) -> c_int {
     // SAFETY: io_uring passes a live command that it does not complete
-    // before we return.
-    let cmd = unsafe { IoUringCmd::from_raw(cmd.cast()) };
-    // SAFETY: io_uring holds the file open for the command, so
-    // `private_data` is what `fops_open` stored, as in `fops_ioctl`.
-    let device = unsafe { super::uring_cmd::file_data::<T::Ptr>(cmd) };
-    match T::uring_cmd(device, cmd, IssueFlags::from_raw(flags)) {
+    // before we return, on a file of `T` (these are `T`'s operations).
+    let cmd = unsafe { IoUringCmd::<T>::from_raw(cmd.cast()) };
+    match T::uring_cmd(cmd.data(), cmd, IssueFlags::from_raw(flags)) {
         Ok(ret) => ret,
         Err(e) => e.to_errno(),
     }

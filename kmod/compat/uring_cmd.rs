@@ -11,16 +11,16 @@
 //! from anywhere. io_uring keeps the command, its file and its ring alive
 //! until then.
 
-use core::ptr::NonNull;
+use core::{marker::PhantomData, ptr::NonNull};
 
 use kernel::{
     bindings,
     ffi::{c_uint, c_void},
     prelude::*,
-    types::FromBytes,
+    types::{ForeignOwnable, FromBytes},
 };
 
-use super::file::File;
+use super::{file::File, miscdevice::MiscDevice};
 
 /// `struct io_uring_cmd` of `include/linux/io_uring/cmd.h` (6.12). `file`
 /// is a `struct file *`, typed void so that the lint for FFI-safe types does
@@ -94,19 +94,29 @@ impl IssueFlags {
     }
 }
 
-/// A command as a handler sees it, for the duration of the call.
+/// A command on a file of misc device `D`, as a handler sees it, for the
+/// duration of the call.
 #[repr(transparent)]
-pub(crate) struct IoUringCmd(kernel::types::Opaque<RawIoUringCmd>);
+pub(crate) struct IoUringCmd<D: MiscDevice>(kernel::types::Opaque<RawIoUringCmd>, PhantomData<D>);
 
-impl IoUringCmd {
+impl<D: MiscDevice> IoUringCmd<D> {
     /// # Safety
     ///
-    /// `ptr` is a command io_uring passed to `->uring_cmd()` or to a task-work
-    /// callback, valid and not completed for `'a`, and not accessed by
-    /// anyone else meanwhile except through `QueuedCmd`s of the same command.
-    pub(crate) unsafe fn from_raw<'a>(ptr: *mut RawIoUringCmd) -> &'a IoUringCmd {
+    /// `ptr` is a command on a file opened by misc device `D` that io_uring
+    /// passed to `->uring_cmd()` or to a task-work callback, valid and not
+    /// completed for `'a`, and not accessed by anyone else meanwhile except
+    /// through `QueuedCmd`s of the same command.
+    pub(crate) unsafe fn from_raw<'a>(ptr: *mut RawIoUringCmd) -> &'a IoUringCmd<D> {
         // SAFETY: `repr(transparent)`; validity is the caller's promise.
         unsafe { &*ptr.cast() }
+    }
+
+    /// The driver data of the file the command was issued on.
+    pub(crate) fn data(&self) -> <D::Ptr as ForeignOwnable>::Borrowed<'_> {
+        // SAFETY: the file is `D`'s (type invariant), whose `private_data`
+        // holds a `D::Ptr` from `into_foreign()` until release, and io_uring
+        // holds the file open for the command's lifetime.
+        unsafe { D::Ptr::borrow((*self.file().as_ptr()).private_data.cast_const().cast::<c_void>()) }
     }
 
     fn as_ptr(&self) -> *mut RawIoUringCmd {
@@ -164,15 +174,15 @@ impl IoUringCmd {
     /// handler is then called again with [`IssueFlags::cancel`]. Call before
     /// the command becomes reachable by anyone who might complete it, and
     /// only for a command that will be queued.
-    pub(crate) fn mark_cancelable(&self, flags: IssueFlags) -> QueuedCmd {
+    pub(crate) fn mark_cancelable(&self, flags: IssueFlags) -> QueuedCmd<D> {
         // SAFETY: valid command in its issue call, with the flags io_uring
         // gave (io_uring takes its lock if they say we do not hold it).
         unsafe { io_uring_cmd_mark_cancelable(self.as_ptr(), flags.0) };
-        QueuedCmd(NonNull::from(&self.0).cast())
+        QueuedCmd(NonNull::from(&self.0).cast(), PhantomData)
     }
 
     /// Whether `q` is this command.
-    pub(crate) fn is(&self, q: &QueuedCmd) -> bool {
+    pub(crate) fn is(&self, q: &QueuedCmd<D>) -> bool {
         q.0.as_ptr() == self.as_ptr()
     }
 }
@@ -184,15 +194,22 @@ impl IoUringCmd {
 /// Plain data of at most 32 bytes and alignment at most 8.
 pub(crate) unsafe trait Pdu: Copy {}
 
-/// A queued command; completing it consumes it.
-pub(crate) struct QueuedCmd(NonNull<RawIoUringCmd>);
+/// A queued command on a file of misc device `D`; completing it consumes
+/// it.
+pub(crate) struct QueuedCmd<D: MiscDevice>(NonNull<RawIoUringCmd>, PhantomData<D>);
 
 // SAFETY: a queued command may be completed from any task: `done` is only
 // called with flags io_uring gave the caller, and `complete_in_task` moves the
 // completion to the command's own task.
-unsafe impl Send for QueuedCmd {}
+unsafe impl<D: MiscDevice> Send for QueuedCmd<D> {}
 
-impl QueuedCmd {
+/// Work for the task that owns a queued command's ring (io_uring's task
+/// work): it receives the command, now its own, and must complete it.
+pub(crate) trait TaskWork<D: MiscDevice> {
+    fn run(cmd: QueuedCmd<D>, flags: IssueFlags);
+}
+
+impl<D: MiscDevice> QueuedCmd<D> {
     /// Posts `res` as the CQE. `flags` are those io_uring gave the caller
     /// (an issue, cancel or task-work call of this command's ring).
     pub(crate) fn done(self, res: isize, flags: IssueFlags) {
@@ -200,41 +217,31 @@ impl QueuedCmd {
         unsafe { io_uring_cmd_done(self.0.as_ptr(), res, 0, flags.0) };
     }
 
-    /// Runs `cb` in the task that owns the command's ring, which must then
-    /// complete it (see [`task_work_callback`]).
-    pub(crate) fn complete_in_task(self, cb: unsafe extern "C" fn(*mut RawIoUringCmd, c_uint)) {
-        // SAFETY: queued and not yet completed; `cb` takes over the command.
-        unsafe { __io_uring_cmd_do_in_task(self.0.as_ptr(), cb, 0) };
+    /// Runs `W` in the task that owns the command's ring, which then
+    /// completes it.
+    pub(crate) fn complete_in_task<W: TaskWork<D>>(self) {
+        // SAFETY: queued and not yet completed; `run_task_work::<D, W>`
+        // takes the command over.
+        unsafe { __io_uring_cmd_do_in_task(self.0.as_ptr(), run_task_work::<D, W>, 0) };
     }
 
     /// The command, to read or set its pdu before completion.
-    pub(crate) fn cmd(&self) -> &IoUringCmd {
+    pub(crate) fn cmd(&self) -> &IoUringCmd<D> {
         // SAFETY: queued commands stay valid until completed, and the owner
-        // of the token is the only one to touch its pdu.
+        // of the token is the only one to touch its pdu; the file is `D`'s
+        // (type invariant).
         unsafe { IoUringCmd::from_raw(self.0.as_ptr()) }
     }
 }
 
-/// Turns the arguments of a task-work callback back into the command, which
-/// the callback now owns, and the flags to complete it with.
+/// The callback of [`QueuedCmd::complete_in_task`].
 ///
 /// # Safety
 ///
-/// `cmd` and `flags` are the arguments io_uring passed to a callback given
-/// to [`QueuedCmd::complete_in_task`].
-pub(crate) unsafe fn task_work_callback(cmd: *mut RawIoUringCmd, flags: c_uint) -> (QueuedCmd, IssueFlags) {
-    // SAFETY: io_uring never passes a null command.
-    (QueuedCmd(unsafe { NonNull::new_unchecked(cmd) }), IssueFlags(flags))
-}
-
-/// Borrows the driver data of the file a command was issued on.
-///
-/// # Safety
-///
-/// The file's `private_data` holds a `T` from `into_foreign()` that lives
-/// while the file is open (as misc devices arrange).
-pub(crate) unsafe fn file_data<'a, T: kernel::types::ForeignOwnable>(cmd: &'a IoUringCmd) -> T::Borrowed<'a> {
-    // SAFETY: io_uring holds the file open for the command's lifetime, so
-    // release has not run and `private_data` is as the caller says.
-    unsafe { T::borrow((*cmd.file().as_ptr()).private_data.cast_const().cast::<c_void>()) }
+/// Called by io_uring only, with the command queued there for `W`.
+unsafe extern "C" fn run_task_work<D: MiscDevice, W: TaskWork<D>>(cmd: *mut RawIoUringCmd, flags: c_uint) {
+    // SAFETY: io_uring never passes a null command; this call owns it now,
+    // a command of `D`'s file as queued.
+    let cmd = QueuedCmd(unsafe { NonNull::new_unchecked(cmd) }, PhantomData);
+    W::run(cmd, IssueFlags(flags));
 }

@@ -11,7 +11,10 @@
 //! one job each, and a backlog earns no credit. A context that was idle
 //! starts at the virtual time, before the next job of a context that was
 //! dispatched at it: a flooding context delays another context's next job
-//! by at most the one it has on the device.
+//! by at most the one it has on the device. The device's places are
+//! shared the same way: a FETCH_BATCH's last place only takes a job of a
+//! context with nothing on the device, so that a backlog cannot hold them
+//! all while another app's job waits (after blk-mq's fair tag sharing).
 //! Classes are strict: high before normal before low.
 //!
 //! Every job is in exactly one place (a pending tree, a slot, or the hands
@@ -116,10 +119,12 @@ impl Device {
         self.queue_slots(queue).iter().any(|s| matches!(s, Slot::Idle))
     }
 
-    /// A waiting FETCH_BATCH of a queue with an idle slot, to kick.
-    fn take_batch_waiter(&mut self) -> Option<QueuedCmd<HwSession>> {
-        let q = (0..uapi::HW_MAX_QUEUES as usize)
-            .find(|&q| matches!(self.batches[q], Batch::Waiting(_)) && self.has_idle_slot(q))?;
+    /// A waiting FETCH_BATCH of a queue with an idle slot, to kick; with
+    /// `fresh` false, only one with room for more than the place it keeps
+    /// (see [`Queues::pop_fresh`]).
+    fn take_batch_waiter(&mut self, fresh: bool) -> Option<QueuedCmd<HwSession>> {
+        let takes = |b: &Batch| matches!(b, Batch::Waiting(cmd) if fresh || hw::batch_room(cmd) > 1);
+        let q = (0..uapi::HW_MAX_QUEUES as usize).find(|&q| takes(&self.batches[q]) && self.has_idle_slot(q))?;
         match core::mem::replace(&mut self.batches[q], Batch::Delivering) {
             Batch::Waiting(cmd) => Some(cmd),
             _ => None,
@@ -202,6 +207,23 @@ impl Queues {
             let (_, node) = cursor.remove_current();
             // Drops the `None` left in the node and keeps its memory.
             let node = node.into_reservation();
+            return job.map(|job| Held { job, node });
+        }
+        None
+    }
+
+    /// As [`Queues::pop`], for a device's last free place: the first job of
+    /// a context with nothing on the device, so that a flood cannot take
+    /// every place and an app arriving meanwhile finds one (as blk-mq shares
+    /// a tag set fairly among its active queues).
+    fn pop_fresh(&mut self) -> Option<Held> {
+        for (class, tree) in self.pending.iter_mut().enumerate() {
+            let fresh = |j: &Option<KBox<Job>>| j.as_ref().is_some_and(|j| j.context_idle_on_device());
+            let Some(key) = tree.iter().find(|(_, j)| fresh(j)).map(|(k, _)| *k) else { continue };
+            let job = tree.get_mut(&key).and_then(Option::take);
+            // Drops the `None` left in the node and keeps its memory.
+            let node = tree.remove_node(&key)?.into_reservation();
+            self.vtime[class] = self.vtime[class].max(key.tag);
             return job.map(|job| Held { job, node });
         }
         None
@@ -459,8 +481,9 @@ impl Dispatcher {
         }
         let key = q.tag(&mut job);
         let Some((i, cmd)) = q.take_waiting() else {
+            let fresh = job.context_idle_on_device();
             q.push(job, node);
-            let batch = q.device.as_mut().and_then(Device::take_batch_waiter);
+            let batch = q.device.as_mut().and_then(|d| d.take_batch_waiter(fresh));
             drop(q);
             if let Some(cmd) = batch {
                 cmd.complete_in_task::<hw::DeliverBatch>();
@@ -599,17 +622,19 @@ impl Dispatcher {
             return Err(cmd);
         }
         let depth = uapi::HW_QUEUE_DEPTH as usize;
+        // Within the capacity the caller reserved, so that pushing never
+        // allocates (nor fails and drops a job under the lock).
+        let room = room.min(out.capacity());
         for tag in 0..depth {
-            // Within the capacity the caller reserved, so that pushing
-            // never allocates (nor fails and drops a job under the lock).
-            if out.len() >= room.min(out.capacity()) {
+            if out.len() >= room {
                 break;
             }
             let i = queue * depth + tag;
             if !matches!(q.slots(session).map(|s| &s[i]), Some(Slot::Idle)) {
                 continue;
             }
-            let Some(mut h) = q.pop() else { break };
+            let last = out.len() + 1 == room;
+            let Some(mut h) = (if last { q.pop_fresh() } else { q.pop() }) else { break };
             h.job.start();
             let entry = uapi::HwBatchJob { tag: tag as u16, pad: [0; 3], job: h.job.hw };
             let _ = out.push(entry, GFP_NOWAIT);
@@ -662,7 +687,8 @@ impl Dispatcher {
                 let _ = done.push((h, r.result), GFP_NOWAIT);
             }
         }
-        let kick = if q.has_pending() { q.device.as_mut().and_then(Device::take_batch_waiter) } else { None };
+        // Jobs of any context may be waiting: the batch sorts them out.
+        let kick = if q.has_pending() { q.device.as_mut().and_then(|d| d.take_batch_waiter(true)) } else { None };
         drop(q);
         let n = done.len();
         for (mut h, result) in done {

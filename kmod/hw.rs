@@ -62,6 +62,11 @@ struct FetchPdu {
 // SAFETY: 16 bytes of integers, alignment 8.
 unsafe impl Pdu for FetchPdu {}
 
+/// How many jobs a FETCH_BATCH takes at most.
+pub(crate) fn batch_room(cmd: &QueuedCmd<HwSession>) -> usize {
+    cmd.cmd().pdu::<FetchPdu>().batch as usize
+}
+
 impl HwSession {
     fn info(&self) -> uapi::HwInfo {
         let mut info = uapi::HwInfo {

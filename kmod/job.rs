@@ -344,6 +344,13 @@ impl Job {
         }
     }
 
+    /// Whether no other job of its context is on the device (all its
+    /// context's jobs in flight but this one are waiting in the driver).
+    pub(crate) fn context_idle_on_device(&self) -> bool {
+        let others_queued = self.stats.queued().saturating_sub(u32::from(self.queued_at.is_some()));
+        self.stats.inflight().saturating_sub(1) <= others_queued
+    }
+
     /// The job goes into a pending tree.
     pub(crate) fn enqueue(&mut self) {
         self.queued_at = Some(Ktime::ktime_get());

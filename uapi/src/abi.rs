@@ -436,8 +436,10 @@ pub struct HwBatchResult {
 /// `IORING_OP_URING_CMD` on `/dev/m4npu-hw`: wait for jobs for queue
 /// `queue`. Completes with the number of jobs (1 to `count`) written to
 /// `addr` as [`HwBatchJob`]s, each holding an idle slot of the queue until
-/// committed (slots waiting with a single FETCH are left to it);
-/// `ECANCELED` when the ring goes away. `EINVAL` for a queue out of range,
+/// committed (slots waiting with a single FETCH are left to it). The last
+/// of the `count` places only takes a job of a context with nothing else on
+/// the device, so that one app's backlog cannot hold every place (fewer
+/// jobs come back rather than that); `ECANCELED` when the ring goes away. `EINVAL` for a queue out of range,
 /// a count of 0 or above [`HW_QUEUE_DEPTH`] or a nonzero pad, `EBUSY` if the
 /// queue already has a FETCH_BATCH outstanding, `EFAULT` if the entries could
 /// not be written (those jobs fail with `EIO`). As with single FETCHes, the

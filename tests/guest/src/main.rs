@@ -79,6 +79,7 @@ const TESTS: &[Test] = &[
     Test::new("killed_submitter_leaves_nothing_behind", jobs::failures::killed_submitter_leaves_nothing_behind),
     Test::new("killed_device_fails_every_job_with_eio", jobs::failures::killed_device_fails_every_job_with_eio),
     Test::new("jobs_hand_off_in_batches", jobs::batches::jobs_hand_off_in_batches),
+    Test::new("batches_keep_a_place_for_another_app", jobs::batches::batches_keep_a_place_for_another_app),
     Test::new("jobs_on_every_ring_setup", jobs::setups::jobs_on_every_ring_setup),
     Test::new("contexts_take_turns", jobs::sharing::contexts_take_turns),
     Test::new("high_priority_needs_cap_sys_nice", jobs::sharing::high_priority_needs_cap_sys_nice),

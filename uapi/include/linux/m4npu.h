@@ -293,7 +293,9 @@ struct m4npu_hw_job {
  *
  * FETCH_BATCH waits for jobs of @queue and completes with their number,
  * written to @addr as struct m4npu_hw_batch_job, each holding an idle slot
- * until committed (one FETCH_BATCH per queue at a time: EBUSY).
+ * until committed (one FETCH_BATCH per queue at a time: EBUSY). Its last
+ * place only takes a job of a context with nothing else on the device, so
+ * that one app's backlog cannot hold every place.
  * COMMIT_BATCH completes the jobs of @count struct m4npu_hw_batch_result at
  * @addr at once; a bad tag refuses the whole batch with EINVAL.
  */

@@ -142,3 +142,51 @@ pub fn jobs_hand_off_in_batches() -> Result<()> {
     drop(queue);
     Ok(())
 }
+
+/// A FETCH_BATCH's last place goes only to an app with nothing on the
+/// device: a flooding app cannot take every place, and another app's job
+/// finds one at once instead of waiting for one of the flood's.
+pub fn batches_keep_a_place_for_another_app() -> Result<()> {
+    let hw = HwDevice::open()?;
+    let (flood, other) = (Device::open()?, Device::open()?);
+    let (fin, fout) = (flood.alloc(4 * 64)?, flood.alloc(4 * 64)?);
+    let (oin, oout) = (other.alloc(64)?, other.alloc(64)?);
+    let job = |i: usize| JobDesc::new(Op::Echo).input(&fin, i * 64, 64).output(&fout, i * 64, 64);
+    let mut flood_ring = flood.ring(8)?;
+    for i in 0..4 {
+        flood_ring.push(&job(i), i as u64)?;
+    }
+    flood_ring.submit()?;
+    // Two places: the first takes a flood job, the last keeps.
+    let mut queue = hw.batch_queue(0, 2)?;
+    let first = queue.fetch()?;
+    ensure!(first.len() == 1, "a FETCH_BATCH of 2 with only a flood waiting brought {} jobs", first.len());
+    let flood_ctx = first[0].context_id();
+    let mut other_ring = other.ring(2)?;
+    other_ring.push(&JobDesc::new(Op::Echo).input(&oin, 0, 64).output(&oout, 0, 64), 9)?;
+    other_ring.submit()?;
+    let second = queue.fetch()?;
+    ensure!(
+        second.len() == 1 && second[0].context_id() != flood_ctx,
+        "the kept place went to {:?}, not to the other app",
+        second.iter().map(|j| j.context_id()).collect::<Vec<_>>()
+    );
+    // Everything completes, the flood one place at a time.
+    let mut held = first;
+    held.extend(second);
+    let mut done = 0;
+    while done < 5 {
+        for j in held.drain(..) {
+            queue.commit(j, Ok(0))?;
+            done += 1;
+        }
+        if done < 5 {
+            held = queue.fetch()?;
+        }
+    }
+    queue.flush()?;
+    let flooded = flood_ring.wait_timeout(4, HANG)?;
+    let others = other_ring.wait_timeout(1, HANG)?;
+    ensure!(flooded.len() == 4 && others.len() == 1, "completions: {flooded:?} {others:?}");
+    Ok(())
+}

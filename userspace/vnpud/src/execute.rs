@@ -40,13 +40,20 @@ pub fn run_with(model: &Foundation<'_>, op: Option<Op>, b: JobBuffers<'_>, adapt
 /// As [`run_with`], for the driver's job `job` (its `HwJob::id`): a job
 /// that runs again (the device died after it wrote its state) writes what
 /// it wrote the first time, see [`StateHeader::last_job`]. Job 0 is none.
+///
+/// EMBED and CLASSIFY write a vector (the sentence embedding, or the
+/// adapter's head on its pooled hidden states); GENERATE is one step of a
+/// session: the input tokens go into the KV cache in the state range after
+/// the session's `n_past`, and the output is the greedy next token and,
+/// room permitting, the logits. Each runs as a batch of one.
 pub fn run_job(model: &Foundation<'_>, job: u64, op: Option<Op>, b: JobBuffers<'_>, adapter: Option<&TaskAdapter<'_>>) -> Result<usize, Errno> {
     if op == Some(Op::Echo) {
         return echo(b);
     }
     match (op, adapter) {
-        // Batches of one.
-        (Some(Op::Embed), _) | (Some(Op::Classify), Some(_)) => pooled_batch_jobs(model, vec![(op, b, adapter, job)]).pop().unwrap_or(Err(Errno::EIO)),
+        (Some(Op::Embed), _) | (Some(Op::Classify), Some(_)) => {
+            pooled_batch_jobs(model, vec![(op, b, adapter, job)]).pop().unwrap_or(Err(Errno::EIO))
+        }
         (Some(Op::Generate), a) => generate_batch_jobs(model, vec![(b, a, job)]).pop().unwrap_or(Err(Errno::EIO)),
         _ => Err(Errno::EOPNOTSUPP),
     }

@@ -5,18 +5,18 @@
 //! (no copy of the weights), and serves jobs: fetch, run with the engine on
 //! the job's buffers in NPU memory, commit. Jobs come and go in batches
 //! (FETCH_BATCH / COMMIT_BATCH) and run in rounds of one job per context
-//! (`rounds`: apps waiting on each result first, and waited for a little); the generation steps of a round's apps run
-//! through the backbone together, and their embeddings and
-//! classifications through their sub-model (`execute::*_batch_jobs`).
+//! (`rounds`: apps waiting on each result first, and waited for a little);
+//! the generation steps of a round's apps run through the backbone
+//! together, and their embeddings and classifications through their
+//! sub-model (`execute::*_batch_jobs`).
 //! A bad job gets an errno; SIGTERM or SIGINT ends the daemon after the jobs
 //! at hand are committed.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::process::ExitCode;
-
-use clap::Parser;
 use std::time::Instant;
 
+use clap::Parser;
 use m4npu::hw::{HwBatchQueue, HwDevice, HwFlags, HwJob};
 use m4npu::Op;
 use nix::errno::Errno;

@@ -13,11 +13,13 @@ use kernel::{
     bindings,
     page::{PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
-    sync::Arc,
-    types::ForeignOwnable,
+    sync::{Arc, ArcBorrow},
 };
 
-use crate::{compat::mm::Vma, npu::Npu};
+use crate::{
+    compat::mm::{Vma, VmOps},
+    npu::Npu,
+};
 
 /// mmap offsets: `handle << BO_OFFSET_SHIFT` (so a BO may be up to 4 GiB).
 pub(crate) const BO_OFFSET_SHIFT: u32 = 32;
@@ -129,8 +131,7 @@ impl Bo {
             return Err(EINVAL);
         }
         self.npu.pool().mem().remap(vma, self.offset + start)?;
-        // SAFETY: BO_VM_OPS expect an `Arc<Bo>` from `into_foreign()`.
-        unsafe { vma.set_ops(&BO_VM_OPS, self.into_foreign().cast_mut()) };
+        vma.set_ops(self);
         Ok(())
     }
 }
@@ -144,62 +145,12 @@ impl Drop for Bo {
     }
 }
 
-static BO_VM_OPS: bindings::vm_operations_struct = {
-    // SAFETY: all-zero `vm_operations_struct` is C's "no operations".
-    let mut ops: bindings::vm_operations_struct = unsafe { core::mem::MaybeUninit::zeroed().assume_init() };
-    ops.open = Some(bo_vm_open);
-    ops.close = Some(bo_vm_close);
-    ops.fault = Some(bo_vm_fault);
-    ops
-};
-
-/// A VMA was copied (fork) or split: it takes its own reference.
-///
-/// # Safety
-///
-/// Called by the mm for a VMA set up by `Bo::mmap`.
-unsafe extern "C" fn bo_vm_open(vma: *mut bindings::vm_area_struct) {
-    // SAFETY: `vm_private_data` of a VMA with BO_VM_OPS holds an `Arc<Bo>`
-    // from `into_foreign()`, alive while any VMA refers to it.
-    let bo = unsafe { <Arc<Bo> as ForeignOwnable>::borrow((*vma).vm_private_data) };
-    let extra: Arc<Bo> = bo.into();
-    // The reference now belongs to the new VMA: same pointer, one more count.
-    let _ = extra.into_foreign();
-}
-
 /// A page of a mapping is touched again after the app dropped it
 /// (`madvise(MADV_DONTNEED)` zaps a shared mapping's page tables, and the
 /// mm cannot re-make what `remap_vmalloc_range` put there): the same NPU
 /// memory goes back in, never a fresh page.
-///
-/// # Safety
-///
-/// Called by the mm for a fault in a VMA set up by `Bo::mmap` or copied
-/// from one.
-unsafe extern "C" fn bo_vm_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
-    // SAFETY: the mm passes a valid fault of a VMA with BO_VM_OPS, whose
-    // `vm_private_data` holds an `Arc<Bo>` alive while the VMA is (as in
-    // `bo_vm_open`).
-    let (bo, pgoff) = unsafe {
-        let f = &(*vmf).__bindgen_anon_1;
-        (<Arc<Bo> as ForeignOwnable>::borrow((*f.vma).vm_private_data), f.pgoff)
-    };
-    match bo.get_page(page_in_bo(pgoff) * PAGE_SIZE) {
-        Some(page) => {
-            // SAFETY: as above; the mm takes over the page reference.
-            unsafe { (*vmf).page = page.as_ptr() };
-            0
-        }
-        None => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
+impl VmOps for Bo {
+    fn fault(bo: ArcBorrow<'_, Bo>, pgoff: usize) -> Option<core::ptr::NonNull<bindings::page>> {
+        bo.get_page(page_in_bo(pgoff) * PAGE_SIZE)
     }
-}
-
-/// A VMA went away: drop its reference.
-///
-/// # Safety
-///
-/// Called by the mm, once, for a VMA set up by `Bo::mmap` or copied from one.
-unsafe extern "C" fn bo_vm_close(vma: *mut bindings::vm_area_struct) {
-    // SAFETY: as in `bo_vm_open`; this VMA's reference is given up once.
-    drop(unsafe { <Arc<Bo> as ForeignOwnable>::from_foreign((*vma).vm_private_data) });
 }

@@ -17,7 +17,7 @@
 //! take then fails with `EIO`, or with recovery on waits for the next
 //! device (see `dispatch`).
 
-use core::mem::size_of;
+use core::{mem::size_of, ptr::NonNull};
 
 use kernel::{
     bindings,
@@ -31,7 +31,7 @@ use crate::{
     compat::{
         file::File,
         miscdevice::{MiscDevice, MiscDeviceRegistration},
-        mm::Vma,
+        mm::{Vma, VmOps},
         task::FlOwner,
         uring_cmd::{IoUringCmd, IssueFlags, Pdu, QueuedCmd, TaskWork, EIOCBQUEUED},
     },
@@ -221,6 +221,15 @@ impl TaskWork<HwSession> for AbortFetch {
     }
 }
 
+/// A page of the device's mapping touched again after `madvise(MADV_DONTNEED)`
+/// dropped it: the same NPU memory faults back in, as for BOs (the file
+/// offset is the device address).
+impl VmOps for Npu {
+    fn fault(npu: ArcBorrow<'_, Npu>, pgoff: usize) -> Option<NonNull<bindings::page>> {
+        npu.pool().mem().get_page(pgoff.checked_mul(PAGE_SIZE)?)
+    }
+}
+
 #[vtable]
 impl MiscDevice for HwSession {
     type Ptr = Arc<HwSession>;
@@ -277,7 +286,9 @@ impl MiscDevice for HwSession {
             }
             vma.clear_flags(bindings::VM_MAYWRITE as usize);
         }
-        pool.mem().remap(vma, start)
+        pool.mem().remap(vma, start)?;
+        vma.set_ops(session.npu.clone());
+        Ok(())
     }
 
     fn uring_cmd(session: ArcBorrow<'_, HwSession>, cmd: &IoUringCmd<HwSession>, flags: IssueFlags) -> Result<i32> {

@@ -134,16 +134,32 @@ pub fn hw_mapping_protects_the_model() -> Result<()> {
     let p = map(&hw, region, ro, shared, 0).map_err(|e| anyhow::anyhow!("read-only mapping of the model: {}", errno_name(e)))?;
     // SAFETY: `region` readable bytes, at least the blob's.
     let seen = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), blob.len()) } == &blob[..];
+    // Dropped pages fault back in from NPU memory (no SIGBUS, no zeroes).
+    // SAFETY: our mapping, `region` bytes.
+    let dropped = unsafe { libc::madvise(p, region, libc::MADV_DONTNEED) };
+    // SAFETY: as above.
+    let seen_again = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), blob.len()) } == &blob[..];
     // SAFETY: our mapping, `region` bytes.
     let r = unsafe { libc::mprotect(p, region, rw) };
     let e = std::io::Error::last_os_error().raw_os_error();
     unmap(p, region);
     ensure!(seen, "a read-only mapping at offset 0 does not show the model");
+    ensure!(dropped == 0 && seen_again, "after MADV_DONTNEED ({dropped}) the mapping does not show the model again");
     ensure!(r != 0 && e == Some(libc::EACCES), "mprotect of the model writable: {r} {e:?}, want EACCES");
 
     let p = map(&hw, 4096, rw, shared, info.model_region)
         .map_err(|e| anyhow::anyhow!("writable mapping right after the model: {}", errno_name(e)))?;
+    // Written, dropped, read back: the write went to NPU memory.
+    // SAFETY: our writable mapping of 4096 bytes.
+    let kept = unsafe {
+        p.cast::<u8>().write_bytes(0x5a, 4096);
+        libc::madvise(p, 4096, libc::MADV_DONTNEED);
+        std::slice::from_raw_parts(p.cast::<u8>(), 4096).iter().all(|&b| b == 0x5a)
+    };
+    // SAFETY: as above.
+    unsafe { p.cast::<u8>().write_bytes(0, 4096) };
     unmap(p, 4096);
+    ensure!(kept, "a write to the device's mapping did not survive MADV_DONTNEED");
     Ok(())
 }
 

@@ -30,6 +30,7 @@ use crate::{
     },
     dispatch::Canceled,
     handles::HandleTable,
+    ioctl,
     job::{self, Job, JobStats, Notify, Resolved, RunPdu, SyncWait},
     npu::Npu,
     uapi, DRIVER_VERSION,
@@ -62,7 +63,7 @@ fn copy_str(dst: &mut [u8], src: &[u8]) {
 
 impl Context {
     /// What GET_INFO reports to this context.
-    pub(crate) fn info(&self) -> uapi::Info {
+    fn info(&self) -> uapi::Info {
         let mut info = uapi::Info::zeroed();
         info.uapi_version = uapi::UAPI_VERSION;
         info.context_id = self.id;
@@ -79,7 +80,7 @@ impl Context {
         info
     }
 
-    pub(crate) fn bo_create(&self, req: &mut uapi::BoCreate) -> Result {
+    fn bo_create(&self, req: &mut uapi::BoCreate) -> Result {
         if req.flags != 0 || req.size == 0 {
             return Err(EINVAL);
         }
@@ -100,12 +101,12 @@ impl Context {
     }
 
     /// Undoes a create whose result could not be returned to userspace.
-    pub(crate) fn bo_forget(&self, handle: u32) {
+    fn bo_forget(&self, handle: u32) {
         let bo = self.tables.lock().bos.remove(handle);
         drop(bo);
     }
 
-    pub(crate) fn bo_destroy(&self, req: &uapi::BoDestroy) -> Result {
+    fn bo_destroy(&self, req: &uapi::BoDestroy) -> Result {
         if req.pad != 0 {
             return Err(EINVAL);
         }
@@ -114,19 +115,19 @@ impl Context {
         Ok(())
     }
 
-    pub(crate) fn adapter_load(&self, req: &mut uapi::AdapterLoad) -> Result {
+    fn adapter_load(&self, req: &mut uapi::AdapterLoad) -> Result {
         let adapter = adapter::load(&self.npu, &self.usage, req)?;
         req.handle = self.tables.lock().adapters.insert(adapter)?;
         Ok(())
     }
 
     /// Undoes a load whose result could not be returned to userspace.
-    pub(crate) fn adapter_forget(&self, handle: u32) {
+    fn adapter_forget(&self, handle: u32) {
         let a = self.tables.lock().adapters.remove(handle);
         drop(a);
     }
 
-    pub(crate) fn adapter_unload(&self, req: &uapi::AdapterUnload) -> Result {
+    fn adapter_unload(&self, req: &uapi::AdapterUnload) -> Result {
         if req.pad != 0 {
             return Err(EINVAL);
         }
@@ -135,8 +136,54 @@ impl Context {
         Ok(())
     }
 
+    /// An ioctl on the context's file: arguments copied in whole before
+    /// use, results copied out after every lock is dropped.
+    fn ioctl(&self, cmd: u32, arg: usize) -> Result<isize> {
+        ioctl::check(
+            cmd,
+            &[
+                uapi::IOC_GET_INFO,
+                uapi::IOC_BO_CREATE,
+                uapi::IOC_BO_DESTROY,
+                uapi::IOC_ADAPTER_LOAD,
+                uapi::IOC_ADAPTER_UNLOAD,
+                uapi::IOC_RUN,
+                uapi::IOC_MODEL_META,
+            ],
+        )?;
+        match cmd {
+            uapi::IOC_GET_INFO => ioctl::write(arg, &self.info())?,
+            uapi::IOC_BO_CREATE => {
+                let mut req: uapi::BoCreate = ioctl::read(arg)?;
+                self.bo_create(&mut req)?;
+                if let Err(e) = ioctl::write(arg, &req) {
+                    self.bo_forget(req.handle);
+                    return Err(e);
+                }
+            }
+            uapi::IOC_BO_DESTROY => self.bo_destroy(&ioctl::read(arg)?)?,
+            uapi::IOC_ADAPTER_LOAD => {
+                let mut req: uapi::AdapterLoad = ioctl::read(arg)?;
+                self.adapter_load(&mut req)?;
+                if let Err(e) = ioctl::write(arg, &req) {
+                    self.adapter_forget(req.handle);
+                    return Err(e);
+                }
+            }
+            uapi::IOC_ADAPTER_UNLOAD => self.adapter_unload(&ioctl::read(arg)?)?,
+            uapi::IOC_RUN => return self.run_sync(&ioctl::read(arg)?),
+            uapi::IOC_MODEL_META => {
+                let mut req: uapi::ModelMeta = ioctl::read(arg)?;
+                self.model_meta(&mut req)?;
+                ioctl::write(arg, &req)?;
+            }
+            _ => return Err(ENOTTY),
+        }
+        Ok(0)
+    }
+
     /// MODEL_META: copies the firmware's metadata out if it fits.
-    pub(crate) fn model_meta(&self, req: &mut uapi::ModelMeta) -> Result {
+    fn model_meta(&self, req: &mut uapi::ModelMeta) -> Result {
         let m = self.npu.model().ok_or(ENODEV)?;
         let fits = req.size >= m.meta_size as u64;
         req.size = m.meta_size as u64;
@@ -192,7 +239,7 @@ impl Context {
     }
 
     /// Synchronous RUN: returns the output bytes.
-    pub(crate) fn run_sync(&self, d: &uapi::Job) -> Result<isize> {
+    fn run_sync(&self, d: &uapi::Job) -> Result<isize> {
         // Allocated first: an admitted job must get its notify before
         // anything else can fail, or its in-flight slot is never given back.
         let wait = SyncWait::new()?;
@@ -292,7 +339,7 @@ impl MiscDevice for Context {
     }
 
     fn ioctl(ctx: ArcBorrow<'_, Context>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        crate::ioctl::dispatch(&ctx, cmd, arg)
+        ctx.ioctl(cmd, arg)
     }
 
     fn mmap(ctx: ArcBorrow<'_, Context>, _file: &File, vma: &Vma) -> Result {

@@ -11,11 +11,12 @@ use kernel::{bindings, page::PAGE_SIZE, prelude::*, sync::Arc};
 
 use crate::{
     blob::{check_sections, named, read, sha256_of, Refusal},
-    bo::{Bo, Usage},
+    bo::Bo,
     compat::file::FileRef,
     errno,
     npu::Npu,
     uapi,
+    usage::Usage,
 };
 
 const REQUIRED_SEALS: u32 = bindings::F_SEAL_WRITE | bindings::F_SEAL_SHRINK | bindings::F_SEAL_GROW;

@@ -7,8 +7,6 @@
 //! memory in place until the last munmap. Only then is it zeroed and freed,
 //! and never can another context's allocation show through an old mapping.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
-
 use kernel::{
     bindings,
     page::{PAGE_SHIFT, PAGE_SIZE},
@@ -19,6 +17,7 @@ use kernel::{
 use crate::{
     compat::mm::{Vma, VmOps},
     npu::Npu,
+    usage::Usage,
 };
 
 /// mmap offsets: `handle << BO_OFFSET_SHIFT` (so a BO may be up to 4 GiB).
@@ -32,43 +31,6 @@ pub(crate) fn handle_of(pgoff: usize) -> Option<u32> {
 /// The page within its BO that a file page offset names.
 pub(crate) fn page_in_bo(pgoff: usize) -> usize {
     pgoff & ((1usize << (BO_OFFSET_SHIFT - PAGE_SHIFT as u32)) - 1)
-}
-
-/// Memory charged to one context. Shared with its BOs, which may outlive
-/// the context's file through mappings.
-pub(crate) struct Usage {
-    bytes: AtomicUsize,
-    quota: usize,
-}
-
-impl Usage {
-    pub(crate) fn new(quota: usize) -> Self {
-        Self { bytes: AtomicUsize::new(0), quota }
-    }
-
-    /// Charges `n` bytes, or fails with `crate::errno::edquot()` past the quota.
-    fn charge(&self, n: usize) -> Result {
-        let mut cur = self.bytes.load(Ordering::Relaxed);
-        loop {
-            let new = cur.checked_add(n).filter(|&v| v <= self.quota).ok_or_else(crate::errno::edquot)?;
-            match self.bytes.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return Ok(()),
-                Err(actual) => cur = actual,
-            }
-        }
-    }
-
-    fn uncharge(&self, n: usize) {
-        self.bytes.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn quota(&self) -> usize {
-        self.quota
-    }
 }
 
 pub(crate) struct Bo {

@@ -19,7 +19,7 @@ use kernel::{
 
 use crate::{
     adapter::{self, Adapter},
-    bo::{self, Bo, Usage, BO_OFFSET_SHIFT},
+    bo::{self, Bo, BO_OFFSET_SHIFT},
     compat::{
         file::File,
         miscdevice::{MiscDevice, MiscDeviceRegistration},
@@ -34,6 +34,7 @@ use crate::{
     job::{self, Job, JobStats, Notify, Resolved, RunPdu, SyncWait},
     npu::Npu,
     uapi, DRIVER_VERSION,
+    usage::Usage,
 };
 
 /// A context's objects, by handle.

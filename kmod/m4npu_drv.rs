@@ -24,6 +24,7 @@ mod npu;
 mod params;
 mod pool;
 mod uapi;
+mod usage;
 
 use compat::{
     debugfs::ShowDir,

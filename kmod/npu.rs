@@ -13,7 +13,7 @@ use kernel::{
 };
 
 use crate::{
-    bo::Usage,
+    usage::Usage,
     compat::{
         debugfs::Show,
         seq_file::{seq_print, SeqFile},

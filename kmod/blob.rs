@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Checks shared by firmware and adapter blobs, which lay out their
-//! sections alike (see uapi: tensor table, metadata, aligned data). Mirrors
-//! userspace's `m4npu_format` so both refuse the same blobs.
+//! sections alike (see uapi: tensor table, metadata, aligned data); the
+//! section checks are the UAPI's own (`uapi/src/sections.rs`), which
+//! userspace's `m4npu_format` runs too.
 
-use core::mem::{offset_of, size_of};
+use core::mem::size_of;
 
 use kernel::{prelude::*, types::FromBytes};
 
@@ -15,10 +16,6 @@ use crate::uapi;
 pub(crate) fn read<T: FromBytes>(blob: &[u8], off: u64) -> Option<T> {
     let off = usize::try_from(off).ok()?;
     from_bytes_copy(blob.get(off..off.checked_add(size_of::<T>())?)?)
-}
-
-fn within(off: u64, len: u64, limit: u64) -> bool {
-    off.checked_add(len).is_some_and(|end| end <= limit)
 }
 
 /// A NUL-terminated, non-empty name field.
@@ -42,53 +39,13 @@ impl From<&'static str> for Refusal {
 }
 
 /// Bounds of every section and tensor, and unique UTF-8 tensor names (the
-/// header's own fields and the total size are the caller's to check).
+/// header's own fields and the total size are the caller's to check): the
+/// UAPI's one validator, which userspace runs too.
 pub(crate) fn check_sections(blob: &[u8], s: &uapi::BlobSections) -> core::result::Result<(), Refusal> {
-    let total = blob.len() as u64;
-    if s.tensor_entry_size as usize != size_of::<uapi::FwTensor>() {
-        return Err("bad tensor entry size".into());
-    }
-    let table_len = u64::from(s.tensor_count) * u64::from(s.tensor_entry_size);
-    if s.tensor_table_offset < s.header_size || !within(s.tensor_table_offset, table_len, total) {
-        return Err("tensor table out of bounds".into());
-    }
-    if s.meta_offset < s.header_size || !within(s.meta_offset, s.meta_size, total) {
-        return Err("metadata out of bounds".into());
-    }
-    if s.data_offset < s.header_size || s.data_offset % uapi::FW_ALIGN != 0 || !within(s.data_offset, s.data_size, total) {
-        return Err("data section out of bounds or misaligned".into());
-    }
-    if s.tensor_count > uapi::FW_MAX_TENSORS {
-        return Err("too many tensors".into());
-    }
-    let entry = |i: u32| s.tensor_table_offset + u64::from(i) * u64::from(s.tensor_entry_size);
-    for i in 0..s.tensor_count {
-        let e: uapi::FwTensor = read(blob, entry(i)).ok_or("tensor entry out of bounds")?;
-        if !named(&e.name) || !(1..=4).contains(&e.ndim) || e.offset % uapi::FW_ALIGN != 0 || !within(e.offset, e.size, s.data_size)
-        {
-            return Err("bad tensor entry (name, dims, or data out of bounds)".into());
-        }
-    }
-    // Names are unique: sorted, equal ones meet. Each name is read in
-    // place (the entries are in bounds, above), up to its NUL.
-    let name = |i: u32| {
-        let at = entry(i) as usize + offset_of!(uapi::FwTensor, name);
-        let field = blob.get(at..at + uapi::FW_NAME_LEN).unwrap_or_default();
-        field.split(|&b| b == 0).next().unwrap_or_default()
-    };
-    let mut order = KVec::with_capacity(s.tensor_count as usize, GFP_KERNEL).map_err(|_| Refusal::NoMemory)?;
-    for i in 0..s.tensor_count {
-        order.push(i, GFP_KERNEL).map_err(|_| Refusal::NoMemory)?;
-    }
-    // As UTF-8: what userspace looks names up by.
-    if (0..s.tensor_count).any(|i| core::str::from_utf8(name(i)).is_err()) {
-        return Err("tensor name not UTF-8".into());
-    }
-    order.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
-    if order.windows(2).any(|w| name(w[0]) == name(w[1])) {
-        return Err("two tensors share a name".into());
-    }
-    Ok(())
+    // A count past the limit is refused before any memory is asked for.
+    let n = if s.tensor_count <= uapi::FW_MAX_TENSORS { s.tensor_count as usize } else { 0 };
+    let mut order = KVec::from_elem(0u32, n, GFP_KERNEL).map_err(|_| Refusal::NoMemory)?;
+    uapi::check_sections(blob, s, &mut order).map_err(|e| Refusal::Malformed(e.reason()))
 }
 
 /// SHA-256 of `data`.

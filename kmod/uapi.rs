@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The ABI shared with userspace: the UAPI crate's source compiled into
-//! the module as is, so that the driver and userspace share one definition,
-//! and which of its structs may be read from or written as plain bytes.
+//! the module as is, so that the driver and userspace share one definition
+//! (and one validator of blob sections), and which of its structs may be
+//! read from or written as plain bytes.
 
 use core::mem::size_of;
 
@@ -11,8 +12,12 @@ use kernel::types::{AsBytes, FromBytes};
 #[allow(dead_code, unreachable_pub)]
 #[path = "../uapi/src/abi.rs"]
 mod abi;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../uapi/src/sections.rs"]
+mod sections;
 
 pub(crate) use abi::*;
+pub(crate) use sections::check_sections;
 
 // SAFETY: `repr(C)` structs of integers and byte arrays with no padding
 // (sizes checked below and by the UAPI layout test), so every byte is

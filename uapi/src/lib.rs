@@ -1,14 +1,17 @@
 //! The m4npu user/kernel contract.
 //!
 //! Everything lives in `abi.rs`, which the kernel module includes verbatim
-//! (`#[path]`), so driver and userspace compile the very same definitions.
+//! (`#[path]`), so driver and userspace compile the very same definitions;
+//! so does `sections.rs`, the one validator of blob sections both use.
 //! `include/linux/m4npu.h` is the C twin; `tests/c_layout.rs` keeps them equal.
 //! Flag words are also offered as `bitflags` sets ([`InfoFlags`], [`HwFlags`]),
 //! here only: the module compiles `abi.rs` alone.
 #![no_std]
 
 mod abi;
+mod sections;
 pub use abi::*;
+pub use sections::{check_sections, tensor_name, SectionError};
 
 bitflags::bitflags! {
     /// [`Info::flags`] and [`HwInfo::flags`] as a set (`INFO_*`).

@@ -2,7 +2,7 @@
 //! `FwTensor`, metadata, then `FW_ALIGN`-aligned tensor data. The header
 //! types differ; the sections and their checks do not.
 
-use m4npu_uapi::{FwTensor, FW_ALIGN, FW_MAX_TENSORS};
+use m4npu_uapi::{FwTensor, SectionError, FW_ALIGN, FW_MAX_TENSORS};
 use sha2::{Digest, Sha256};
 
 use crate::bytes::{as_bytes, name_str, read};
@@ -102,63 +102,41 @@ impl Contents {
     }
 }
 
-fn within(off: u64, len: u64, limit: u64) -> bool {
-    off.checked_add(len).is_some_and(|end| end <= limit)
-}
-
-/// The section checks the kernel makes too; returns the decoded tensors.
+/// The section checks the kernel makes too (the UAPI's one validator,
+/// which the module compiles in); returns the decoded tensors.
 pub(crate) fn check(blob: &[u8], s: &Sections) -> Result<Vec<Tensor>, FormatError> {
     let actual = blob.len() as u64;
     if s.total_size != actual {
         return Err(FormatError::Size { declared: s.total_size, actual });
     }
-    if s.tensor_entry_size as usize != std::mem::size_of::<FwTensor>() {
-        return Err(FormatError::Field("tensor_entry_size"));
-    }
-    let hs = s.header_size;
-    let table_len = u64::from(s.tensor_count) * u64::from(s.tensor_entry_size);
-    if s.tensor_table_offset < hs || !within(s.tensor_table_offset, table_len, actual) {
-        return Err(FormatError::Bounds("tensor table".into()));
-    }
-    if s.meta_offset < hs || !within(s.meta_offset, s.meta_size, actual) {
-        return Err(FormatError::Bounds("metadata".into()));
-    }
-    if s.data_offset < hs || !s.data_offset.is_multiple_of(FW_ALIGN) || !within(s.data_offset, s.data_size, actual) {
-        return Err(FormatError::Bounds("data section".into()));
-    }
-    if s.tensor_count > FW_MAX_TENSORS {
-        return Err(FormatError::Bounds(format!("a table of {} tensors (at most {FW_MAX_TENSORS})", s.tensor_count)));
-    }
-    let mut tensors = Vec::with_capacity(s.tensor_count as usize);
-    let mut names = Vec::with_capacity(s.tensor_count as usize);
-    for i in 0..u64::from(s.tensor_count) {
-        let e: FwTensor = read(blob, s.tensor_table_offset + i * u64::from(s.tensor_entry_size))
-            .ok_or_else(|| FormatError::Bounds(format!("tensor entry {i}")))?;
-        let named = e.name.contains(&0) && e.name[0] != 0;
-        if !named || !(1..=4).contains(&e.ndim) || !e.offset.is_multiple_of(FW_ALIGN) || !within(e.offset, e.size, s.data_size) {
-            return Err(FormatError::Bounds(format!("tensor {i} ({})", name_str(&e.name))));
+    let mut order = vec![0u32; s.tensor_count.min(FW_MAX_TENSORS) as usize];
+    let name = |i: u32| String::from_utf8_lossy(m4npu_uapi::tensor_name(blob, s, i).unwrap_or_default()).into_owned();
+    m4npu_uapi::check_sections(blob, s, &mut order).map_err(|e| match e {
+        SectionError::EntrySize => FormatError::Field("tensor_entry_size"),
+        SectionError::TableBounds => FormatError::Bounds("tensor table".into()),
+        SectionError::MetaBounds => FormatError::Bounds("metadata".into()),
+        SectionError::DataBounds => FormatError::Bounds("data section".into()),
+        SectionError::TooManyTensors => {
+            FormatError::Bounds(format!("a table of {} tensors (at most {FW_MAX_TENSORS})", s.tensor_count))
         }
-        let name = e.name.split(|&b| b == 0).next().unwrap_or_default();
-        // Looked up as strings: a name must be one, exactly.
-        if std::str::from_utf8(name).is_err() {
-            return Err(FormatError::Name(String::from_utf8_lossy(name).into_owned()));
-        }
-        names.push(name.to_vec());
-        tensors.push(Tensor {
-            name: name_str(&e.name),
-            dtype: e.dtype,
-            dims: e.dims[..e.ndim as usize].to_vec(),
-            offset: e.offset,
-            size: e.size,
-        });
-    }
-    // A lookup by name must not depend on table order. Names compare as
-    // bytes up to their NUL, as the kernel compares them.
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(FormatError::Duplicate(String::from_utf8_lossy(&w[0]).into_owned()));
-    }
-    Ok(tensors)
+        SectionError::BadTensor(i) => FormatError::Bounds(format!("tensor {i} ({})", name(i))),
+        SectionError::NameNotUtf8(i) => FormatError::Name(name(i)),
+        SectionError::Duplicate(i, _) => FormatError::Duplicate(name(i)),
+        SectionError::Scratch => FormatError::Bounds("tensor table".into()),
+    })?;
+    (0..u64::from(s.tensor_count))
+        .map(|i| {
+            let e: FwTensor = read(blob, s.tensor_table_offset + i * u64::from(s.tensor_entry_size))
+                .ok_or_else(|| FormatError::Bounds(format!("tensor entry {i}")))?;
+            Ok(Tensor {
+                name: name_str(&e.name),
+                dtype: e.dtype,
+                dims: e.dims[..e.ndim as usize].to_vec(),
+                offset: e.offset,
+                size: e.size,
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn verify_hash(blob: &[u8], header_size: u64, want: &[u8; 32]) -> Result<(), FormatError> {

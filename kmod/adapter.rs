@@ -60,7 +60,9 @@ pub(crate) fn load(npu: &Arc<Npu>, usage: &Arc<Usage>, req: &uapi::AdapterLoad) 
     let model = npu.model().ok_or(ENODEV)?;
     let mem = Bo::new(npu, usage, len.div_ceil(PAGE_SIZE) * PAGE_SIZE)?;
     // SAFETY: a fresh BO that no app can map (it has no handle in the BO
-    // table) and no job names yet, so only we touch it while `blob` lives.
+    // table) and no job names yet, so only we touch it while `blob` lives;
+    // the device, which maps all of NPU memory, is trusted (root-only) not
+    // to write memory it holds no job for, as a DMA-capable device is.
     let blob = unsafe { core::slice::from_raw_parts_mut(mem.kernel_ptr(), len) };
     // Sealed against shrinking: the file cannot end early.
     file.read_exact_at(blob, req.offset)?;

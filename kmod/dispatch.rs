@@ -13,8 +13,9 @@
 //! dispatched at it: a flooding context delays another context's next job
 //! by at most the one it has on the device. The device's places are
 //! shared the same way: a FETCH_BATCH's last place only takes a job of a
-//! context with nothing on the device, so that a backlog cannot hold them
-//! all while another app's job waits (after blk-mq's fair tag sharing).
+//! context with nothing on the device (while the device holds any job), so
+//! that a backlog cannot hold them all while another app's job waits (after
+//! blk-mq's fair tag sharing).
 //! Classes are strict: high before normal before low.
 //!
 //! Every job is in exactly one place (a pending tree, a slot, or the hands
@@ -119,11 +120,18 @@ impl Device {
         self.queue_slots(queue).iter().any(|s| matches!(s, Slot::Idle))
     }
 
+    /// Whether the device holds any job (delivering or running).
+    fn holds_jobs(&self) -> bool {
+        self.slots.iter().any(|s| matches!(s, Slot::Delivering(_) | Slot::Busy(_)))
+    }
+
     /// A waiting FETCH_BATCH of a queue with an idle slot, to kick; with
-    /// `fresh` false, only one with room for more than the place it keeps
-    /// (see [`Queues::pop_fresh`]).
+    /// `fresh` false, only one that would take the job: with room for more
+    /// than the place it keeps (see [`Queues::pop_fresh`]), or of a device
+    /// holding nothing.
     fn take_batch_waiter(&mut self, fresh: bool) -> Option<QueuedCmd<HwSession>> {
-        let takes = |b: &Batch| matches!(b, Batch::Waiting(cmd) if fresh || hw::batch_room(cmd) > 1);
+        let idle = !self.holds_jobs();
+        let takes = |b: &Batch| matches!(b, Batch::Waiting(cmd) if fresh || idle || hw::batch_room(cmd) > 1);
         let q = (0..uapi::HW_MAX_QUEUES as usize).find(|&q| takes(&self.batches[q]) && self.has_idle_slot(q))?;
         match core::mem::replace(&mut self.batches[q], Batch::Delivering) {
             Batch::Waiting(cmd) => Some(cmd),
@@ -633,8 +641,11 @@ impl Dispatcher {
             if !matches!(q.slots(session).map(|s| &s[i]), Some(Slot::Idle)) {
                 continue;
             }
-            let last = out.len() + 1 == room;
-            let Some(mut h) = (if last { q.pop_fresh() } else { q.pop() }) else { break };
+            // The last place is kept, unless the device holds nothing: a
+            // device with no job always gets one that is waiting, so no
+            // miscount of what a context has on the device can stall it.
+            let keep = out.len() + 1 == room && q.device.as_ref().is_some_and(Device::holds_jobs);
+            let Some(mut h) = (if keep { q.pop_fresh() } else { q.pop() }) else { break };
             h.job.start();
             let entry = uapi::HwBatchJob { tag: tag as u16, pad: [0; 3], job: h.job.hw };
             let _ = out.push(entry, GFP_NOWAIT);

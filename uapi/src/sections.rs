@@ -68,15 +68,16 @@ fn u64_at(blob: &[u8], at: u64) -> Option<u64> {
     Some(u64::from_ne_bytes(bytes_at(blob, at, 8)?.try_into().ok()?))
 }
 
-/// Where entry `i` of the tensor table starts.
-fn entry_at(s: &BlobSections, i: u32) -> u64 {
-    s.tensor_table_offset + u64::from(i) * u64::from(s.tensor_entry_size)
+/// Where field `field` of entry `i` of the tensor table starts, if that
+/// is a number.
+fn entry_field(s: &BlobSections, i: u32, field: usize) -> Option<u64> {
+    u64::from(i).checked_mul(u64::from(s.tensor_entry_size))?.checked_add(s.tensor_table_offset)?.checked_add(field as u64)
 }
 
 /// The name field of tensor entry `i` up to its NUL, if the entry lies in
 /// `blob`.
 pub fn tensor_name<'b>(blob: &'b [u8], s: &BlobSections, i: u32) -> Option<&'b [u8]> {
-    let field = bytes_at(blob, entry_at(s, i) + offset_of!(FwTensor, name) as u64, FW_NAME_LEN)?;
+    let field = bytes_at(blob, entry_field(s, i, offset_of!(FwTensor, name))?, FW_NAME_LEN)?;
     field.split(|&b| b == 0).next()
 }
 
@@ -103,13 +104,11 @@ pub fn check_sections(blob: &[u8], s: &BlobSections, order: &mut [u32]) -> Resul
         return Err(SectionError::TooManyTensors);
     }
     for i in 0..s.tensor_count {
-        let e = entry_at(s, i);
-        let field = |f: usize| e + f as u64;
-        let name = bytes_at(blob, field(offset_of!(FwTensor, name)), FW_NAME_LEN);
+        let name = entry_field(s, i, offset_of!(FwTensor, name)).and_then(|at| bytes_at(blob, at, FW_NAME_LEN));
         let named = name.is_some_and(|n| n[0] != 0 && n.contains(&0));
-        let ndim = u32_at(blob, field(offset_of!(FwTensor, ndim)));
-        let offset = u64_at(blob, field(offset_of!(FwTensor, offset)));
-        let size = u64_at(blob, field(offset_of!(FwTensor, size)));
+        let ndim = entry_field(s, i, offset_of!(FwTensor, ndim)).and_then(|at| u32_at(blob, at));
+        let offset = entry_field(s, i, offset_of!(FwTensor, offset)).and_then(|at| u64_at(blob, at));
+        let size = entry_field(s, i, offset_of!(FwTensor, size)).and_then(|at| u64_at(blob, at));
         let ok = match (ndim, offset, size) {
             (Some(ndim), Some(offset), Some(size)) => {
                 named && (1..=4).contains(&ndim) && offset % FW_ALIGN == 0 && within(offset, size, s.data_size)

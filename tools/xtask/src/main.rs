@@ -69,11 +69,25 @@ fn run(args: Vec<String>) -> Result<()> {
     }
 }
 
+/// The app library without its default features, as a minimal client
+/// links it: it builds, and without `tokenizers`.
+fn minimal_client() -> Result<()> {
+    cmd::step("the app library without default features (no tokenizers, no tokio)");
+    let minimal = ["-p", "m4npu", "--no-default-features"];
+    cmd::run(cmd::cargo().args(["check", "--release"]).args(minimal))?;
+    let tree = cmd::output(cmd::cargo().args(["tree", "-e", "normal", "--prefix", "none"]).args(minimal))?;
+    if let Some(dep) = tree.lines().find(|l| l.starts_with("tokenizers ") || l.starts_with("tokio ")) {
+        bail!("the minimal app library still depends on {dep}");
+    }
+    Ok(())
+}
+
 /// Host tests first (fast, no VM), then the guest suite on the debug kernel.
 fn test() -> Result<()> {
     setup::run()?;
     cmd::step("host tests: cargo test --workspace");
     cmd::run(cmd::cargo().args(["test", "--workspace", "--release"]))?;
+    minimal_client()?;
     // Every parser of untrusted bytes, fuzzed briefly from its seeds.
     fuzz::parsers(5)?;
     let boot = guest::Boot::prepare(Flavour::Debug)?;

@@ -3,11 +3,16 @@
 //! audio frames, sensor samples) mapped in by the adapter's input
 //! projection. One job per call; the answer is every label with its score.
 
-use m4npu_format::adapter_meta::{AdapterTask, SubModel};
+use m4npu_format::adapter_meta::AdapterTask;
+#[cfg(feature = "text")]
+use m4npu_format::adapter_meta::SubModel;
 use m4npu_format::job_io::{f32s, Input};
 
+#[cfg(feature = "text")]
 use crate::model::{BACKBONE, TEXT_ENCODER};
-use crate::tasks::{encode, input_buffer};
+#[cfg(feature = "text")]
+use crate::tasks::encode;
+use crate::tasks::input_buffer;
 use crate::{Adapter, Device, Error, JobDesc, Op, Result};
 
 /// One label of a classification, best first in [`Device::classify`]'s answer.
@@ -54,6 +59,7 @@ pub fn labels_from_logits(logits: &[f32], names: &[String]) -> Vec<Label> {
 }
 
 impl Device {
+    #[cfg(feature = "text")]
     /// Classifies `text` with a classify adapter.
     ///
     /// ```no_run

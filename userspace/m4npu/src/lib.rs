@@ -13,9 +13,11 @@
 //! Jobs run synchronously with [`Device::run`] or many at once over
 //! io_uring with [`uring::Ring`], or as `async fn`s on tokio with
 //! [`aio::AsyncRing`] (cargo feature `tokio`, on by default); [`hw`] is the
-//! other end, for the process that executes them. Task calls
-//! ([`Device::embed`], [`Device::generate`]) tokenize with the loaded
-//! model's own tokenizers ([`model`]).
+//! other end, for the process that executes them. Task calls on text
+//! ([`Device::embed`], [`Device::generate`], [`Device::classify`]; cargo
+//! feature `text`, on by default) tokenize with the loaded model's own
+//! tokenizers ([`model`]); without the feature, the library does not build
+//! `tokenizers`, and jobs take token ids and feature vectors.
 //!
 //! Example programs, in `examples/` (`cargo run --example NAME -- ARGS`;
 //! they need a device that serves jobs, such as vnpud):
@@ -52,6 +54,7 @@ pub use m4npu_format::adapter_meta::{AdapterMeta, AdapterTask};
 pub use device::{Device, DeviceInfo, ModelInfo};
 pub use fdinfo::FdInfo;
 pub use job::{JobDesc, Op, Priority};
+#[cfg(feature = "text")]
 pub use tasks::Session;
 pub use error::{Error, Result};
 pub use m4npu_uapi as uapi;

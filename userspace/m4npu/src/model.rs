@@ -2,11 +2,14 @@
 //! their shapes) and the tokenizers that turn text into its tokens, read
 //! from the driver so that they always belong to the loaded firmware.
 
+#[cfg(feature = "text")]
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
+#[cfg(feature = "text")]
 use std::sync::Mutex;
 
 use m4npu_uapi as uapi;
+#[cfg(feature = "text")]
 use tokenizers::Tokenizer;
 
 use crate::{Device, Error, Result};
@@ -31,6 +34,7 @@ pub const BACKBONE: &str = "backbone";
 pub struct ModelMeta {
     json: serde_json::Value,
     /// Tokenizers built so far, by sub-model.
+    #[cfg(feature = "text")]
     tokenizers: Mutex<HashMap<String, Tokenizer>>,
 }
 
@@ -83,7 +87,11 @@ impl Device {
             buf = vec![0; size];
         }
         let json = serde_json::from_slice(&buf).map_err(|e| Error::ModelMeta(format!("not JSON: {e}")))?;
-        Ok(ModelMeta { json, tokenizers: Mutex::default() })
+        Ok(ModelMeta {
+            json,
+            #[cfg(feature = "text")]
+            tokenizers: Mutex::default(),
+        })
     }
 }
 
@@ -122,6 +130,10 @@ impl ModelMeta {
         })
     }
 
+}
+
+#[cfg(feature = "text")]
+impl ModelMeta {
     /// The tokenizer of sub-model `name`, exactly as the firmware carries it
     /// (padding off: jobs take inputs of any length).
     ///

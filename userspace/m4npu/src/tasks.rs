@@ -1,13 +1,20 @@
 //! Task calls on the foundation model alone: text embeddings and text
-//! generation. Text is tokenized with the firmware's own tokenizers; each
+//! generation (cargo feature `text`; embeddings of token ids without it).
+//! Text is tokenized with the firmware's own tokenizers; each
 //! call is one job (generation: a prefill job, then one job per token with
 //! the session's KV cache in a context buffer).
 
-use m4npu_format::job_io::{f32s, GenerateOutput, Input, HEADER_BYTES, STATE_KV_OFFSET};
+use m4npu_format::job_io::{f32s, Input};
+#[cfg(feature = "text")]
+use m4npu_format::job_io::{GenerateOutput, HEADER_BYTES, STATE_KV_OFFSET};
+#[cfg(feature = "text")]
 use tokenizers::Tokenizer;
 
+#[cfg(feature = "text")]
 use crate::model::{BACKBONE, TEXT_ENCODER};
-use crate::{Adapter, Buffer, Device, Error, JobDesc, Op, Result};
+#[cfg(feature = "text")]
+use crate::Adapter;
+use crate::{Buffer, Device, Error, JobDesc, Op, Result};
 
 pub(crate) fn input_buffer<'d>(dev: &'d Device, input: &Input) -> Result<(Buffer<'d>, usize)> {
     let len = input.encoded_len();
@@ -16,12 +23,14 @@ pub(crate) fn input_buffer<'d>(dev: &'d Device, input: &Input) -> Result<(Buffer
     Ok((buf, len))
 }
 
+#[cfg(feature = "text")]
 pub(crate) fn encode(tok: &Tokenizer, text: &str, special: bool) -> Result<Vec<u32>> {
     let enc = tok.encode(text, special).map_err(|e| Error::Tokenizer(e.to_string()))?;
     Ok(enc.get_ids().to_vec())
 }
 
 impl Device {
+    #[cfg(feature = "text")]
     /// Sentence embedding of `text` by the foundation model's text encoder
     /// (mean-pooled and L2-normalised).
     ///
@@ -57,6 +66,7 @@ impl Device {
         Ok(f32s(&output.as_slice()[..n]))
     }
 
+    #[cfg(feature = "text")]
     /// Starts a generation session on the backbone with room for
     /// `max_tokens` tokens (prompt and generated).
     ///
@@ -71,6 +81,7 @@ impl Device {
         self.start_session(None, prompt, max_tokens)
     }
 
+    #[cfg(feature = "text")]
     /// [`Device::generate`] with an adapter's LoRA on the backbone.
     ///
     /// ```no_run
@@ -85,6 +96,7 @@ impl Device {
         self.start_session(Some(adapter), prompt, max_tokens)
     }
 
+    #[cfg(feature = "text")]
     fn start_session<'d>(&'d self, adapter: Option<&'d Adapter<'d>>, prompt: &str, max_tokens: usize) -> Result<Session<'d>> {
         let meta = self.model_meta()?;
         let shape = meta.shape(BACKBONE)?;
@@ -96,6 +108,7 @@ impl Device {
     }
 }
 
+#[cfg(feature = "text")]
 /// A generation session: an iterator over the generated text, a piece per
 /// token, greedy. Its KV cache lives in a buffer of the context. It ends
 /// at an end-of-text (or other special) token, when its room
@@ -127,6 +140,7 @@ pub struct Session<'d> {
     left: usize,
 }
 
+#[cfg(feature = "text")]
 impl<'d> Session<'d> {
     fn new(
         dev: &'d Device,
@@ -180,6 +194,7 @@ impl<'d> Session<'d> {
     }
 }
 
+#[cfg(feature = "text")]
 impl Iterator for Session<'_> {
     type Item = Result<String>;
 

@@ -291,7 +291,7 @@ impl TinyLlama {
             let a: Vec<f32> = g
                 .iter()
                 .zip(&u)
-                .map(|(g, u)| crate::ops::silu(*g) * u)
+                .map(|(g, u)| crate::kernels::scalar::silu(*g) * u)
                 .collect();
             let o = lin(&a, l, Proj::Down);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);

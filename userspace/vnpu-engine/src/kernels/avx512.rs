@@ -425,13 +425,13 @@ pub unsafe fn silu_mul(g: &mut [f32], u: &[f32]) {
         i += 8;
     }
     while i < n {
-        g[i] = crate::ops::silu(g[i]) * u[i];
+        g[i] = crate::kernels::scalar::silu(g[i]) * u[i];
         i += 1;
     }
 }
 
 /// Exact-form GELU `0.5 x (1 + erf(x / sqrt 2))` in place; erf by
-/// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), as [`crate::ops::erf`].
+/// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), as [`crate::kernels::scalar::erf`].
 ///
 /// # Safety
 /// Requires AVX-512 F/BW/VL/VNNI.
@@ -465,7 +465,7 @@ pub unsafe fn gelu(x: &mut [f32]) {
         i += 8;
     }
     while i < n {
-        x[i] = crate::ops::gelu(x[i]);
+        x[i] = crate::kernels::scalar::gelu(x[i]);
         i += 1;
     }
 }

@@ -175,7 +175,7 @@ pub fn gelu(isa: Isa, x: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         // Safety: the Isa value was checked available when the Exec was built.
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::gelu(x) },
-        _ => x.iter_mut().for_each(|v| *v = crate::ops::gelu(*v)),
+        _ => x.iter_mut().for_each(|v| *v = crate::kernels::scalar::gelu(*v)),
     }
 }
 

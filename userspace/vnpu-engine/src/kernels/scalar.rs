@@ -63,7 +63,7 @@ pub fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
 
 pub fn silu_mul(g: &mut [f32], u: &[f32]) {
     for (a, b) in g.iter_mut().zip(u) {
-        *a = crate::ops::silu(*a) * b;
+        *a = crate::kernels::scalar::silu(*a) * b;
     }
 }
 
@@ -86,5 +86,46 @@ pub fn attend_row(
     out.fill(0.0);
     for (j, &p) in sc[..len].iter().enumerate() {
         axpy_f32(p, &v[j * stride..j * stride + hd], out);
+    }
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// Exact (erf) GELU as BERT uses.
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2))
+}
+
+/// erf, Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7) in f32: BERT calls it
+/// once per FFN activation, so it stays cheap.
+pub fn erf(x: f32) -> f32 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * z);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let r = 1.0 - poly * (-z * z).exp();
+    if x >= 0.0 {
+        r
+    } else {
+        -r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn erf_is_accurate() {
+        for (x, want) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.5204999),
+            (1.0, 0.8427008),
+            (-2.0, -0.9953223),
+            (3.0, 0.9999779),
+        ] {
+            assert!((super::erf(x) - want).abs() < 1e-6, "{x}");
+        }
     }
 }

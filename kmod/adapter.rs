@@ -14,7 +14,8 @@ use crate::{
     bo::Bo,
     compat::file::FileRef,
     errno,
-    npu::Npu,
+    firmware::Model,
+    pool::Pool,
     uapi,
     usage::Usage,
 };
@@ -40,7 +41,8 @@ impl Adapter {
 }
 
 /// Loads the adapter `req` describes. Errors as documented in the UAPI.
-pub(crate) fn load(npu: &Arc<Npu>, usage: &Arc<Usage>, req: &uapi::AdapterLoad) -> Result<Arc<Adapter>> {
+/// `model` is the pinned foundation model the adapter must be bound to.
+pub(crate) fn load(pool: &Arc<Pool>, model: Option<Model>, usage: &Arc<Usage>, req: &uapi::AdapterLoad) -> Result<Arc<Adapter>> {
     if req.flags != 0 || req.pad != 0 {
         return Err(EINVAL);
     }
@@ -57,8 +59,8 @@ pub(crate) fn load(npu: &Arc<Npu>, usage: &Arc<Usage>, req: &uapi::AdapterLoad) 
     if len > usage.quota() {
         return Err(EFBIG);
     }
-    let model = npu.model().ok_or(ENODEV)?;
-    let mem = Bo::new(npu, usage, len.div_ceil(PAGE_SIZE) * PAGE_SIZE)?;
+    let model = model.ok_or(ENODEV)?;
+    let mem = Bo::new(pool, usage, len.div_ceil(PAGE_SIZE) * PAGE_SIZE)?;
     // SAFETY: a fresh BO that no app can map (it has no handle in the BO
     // table) and no job names yet, so only we touch it while `blob` lives;
     // the device, which maps all of NPU memory, is trusted (root-only) not

@@ -16,7 +16,7 @@ use kernel::{
 
 use crate::{
     compat::mm::{Vma, VmOps},
-    npu::Npu,
+    pool::Pool,
     usage::Usage,
 };
 
@@ -34,7 +34,7 @@ pub(crate) fn page_in_bo(pgoff: usize) -> usize {
 }
 
 pub(crate) struct Bo {
-    npu: Arc<Npu>,
+    pool: Arc<Pool>,
     usage: Arc<Usage>,
     /// Device address: offset in the pool.
     offset: usize,
@@ -43,9 +43,9 @@ pub(crate) struct Bo {
 
 impl Bo {
     /// A zeroed BO of `size` bytes (page-rounded by the caller), charged to `usage`.
-    pub(crate) fn new(npu: &Arc<Npu>, usage: &Arc<Usage>, size: usize) -> Result<Arc<Self>> {
+    pub(crate) fn new(pool: &Arc<Pool>, usage: &Arc<Usage>, size: usize) -> Result<Arc<Self>> {
         usage.charge(size)?;
-        let offset = match npu.pool().alloc(size) {
+        let offset = match pool.alloc(size) {
             Ok(o) => o,
             Err(e) => {
                 usage.uncharge(size);
@@ -53,7 +53,7 @@ impl Bo {
             }
         };
         // From here on, `Drop` undoes the charge and the allocation.
-        let bo = Bo { npu: npu.clone(), usage: usage.clone(), offset, size };
+        let bo = Bo { pool: pool.clone(), usage: usage.clone(), offset, size };
         Ok(Arc::new(bo, GFP_KERNEL)?)
     }
 
@@ -74,7 +74,7 @@ impl Bo {
     /// Nobody else writes the range meanwhile (it is not mapped by an app).
     pub(crate) unsafe fn kernel_ptr(&self) -> *mut u8 {
         // SAFETY: `offset` is inside the pool (allocated from it).
-        unsafe { self.npu.pool().mem().as_ptr().add(self.offset) }
+        unsafe { self.pool.mem().as_ptr().add(self.offset) }
     }
 
     /// The page holding byte `offset` of the BO, referenced for the caller.
@@ -82,7 +82,7 @@ impl Bo {
         if offset >= self.size {
             return None;
         }
-        self.npu.pool().mem().get_page(self.offset + offset)
+        self.pool.mem().get_page(self.offset + offset)
     }
 
     /// Maps `vma`, starting `start` bytes into the BO (page-aligned); the
@@ -92,7 +92,7 @@ impl Bo {
         if end > self.size {
             return Err(EINVAL);
         }
-        self.npu.pool().mem().remap(vma, self.offset + start)?;
+        self.pool.mem().remap(vma, self.offset + start)?;
         vma.set_ops(self);
         Ok(())
     }
@@ -102,7 +102,7 @@ impl Drop for Bo {
     fn drop(&mut self) {
         // SAFETY: allocated in `new()`; the last reference is gone, so no
         // handle or mapping uses the range.
-        unsafe { self.npu.pool().free(self.offset, self.size) };
+        unsafe { self.pool.free(self.offset, self.size) };
         self.usage.uncharge(self.size);
     }
 }

@@ -94,7 +94,7 @@ impl Context {
         if size > 1 << BO_OFFSET_SHIFT {
             return Err(EINVAL);
         }
-        let bo = Bo::new(&self.npu, &self.usage, size)?;
+        let bo = Bo::new(self.npu.pool(), &self.usage, size)?;
         let handle = self.tables.lock().bos.insert(bo)?;
         req.handle = handle;
         req.mmap_offset = u64::from(handle) << BO_OFFSET_SHIFT;
@@ -117,7 +117,7 @@ impl Context {
     }
 
     fn adapter_load(&self, req: &mut uapi::AdapterLoad) -> Result {
-        let adapter = adapter::load(&self.npu, &self.usage, req)?;
+        let adapter = adapter::load(self.npu.pool(), self.npu.model(), &self.usage, req)?;
         req.handle = self.tables.lock().adapters.insert(adapter)?;
         Ok(())
     }

@@ -37,6 +37,7 @@ use crate::{
     },
     dispatch::{slot_index, Abort},
     npu::Npu,
+    pool::Pool,
     uapi,
 };
 
@@ -224,9 +225,9 @@ impl TaskWork<HwSession> for AbortFetch {
 /// A page of the device's mapping touched again after `madvise(MADV_DONTNEED)`
 /// dropped it: the same NPU memory faults back in, as for BOs (the file
 /// offset is the device address).
-impl VmOps for Npu {
-    fn fault(npu: ArcBorrow<'_, Npu>, pgoff: usize) -> Option<NonNull<bindings::page>> {
-        npu.pool().mem().get_page(pgoff.checked_mul(PAGE_SIZE)?)
+impl VmOps for Pool {
+    fn fault(pool: ArcBorrow<'_, Pool>, pgoff: usize) -> Option<NonNull<bindings::page>> {
+        pool.mem().get_page(pgoff.checked_mul(PAGE_SIZE)?)
     }
 }
 
@@ -287,7 +288,7 @@ impl MiscDevice for HwSession {
             vma.clear_flags(bindings::VM_MAYWRITE as usize);
         }
         pool.mem().remap(vma, start)?;
-        vma.set_ops(session.npu.clone());
+        vma.set_ops(pool.clone());
         Ok(())
     }
 

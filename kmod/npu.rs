@@ -35,8 +35,8 @@ struct ContextEntry {
 #[pin_data]
 pub(crate) struct Npu {
     next_context_id: AtomicU64,
-    #[pin]
-    pool: Pool,
+    /// Shared with every BO and mapping of it, which may outlive a context.
+    pool: Arc<Pool>,
     /// Set once at load, after the firmware is validated.
     #[pin]
     model: Mutex<Option<Model>>,
@@ -56,7 +56,7 @@ impl Npu {
     pub(crate) fn new(pool_size: usize, ctx_quota: usize, ctx_max_jobs: u32, recovery_ms: u32) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             next_context_id: AtomicU64::new(1),
-            pool <- Pool::new(pool_size),
+            pool: Arc::pin_init(Pool::new(pool_size), GFP_KERNEL)?,
             model <- new_mutex!(None, "m4npu_model"),
             ctx_quota,
             ctx_max_jobs,
@@ -70,7 +70,7 @@ impl Npu {
         self.next_context_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(crate) fn pool(&self) -> &Pool {
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
         &self.pool
     }
 

@@ -2,7 +2,9 @@
 
 //! The dispatcher between apps and the device: jobs waiting by priority and
 //! turn, and the device's slots (queue × tag, as in ublk), each idle,
-//! waiting for a job with a FETCH command, delivering one, or holding one.
+//! waiting for a job with a FETCH command, delivering one, or holding one;
+//! and the delivery itself, the task work that writes a job's descriptor
+//! into the device's memory.
 //!
 //! Fair share: within a priority class, jobs are served in start-time fair
 //! queuing order (Goyal et al.), each job costing one. A job's start tag is
@@ -33,7 +35,10 @@
 //! after unlocking, on what was taken out under it. Nothing is allocated
 //! under it.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::{
+    mem::size_of,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use kernel::{
     bindings, new_mutex,
@@ -41,14 +46,15 @@ use kernel::{
     rbtree::{RBTree, RBTreeNodeReservation},
     sync::Mutex,
     time::Ktime,
+    uaccess::UserSlice,
 };
 
 use crate::{
     compat::{
         delayed_work::{DelayedWork, HasDelayedWork},
-        uring_cmd::{IoUringCmd, IssueFlags, QueuedCmd},
+        uring_cmd::{IoUringCmd, IssueFlags, Pdu, QueuedCmd, TaskWork},
     },
-    hw::{self, HwSession},
+    hw::HwSession,
     job::{Job, Notify},
     uapi,
 };
@@ -131,7 +137,7 @@ impl Device {
     /// holding nothing.
     fn take_batch_waiter(&mut self, fresh: bool) -> Option<QueuedCmd<HwSession>> {
         let idle = !self.holds_jobs();
-        let takes = |b: &Batch| matches!(b, Batch::Waiting(cmd) if fresh || idle || hw::batch_room(cmd) > 1);
+        let takes = |b: &Batch| matches!(b, Batch::Waiting(cmd) if fresh || idle || batch_room(cmd) > 1);
         let q = (0..uapi::HW_MAX_QUEUES as usize).find(|&q| takes(&self.batches[q]) && self.has_idle_slot(q))?;
         match core::mem::replace(&mut self.batches[q], Batch::Delivering) {
             Batch::Waiting(cmd) => Some(cmd),
@@ -460,13 +466,13 @@ impl Dispatcher {
         let eio = -(bindings::EIO as isize);
         for b in device.batches {
             if let Batch::Waiting(cmd) = b {
-                cmd.complete_in_task::<hw::AbortFetch>();
+                cmd.complete_in_task::<AbortFetch>();
             }
         }
         for slot in device.slots {
             match slot {
                 Slot::Idle => {}
-                Slot::Waiting(cmd) => cmd.complete_in_task::<hw::AbortFetch>(),
+                Slot::Waiting(cmd) => cmd.complete_in_task::<AbortFetch>(),
                 Slot::Delivering(mut h) | Slot::Busy(mut h) => h.job.complete(eio, None),
             }
         }
@@ -494,7 +500,7 @@ impl Dispatcher {
             let batch = q.device.as_mut().and_then(|d| d.take_batch_waiter(fresh));
             drop(q);
             if let Some(cmd) = batch {
-                cmd.complete_in_task::<hw::DeliverBatch>();
+                cmd.complete_in_task::<DeliverBatch>();
             }
             return Ok(key);
         };
@@ -505,7 +511,7 @@ impl Dispatcher {
             d.slots[i] = Slot::Delivering(Held { job, node });
         }
         drop(q);
-        cmd.complete_in_task::<hw::Deliver>();
+        cmd.complete_in_task::<Deliver>();
         Ok(key)
     }
 
@@ -553,7 +559,7 @@ impl Dispatcher {
             cmd.done(-(bindings::EBUSY as isize), flags);
         }
         if let Some(cmd) = kick {
-            cmd.complete_in_task::<hw::Deliver>();
+            cmd.complete_in_task::<Deliver>();
         }
     }
 
@@ -608,7 +614,7 @@ impl Dispatcher {
         if pending && device.has_idle_slot(queue) {
             device.batches[queue] = Batch::Delivering;
             drop(q);
-            return cmd.complete_in_task::<hw::DeliverBatch>();
+            return cmd.complete_in_task::<DeliverBatch>();
         }
         device.batches[queue] = Batch::Waiting(cmd);
     }
@@ -707,7 +713,7 @@ impl Dispatcher {
             h.job.complete(res, None);
         }
         if let Some(cmd) = kick {
-            cmd.complete_in_task::<hw::DeliverBatch>();
+            cmd.complete_in_task::<DeliverBatch>();
         }
         Ok(n)
     }
@@ -763,5 +769,121 @@ impl Dispatcher {
             }
         }
         Canceled::NotFound
+    }
+}
+
+// The device's side of a slot's life: what its FETCH commands carry, and
+// the task work that hands it jobs.
+
+/// pdu of a FETCH / COMMIT_AND_FETCH (its slot) or a FETCH_BATCH (its
+/// queue and room), and where the descriptors go.
+#[derive(Clone, Copy)]
+pub(crate) struct FetchPdu {
+    pub(crate) slot: u32,
+    /// FETCH_BATCH: entries that fit at `addr`; 0 for a single FETCH.
+    pub(crate) batch: u32,
+    pub(crate) addr: u64,
+}
+
+// SAFETY: 16 bytes of integers, alignment 8.
+unsafe impl Pdu for FetchPdu {}
+
+/// How many jobs a FETCH_BATCH takes at most.
+fn batch_room(cmd: &QueuedCmd<HwSession>) -> usize {
+    cmd.cmd().pdu::<FetchPdu>().batch as usize
+}
+
+/// Task work in the device's task for a kicked FETCH_BATCH: take the jobs
+/// waiting (as many as fit), write their entries, complete it with their
+/// number; with none left (another fetch took them), it waits again.
+pub(crate) struct DeliverBatch;
+
+impl TaskWork<HwSession> for DeliverBatch {
+    fn run(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
+        deliver_batch(cmd, flags)
+    }
+}
+
+fn deliver_batch(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
+    // What is needed is copied out: `cmd` moves on.
+    let (npu, session) = {
+        let s = cmd.cmd().data();
+        (s.npu.clone(), s.id)
+    };
+    let dispatcher = npu.dispatcher();
+    let pdu = cmd.cmd().pdu::<FetchPdu>();
+    let (queue, room) = (pdu.slot as usize, pdu.batch as usize);
+    if flags.task_dead() {
+        dispatcher.drop_batch(session, queue);
+        return cmd.done(-(bindings::ECANCELED as isize), flags);
+    }
+    let mut entries = match KVec::with_capacity(room, GFP_KERNEL) {
+        Ok(v) => v,
+        Err(_) => {
+            dispatcher.drop_batch(session, queue);
+            return cmd.done(-(bindings::ENOMEM as isize), flags);
+        }
+    };
+    let cmd = match dispatcher.take_batch(session, queue, room, cmd, &mut entries) {
+        Ok(Some(cmd)) => cmd,
+        // Waits again.
+        Ok(None) => return,
+        Err(cmd) => return cmd.done(-(bindings::ENXIO as isize), flags),
+    };
+    let mut writer = UserSlice::new(pdu.addr as usize, entries.len() * size_of::<uapi::HwBatchJob>()).writer();
+    match entries.iter().try_for_each(|e| writer.write(e)) {
+        Ok(()) => cmd.done(entries.len() as isize, flags),
+        Err(e) => {
+            for entry in entries.iter() {
+                if let Ok(slot) = slot_index(pdu.slot as u16, entry.tag) {
+                    dispatcher.abort(session, slot, Abort::Fail(-(bindings::EIO as isize)));
+                }
+            }
+            cmd.done(e.to_errno() as isize, flags);
+        }
+    }
+}
+
+/// Task work in the device's task: write the slot's job descriptor to the
+/// device's memory and complete its FETCH.
+pub(crate) struct Deliver;
+
+impl TaskWork<HwSession> for Deliver {
+    fn run(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
+        deliver(cmd, flags)
+    }
+}
+
+fn deliver(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
+    let session = cmd.cmd().data();
+    let dispatcher = session.npu.dispatcher();
+    let pdu = cmd.cmd().pdu::<FetchPdu>();
+    let slot = pdu.slot as usize;
+    if flags.task_dead() {
+        // The device is exiting and its memory is gone.
+        dispatcher.abort(session.id, slot, Abort::DeviceGone);
+        return cmd.done(-(bindings::ECANCELED as isize), flags);
+    }
+    // No job: the session ended meanwhile, and took care of it.
+    let Some(job) = dispatcher.start(session.id, slot) else {
+        return cmd.done(-(bindings::ENXIO as isize), flags);
+    };
+    let written = UserSlice::new(pdu.addr as usize, size_of::<uapi::HwJob>()).writer().write(&job);
+    match written {
+        Ok(()) => cmd.done(0, flags),
+        Err(e) => {
+            dispatcher.abort(session.id, slot, Abort::Fail(-(bindings::EIO as isize)));
+            cmd.done(e.to_errno() as isize, flags);
+        }
+    }
+}
+
+/// Task work for a FETCH that outlived its session; completes it as
+/// cancelled.
+pub(crate) struct AbortFetch;
+
+impl TaskWork<HwSession> for AbortFetch {
+    fn run(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
+        cmd.done(-(bindings::ECANCELED as isize), flags);
     }
 }

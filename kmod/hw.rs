@@ -16,6 +16,10 @@
 //! device must not wait for that. Whatever the device held or had yet to
 //! take then fails with `EIO`, or with recovery on waits for the next
 //! device (see `dispatch`).
+//!
+//! This file opens the device, maps NPU memory and decodes the device's
+//! commands; a slot's whole life (queues, delivery, abort, commit) is
+//! `dispatch`'s.
 
 use core::{mem::size_of, ptr::NonNull};
 
@@ -33,9 +37,9 @@ use crate::{
         miscdevice::{MiscDevice, MiscDeviceRegistration},
         mm::{Vma, VmOps},
         task::FlOwner,
-        uring_cmd::{IoUringCmd, IssueFlags, Pdu, QueuedCmd, TaskWork, EIOCBQUEUED},
+        uring_cmd::{IoUringCmd, IssueFlags, EIOCBQUEUED},
     },
-    dispatch::{slot_index, Abort},
+    dispatch::{slot_index, FetchPdu},
     npu::Npu,
     pool::Pool,
     uapi,
@@ -43,29 +47,11 @@ use crate::{
 
 /// The open device file.
 pub(crate) struct HwSession {
-    npu: Arc<Npu>,
+    pub(crate) npu: Arc<Npu>,
     /// The dispatcher's name for this session.
-    id: u64,
+    pub(crate) id: u64,
     /// The opener's file table: its close ends the session.
     owner: FlOwner,
-}
-
-/// pdu of a FETCH / COMMIT_AND_FETCH (its slot) or a FETCH_BATCH (its
-/// queue and room), and where the descriptors go.
-#[derive(Clone, Copy)]
-struct FetchPdu {
-    slot: u32,
-    /// FETCH_BATCH: entries that fit at `addr`; 0 for a single FETCH.
-    batch: u32,
-    addr: u64,
-}
-
-// SAFETY: 16 bytes of integers, alignment 8.
-unsafe impl Pdu for FetchPdu {}
-
-/// How many jobs a FETCH_BATCH takes at most.
-pub(crate) fn batch_room(cmd: &QueuedCmd<HwSession>) -> usize {
-    cmd.cmd().pdu::<FetchPdu>().batch as usize
 }
 
 impl HwSession {
@@ -124,101 +110,6 @@ impl HwSession {
         let queued = cmd.mark_cancelable(flags);
         self.npu.dispatcher().fetch_batch(self.id, queue, queued, flags);
         Ok(-EIOCBQUEUED)
-    }
-}
-
-/// Task work in the device's task for a kicked FETCH_BATCH: take the jobs
-/// waiting (as many as fit), write their entries, complete it with their
-/// number; with none left (another fetch took them), it waits again.
-pub(crate) struct DeliverBatch;
-
-impl TaskWork<HwSession> for DeliverBatch {
-    fn run(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
-        deliver_batch(cmd, flags)
-    }
-}
-
-fn deliver_batch(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
-    // What is needed is copied out: `cmd` moves on.
-    let (npu, session) = {
-        let s = cmd.cmd().data();
-        (s.npu.clone(), s.id)
-    };
-    let dispatcher = npu.dispatcher();
-    let pdu = cmd.cmd().pdu::<FetchPdu>();
-    let (queue, room) = (pdu.slot as usize, pdu.batch as usize);
-    if flags.task_dead() {
-        dispatcher.drop_batch(session, queue);
-        return cmd.done(-(bindings::ECANCELED as isize), flags);
-    }
-    let mut entries = match KVec::with_capacity(room, GFP_KERNEL) {
-        Ok(v) => v,
-        Err(_) => {
-            dispatcher.drop_batch(session, queue);
-            return cmd.done(-(bindings::ENOMEM as isize), flags);
-        }
-    };
-    let cmd = match dispatcher.take_batch(session, queue, room, cmd, &mut entries) {
-        Ok(Some(cmd)) => cmd,
-        // Waits again.
-        Ok(None) => return,
-        Err(cmd) => return cmd.done(-(bindings::ENXIO as isize), flags),
-    };
-    let mut writer = UserSlice::new(pdu.addr as usize, entries.len() * size_of::<uapi::HwBatchJob>()).writer();
-    match entries.iter().try_for_each(|e| writer.write(e)) {
-        Ok(()) => cmd.done(entries.len() as isize, flags),
-        Err(e) => {
-            for entry in entries.iter() {
-                if let Ok(slot) = slot_index(pdu.slot as u16, entry.tag) {
-                    dispatcher.abort(session, slot, Abort::Fail(-(bindings::EIO as isize)));
-                }
-            }
-            cmd.done(e.to_errno() as isize, flags);
-        }
-    }
-}
-
-/// Task work in the device's task: write the slot's job descriptor to the
-/// device's memory and complete its FETCH.
-pub(crate) struct Deliver;
-
-impl TaskWork<HwSession> for Deliver {
-    fn run(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
-        deliver(cmd, flags)
-    }
-}
-
-fn deliver(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
-    let session = cmd.cmd().data();
-    let dispatcher = session.npu.dispatcher();
-    let pdu = cmd.cmd().pdu::<FetchPdu>();
-    let slot = pdu.slot as usize;
-    if flags.task_dead() {
-        // The device is exiting and its memory is gone.
-        dispatcher.abort(session.id, slot, Abort::DeviceGone);
-        return cmd.done(-(bindings::ECANCELED as isize), flags);
-    }
-    // No job: the session ended meanwhile, and took care of it.
-    let Some(job) = dispatcher.start(session.id, slot) else {
-        return cmd.done(-(bindings::ENXIO as isize), flags);
-    };
-    let written = UserSlice::new(pdu.addr as usize, size_of::<uapi::HwJob>()).writer().write(&job);
-    match written {
-        Ok(()) => cmd.done(0, flags),
-        Err(e) => {
-            dispatcher.abort(session.id, slot, Abort::Fail(-(bindings::EIO as isize)));
-            cmd.done(e.to_errno() as isize, flags);
-        }
-    }
-}
-
-/// Task work for a FETCH that outlived its session; completes it as
-/// cancelled.
-pub(crate) struct AbortFetch;
-
-impl TaskWork<HwSession> for AbortFetch {
-    fn run(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
-        cmd.done(-(bindings::ECANCELED as isize), flags);
     }
 }
 

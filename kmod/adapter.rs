@@ -10,7 +10,7 @@
 use kernel::{bindings, page::PAGE_SIZE, prelude::*, sync::Arc};
 
 use crate::{
-    blob::{check_sections, named, read, sha256_of, Refusal},
+    blob::{check_sections, read, sha256_of, Refusal},
     bo::Bo,
     compat::file::FileRef,
     errno,
@@ -81,7 +81,7 @@ fn validate(blob: &[u8], model_hash: &[u8; 32]) -> Result {
         || h.header_size as usize != core::mem::size_of::<uapi::AdapterHeader>()
         || h.reserved != [0; 32]
         || h.total_size != blob.len() as u64
-        || !named(&h.name)
+        || !uapi::named(&h.name)
     {
         return Err(ENOEXEC);
     }

@@ -18,11 +18,6 @@ pub(crate) fn read<T: FromBytes>(blob: &[u8], off: u64) -> Option<T> {
     from_bytes_copy(blob.get(off..off.checked_add(size_of::<T>())?)?)
 }
 
-/// A NUL-terminated, non-empty name field.
-pub(crate) fn named(name: &[u8]) -> bool {
-    name[0] != 0 && name.contains(&0)
-}
-
 /// Why a blob's sections were refused.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Refusal {

@@ -212,18 +212,7 @@ impl Queues {
 
     /// The next job to dispatch, out of its tree with its node.
     fn pop(&mut self) -> Option<Held> {
-        for (class, tree) in self.pending.iter_mut().enumerate() {
-            let Some(mut cursor) = tree.cursor_front() else { continue };
-            let (key, value) = cursor.current_mut();
-            let tag = key.tag;
-            let job = value.take();
-            self.vtime[class] = self.vtime[class].max(tag);
-            let (_, node) = cursor.remove_current();
-            // Drops the `None` left in the node and keeps its memory.
-            let node = node.into_reservation();
-            return job.map(|job| Held { job, node });
-        }
-        None
+        self.pop_first(|_| true)
     }
 
     /// As [`Queues::pop`], for a device's last free place: the first job of
@@ -231,9 +220,14 @@ impl Queues {
     /// every place and an app arriving meanwhile finds one (as blk-mq shares
     /// a tag set fairly among its active queues).
     fn pop_fresh(&mut self) -> Option<Held> {
+        self.pop_first(Job::context_idle_on_device)
+    }
+
+    /// The first job in dispatch order that `fits`, out of its tree with
+    /// its node.
+    fn pop_first(&mut self, fits: impl Fn(&Job) -> bool) -> Option<Held> {
         for (class, tree) in self.pending.iter_mut().enumerate() {
-            let fresh = |j: &Option<KBox<Job>>| j.as_ref().is_some_and(|j| j.context_idle_on_device());
-            let Some(key) = tree.iter().find(|(_, j)| fresh(j)).map(|(k, _)| *k) else { continue };
+            let Some(key) = tree.iter().find(|(_, j)| j.as_deref().is_some_and(&fits)).map(|(k, _)| *k) else { continue };
             let job = tree.get_mut(&key).and_then(Option::take);
             // Drops the `None` left in the node and keeps its memory.
             let node = tree.remove_node(&key)?.into_reservation();
@@ -800,46 +794,42 @@ pub(crate) struct DeliverBatch;
 
 impl TaskWork<HwSession> for DeliverBatch {
     fn run(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
-        deliver_batch(cmd, flags)
-    }
-}
-
-fn deliver_batch(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
-    // What is needed is copied out: `cmd` moves on.
-    let (npu, session) = {
-        let s = cmd.cmd().data();
-        (s.npu.clone(), s.id)
-    };
-    let dispatcher = npu.dispatcher();
-    let pdu = cmd.cmd().pdu::<FetchPdu>();
-    let (queue, room) = (pdu.slot as usize, pdu.batch as usize);
-    if flags.task_dead() {
-        dispatcher.drop_batch(session, queue);
-        return cmd.done(-(bindings::ECANCELED as isize), flags);
-    }
-    let mut entries = match KVec::with_capacity(room, GFP_KERNEL) {
-        Ok(v) => v,
-        Err(_) => {
+        // What is needed is copied out: `cmd` moves on.
+        let (npu, session) = {
+            let s = cmd.cmd().data();
+            (s.npu.clone(), s.id)
+        };
+        let dispatcher = npu.dispatcher();
+        let pdu = cmd.cmd().pdu::<FetchPdu>();
+        let (queue, room) = (pdu.slot as usize, pdu.batch as usize);
+        if flags.task_dead() {
             dispatcher.drop_batch(session, queue);
-            return cmd.done(-(bindings::ENOMEM as isize), flags);
+            return cmd.done(-(bindings::ECANCELED as isize), flags);
         }
-    };
-    let cmd = match dispatcher.take_batch(session, queue, room, cmd, &mut entries) {
-        Ok(Some(cmd)) => cmd,
-        // Waits again.
-        Ok(None) => return,
-        Err(cmd) => return cmd.done(-(bindings::ENXIO as isize), flags),
-    };
-    let mut writer = UserSlice::new(pdu.addr as usize, entries.len() * size_of::<uapi::HwBatchJob>()).writer();
-    match entries.iter().try_for_each(|e| writer.write(e)) {
-        Ok(()) => cmd.done(entries.len() as isize, flags),
-        Err(e) => {
-            for entry in entries.iter() {
-                if let Ok(slot) = slot_index(pdu.slot as u16, entry.tag) {
-                    dispatcher.abort(session, slot, Abort::Fail(-(bindings::EIO as isize)));
-                }
+        let mut entries = match KVec::with_capacity(room, GFP_KERNEL) {
+            Ok(v) => v,
+            Err(_) => {
+                dispatcher.drop_batch(session, queue);
+                return cmd.done(-(bindings::ENOMEM as isize), flags);
             }
-            cmd.done(e.to_errno() as isize, flags);
+        };
+        let cmd = match dispatcher.take_batch(session, queue, room, cmd, &mut entries) {
+            Ok(Some(cmd)) => cmd,
+            // Waits again.
+            Ok(None) => return,
+            Err(cmd) => return cmd.done(-(bindings::ENXIO as isize), flags),
+        };
+        let mut writer = UserSlice::new(pdu.addr as usize, entries.len() * size_of::<uapi::HwBatchJob>()).writer();
+        match entries.iter().try_for_each(|e| writer.write(e)) {
+            Ok(()) => cmd.done(entries.len() as isize, flags),
+            Err(e) => {
+                for entry in entries.iter() {
+                    if let Ok(slot) = slot_index(pdu.slot as u16, entry.tag) {
+                        dispatcher.abort(session, slot, Abort::Fail(-(bindings::EIO as isize)));
+                    }
+                }
+                cmd.done(e.to_errno() as isize, flags);
+            }
         }
     }
 }
@@ -850,30 +840,26 @@ pub(crate) struct Deliver;
 
 impl TaskWork<HwSession> for Deliver {
     fn run(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
-        deliver(cmd, flags)
-    }
-}
-
-fn deliver(cmd: QueuedCmd<HwSession>, flags: IssueFlags) {
-    let session = cmd.cmd().data();
-    let dispatcher = session.npu.dispatcher();
-    let pdu = cmd.cmd().pdu::<FetchPdu>();
-    let slot = pdu.slot as usize;
-    if flags.task_dead() {
-        // The device is exiting and its memory is gone.
-        dispatcher.abort(session.id, slot, Abort::DeviceGone);
-        return cmd.done(-(bindings::ECANCELED as isize), flags);
-    }
-    // No job: the session ended meanwhile, and took care of it.
-    let Some(job) = dispatcher.start(session.id, slot) else {
-        return cmd.done(-(bindings::ENXIO as isize), flags);
-    };
-    let written = UserSlice::new(pdu.addr as usize, size_of::<uapi::HwJob>()).writer().write(&job);
-    match written {
-        Ok(()) => cmd.done(0, flags),
-        Err(e) => {
-            dispatcher.abort(session.id, slot, Abort::Fail(-(bindings::EIO as isize)));
-            cmd.done(e.to_errno() as isize, flags);
+        let session = cmd.cmd().data();
+        let dispatcher = session.npu.dispatcher();
+        let pdu = cmd.cmd().pdu::<FetchPdu>();
+        let slot = pdu.slot as usize;
+        if flags.task_dead() {
+            // The device is exiting and its memory is gone.
+            dispatcher.abort(session.id, slot, Abort::DeviceGone);
+            return cmd.done(-(bindings::ECANCELED as isize), flags);
+        }
+        // No job: the session ended meanwhile, and took care of it.
+        let Some(job) = dispatcher.start(session.id, slot) else {
+            return cmd.done(-(bindings::ENXIO as isize), flags);
+        };
+        let written = UserSlice::new(pdu.addr as usize, size_of::<uapi::HwJob>()).writer().write(&job);
+        match written {
+            Ok(()) => cmd.done(0, flags),
+            Err(e) => {
+                dispatcher.abort(session.id, slot, Abort::Fail(-(bindings::EIO as isize)));
+                cmd.done(e.to_errno() as isize, flags);
+            }
         }
     }
 }

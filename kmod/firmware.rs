@@ -9,7 +9,7 @@ use core::mem::size_of;
 use kernel::{bindings, ffi::c_void, page::PAGE_SIZE, prelude::*, str::CStr};
 
 use crate::{
-    blob::{check_sections, named, read, sha256_of, Refusal},
+    blob::{check_sections, read, sha256_of, Refusal},
     pool::Pool,
     uapi,
 };
@@ -107,7 +107,7 @@ fn validate(blob: &[u8]) -> core::result::Result<Model, Invalid> {
         Refusal::Malformed(why) => (EINVAL, why),
         Refusal::NoMemory => (ENOMEM, "out of memory"),
     })?;
-    if !named(&h.name) {
+    if !uapi::named(&h.name) {
         return Err((EINVAL, "model name empty or not NUL-terminated"));
     }
     let hash = sha256_of(&blob[h.header_size as usize..]).map_err(|e| (e, "larger than 4 GiB"))?;

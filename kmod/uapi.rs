@@ -17,7 +17,7 @@ mod abi;
 mod sections;
 
 pub(crate) use abi::*;
-pub(crate) use sections::check_sections;
+pub(crate) use sections::{check_sections, named};
 
 // SAFETY: `repr(C)` structs of integers and byte arrays with no padding
 // (sizes checked below and by the UAPI layout test), so every byte is

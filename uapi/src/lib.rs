@@ -11,7 +11,7 @@
 mod abi;
 mod sections;
 pub use abi::*;
-pub use sections::{check_sections, tensor_name, SectionError};
+pub use sections::{check_sections, named, tensor_name, SectionError};
 
 bitflags::bitflags! {
     /// [`Info::flags`] and [`HwInfo::flags`] as a set (`INFO_*`).

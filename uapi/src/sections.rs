@@ -68,6 +68,11 @@ fn u64_at(blob: &[u8], at: u64) -> Option<u64> {
     Some(u64::from_ne_bytes(bytes_at(blob, at, 8)?.try_into().ok()?))
 }
 
+/// A NUL-terminated, non-empty name field (of a tensor or a header).
+pub fn named(field: &[u8]) -> bool {
+    field.first().is_some_and(|&b| b != 0) && field.contains(&0)
+}
+
 /// Where field `field` of entry `i` of the tensor table starts, if that
 /// is a number.
 fn entry_field(s: &BlobSections, i: u32, field: usize) -> Option<u64> {
@@ -105,7 +110,7 @@ pub fn check_sections(blob: &[u8], s: &BlobSections, order: &mut [u32]) -> Resul
     }
     for i in 0..s.tensor_count {
         let name = entry_field(s, i, offset_of!(FwTensor, name)).and_then(|at| bytes_at(blob, at, FW_NAME_LEN));
-        let named = name.is_some_and(|n| n[0] != 0 && n.contains(&0));
+        let named = name.is_some_and(named);
         let ndim = entry_field(s, i, offset_of!(FwTensor, ndim)).and_then(|at| u32_at(blob, at));
         let offset = entry_field(s, i, offset_of!(FwTensor, offset)).and_then(|at| u64_at(blob, at));
         let size = entry_field(s, i, offset_of!(FwTensor, size)).and_then(|at| u64_at(blob, at));

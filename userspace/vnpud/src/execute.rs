@@ -334,25 +334,35 @@ fn pooled_job<'a, 'm>(
     b: &JobBuffers<'_>,
     adapter: Option<&'a TaskAdapter<'m>>,
 ) -> Result<Option<(Pooled<'a, 'm>, Then<'a>)>, Errno> {
-    let (a, then) = match (op, adapter) {
+    let (pooled, then) = match (op, adapter) {
         (Some(Op::Embed), None) => {
+            // A missing sub-model is reported before anything about the input.
             model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
             let ids = tokens(b.input)?;
             check_sentence(model, &ids)?;
-            return if ids.is_empty() { Err(Errno::EIO) } else { Ok(Some((Pooled::Sentence(ids), Then::Embedding))) };
+            (Pooled::Sentence(ids), Then::Embedding)
         }
-        (Some(Op::Embed), Some(a)) => (a, Then::Renormalized),
+        (Some(Op::Embed), Some(a)) => (adapter_input(model, a, b.input)?, Then::Renormalized),
         (Some(Op::Classify), Some(a)) => {
             if a.meta.task != AdapterTask::Classify {
                 return Err(Errno::EOPNOTSUPP);
             }
-            (a, Then::Head(a.head.as_ref().ok_or(Errno::ENOEXEC)?))
+            let head = a.head.as_ref().ok_or(Errno::ENOEXEC)?;
+            (adapter_input(model, a, b.input)?, Then::Head(head))
         }
         _ => return Ok(None),
     };
-    // As `pooled` reads an adapter's input.
-    let input = Input::decode(b.input).map_err(|_| Errno::EBADMSG)?;
-    let pooled = match a.meta.submodel {
+    match &pooled {
+        Pooled::Sentence(ids) if ids.is_empty() => Err(Errno::EIO),
+        Pooled::Backbone(_, rows) if rows.len() == 0 => Err(Errno::EBADMSG),
+        _ => Ok(Some((pooled, then))),
+    }
+}
+
+/// An adapter job's input, checked for the adapter's sub-model.
+fn adapter_input<'a, 'm>(model: &Foundation<'_>, a: &'a TaskAdapter<'m>, input: &[u8]) -> Result<Pooled<'a, 'm>, Errno> {
+    let input = Input::decode(input).map_err(|_| Errno::EBADMSG)?;
+    Ok(match a.meta.submodel {
         SubModel::TextEncoder => {
             let Input::Tokens(ids) = input else { return Err(Errno::EOPNOTSUPP) };
             check_sentence(model, &ids)?;
@@ -362,12 +372,7 @@ fn pooled_job<'a, 'm>(
             let llama = model.backbone.as_ref().ok_or(Errno::ENODEV)?;
             Pooled::Backbone(a, BackboneRows::check(llama, a, input)?)
         }
-    };
-    match &pooled {
-        Pooled::Sentence(ids) if ids.is_empty() => Err(Errno::EIO),
-        Pooled::Backbone(_, rows) if rows.len() == 0 => Err(Errno::EBADMSG),
-        _ => Ok(Some((pooled, then))),
-    }
+    })
 }
 
 /// What the text encoder needs of token ids: its vocabulary and length.

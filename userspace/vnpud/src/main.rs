@@ -148,12 +148,12 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
             run_round(&mut queue, &dev, &model, &mut adapters, &mut rounds, round.waiting, args.verbose)?;
             queue.flush().map_err(|e| e.to_string())?;
             run_round(&mut queue, &dev, &model, &mut adapters, &mut rounds, round.backlogged, args.verbose)?;
-            queue.flush().map_err(|e| e.to_string())?;
             rounds.ran(start.elapsed());
             // Think time counts from here, where a wait would begin: a job
             // that came back during the backlog's part counts as at once.
             rounds.answered(waiting, Instant::now());
         }
+        // The round's last results, and the fetch readied again.
         queue.flush().map_err(|e| e.to_string())?;
         if stopping {
             if held.is_empty() {

@@ -128,16 +128,16 @@ impl Rounds {
     /// contexts (see the module's doc), `None` when there is none to wait
     /// for. `since` is the time waited already.
     pub fn wait_for_sessions(&self, held: &[impl ContextJob], since: Duration) -> Option<Duration> {
-        let recent: HashSet<u64> = self.sessions.iter().flatten().copied().collect();
+        let recent = self.recent();
         let window = self.took / 4;
         let left = window.saturating_sub(since);
-        let missing = |c: &&u64| !held.iter().any(|j| j.context() == **c);
+        let missing = |c: &u64| !held.iter().any(|j| j.context() == *c);
         let worth = if recent.len() >= 2 {
-            recent.iter().any(|c| missing(&c))
+            recent.iter().any(missing)
         } else {
             let others = held.iter().any(|j| !recent.contains(&j.context()));
             // Unknown think time: one chance to show it.
-            others && recent.iter().filter(missing).any(|c| self.think.get(c).is_none_or(|t| *t <= window))
+            others && recent.iter().filter(|c| missing(c)).any(|c| self.think.get(c).is_none_or(|t| *t <= window))
         };
         (worth && !left.is_zero()).then_some(left)
     }
@@ -153,11 +153,16 @@ impl Rounds {
             self.stats.rounds += 1;
             self.sessions.rotate_right(1);
             self.sessions[0] = waiting.iter().map(|j| j.context()).collect();
-            let recent: HashSet<u64> = self.sessions.iter().flatten().copied().collect();
+            let recent = self.recent();
             self.answered.retain(|c, _| recent.contains(c));
             self.think.retain(|c, _| recent.contains(c));
         }
         Round { waiting, backlogged }
+    }
+
+    /// The synchronous contexts of this round and the one before.
+    fn recent(&self) -> HashSet<u64> {
+        self.sessions.iter().flatten().copied().collect()
     }
 
     /// Records jobs of `contexts` arriving at `at`: how long their apps

@@ -137,6 +137,15 @@ pub fn bad_adapters_are_refused() -> Result<()> {
     dup[at..at + 12].copy_from_slice(b"lora.0.q.a\0\0");
     let dup = memfd(&dup, SEALS)?;
     expect("two tensors of one name", load_raw(&dev, dup.as_raw_fd(), 0, len), libc::ENOEXEC)?;
+    // A table of more tensors than any blob may have, with room for it.
+    let count = uapi::FW_MAX_TENSORS + 1;
+    let mut many = blob.clone();
+    many.resize(blob.len() + count as usize * std::mem::size_of::<uapi::FwTensor>(), 0);
+    let field = |at: usize, v: &[u8], b: &mut Vec<u8>| b[at..at + v.len()].copy_from_slice(v);
+    field(std::mem::offset_of!(uapi::AdapterHeader, total_size), &(many.len() as u64).to_le_bytes(), &mut many);
+    field(std::mem::offset_of!(uapi::AdapterHeader, tensor_count), &count.to_le_bytes(), &mut many);
+    let many_fd = memfd(&many, SEALS)?;
+    expect("too many tensors", load_raw(&dev, many_fd.as_raw_fd(), 0, many.len() as u64), libc::ENOEXEC)?;
     let mut other = hash;
     other[0] ^= 0xff;
     let foreign = synthetic("other-model", other);

@@ -25,7 +25,7 @@ const REQUIRED_SEALS: u32 = bindings::F_SEAL_WRITE | bindings::F_SEAL_SHRINK | b
 /// A loaded adapter. Its memory stays while any reference (handle table,
 /// a job in flight) holds it.
 pub(crate) struct Adapter {
-    mem: Arc<Bo>,
+    mem: Bo,
     size: usize,
 }
 
@@ -35,7 +35,7 @@ impl Adapter {
         self.size
     }
 
-    pub(crate) fn mem(&self) -> &Arc<Bo> {
+    pub(crate) fn mem(&self) -> &Bo {
         &self.mem
     }
 }
@@ -60,12 +60,9 @@ pub(crate) fn load(pool: &Arc<Pool>, model: Option<Model>, usage: &Arc<Usage>, r
         return Err(EFBIG);
     }
     let model = model.ok_or(ENODEV)?;
-    let mem = Bo::new(pool, usage, len.div_ceil(PAGE_SIZE) * PAGE_SIZE)?;
-    // SAFETY: a fresh BO that no app can map (it has no handle in the BO
-    // table) and no job names yet, so only we touch it while `blob` lives;
-    // the device, which maps all of NPU memory, is trusted (root-only) not
-    // to write memory it holds no job for, as a DMA-capable device is.
-    let blob = unsafe { core::slice::from_raw_parts_mut(mem.kernel_ptr(), len) };
+    // Never in the BO table, so no app can map it.
+    let mut mem = Bo::new(pool, usage, len.div_ceil(PAGE_SIZE) * PAGE_SIZE)?;
+    let blob = &mut mem.bytes_mut()[..len];
     // Sealed against shrinking: the file cannot end early.
     file.read_exact_at(blob, req.offset)?;
     validate(blob, &model.hash)?;

@@ -16,7 +16,7 @@ use kernel::{
 
 use crate::{
     compat::mm::{Vma, VmOps},
-    pool::Pool,
+    pool::{Pool, Range},
     usage::Usage,
 };
 
@@ -34,65 +34,57 @@ pub(crate) fn page_in_bo(pgoff: usize) -> usize {
 }
 
 pub(crate) struct Bo {
-    pool: Arc<Pool>,
+    mem: Range,
     usage: Arc<Usage>,
-    /// Device address: offset in the pool.
-    offset: usize,
-    size: usize,
 }
 
 impl Bo {
-    /// A zeroed BO of `size` bytes (page-rounded by the caller), charged to `usage`.
-    pub(crate) fn new(pool: &Arc<Pool>, usage: &Arc<Usage>, size: usize) -> Result<Arc<Self>> {
+    /// A zeroed BO of `size` bytes (page-rounded by the caller), charged to
+    /// `usage`. Shared (in an `Arc`) before an app can map it.
+    pub(crate) fn new(pool: &Arc<Pool>, usage: &Arc<Usage>, size: usize) -> Result<Self> {
         usage.charge(size)?;
-        let offset = match pool.alloc(size) {
-            Ok(o) => o,
+        match pool.alloc(size) {
+            // From here on, `Drop` undoes the charge.
+            Ok(mem) => Ok(Bo { mem, usage: usage.clone() }),
             Err(e) => {
                 usage.uncharge(size);
-                return Err(e);
+                Err(e)
             }
-        };
-        // From here on, `Drop` undoes the charge and the allocation.
-        let bo = Bo { pool: pool.clone(), usage: usage.clone(), offset, size };
-        Ok(Arc::new(bo, GFP_KERNEL)?)
+        }
     }
 
     /// Device address: where the device finds the BO in NPU memory.
     pub(crate) fn addr(&self) -> u64 {
-        self.offset as u64
+        self.mem.offset() as u64
     }
 
     /// Bytes (whole pages).
     pub(crate) fn size(&self) -> usize {
-        self.size
+        self.mem.len()
     }
 
-    /// Kernel view of the memory, for the driver's own writes (adapters).
-    ///
-    /// # Safety
-    ///
-    /// Nobody else writes the range meanwhile (it is not mapped by an app).
-    pub(crate) unsafe fn kernel_ptr(&self) -> *mut u8 {
-        // SAFETY: `offset` is inside the pool (allocated from it).
-        unsafe { self.pool.mem().as_ptr().add(self.offset) }
+    /// The memory, for the driver's own writes (adapters) before the BO is
+    /// shared.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        self.mem.bytes_mut()
     }
 
     /// The page holding byte `offset` of the BO, referenced for the caller.
     fn get_page(&self, offset: usize) -> Option<core::ptr::NonNull<bindings::page>> {
-        if offset >= self.size {
+        if offset >= self.size() {
             return None;
         }
-        self.pool.mem().get_page(self.offset + offset)
+        self.mem.pool().mem().get_page(self.mem.offset() + offset)
     }
 
     /// Maps `vma`, starting `start` bytes into the BO (page-aligned); the
     /// VMA keeps the BO alive.
     pub(crate) fn mmap(self: Arc<Self>, vma: &Vma, start: usize) -> Result {
         let end = start.checked_add(vma.len()).ok_or(EINVAL)?;
-        if end > self.size {
+        if end > self.size() {
             return Err(EINVAL);
         }
-        self.pool.mem().remap(vma, self.offset + start)?;
+        self.mem.pool().mem().remap(vma, self.mem.offset() + start)?;
         vma.set_ops(self);
         Ok(())
     }
@@ -100,10 +92,8 @@ impl Bo {
 
 impl Drop for Bo {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new()`; the last reference is gone, so no
-        // handle or mapping uses the range.
-        unsafe { self.pool.free(self.offset, self.size) };
-        self.usage.uncharge(self.size);
+        // The range zeroes and frees itself after this.
+        self.usage.uncharge(self.size());
     }
 }
 

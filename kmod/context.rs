@@ -94,7 +94,7 @@ impl Context {
         if size > 1 << BO_OFFSET_SHIFT {
             return Err(EINVAL);
         }
-        let bo = Bo::new(self.npu.pool(), &self.usage, size)?;
+        let bo = Arc::new(Bo::new(self.npu.pool(), &self.usage, size)?, GFP_KERNEL)?;
         let handle = self.tables.lock().bos.insert(bo)?;
         req.handle = handle;
         req.mmap_offset = u64::from(handle) << BO_OFFSET_SHIFT;
@@ -185,14 +185,11 @@ impl Context {
 
     /// MODEL_META: copies the firmware's metadata out if it fits.
     fn model_meta(&self, req: &mut uapi::ModelMeta) -> Result {
-        let m = self.npu.model().ok_or(ENODEV)?;
-        let fits = req.size >= m.meta_size as u64;
-        req.size = m.meta_size as u64;
+        let fw = self.npu.firmware().ok_or(ENODEV)?;
+        let meta = fw.meta();
+        let fits = req.size >= meta.len() as u64;
+        req.size = meta.len() as u64;
         if fits {
-            // SAFETY: the firmware is pinned read-only at the pool's start
-            // until unload (our open file keeps the module), and validation
-            // put the metadata inside it.
-            let meta = unsafe { core::slice::from_raw_parts(self.npu.pool().mem().as_ptr().add(m.meta_offset), m.meta_size) };
             UserSlice::new(req.addr as usize, meta.len()).writer().write_slice(meta)?;
         }
         Ok(())

@@ -51,8 +51,9 @@ use kernel::{
 
 use crate::{
     compat::{
-        delayed_work::{DelayedWork, HasDelayedWork},
-        uring_cmd::{IoUringCmd, IssueFlags, Pdu, QueuedCmd, TaskWork},
+        delayed_work::{impl_has_delayed_work, DelayedWork, DelayedWorkItem},
+        transmute::plain_data,
+        uring_cmd::{IoUringCmd, IssueFlags, QueuedCmd, TaskWork},
     },
     hw::HwSession,
     job::{Job, Notify},
@@ -70,12 +71,14 @@ pub(crate) fn slot_index(queue: u16, tag: u16) -> Result<usize> {
     Ok(queue as usize * uapi::HW_QUEUE_DEPTH as usize + tag as usize)
 }
 
-/// Where a waiting job sorts in its priority class: its fair-queuing tag,
-/// then submission order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct JobKey {
-    pub(crate) tag: u64,
-    pub(crate) id: u64,
+plain_data! {
+    /// Where a waiting job sorts in its priority class: its fair-queuing
+    /// tag, then submission order.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+    pub(crate) struct JobKey {
+        pub(crate) tag: u64,
+        pub(crate) id: u64,
+    }
 }
 
 /// A pending tree. Values are always `Some`: a node's job is taken out
@@ -314,10 +317,11 @@ pub(crate) struct Dispatcher {
     queues: Mutex<Queues>,
 }
 
-// SAFETY: `recovery_end` is a field of `Dispatcher`.
-unsafe impl HasDelayedWork for Dispatcher {
-    const OFFSET: usize = core::mem::offset_of!(Dispatcher, recovery_end);
+impl_has_delayed_work! {
+    impl HasDelayedWork for Dispatcher { self.recovery_end }
+}
 
+impl DelayedWorkItem for Dispatcher {
     fn run(&self) {
         let now = Ktime::ktime_get().to_ns();
         let mut q = self.queues.lock();
@@ -769,18 +773,17 @@ impl Dispatcher {
 // The device's side of a slot's life: what its FETCH commands carry, and
 // the task work that hands it jobs.
 
-/// pdu of a FETCH / COMMIT_AND_FETCH (its slot) or a FETCH_BATCH (its
-/// queue and room), and where the descriptors go.
-#[derive(Clone, Copy)]
-pub(crate) struct FetchPdu {
-    pub(crate) slot: u32,
-    /// FETCH_BATCH: entries that fit at `addr`; 0 for a single FETCH.
-    pub(crate) batch: u32,
-    pub(crate) addr: u64,
+plain_data! {
+    /// pdu of a FETCH / COMMIT_AND_FETCH (its slot) or a FETCH_BATCH (its
+    /// queue and room), and where the descriptors go.
+    #[derive(Clone, Copy)]
+    pub(crate) struct FetchPdu {
+        pub(crate) slot: u32,
+        /// FETCH_BATCH: entries that fit at `addr`; 0 for a single FETCH.
+        pub(crate) batch: u32,
+        pub(crate) addr: u64,
+    }
 }
-
-// SAFETY: 16 bytes of integers, alignment 8.
-unsafe impl Pdu for FetchPdu {}
 
 /// How many jobs a FETCH_BATCH takes at most.
 fn batch_room(cmd: &QueuedCmd<HwSession>) -> usize {

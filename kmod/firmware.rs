@@ -6,11 +6,12 @@
 
 use core::mem::size_of;
 
-use kernel::{bindings, ffi::c_void, page::PAGE_SIZE, prelude::*, str::CStr};
+use kernel::{device::Device, page::PAGE_SIZE, prelude::*, str::CStr, sync::Arc};
 
 use crate::{
     blob::{check_sections, read, sha256_of, Refusal},
-    pool::Pool,
+    compat::firmware,
+    pool::{Frozen, Pool},
     uapi,
 };
 
@@ -38,47 +39,52 @@ fn region_of(size: usize) -> usize {
     size.div_ceil(PAGE_SIZE) * PAGE_SIZE
 }
 
+/// The pinned model: its pages and what validation found in them.
+pub(crate) struct Firmware {
+    mem: Frozen,
+    model: Model,
+}
+
+impl Firmware {
+    pub(crate) fn model(&self) -> Model {
+        self.model
+    }
+
+    /// The metadata (JSON: architecture, tokenizers).
+    pub(crate) fn meta(&self) -> &[u8] {
+        // Validation put it inside the blob.
+        &self.mem.bytes()[self.model.meta_offset..][..self.model.meta_size]
+    }
+}
+
 /// Loads `name` into `pool`, which must be empty. Every failure is logged
 /// with the reason; the caller carries on without a model.
-pub(crate) fn load(pool: &Pool, dev: *mut bindings::device, name: &CStr) -> Result<Model> {
-    let mut fw: *const bindings::firmware = core::ptr::null();
-    // SAFETY: `dev` is our registered misc device; the buffer is the whole
-    // (empty, kernel-only) pool, valid for writes of `pool.size()` bytes.
-    let ret = unsafe {
-        bindings::request_firmware_into_buf(&mut fw, name.as_char_ptr(), dev, pool.mem().as_ptr().cast::<c_void>(), pool.size())
-    };
-    if ret != 0 {
-        let why = match Error::from_errno(ret) {
+pub(crate) fn load(pool: &Arc<Pool>, dev: &Device, name: &CStr) -> Result<Firmware> {
+    if pool.used() != 0 {
+        pr_err!("firmware {}: pool not empty at load; no model loaded\n", name);
+        return Err(EBUSY);
+    }
+    // The size is known only once loaded: take the whole pool, then give
+    // back what the model does not fill.
+    let mut mem = pool.alloc(pool.size())?;
+    let size = firmware::request_into_buf(name, dev, mem.bytes_mut()).inspect_err(|e| {
+        let why = match *e {
             e if e == ENOENT => "no such file under /lib/firmware",
             e if e == EFBIG => "larger than the NPU pool (raise pool_mb)",
             _ => "firmware loader error",
         };
-        pr_err!("firmware {}: {} ({}); no model loaded\n", name, why, ret);
-        return Err(Error::from_errno(ret));
+        pr_err!("firmware {}: {} ({}); no model loaded\n", name, why, e.to_errno());
+    })?;
+    if size == 0 {
+        pr_err!("firmware {}: empty; no model loaded\n", name);
+        return Err(EINVAL);
     }
-    // SAFETY: request succeeded, so `fw` is valid until released; the data
-    // is in our buffer, which release_firmware() leaves alone.
-    let size = unsafe { (*fw).size };
-    // SAFETY: as above, released once.
-    unsafe { bindings::release_firmware(fw) };
-
-    let region = region_of(size);
-    let offset = pool.alloc(region)?;
-    if offset != 0 {
-        pr_err!("firmware {}: pool not empty at load; no model loaded\n", name);
-        // SAFETY: allocated just now, never exposed.
-        unsafe { pool.free(offset, region) };
-        return Err(EBUSY);
-    }
-    // SAFETY: the loader wrote `size` bytes at the pool's start; nothing can
-    // map or write that range (it is reserved and not yet published).
-    let blob = unsafe { core::slice::from_raw_parts(pool.mem().as_ptr(), size) };
-    match validate(blob) {
-        Ok(model) => Ok(Model { size, ..model }),
+    mem.shrink(region_of(size))?;
+    let mem = mem.freeze();
+    match validate(&mem.bytes()[..size]) {
+        Ok(model) => Ok(Firmware { mem, model: Model { size, ..model } }),
         Err((err, why)) => {
             pr_err!("firmware {}: {}; no model loaded\n", name, why);
-            // SAFETY: the firmware range, unpublished; zeroed on free.
-            unsafe { pool.free(0, region) };
             Err(err)
         }
     }

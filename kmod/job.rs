@@ -18,8 +18,11 @@ use crate::{
     adapter::Adapter,
     bo::Bo,
     dispatch::JobKey,
-    compat::completion::Completion,
-    compat::uring_cmd::{IssueFlags, Pdu, QueuedCmd, TaskWork},
+    compat::{
+        completion::Completion,
+        transmute::plain_data,
+        uring_cmd::{IssueFlags, QueuedCmd, TaskWork},
+    },
     context::Context,
     uapi,
 };
@@ -147,12 +150,14 @@ pub(crate) enum Notify {
     Sync(Arc<SyncWait>),
 }
 
-/// pdu of a RUN command: where its job sorts in the dispatcher (set there,
-/// under its lock), and its result on the way out.
-#[derive(Clone, Copy)]
-pub(crate) struct RunPdu {
-    pub(crate) key: JobKey,
-    result: i64,
+plain_data! {
+    /// pdu of a RUN command: where its job sorts in the dispatcher (set
+    /// there, under its lock), and its result on the way out.
+    #[derive(Clone, Copy)]
+    pub(crate) struct RunPdu {
+        pub(crate) key: JobKey,
+        result: i64,
+    }
 }
 
 impl RunPdu {
@@ -160,9 +165,6 @@ impl RunPdu {
         Self { key: JobKey { tag: 0, id: job }, result: 0 }
     }
 }
-
-// SAFETY: 24 bytes of integers, alignment 8.
-unsafe impl Pdu for RunPdu {}
 
 /// Task work in the app's ring: post the CQE.
 struct RunDone;

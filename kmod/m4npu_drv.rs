@@ -99,9 +99,9 @@ impl kernel::Module for M4NpuModule {
         // blob. insmod returns only after this.
         let name = params::FIRMWARE.as_cstr();
         if !name.is_empty() {
-            if let Ok(model) = firmware::load(npu.pool(), misc.device_ptr(), name) {
-                pr_info!("firmware {}: {} bytes pinned\n", name, model.size);
-                npu.set_model(model);
+            if let Ok(fw) = firmware::load(npu.pool(), misc.device(), name) {
+                pr_info!("firmware {}: {} bytes pinned\n", name, fw.model().size);
+                npu.set_firmware(Arc::new(fw, GFP_KERNEL)?);
             }
         }
         // The device side is root's alone: it sees all of NPU memory.

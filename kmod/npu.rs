@@ -19,7 +19,7 @@ use crate::{
         seq_file::{seq_print, SeqFile},
     },
     dispatch::Dispatcher,
-    firmware::Model,
+    firmware::{Firmware, Model},
     job::JobStats,
     pool::Pool,
     uapi, DRIVER_VERSION,
@@ -39,7 +39,7 @@ pub(crate) struct Npu {
     pool: Arc<Pool>,
     /// Set once at load, after the firmware is validated.
     #[pin]
-    model: Mutex<Option<Model>>,
+    firmware: Mutex<Option<Arc<Firmware>>>,
     /// Bytes of NPU memory one context may hold.
     ctx_quota: usize,
     /// Jobs one context may have in flight.
@@ -57,7 +57,7 @@ impl Npu {
         try_pin_init!(Self {
             next_context_id: AtomicU64::new(1),
             pool: Arc::pin_init(Pool::new(pool_size), GFP_KERNEL)?,
-            model <- new_mutex!(None, "m4npu_model"),
+            firmware <- new_mutex!(None, "m4npu_firmware"),
             ctx_quota,
             ctx_max_jobs,
             dispatcher <- Dispatcher::new(recovery_ms),
@@ -87,11 +87,16 @@ impl Npu {
     }
 
     pub(crate) fn model(&self) -> Option<Model> {
-        *self.model.lock()
+        self.firmware.lock().as_ref().map(|f| f.model())
     }
 
-    pub(crate) fn set_model(&self, model: Model) {
-        *self.model.lock() = Some(model);
+    /// The pinned model, to read its bytes without holding the lock.
+    pub(crate) fn firmware(&self) -> Option<Arc<Firmware>> {
+        self.firmware.lock().clone()
+    }
+
+    pub(crate) fn set_firmware(&self, fw: Arc<Firmware>) {
+        *self.firmware.lock() = Some(fw);
     }
 
     pub(crate) fn register_context(&self, id: u64, pid: i32, usage: Arc<Usage>, jobs: Arc<JobStats>) -> Result {

@@ -8,17 +8,40 @@ use core::marker::PhantomData;
 
 use kernel::{bindings, prelude::*, time::msecs_to_jiffies, types::Opaque};
 
-/// What the owner of a [`DelayedWork`] does when it runs.
+/// What the owner of a [`DelayedWork`] does when it runs (upstream:
+/// `WorkItem`).
+pub(crate) trait DelayedWorkItem: Sync {
+    /// Runs in a kworker, in process context.
+    fn run(&self);
+}
+
+/// Where the owner keeps its [`DelayedWork`]; implement it with
+/// [`impl_has_delayed_work!`] (upstream: `HasDelayedWork`, `impl_has_delayed_work!`).
 ///
 /// # Safety
 ///
 /// `OFFSET` is the byte offset of a `DelayedWork<Self>` field in `Self`.
-pub(crate) unsafe trait HasDelayedWork: Sync {
+pub(crate) unsafe trait HasDelayedWork: DelayedWorkItem {
     const OFFSET: usize;
-
-    /// Runs in a kworker, in process context.
-    fn run(&self);
 }
+
+/// Implements [`HasDelayedWork`] for `$owner` with its field `$field`.
+macro_rules! impl_has_delayed_work {
+    (impl HasDelayedWork for $owner:ty { self.$field:ident }) => {
+        // SAFETY: the offset is that of `$field`, which the check below
+        // proves is a `DelayedWork<$owner>`.
+        unsafe impl $crate::compat::delayed_work::HasDelayedWork for $owner {
+            const OFFSET: usize = {
+                #[allow(dead_code)]
+                fn field_is_the_work(o: &$owner) -> &$crate::compat::delayed_work::DelayedWork<$owner> {
+                    &o.$field
+                }
+                ::core::mem::offset_of!($owner, $field)
+            };
+        }
+    };
+}
+pub(crate) use impl_has_delayed_work;
 
 extern "C" {
     // kmod/helpers.c: INIT_DELAYED_WORK() is a macro.

@@ -13,6 +13,7 @@ use core::{
 use kernel::{
     bindings,
     build_error,
+    device::Device,
     error::VTABLE_DEFAULT_ERROR,
     ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void},
     prelude::*,
@@ -127,11 +128,13 @@ impl<T: MiscDevice> MiscDeviceRegistration<T> {
         unsafe { kernel::init::pin_init_from_closure(init) }
     }
 
-    /// The `struct device` of the node, e.g. for the firmware loader.
-    pub(crate) fn device_ptr(&self) -> *mut bindings::device {
+    /// The device of the node, e.g. for the firmware loader (upstream:
+    /// `MiscDeviceRegistration::device`).
+    pub(crate) fn device(&self) -> &Device {
         // SAFETY: registered (type invariant), so misc_register() has set
-        // `this_device`, which stays valid until deregistration.
-        unsafe { (*self.inner.get()).this_device.cast() }
+        // `this_device`, which stays valid until deregistration, which
+        // `&self` outlives.
+        unsafe { Device::as_ref((*self.inner.get()).this_device.cast()) }
     }
 
     /// The data given at registration, shared by every open file.
@@ -335,7 +338,11 @@ unsafe extern "C" fn fops_uring_cmd<T: MiscDevice>(cmd: *mut bindings::io_uring_
     // SAFETY: io_uring passes a live command that it does not complete
     // before we return, on a file of `T` (these are `T`'s operations).
     let cmd = unsafe { IoUringCmd::<T>::from_raw(cmd.cast()) };
-    match T::uring_cmd(cmd.data(), cmd, IssueFlags::from_raw(flags)) {
+    let flags = IssueFlags::from_raw(flags);
+    if !flags.cancel() {
+        cmd.clear_pdu();
+    }
+    match T::uring_cmd(cmd.data(), cmd, flags) {
         Ok(ret) => ret,
         Err(e) => e.to_errno(),
     }

@@ -10,6 +10,7 @@ pub(crate) mod crypto;
 pub(crate) mod debugfs;
 pub(crate) mod delayed_work;
 pub(crate) mod file;
+pub(crate) mod firmware;
 pub(crate) mod miscdevice;
 pub(crate) mod mm;
 pub(crate) mod module_param;

@@ -16,3 +16,40 @@ pub(crate) fn from_bytes_copy<T: FromBytes>(bytes: &[u8]) -> Option<T> {
     // pattern is a valid `T` (`FromBytes`); the read is unaligned.
     Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
+
+/// Declares `#[repr(C)]` structs of plain data and implements `FromBytes`
+/// and `AsBytes` for them, as upstream's `#[derive(FromBytes, AsBytes)]`
+/// (zerocopy's) would: the build fails if a field is not plain data itself
+/// or if the layout has padding.
+macro_rules! plain_data {
+    ($(
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$fmeta:meta])* $fvis:vis $field:ident: $ty:ty),* $(,)?
+        }
+    )*) => {$(
+        $(#[$meta])*
+        #[repr(C)]
+        $vis struct $name {
+            $($(#[$fmeta])* $fvis $field: $ty),*
+        }
+
+        const _: () = {
+            #[allow(dead_code)]
+            fn fields_are_plain_data()
+            where
+                $($ty: ::kernel::types::FromBytes + ::kernel::types::AsBytes),*
+            {
+            }
+            assert!(::core::mem::size_of::<$name>() == 0 $(+ ::core::mem::size_of::<$ty>())*);
+        };
+
+        // SAFETY: `repr(C)` of fields that are all `FromBytes` and
+        // `AsBytes`, with no padding (both checked above): every byte is a
+        // field's, and any bytes are valid for each field.
+        unsafe impl ::kernel::types::FromBytes for $name {}
+        // SAFETY: as above.
+        unsafe impl ::kernel::types::AsBytes for $name {}
+    )*};
+}
+pub(crate) use plain_data;

@@ -17,7 +17,7 @@ use kernel::{
     bindings,
     ffi::{c_uint, c_void},
     prelude::*,
-    types::{ForeignOwnable, FromBytes},
+    types::{AsBytes, ForeignOwnable, FromBytes},
 };
 
 use super::{file::File, miscdevice::MiscDevice};
@@ -150,24 +150,27 @@ impl<D: MiscDevice> IoUringCmd<D> {
         Ok(unsafe { core::ptr::read_volatile((*self.as_ptr()).sqe.add(SQE_CMD_OFFSET).cast::<T>()) })
     }
 
-    /// The 32 bytes io_uring leaves to the driver, as `T`.
-    fn pdu_ptr<T: Pdu>(&self) -> *mut T {
-        // SAFETY: valid command; `pdu` is 8-aligned and `T: Pdu` fits.
-        unsafe { core::ptr::addr_of_mut!((*self.as_ptr()).pdu).cast::<T>() }
+    /// Reads the driver's per-command data (upstream: `read_pdu`).
+    pub(crate) fn pdu<T: FromBytes>(&self) -> T {
+        let () = PduFits::<T>::OK;
+        // SAFETY: valid command; the 32 bytes are initialised (zeroed at
+        // issue, see `clear_pdu`), 8-aligned and hold a `T` (`PduFits`), and
+        // any bytes are a valid `T` (`FromBytes`).
+        unsafe { core::ptr::addr_of!((*self.as_ptr()).pdu).cast::<T>().read() }
     }
 
-    /// Reads the driver's per-command data.
-    pub(crate) fn pdu<T: Pdu>(&self) -> T {
-        // SAFETY: `pdu_ptr` is valid and aligned; `T: Pdu` is plain data,
-        // and commands are only ever given a pdu by `set_pdu` with the same
-        // type (one `T` per file type) before they are queued.
-        unsafe { self.pdu_ptr::<T>().read() }
+    /// Sets the driver's per-command data (upstream: `write_pdu`).
+    pub(crate) fn set_pdu<T: AsBytes>(&self, v: T) {
+        let () = PduFits::<T>::OK;
+        // SAFETY: as in `pdu`; the area is the driver's, and while a handler
+        // or the owner of its `QueuedCmd` runs nobody else touches it.
+        unsafe { core::ptr::addr_of_mut!((*self.as_ptr()).pdu).cast::<T>().write(v) }
     }
 
-    /// Sets the driver's per-command data.
-    pub(crate) fn set_pdu<T: Pdu>(&self, v: T) {
-        // SAFETY: as in `pdu`; while a handler runs nobody else touches it.
-        unsafe { self.pdu_ptr::<T>().write(v) }
+    /// Zeroes the per-command data when io_uring first hands the command
+    /// over, so that `pdu` never reads bytes nobody wrote.
+    pub(crate) fn clear_pdu(&self) {
+        self.set_pdu([0u64; 4]);
     }
 
     /// Lets io_uring cancel the command when its ring or task goes away: the
@@ -187,12 +190,12 @@ impl<D: MiscDevice> IoUringCmd<D> {
     }
 }
 
-/// Per-command data a driver keeps in `pdu`.
-///
-/// # Safety
-///
-/// Plain data of at most 32 bytes and alignment at most 8.
-pub(crate) unsafe trait Pdu: Copy {}
+/// Build-time check that `T` fits the 32 bytes, 8-aligned, of `pdu`.
+struct PduFits<T>(PhantomData<T>);
+
+impl<T> PduFits<T> {
+    const OK: () = assert!(core::mem::size_of::<T>() <= 32 && core::mem::align_of::<T>() <= 8);
+}
 
 /// A queued command on a file of misc device `D`; completing it consumes
 /// it.

@@ -29,7 +29,7 @@ use m4npu::hw::JobBuffers;
 use vnpu_engine::AlignedBytes;
 use vnpud::execute;
 use vnpud::foundation::{sub_models, Foundation};
-use vnpud::task::TaskAdapter;
+use vnpud::adapter::TaskAdapter;
 
 const PROMPT: usize = 8;
 const TOKENS: usize = 32;

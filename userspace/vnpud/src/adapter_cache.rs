@@ -16,7 +16,7 @@ use m4npu_uapi::{AdapterHeader, HwRange};
 use nix::errno::Errno;
 
 use crate::foundation::Foundation;
-use crate::task::TaskAdapter;
+use crate::adapter::TaskAdapter;
 
 /// More live adapters than this and the cache starts over: a bound on
 /// memory, far above the apps a phone runs at once.

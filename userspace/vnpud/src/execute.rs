@@ -16,7 +16,7 @@ use nix::errno::Errno;
 use vnpu_engine::{Logits, SeqRow};
 
 use crate::foundation::Foundation;
-use crate::task::TaskAdapter;
+use crate::adapter::TaskAdapter;
 
 /// Runs `op` on `b`, parsing its adapter if it has one; returns the output
 /// bytes.
@@ -308,7 +308,7 @@ enum Pooled<'a, 'm> {
 enum Then<'h> {
     Embedding,
     Renormalized,
-    Head(&'h crate::task::Head<'h>),
+    Head(&'h crate::adapter::Head<'h>),
 }
 
 impl Then<'_> {

@@ -250,7 +250,7 @@ fn adapter_cache_parses_once_and_follows_unloads() {
     let (second, _, _) = feature_classifier(&mut rng, d, ff, kvd, &m);
     assert_eq!(first.len(), second.len(), "both adapters fit the same range");
     let input = Input::Features { dim: 5, data: rng.vec(3 * 5, 1.0) }.encode();
-    fn logits(f: &Foundation<'_>, input: &[u8], a: &vnpud::task::TaskAdapter<'_>) -> Vec<f32> {
+    fn logits(f: &Foundation<'_>, input: &[u8], a: &vnpud::adapter::TaskAdapter<'_>) -> Vec<f32> {
         let mut out = vec![0u8; 4096];
         let n = run_with(f, Some(Op::Classify), JobBuffers { input, output: &mut out, state: None, adapter: None }, Some(a)).unwrap();
         f32s(&out[..n])
@@ -288,7 +288,7 @@ fn adapter_cache_parses_once_and_follows_unloads() {
 fn batched_generation_equals_solo() {
     use m4npu_format::job_io::STATE_KV_OFFSET;
     use vnpud::execute::generate_batch;
-    use vnpud::task::TaskAdapter;
+    use vnpud::adapter::TaskAdapter;
 
     let model = SyntheticWeights::new(3);
     let subs = model.sub_models();
@@ -399,7 +399,7 @@ fn generation_steps_are_safe_to_run_twice() {
 #[test]
 fn batched_pooled_jobs_equal_solo() {
     use vnpud::execute::{pooled_batch_jobs, run_with};
-    use vnpud::task::TaskAdapter;
+    use vnpud::adapter::TaskAdapter;
 
     let model = SyntheticWeights::new(3);
     let subs = model.sub_models();

@@ -444,22 +444,5 @@ impl Drop for Ticket<'_, '_> {
     }
 }
 
-impl Device {
-    /// An async ring for this context's jobs, on the current tokio runtime;
-    /// see [`AsyncRing::new`].
-    ///
-    /// ```no_run
-    /// tokio_uring::start(async {
-    ///     let dev = m4npu::Device::open()?;
-    ///     let ring = dev.async_ring(64)?;
-    ///     Ok::<(), m4npu::Error>(())
-    /// })?;
-    /// # Ok::<(), m4npu::Error>(())
-    /// ```
-    pub fn async_ring(&self, entries: u32) -> Result<AsyncRing<'_>> {
-        AsyncRing::new(self, entries)
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -44,6 +44,7 @@ mod fdinfo;
 pub mod hw;
 mod job;
 pub mod model;
+mod sys;
 mod tasks;
 pub mod uring;
 

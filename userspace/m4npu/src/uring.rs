@@ -109,10 +109,7 @@ pub struct Ring<'d> {
 /// assert_eq!(bytes.len(), m4npu::uapi::URING_CMD_SQE128_BYTES);
 /// ```
 pub fn payload(job: &uapi::Job) -> [u8; uapi::URING_CMD_SQE128_BYTES] {
-    const _: () = assert!(size_of::<uapi::Job>() == uapi::URING_CMD_SQE128_BYTES);
-    // SAFETY: `Job` is `repr(C)` integers without padding (the UAPI layout
-    // test checks every offset), so all 80 bytes are initialised.
-    unsafe { std::mem::transmute::<uapi::Job, [u8; uapi::URING_CMD_SQE128_BYTES]>(*job) }
+    crate::sys::job_bytes(job)
 }
 
 impl<'d> Ring<'d> {
@@ -355,19 +352,6 @@ impl AsRawFd for Ring<'_> {
     /// call `wait(0)` until it returns none before polling.
     fn as_raw_fd(&self) -> RawFd {
         self.ring.as_raw_fd()
-    }
-}
-
-impl Device {
-    /// An io_uring for this context's jobs; see [`Ring::new`].
-    ///
-    /// ```no_run
-    /// let dev = m4npu::Device::open()?;
-    /// let ring = dev.ring(64)?;
-    /// # Ok::<(), m4npu::Error>(())
-    /// ```
-    pub fn ring(&self, entries: u32) -> Result<Ring<'_>> {
-        Ring::new(self, entries)
     }
 }
 

@@ -58,6 +58,10 @@ pub use job::{JobDesc, Op, Priority};
 #[cfg(feature = "text")]
 pub use tasks::Session;
 pub use error::{Error, Result};
+/// The io_uring core the rings share with m4npu-hw's device queues; not
+/// part of the API.
+#[doc(hidden)]
+pub use sys::ring as ring_core;
 pub use m4npu_uapi as uapi;
 /// The errno type of [`Error::errno`] and the device side's results.
 pub use nix::errno::Errno;

@@ -7,11 +7,12 @@ use std::cell::UnsafeCell;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::{squeue, IoUring};
 use m4npu_uapi as uapi;
 use nix::errno::Errno;
 
 use super::{HwDevice, HwJob};
+use crate::ring_core::{CmdRing, Sqe};
 use crate::{Error, Result};
 
 const FETCH: &str = "HW_FETCH_BATCH";
@@ -44,7 +45,7 @@ fn cmd_bytes(cmd: &uapi::HwBatchCmd) -> [u8; 16] {
 /// ```
 pub struct HwBatchQueue<'m> {
     // Dropped first: the ring's file goes before the buffers it uses.
-    ring: IoUring,
+    ring: CmdRing<squeue::Entry>,
     dev: &'m HwDevice,
     id: u16,
     depth: u16,
@@ -71,7 +72,7 @@ impl<'m> HwBatchQueue<'m> {
         let ring = IoUring::new((2 * u32::from(depth)).next_power_of_two())
             .map_err(|source| Error::Io { what: "creating the device queue's io_uring", source })?;
         let mut q = Self {
-            ring,
+            ring: CmdRing::new(ring),
             dev,
             id,
             depth,
@@ -162,8 +163,8 @@ impl<'m> HwBatchQueue<'m> {
             return Ok(());
         }
         let cmd = uapi::HwBatchCmd { queue: self.id, count: room, pad: 0, addr: self.entries.as_ptr() as u64 };
-        // SAFETY: the driver writes up to `room` entries at `addr`, the
-        // queue's entry cells, which outlive the command (see Drop).
+        // The driver writes up to `room` entries at `addr`, the queue's
+        // entry cells, which outlive the command (see Drop).
         self.push(uapi::URING_CMD_HW_FETCH_BATCH, &cmd, FETCH_ID)?;
         self.fetching = true;
         Ok(())
@@ -186,12 +187,9 @@ impl<'m> HwBatchQueue<'m> {
     }
 
     fn push(&mut self, cmd_op: u32, cmd: &uapi::HwBatchCmd, user_data: u64) -> Result<()> {
-        let sqe = opcode::UringCmd16::new(types::Fd(self.dev.as_raw_fd()), cmd_op)
-            .cmd(cmd_bytes(cmd))
-            .build()
-            .user_data(user_data);
         // SAFETY: the command's buffer outlives it (callers, and Drop).
-        while unsafe { self.ring.submission().push(&sqe) }.is_err() {
+        let sqe = unsafe { Sqe::uring_cmd(self.dev.as_raw_fd(), cmd_op, cmd_bytes(cmd)) }.user_data(user_data);
+        while !self.ring.push(&sqe) {
             self.enter(0)?;
         }
         Ok(())
@@ -200,8 +198,8 @@ impl<'m> HwBatchQueue<'m> {
     /// `io_uring_enter`: submits, waits for `want` completions, takes them.
     fn enter(&mut self, want: usize) -> Result<()> {
         super::enter_ring(&self.ring, want)?;
-        let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
-        for (user_data, res) in done {
+        let done: Vec<_> = self.ring.reap().collect();
+        for crate::uring::Completion { user_data, res } in done {
             if user_data == FETCH_ID {
                 self.fetching = false;
                 if res < 0 {

@@ -30,8 +30,11 @@ mod queue;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use io_uring::squeue;
 use m4npu_uapi as uapi;
 use nix::errno::Errno;
+
+use crate::ring_core::CmdRing;
 
 pub use batch::HwBatchQueue;
 
@@ -46,13 +49,8 @@ fn result_code(result: std::result::Result<usize, Errno>) -> i32 {
 /// `io_uring_enter` on a device queue's ring: submits, waits for `want`
 /// completions; an interrupted or busy enter is no error (the caller
 /// loops).
-fn enter_ring(ring: &io_uring::IoUring, want: usize) -> Result<()> {
-    match ring.submit_and_wait(want) {
-        Err(source) if !matches!(source.raw_os_error(), Some(nix::libc::EINTR | nix::libc::EAGAIN | nix::libc::EBUSY)) => {
-            Err(Error::Io { what: "io_uring_enter on the device queue", source })
-        }
-        _ => Ok(()),
-    }
+fn enter_ring(ring: &CmdRing<squeue::Entry>, want: usize) -> Result<()> {
+    ring.enter(want, None).map_err(|source| Error::Io { what: "io_uring_enter on the device queue", source })
 }
 pub use memory::NpuMemory;
 pub use queue::{HwJob, HwQueue, JobBuffers};

@@ -5,11 +5,12 @@ use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::{squeue, IoUring};
 use m4npu_uapi as uapi;
 use nix::errno::Errno;
 
 use super::{HwDevice, NpuMemory};
+use crate::ring_core::{CmdRing, Sqe};
 use crate::{Error, Op, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +44,7 @@ const COMMIT: &str = "HW_COMMIT_AND_FETCH";
 /// ```
 pub struct HwQueue<'m> {
     // Dropped first: the ring's file goes before the slots it writes to.
-    ring: IoUring,
+    ring: CmdRing<squeue::Entry>,
     dev: &'m HwDevice,
     id: u16,
     /// Where the driver writes the job it hands a slot: the `addr` of the
@@ -72,7 +73,7 @@ impl<'m> HwQueue<'m> {
         let ring = IoUring::new(u32::from(depth).next_power_of_two())
             .map_err(|source| Error::Io { what: "creating the device queue's io_uring", source })?;
         let mut q = Self {
-            ring,
+            ring: CmdRing::new(ring),
             dev,
             id,
             jobs: (0..depth).map(|_| UnsafeCell::new(uapi::HwJob::default())).collect(),
@@ -166,13 +167,10 @@ impl<'m> HwQueue<'m> {
     fn push(&mut self, op: &'static str, tag: u16, result: i32) -> Result<()> {
         let cmd_op = if op == FETCH { uapi::URING_CMD_HW_FETCH } else { uapi::URING_CMD_HW_COMMIT_AND_FETCH };
         let cmd = uapi::HwCmd { queue: self.id, tag, result, addr: self.jobs[tag as usize].get() as u64 };
-        let sqe = opcode::UringCmd16::new(types::Fd(self.dev.as_raw_fd()), cmd_op)
-            .cmd(cmd_bytes(&cmd))
-            .build()
-            .user_data(u64::from(tag));
         // SAFETY: the driver writes a `HwJob` to `addr`, the slot's cell,
         // which stays allocated while the command is outstanding (see Drop).
-        while unsafe { self.ring.submission().push(&sqe) }.is_err() {
+        let sqe = unsafe { Sqe::uring_cmd(self.dev.as_raw_fd(), cmd_op, cmd_bytes(&cmd)) }.user_data(u64::from(tag));
+        while !self.ring.push(&sqe) {
             self.enter(0)?;
         }
         self.slots[tag as usize] = Slot::Waiting(op);
@@ -182,14 +180,14 @@ impl<'m> HwQueue<'m> {
     /// `io_uring_enter`: submits, waits for `want` completions, takes them.
     fn enter(&mut self, want: usize) -> Result<()> {
         super::enter_ring(&self.ring, want)?;
-        for cqe in self.ring.completion() {
-            let tag = cqe.user_data() as u16;
+        for cqe in self.ring.reap() {
+            let tag = cqe.user_data as u16;
             let Some(slot) = self.slots.get_mut(tag as usize) else { continue };
             let op = match *slot {
                 Slot::Waiting(op) => op,
                 _ => FETCH,
             };
-            if cqe.result() >= 0 {
+            if cqe.res >= 0 {
                 // SAFETY: the driver wrote the job before completing the
                 // command, and no command on this slot is outstanding now.
                 let raw = unsafe { std::ptr::read_volatile(self.jobs[tag as usize].get()) };
@@ -197,7 +195,7 @@ impl<'m> HwQueue<'m> {
                 self.ready.push(HwJob { raw, queue: self.id, tag, mem: &self.dev.mem });
             } else {
                 *slot = Slot::Idle;
-                let source = Errno::from_raw(-cqe.result());
+                let source = Errno::from_raw(-cqe.res);
                 self.failed.push_back(Error::HwCommand { op, queue: self.id, tag, source });
             }
         }

@@ -1,7 +1,8 @@
 //! The library at the system boundary: every ioctl of `/dev/m4npu`, the
-//! UAPI structs as the bytes the driver reads, and the mappings of buffers.
-//! The library's `unsafe` lives here, each with what makes it sound; the
-//! rest of the library calls these safe wrappers.
+//! UAPI structs as the bytes the driver reads, the mappings of buffers,
+//! and the io_uring core of the rings ([`ring`]). The library's `unsafe`
+//! lives here, each with what makes it sound; the rest of the library
+//! calls these safe wrappers.
 
 use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -9,6 +10,8 @@ use std::ptr::NonNull;
 
 use m4npu_uapi as uapi;
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+
+pub mod ring;
 
 /// The raw ioctls, `unsafe` as nix makes them: each takes a pointer.
 mod ioc {

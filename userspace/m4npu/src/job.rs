@@ -58,7 +58,7 @@ pub enum Priority {
     #[default]
     Normal,
     /// Before every normal and low job. Needs `CAP_SYS_NICE`
-    /// ([`Error::PriorityNotPermitted`](crate::Error::PriorityNotPermitted) otherwise).
+    /// ([`Error::PriorityNotPermitted`] otherwise).
     High,
     /// Only when nothing else waits.
     Low,

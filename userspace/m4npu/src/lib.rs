@@ -12,8 +12,8 @@
 //!
 //! Jobs run synchronously with [`Device::run`] or many at once over
 //! io_uring with [`uring::Ring`], or as `async fn`s on tokio with
-//! [`aio::AsyncRing`] (cargo feature `tokio`, on by default); [`hw`] is the
-//! other end, for the process that executes them. Task calls on text
+//! [`aio::AsyncRing`] (cargo feature `tokio`, on by default); the crate
+//! `m4npu-hw` is the other end, for the process that executes them. Task calls on text
 //! ([`Device::embed`], [`Device::generate`], [`Device::classify`]; cargo
 //! feature `text`, on by default) tokenize with the loaded model's own
 //! tokenizers ([`model`]); without the feature, the library does not build
@@ -41,7 +41,6 @@ mod classify;
 mod device;
 mod error;
 mod fdinfo;
-pub mod hw;
 mod job;
 pub mod model;
 mod sys;

@@ -51,11 +51,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use m4npu::hw::JobBuffers;
 use m4npu::Op;
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{f32s, GenerateOutput, Input, StateHeader, HEADER_BYTES, STATE_KV_OFFSET};
 use m4npu_format::AdapterBuilder;
+use m4npu_hw::JobBuffers;
 use vnpu_engine::synthetic::Rng;
 use vnpu_engine::{AlignedBytes, LlamaConfig};
 use vnpud::execute::{generate_batch, pooled_batch_jobs, run_with};

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use m4npu::hw::NpuMemory;
+use m4npu_hw::NpuMemory;
 use m4npu_uapi::{AdapterHeader, HwRange};
 use nix::errno::Errno;
 

@@ -8,10 +8,10 @@
 //! `EOPNOTSUPP` for what this device cannot do, `ENODEV` for a sub-model the
 //! firmware lacks. `EINVAL` stays the driver's: a descriptor it refused.
 
-use m4npu::hw::JobBuffers;
 use m4npu::Op;
 use m4npu_format::adapter_meta::{AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{put_f32s, GenerateOutput, Input, StateHeader, HEADER_BYTES, STATE_KV_OFFSET};
+use m4npu_hw::JobBuffers;
 use nix::errno::Errno;
 use vnpu_engine::{Logits, SeqRow};
 

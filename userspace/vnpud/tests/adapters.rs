@@ -2,11 +2,11 @@
 //! against the engine driven directly with the same factors: the blob's
 //! names, shapes and LoRA scale must mean what `adapter_meta` says.
 
-use m4npu::hw::JobBuffers;
 use m4npu::Op;
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{f32s, Input};
 use m4npu_format::AdapterBuilder;
+use m4npu_hw::JobBuffers;
 use nix::errno::Errno;
 use vnpu_engine::synthetic::Rng;
 use vnpu_engine::adapter::LoraSet;

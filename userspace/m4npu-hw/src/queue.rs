@@ -6,12 +6,13 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 
 use io_uring::{squeue, IoUring};
+use m4npu::ring_core::{CmdRing, Sqe};
+use m4npu::{Error, Op, Result};
 use m4npu_uapi as uapi;
 use nix::errno::Errno;
 
-use super::{HwDevice, NpuMemory};
-use crate::ring_core::{CmdRing, Sqe};
-use crate::{Error, Op, Result};
+use crate::sys::cmd_bytes;
+use crate::{HwDevice, NpuMemory};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
@@ -32,7 +33,7 @@ const COMMIT: &str = "HW_COMMIT_AND_FETCH";
 /// slot's FETCH (writing its job) in the task that submitted it.
 ///
 /// ```no_run
-/// # fn serve(dev: &m4npu::hw::HwDevice) -> m4npu::Result<()> {
+/// # fn serve(dev: &m4npu_hw::HwDevice) -> m4npu::Result<()> {
 /// let mut queue = dev.queue(0, 8)?;
 /// loop {
 ///     for job in queue.fetch()? {
@@ -54,13 +55,6 @@ pub struct HwQueue<'m> {
     /// Jobs received and not yet returned (kept while an error is reported).
     ready: Vec<HwJob<'m>>,
     failed: VecDeque<Error>,
-}
-
-/// The command payload as the SQE's 16-byte command area carries it.
-fn cmd_bytes(cmd: &uapi::HwCmd) -> [u8; 16] {
-    const _: () = assert!(size_of::<uapi::HwCmd>() == 16);
-    // SAFETY: `HwCmd` is `repr(C)` integers without padding (16 bytes).
-    unsafe { std::mem::transmute::<uapi::HwCmd, [u8; 16]>(*cmd) }
 }
 
 impl<'m> HwQueue<'m> {
@@ -135,7 +129,7 @@ impl<'m> HwQueue<'m> {
     /// the output range's length) or an errno for the app; the slot then
     /// waits for the next job. Sent with the next fetch or [`HwQueue::flush`].
     pub fn commit(&mut self, job: HwJob<'m>, result: std::result::Result<usize, Errno>) -> Result<()> {
-        self.commit_raw(job, super::result_code(result))
+        self.commit_raw(job, crate::result_code(result))
     }
 
     /// As [`HwQueue::commit`] with the raw result, checked by the driver
@@ -161,7 +155,7 @@ impl<'m> HwQueue<'m> {
     /// takes no completions, so a poll on the queue's fd afterwards wakes
     /// for every job that arrives.
     pub fn flush(&mut self) -> Result<()> {
-        super::enter_ring(&self.ring, 0)
+        crate::enter_ring(&self.ring, 0)
     }
 
     fn push(&mut self, op: &'static str, tag: u16, result: i32) -> Result<()> {
@@ -179,7 +173,7 @@ impl<'m> HwQueue<'m> {
 
     /// `io_uring_enter`: submits, waits for `want` completions, takes them.
     fn enter(&mut self, want: usize) -> Result<()> {
-        super::enter_ring(&self.ring, want)?;
+        crate::enter_ring(&self.ring, want)?;
         for cqe in self.ring.reap() {
             let tag = cqe.user_data as u16;
             let Some(slot) = self.slots.get_mut(tag as usize) else { continue };
@@ -334,7 +328,7 @@ impl HwJob<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hw::memory::tests::fake_pool;
+    use crate::memory::tests::fake_pool;
 
     fn range(addr: u64, len: u64) -> uapi::HwRange {
         uapi::HwRange { addr, len }

@@ -27,9 +27,9 @@ use crate::children::Helper;
 use crate::vnpu::{start_vnpud, stop, stop_reporting, FIRMWARE};
 use m4npu_hw::JobBuffers;
 use vnpu_engine::AlignedBytes;
+use vnpud::adapter::TaskAdapter;
 use vnpud::execute;
 use vnpud::foundation::{sub_models, Foundation};
-use vnpud::adapter::TaskAdapter;
 
 const PROMPT: usize = 8;
 const TOKENS: usize = 32;

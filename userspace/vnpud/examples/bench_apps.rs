@@ -58,9 +58,9 @@ use m4npu_format::AdapterBuilder;
 use m4npu_hw::JobBuffers;
 use vnpu_engine::synthetic::Rng;
 use vnpu_engine::{AlignedBytes, LlamaConfig};
+use vnpud::adapter::TaskAdapter;
 use vnpud::execute::{generate_batch, pooled_batch_jobs, run_with};
 use vnpud::foundation::{sub_models, Foundation, SubModel as Sub, SyntheticWeights};
-use vnpud::adapter::TaskAdapter;
 
 /// App counts measured, unless `--apps` names others.
 const APPS: [usize; 4] = [1, 2, 4, 8];

@@ -15,8 +15,8 @@ use m4npu_hw::NpuMemory;
 use m4npu_uapi::{AdapterHeader, HwRange};
 use nix::errno::Errno;
 
-use crate::foundation::Foundation;
 use crate::adapter::TaskAdapter;
+use crate::foundation::Foundation;
 
 /// More live adapters than this and the cache starts over: a bound on
 /// memory, far above the apps a phone runs at once.

@@ -15,8 +15,8 @@ use m4npu_hw::JobBuffers;
 use nix::errno::Errno;
 use vnpu_engine::{Logits, SeqRow};
 
-use crate::foundation::Foundation;
 use crate::adapter::TaskAdapter;
+use crate::foundation::Foundation;
 
 /// Runs `op` on `b`, parsing its adapter if it has one; returns the output
 /// bytes.

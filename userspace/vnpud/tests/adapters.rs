@@ -287,8 +287,8 @@ fn adapter_cache_parses_once_and_follows_unloads() {
 #[test]
 fn batched_generation_equals_solo() {
     use m4npu_format::job_io::STATE_KV_OFFSET;
-    use vnpud::execute::generate_batch;
     use vnpud::adapter::TaskAdapter;
+    use vnpud::execute::generate_batch;
 
     let model = SyntheticWeights::new(3);
     let subs = model.sub_models();
@@ -398,8 +398,8 @@ fn generation_steps_are_safe_to_run_twice() {
 /// alone.
 #[test]
 fn batched_pooled_jobs_equal_solo() {
-    use vnpud::execute::{pooled_batch_jobs, run_with};
     use vnpud::adapter::TaskAdapter;
+    use vnpud::execute::{pooled_batch_jobs, run_with};
 
     let model = SyntheticWeights::new(3);
     let subs = model.sub_models();

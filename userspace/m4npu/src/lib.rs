@@ -13,11 +13,12 @@
 //! Jobs run synchronously with [`Device::run`] or many at once over
 //! io_uring with [`uring::Ring`], or as `async fn`s on tokio with
 //! [`aio::AsyncRing`] (cargo feature `tokio`, on by default); the crate
-//! `m4npu-hw` is the other end, for the process that executes them. Task calls on text
-//! ([`Device::embed`], [`Device::generate`], [`Device::classify`]; cargo
-//! feature `text`, on by default) tokenize with the loaded model's own
-//! tokenizers ([`model`]); without the feature, the library does not build
-//! `tokenizers`, and jobs take token ids and feature vectors.
+//! `m4npu-hw` is the other end, for the process that executes them. Task
+//! calls on text ([`Device::embed`], [`Device::generate`],
+//! [`Device::classify`]; cargo feature `text`, on by default) tokenize with
+//! the loaded model's own tokenizers ([`model`]); without the feature, the
+//! library does not build `tokenizers`, and jobs take token ids and feature
+//! vectors.
 //!
 //! Example programs, in `examples/` (`cargo run --example NAME -- ARGS`;
 //! they need a device that serves jobs, such as vnpud):

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use vnpu_engine::AlignedBytes;
+use vnpud::adapter::TaskAdapter;
 use vnpud::foundation::{Foundation, SubModel, SyntheticWeights};
-use vnpud::task::TaskAdapter;
 
 /// The synthetic model's weights and sub-models, made once and kept for
 /// the process, and the model built over them.

@@ -166,7 +166,7 @@ pub fn generation_adapter(base: [u8; 32], seed: u64, d: usize, rank: usize, targ
 /// app in this process, bit for bit.
 pub fn generations_of_many_apps_on_vnpud() -> Result<()> {
     use m4npu_format::job_io::STATE_KV_OFFSET;
-    use m4npu::hw::JobBuffers;
+    use m4npu_hw::JobBuffers;
 
     module::reload("firmware=m4npu/tiny.m4fw")?;
     let vnpud = crate::vnpu::start_vnpud_with(16, &["--verbose"])?;

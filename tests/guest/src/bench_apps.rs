@@ -25,11 +25,11 @@ use m4npu_format::job_io::{GenerateOutput, Input, HEADER_BYTES, STATE_KV_OFFSET}
 
 use crate::children::Helper;
 use crate::vnpu::{start_vnpud, stop, stop_reporting, FIRMWARE};
-use m4npu::hw::JobBuffers;
+use m4npu_hw::JobBuffers;
 use vnpu_engine::AlignedBytes;
+use vnpud::adapter::TaskAdapter;
 use vnpud::execute;
 use vnpud::foundation::{sub_models, Foundation};
-use vnpud::task::TaskAdapter;
 
 const PROMPT: usize = 8;
 const TOKENS: usize = 32;

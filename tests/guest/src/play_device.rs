@@ -26,8 +26,8 @@
 
 use std::os::fd::AsRawFd;
 
-use m4npu::hw::{HwDevice, HwFlags, HwJob, HwQueue};
 use m4npu::{uapi, Errno, Error, Op};
+use m4npu_hw::{HwDevice, HwFlags, HwJob, HwQueue};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {

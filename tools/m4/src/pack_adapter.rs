@@ -117,7 +117,7 @@ fn backbone_heads(fw: &Firmware<'_>) -> Result<(usize, usize), String> {
 pub fn build(name: &str, fw: &Firmware<'_>, fw_region: &[u8], meta: &AdapterMeta, tensors: &Tensors) -> Result<Vec<u8>, String> {
     let items = tensors.iter().map(|(n, (s, v))| (n.as_str(), s.as_slice(), v.as_slice()));
     let blob = build_adapter(name, fw.content_hash(), meta, items).map_err(|e| e.to_string())?;
-    vnpud::task::check_blob(fw_region, &blob)?;
+    vnpud::adapter::check_blob(fw_region, &blob)?;
     Ok(blob)
 }
 

@@ -69,7 +69,7 @@ pub fn job_input(tok: Option<&TextTokenizer>, split: &crate::data::Split, i: usi
 pub fn host_logits(model: &Foundation<'_>, blob: &AlignedBytes, input: &Input, labels: usize) -> Result<Vec<f32>, String> {
     let input = input.encode();
     let mut out = vec![0u8; 4 * labels.max(1)];
-    let jb = m4npu::hw::JobBuffers { input: &input, output: &mut out, state: None, adapter: Some(blob) };
+    let jb = m4npu_hw::JobBuffers { input: &input, output: &mut out, state: None, adapter: Some(blob) };
     let n = vnpud::execute::run(model, Some(Op::Classify), jb).map_err(|e| e.to_string())?;
     Ok(f32s(&out[..n]))
 }

@@ -25,7 +25,7 @@ impl Lora {
         }
         for layer in 0..m.layers.len() {
             for &p in projs {
-                let proj = vnpud::task::proj_named(p)
+                let proj = vnpud::adapter::proj_named(p)
                     .ok_or_else(|| candle_core::Error::Msg(format!("unknown LoRA target {p}")))?;
                 let (i, o) = c.proj_dims(proj);
                 let a = Var::randn(0f32, (1.0 / i as f64).sqrt() as f32, (rank, i), dev)?;

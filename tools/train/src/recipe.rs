@@ -87,6 +87,6 @@ pub fn train(fw: &FirmwareFile, dir: &Path, ov: &Overrides) -> Result<Vec<u8>, S
     };
     let items = tensors.iter().map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()));
     let blob = build_adapter(&task.meta.task, fw.hash, &meta, items).map_err(|e| e.to_string())?;
-    vnpud::task::check_blob(&fw.region, &blob)?;
+    vnpud::adapter::check_blob(&fw.region, &blob)?;
     Ok(blob)
 }

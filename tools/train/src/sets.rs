@@ -94,7 +94,7 @@ pub fn similarity(fw: &FirmwareFile, model: &Foundation<'_>, sets: &Path) -> Res
     for t in &texts {
         let input = Input::Tokens(tok.encode(t, true).map_err(|e| e.to_string())?).encode();
         let mut out = vec![0u8; 4096];
-        let jb = m4npu::hw::JobBuffers { input: &input, output: &mut out, state: None, adapter: None };
+        let jb = m4npu_hw::JobBuffers { input: &input, output: &mut out, state: None, adapter: None };
         let n = vnpud::execute::run(model, Some(Op::Embed), jb).map_err(|e| format!("embedding {t:?}: {e}"))?;
         vecs.push(f32s(&out[..n]));
     }
@@ -121,7 +121,7 @@ pub fn qa(fw: &FirmwareFile, model: &Foundation<'_>, sets: &Path, max_new: usize
         let mut generated = Vec::new();
         for _ in 0..max_new {
             let input = Input::Tokens(std::mem::take(&mut next)).encode();
-            let jb = m4npu::hw::JobBuffers { input: &input, output: &mut out, state: Some(&mut state), adapter: None };
+            let jb = m4npu_hw::JobBuffers { input: &input, output: &mut out, state: Some(&mut state), adapter: None };
             let n = vnpud::execute::run(model, Some(Op::Generate), jb).map_err(|e| format!("{q}: {e}"))?;
             let t = GenerateOutput::decode(&out[..n]).map_err(|e| e.to_string())?.next_token;
             if stops.contains(&t) {

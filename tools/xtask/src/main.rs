@@ -10,6 +10,8 @@
 //! - `demo`    boot the release kernel, load the module, run `m4 info`
 //! - `bench handoff`  the driver's cost per job against an io_uring NOP
 //! - `bench apps`     many apps on the real model through the driver and vnpud
+//! - `eaibench [--train]`  the benchmark report (tools/eaibench/REPORT.md)
+//!   from the committed adapters; `--train` retrains them all first
 //! - `vm`      boot a kernel and run a guest job by hand: `test`,
 //!   `test:<names>`, `kills:N` (vnpud killed N times under load), ...
 

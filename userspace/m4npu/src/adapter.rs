@@ -1,14 +1,11 @@
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use m4npu_format::adapter_meta::AdapterMeta;
-use m4npu_uapi as uapi;
 use memfd::{FileSeal, MemfdOptions};
 use nix::errno::Errno;
 
-use crate::device::{ioc_adapter_load, ioc_adapter_unload};
-use crate::{Device, Error, Result};
+use crate::{sys, Device, Error, Result};
 
 /// An adapter loaded into the [`Device`]'s context: the app's fine-tuned
 /// LoRA, task head and input projection for the shared foundation model.
@@ -75,10 +72,8 @@ impl<'d> Adapter<'d> {
 
 impl Drop for Adapter<'_> {
     fn drop(&mut self) {
-        let req = uapi::AdapterUnload { handle: self.handle, pad: 0 };
-        // SAFETY: `req` is a valid `struct m4npu_adapter_unload`; failure
-        // means the handle is gone already, which leaves nothing to undo.
-        let _ = unsafe { ioc_adapter_unload(self.dev.as_raw_fd(), &req) };
+        // Failure means the handle is gone already, which leaves nothing to undo.
+        let _ = sys::adapter_unload(self.dev.as_fd(), self.handle);
     }
 }
 
@@ -86,17 +81,10 @@ fn hex(h: &[u8; 32]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl Device {
-    /// Loads an adapter from `bytes`: they go into a sealed memfd, which the
-    /// driver copies into this context's NPU memory.
-    ///
-    /// ```no_run
-    /// let dev = m4npu::Device::open()?;
-    /// let bytes = std::fs::read("digits.m4a").unwrap();
-    /// let adapter = dev.load_adapter(&bytes)?;
-    /// # Ok::<(), m4npu::Error>(())
-    /// ```
-    pub fn load_adapter(&self, bytes: &[u8]) -> Result<Adapter<'_>> {
+/// Loading, for [`Device::load_adapter`] and [`Device::load_adapter_fd`].
+impl<'d> Adapter<'d> {
+    /// `bytes` go into a sealed memfd, which the driver copies.
+    pub(crate) fn load(dev: &'d Device, bytes: &[u8]) -> Result<Self> {
         let io = |e: std::io::Error| Error::Io { what: "preparing the adapter memfd", source: e };
         let memfd = MemfdOptions::default()
             .allow_sealing(true)
@@ -107,9 +95,8 @@ impl Device {
         memfd
             .add_seals(&[FileSeal::SealShrink, FileSeal::SealGrow, FileSeal::SealWrite])
             .map_err(|e| io(std::io::Error::other(e)))?;
-        let mut adapter = self
-            .load_adapter_fd(memfd.as_file().as_fd(), 0, bytes.len() as u64)
-            .map_err(|e| self.explain_adapter_error(e, bytes))?;
+        let mut adapter = Self::load_fd(dev, memfd.as_file().as_fd(), 0, bytes.len() as u64)
+            .map_err(|e| explain_adapter_error(e, bytes))?;
         if let Ok(parsed) = m4npu_format::Adapter::parse(bytes) {
             adapter.name = parsed.name();
             adapter.meta = AdapterMeta::parse(parsed.meta()).ok();
@@ -117,66 +104,44 @@ impl Device {
         Ok(adapter)
     }
 
-    /// Loads an adapter file (`.m4a`).
-    ///
-    /// ```no_run
-    /// let dev = m4npu::Device::open()?;
-    /// let adapter = dev.load_adapter_file("imu.m4a")?;
-    /// # Ok::<(), m4npu::Error>(())
-    /// ```
-    pub fn load_adapter_file(&self, path: impl AsRef<Path>) -> Result<Adapter<'_>> {
-        let bytes = std::fs::read(path.as_ref()).map_err(|e| Error::Io { what: "reading the adapter file", source: e })?;
-        self.load_adapter(&bytes)
+    pub(crate) fn load_fd(dev: &'d Device, fd: BorrowedFd<'_>, offset: u64, length: u64) -> Result<Self> {
+        let handle = sys::adapter_load(dev.as_fd(), fd, offset, length).map_err(|e| adapter_error(dev, e, length))?;
+        Ok(Adapter { dev, handle, name: format!("adapter#{handle}"), meta: None })
     }
+}
 
-    /// Loads `length` bytes at `offset` of a memfd the caller has sealed with
-    /// `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW`.
-    ///
-    /// ```no_run
-    /// # fn f(dev: &m4npu::Device, fd: std::os::fd::BorrowedFd<'_>) -> m4npu::Result<()> {
-    /// let adapter = dev.load_adapter_fd(fd, 0, 4096)?;
-    /// # Ok(()) }
-    /// ```
-    pub fn load_adapter_fd(&self, fd: BorrowedFd<'_>, offset: u64, length: u64) -> Result<Adapter<'_>> {
-        let mut req = uapi::AdapterLoad { fd: fd.as_raw_fd(), offset, length, ..Default::default() };
-        // SAFETY: `req` is a valid `struct m4npu_adapter_load` for the call.
-        unsafe { ioc_adapter_load(self.as_raw_fd(), &mut req) }.map_err(|e| self.adapter_error(e, length))?;
-        Ok(Adapter { dev: self, handle: req.handle, name: format!("adapter#{}", req.handle), meta: None })
+fn adapter_error(dev: &Device, e: Errno, length: u64) -> Error {
+    match e {
+        Errno::EPERM => Error::AdapterNotSealed,
+        Errno::EOPNOTSUPP => Error::AdapterNotMemfd,
+        Errno::ENOEXEC => Error::InvalidAdapter("not a valid m4npu adapter blob".into()),
+        Errno::EBADMSG => Error::InvalidAdapter("checksum mismatch: the adapter blob is corrupt".into()),
+        Errno::ENODEV => Error::NoModel,
+        Errno::EFBIG => match dev.usage() {
+            Ok(u) => Error::AdapterTooLarge { size: length, quota: u.quota_bytes },
+            Err(e) => e,
+        },
+        Errno::EMEDIUMTYPE => Error::WrongBaseModel { adapter: None, device: model_hash(dev) },
+        _ => dev.alloc_error(e, length as usize, "ADAPTER_LOAD"),
     }
+}
 
-    fn adapter_error(&self, e: Errno, length: u64) -> Error {
-        match e {
-            Errno::EPERM => Error::AdapterNotSealed,
-            Errno::EOPNOTSUPP => Error::AdapterNotMemfd,
-            Errno::ENOEXEC => Error::InvalidAdapter("not a valid m4npu adapter blob".into()),
-            Errno::EBADMSG => Error::InvalidAdapter("checksum mismatch: the adapter blob is corrupt".into()),
-            Errno::ENODEV => Error::NoModel,
-            Errno::EFBIG => match self.usage() {
-                Ok(u) => Error::AdapterTooLarge { size: length, quota: u.quota_bytes },
-                Err(e) => e,
-            },
-            Errno::EMEDIUMTYPE => Error::WrongBaseModel { adapter: None, device: self.model_hash() },
-            _ => self.alloc_error(e, length as usize, "ADAPTER_LOAD"),
+/// Fills in what the blob itself can tell about a refused load.
+fn explain_adapter_error(e: Error, bytes: &[u8]) -> Error {
+    match e {
+        Error::WrongBaseModel { device, .. } => {
+            Error::WrongBaseModel { adapter: m4npu_format::adapter_base_model_hash(bytes), device }
         }
+        Error::InvalidAdapter(_) => match m4npu_format::Adapter::parse(bytes) {
+            Err(why) => Error::InvalidAdapter(why.to_string()),
+            Ok(_) => e,
+        },
+        e => e,
     }
+}
 
-    /// Fills in what the blob itself can tell about a refused load.
-    fn explain_adapter_error(&self, e: Error, bytes: &[u8]) -> Error {
-        match e {
-            Error::WrongBaseModel { device, .. } => {
-                Error::WrongBaseModel { adapter: m4npu_format::adapter_base_model_hash(bytes), device }
-            }
-            Error::InvalidAdapter(_) => match m4npu_format::Adapter::parse(bytes) {
-                Err(why) => Error::InvalidAdapter(why.to_string()),
-                Ok(_) => e,
-            },
-            e => e,
-        }
-    }
-
-    fn model_hash(&self) -> Option<[u8; 32]> {
-        self.info().ok()?.model.map(|m| m.hash)
-    }
+fn model_hash(dev: &Device) -> Option<[u8; 32]> {
+    dev.info().ok()?.model.map(|m| m.hash)
 }
 
 pub(crate) fn describe_hash(h: &Option<[u8; 32]>) -> String {

@@ -42,14 +42,14 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use io_uring::{squeue, IoUring};
 use m4npu_uapi as uapi;
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 
+use crate::sys::ring::{watch_eventfd, CmdRing, Sqe};
 use crate::uring::{payload, Completion};
 use crate::{Device, Error, JobDesc, Result};
 
@@ -82,7 +82,7 @@ pub struct AsyncRing<'d> {
     dev: &'d Device,
     // Declared (so dropped) before the eventfd, which the kernel holds a
     // reference to anyway.
-    ring: RefCell<IoUring<squeue::Entry128, cqueue::Entry>>,
+    ring: RefCell<CmdRing>,
     event: AsyncFd<EventFd>,
     slots: RefCell<Slots>,
 }
@@ -113,18 +113,16 @@ impl<'d> AsyncRing<'d> {
         let io = |what| move |source| Error::Io { what, source };
         // SUBMIT_ALL: a command the kernel refuses at submission does not
         // hold back the ones queued after it.
-        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
+        let ring = IoUring::<squeue::Entry128>::builder()
             .setup_submit_all()
             .build(entries)
             .map_err(io("creating the job io_uring (SQE128)"))?;
         let efd = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
             .map_err(|e| io("creating the job ring's eventfd")(e.into()))?;
-        ring.submitter().register_eventfd(efd.as_raw_fd()).map_err(io("registering the job ring's eventfd"))?;
-        // SAFETY: the EventFd owns its fd, which stays open and the same
-        // for as long as the AsyncFd holds it.
-        let event = unsafe { AsyncFd::register_with_interest(efd, Interest::READABLE) }
-            .map_err(|e| io("watching the job ring's eventfd")(e.into_parts().1))?;
-        let slots = Slots::new(ring.params().cq_entries() as usize);
+        let ring = CmdRing::new(ring);
+        ring.register_eventfd(efd.as_raw_fd()).map_err(io("registering the job ring's eventfd"))?;
+        let event = watch_eventfd(efd).map_err(io("watching the job ring's eventfd"))?;
+        let slots = Slots::new(ring.cq_entries() as usize);
         Ok(Self { dev, ring: RefCell::new(ring), event, slots: RefCell::new(slots) })
     }
 
@@ -235,7 +233,7 @@ impl<'d> AsyncRing<'d> {
         .await
     }
 
-    async fn run_batch(&self, sqes: impl IntoIterator<Item = Result<squeue::Entry128>>) -> Vec<Result<usize>> {
+    async fn run_batch(&self, sqes: impl IntoIterator<Item = Result<Sqe<squeue::Entry128>>>) -> Vec<Result<usize>> {
         let mut results: Vec<Option<Result<usize>>> = Vec::new();
         let mut queued: VecDeque<(usize, Ticket<'_, 'd>)> = VecDeque::new();
         for (i, sqe) in sqes.into_iter().enumerate() {
@@ -269,18 +267,15 @@ impl<'d> AsyncRing<'d> {
         results.into_iter().map(|r| r.expect("every job has its result")).collect()
     }
 
-    fn command(&self, job: &uapi::Job) -> squeue::Entry128 {
-        opcode::UringCmd80::new(types::Fd(self.dev.as_raw_fd()), uapi::URING_CMD_RUN).cmd(payload(job)).build()
+    fn command(&self, job: &uapi::Job) -> Sqe<squeue::Entry128> {
+        Sqe::device_cmd(self.dev, uapi::URING_CMD_RUN, payload(job))
     }
 
     /// Queues the ticket's SQE, making room in a full submission queue.
-    fn push(&self, ticket: &mut Ticket<'_, 'd>, sqe: squeue::Entry128) -> Result<()> {
+    fn push(&self, ticket: &mut Ticket<'_, 'd>, sqe: Sqe<squeue::Entry128>) -> Result<()> {
         let sqe = sqe.user_data(ticket.idx as u64);
         for _ in 0..2 {
-            // SAFETY: a job's command carries its descriptor inline and names
-            // no memory of ours (the tests' timeouts name leaked timespecs),
-            // so nothing has to outlive the submission.
-            if unsafe { self.ring.borrow_mut().submission().push(&sqe) }.is_ok() {
+            if self.ring.borrow_mut().push(&sqe) {
                 // From here the kernel may own the job: a dropped ticket orphans it.
                 ticket.state = TicketState::Pushed;
                 return Ok(());
@@ -294,23 +289,15 @@ impl<'d> AsyncRing<'d> {
     /// `io_uring_enter` for what is queued. When the kernel takes nothing
     /// for now (`EAGAIN`, `EBUSY`) the SQEs stay queued for the next call.
     fn submit(&self) -> Result<()> {
-        let ring = self.ring.borrow();
-        loop {
-            match ring.submit() {
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY)) => return Ok(()),
-                Err(source) => return Err(Error::Io { what: "io_uring_enter", source }),
-                Ok(_) => return Ok(()),
-            }
-        }
+        self.ring.borrow().enter(0, None).map_err(|source| Error::Io { what: "io_uring_enter", source })
     }
 
     /// Submits what is queued, reaps every completion, and leaves the task
     /// of `cx` to be woken by the next one.
     fn progress(&self, cx: &mut Context<'_>) -> Result<()> {
-        if !self.ring.borrow_mut().submission().is_empty() {
+        if self.ring.borrow_mut().queued() > 0 {
             self.submit()?;
-            if !self.ring.borrow_mut().submission().is_empty() {
+            if self.ring.borrow_mut().queued() > 0 {
                 // Nothing will signal the retry: poll again soon.
                 cx.waker().wake_by_ref();
             }
@@ -341,8 +328,8 @@ impl<'d> AsyncRing<'d> {
         {
             let mut ring = self.ring.borrow_mut();
             let mut slots = self.slots.borrow_mut();
-            for cqe in ring.completion() {
-                slots.complete(cqe.user_data(), cqe.result(), &mut wake);
+            for c in ring.reap() {
+                slots.complete(c.user_data, c.res, &mut wake);
             }
         }
         wake.into_iter().for_each(Waker::wake);
@@ -441,23 +428,6 @@ impl Drop for Ticket<'_, '_> {
         if self.state != TicketState::Finished {
             self.ring.abandon(self.idx, self.state == TicketState::Pushed);
         }
-    }
-}
-
-impl Device {
-    /// An async ring for this context's jobs, on the current tokio runtime;
-    /// see [`AsyncRing::new`].
-    ///
-    /// ```no_run
-    /// tokio_uring::start(async {
-    ///     let dev = m4npu::Device::open()?;
-    ///     let ring = dev.async_ring(64)?;
-    ///     Ok::<(), m4npu::Error>(())
-    /// })?;
-    /// # Ok::<(), m4npu::Error>(())
-    /// ```
-    pub fn async_ring(&self, entries: u32) -> Result<AsyncRing<'_>> {
-        AsyncRing::new(self, entries)
     }
 }
 

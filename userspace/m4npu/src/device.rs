@@ -3,14 +3,13 @@ use std::path::{Path, PathBuf};
 
 use m4npu_uapi as uapi;
 
+#[cfg(feature = "tokio")]
+use crate::aio::AsyncRing;
+use crate::error::job_error;
 use crate::fdinfo::FdInfo;
-use crate::{Buffer, Error, Result};
-
-nix::ioctl_read_bad!(ioc_get_info, uapi::IOC_GET_INFO, uapi::Info);
-nix::ioctl_readwrite_bad!(ioc_bo_create, uapi::IOC_BO_CREATE, uapi::BoCreate);
-nix::ioctl_write_ptr_bad!(ioc_bo_destroy, uapi::IOC_BO_DESTROY, uapi::BoDestroy);
-nix::ioctl_readwrite_bad!(ioc_adapter_load, uapi::IOC_ADAPTER_LOAD, uapi::AdapterLoad);
-nix::ioctl_write_ptr_bad!(ioc_adapter_unload, uapi::IOC_ADAPTER_UNLOAD, uapi::AdapterUnload);
+use crate::model::ModelMeta;
+use crate::uring::Ring;
+use crate::{sys, Adapter, Buffer, Error, JobDesc, Result};
 
 /// One open of the m4npu device: an isolated context in the driver.
 ///
@@ -112,11 +111,7 @@ impl Device {
     }
 
     fn raw_info(&self) -> Result<uapi::Info> {
-        let mut info = uapi::Info::zeroed();
-        // SAFETY: `info` is a valid, writable `struct m4npu_info` for the call.
-        unsafe { ioc_get_info(self.fd.as_raw_fd(), &mut info) }
-            .map_err(|source| Error::Ioctl { op: "GET_INFO", source })?;
-        Ok(info)
+        sys::get_info(self.as_fd()).map_err(|source| Error::Ioctl { op: "GET_INFO", source })
     }
 
     /// Driver, firmware and context information.
@@ -142,9 +137,7 @@ impl Device {
             model,
         })
     }
-}
 
-impl Device {
     /// Allocates a zeroed buffer of `len` bytes in this context's NPU memory.
     ///
     /// ```no_run
@@ -169,6 +162,123 @@ impl Device {
     /// ```
     pub fn usage(&self) -> Result<FdInfo> {
         FdInfo::read(self.fd.as_raw_fd())
+    }
+
+    /// The pinned model's metadata, read from the driver on first use (and
+    /// then kept: the firmware cannot change while the device is open).
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let meta = dev.model_meta()?;
+    /// println!("sub-models: {:?}", meta.sub_models());
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn model_meta(&self) -> Result<&ModelMeta> {
+        if let Some(m) = self.meta.get() {
+            return Ok(m);
+        }
+        let m = ModelMeta::read(self)?;
+        Ok(self.meta.get_or_init(|| m))
+    }
+
+    /// Loads an adapter from `bytes`: they go into a sealed memfd, which the
+    /// driver copies into this context's NPU memory.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let bytes = std::fs::read("digits.m4a").unwrap();
+    /// let adapter = dev.load_adapter(&bytes)?;
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn load_adapter(&self, bytes: &[u8]) -> Result<Adapter<'_>> {
+        Adapter::load(self, bytes)
+    }
+
+    /// Loads an adapter file (`.m4a`).
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let adapter = dev.load_adapter_file("imu.m4a")?;
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn load_adapter_file(&self, path: impl AsRef<Path>) -> Result<Adapter<'_>> {
+        let bytes = std::fs::read(path.as_ref()).map_err(|e| Error::Io { what: "reading the adapter file", source: e })?;
+        self.load_adapter(&bytes)
+    }
+
+    /// Loads `length` bytes at `offset` of a memfd the caller has sealed with
+    /// `F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW`.
+    ///
+    /// ```no_run
+    /// # fn f(dev: &m4npu::Device, fd: std::os::fd::BorrowedFd<'_>) -> m4npu::Result<()> {
+    /// let adapter = dev.load_adapter_fd(fd, 0, 4096)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn load_adapter_fd(&self, fd: BorrowedFd<'_>, offset: u64, length: u64) -> Result<Adapter<'_>> {
+        Adapter::load_fd(self, fd, offset, length)
+    }
+
+    /// Runs `job` and waits for it; returns the number of output bytes.
+    ///
+    /// A signal interrupting the wait ends it with [`Error::Interrupted`]
+    /// and the result is lost (the job is not retried: it may have run).
+    ///
+    /// ```no_run
+    /// use m4npu::{Device, Error, JobDesc, Op};
+    /// let dev = Device::open()?;
+    /// let mut input = dev.alloc(4096)?;
+    /// input.as_mut_slice()[..2].copy_from_slice(b"hi");
+    /// let output = dev.alloc(4096)?;
+    /// match dev.run(&JobDesc::new(Op::Echo).input(&input, 0, 2).output(&output, 0, 4096)) {
+    ///     Ok(n) => assert_eq!(&output.as_slice()[..n], b"hi"),
+    ///     Err(Error::NoNpuDevice) => eprintln!("nothing serves jobs: start vnpud"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn run(&self, job: &JobDesc<'_>) -> Result<usize> {
+        job.check_for(self)?;
+        self.run_raw(job.as_raw())
+    }
+
+    /// Runs a raw descriptor as is, without the library's checks (the
+    /// driver checks it): for tools and tests of the driver itself.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let r = dev.run_raw(&m4npu::uapi::Job::default());
+    /// assert_eq!(r.unwrap_err().errno(), Some(m4npu::Errno::EOPNOTSUPP));
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn run_raw(&self, job: &uapi::Job) -> Result<usize> {
+        sys::run(self.as_fd(), job).map_err(job_error)
+    }
+
+    /// An io_uring for this context's jobs; see [`Ring::new`].
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let ring = dev.ring(64)?;
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn ring(&self, entries: u32) -> Result<Ring<'_>> {
+        Ring::new(self, entries)
+    }
+
+    #[cfg(feature = "tokio")]
+    /// An async ring for this context's jobs, on the current tokio runtime;
+    /// see [`AsyncRing::new`].
+    ///
+    /// ```no_run
+    /// tokio_uring::start(async {
+    ///     let dev = m4npu::Device::open()?;
+    ///     let ring = dev.async_ring(64)?;
+    ///     Ok::<(), m4npu::Error>(())
+    /// })?;
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn async_ring(&self, entries: u32) -> Result<AsyncRing<'_>> {
+        AsyncRing::new(self, entries)
     }
 
     pub(crate) fn alloc_error(&self, e: nix::errno::Errno, len: usize, op: &'static str) -> Error {

@@ -1,14 +1,10 @@
 //! Job descriptors: what the NPU runs, on which of the context's buffers.
 
 use std::marker::PhantomData;
-use std::os::fd::AsRawFd;
 
 use m4npu_uapi as uapi;
 
-use crate::error::job_error;
 use crate::{Adapter, Buffer, Device, Error, Result};
-
-nix::ioctl_write_ptr_bad!(ioc_run, uapi::IOC_RUN, uapi::Job);
 
 /// What a job asks of the foundation model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,7 +58,7 @@ pub enum Priority {
     #[default]
     Normal,
     /// Before every normal and low job. Needs `CAP_SYS_NICE`
-    /// ([`Error::PriorityNotPermitted`](crate::Error::PriorityNotPermitted) otherwise).
+    /// ([`Error::PriorityNotPermitted`] otherwise).
     High,
     /// Only when nothing else waits.
     Low,
@@ -289,46 +285,6 @@ impl<'a> JobDesc<'a> {
             }
             _ => Ok(()),
         }
-    }
-}
-
-impl Device {
-    /// Runs `job` and waits for it; returns the number of output bytes.
-    ///
-    /// A signal interrupting the wait ends it with [`Error::Interrupted`]
-    /// and the result is lost (the job is not retried: it may have run).
-    ///
-    /// ```no_run
-    /// use m4npu::{Device, Error, JobDesc, Op};
-    /// let dev = Device::open()?;
-    /// let mut input = dev.alloc(4096)?;
-    /// input.as_mut_slice()[..2].copy_from_slice(b"hi");
-    /// let output = dev.alloc(4096)?;
-    /// match dev.run(&JobDesc::new(Op::Echo).input(&input, 0, 2).output(&output, 0, 4096)) {
-    ///     Ok(n) => assert_eq!(&output.as_slice()[..n], b"hi"),
-    ///     Err(Error::NoNpuDevice) => eprintln!("nothing serves jobs: start vnpud"),
-    ///     Err(e) => return Err(e),
-    /// }
-    /// # Ok::<(), m4npu::Error>(())
-    /// ```
-    pub fn run(&self, job: &JobDesc<'_>) -> Result<usize> {
-        job.check_for(self)?;
-        self.run_raw(job.as_raw())
-    }
-
-    /// Runs a raw descriptor as is, without the library's checks (the
-    /// driver checks it): for tools and tests of the driver itself.
-    ///
-    /// ```no_run
-    /// let dev = m4npu::Device::open()?;
-    /// let r = dev.run_raw(&m4npu::uapi::Job::default());
-    /// assert_eq!(r.unwrap_err().errno(), Some(m4npu::Errno::EOPNOTSUPP));
-    /// # Ok::<(), m4npu::Error>(())
-    /// ```
-    pub fn run_raw(&self, job: &uapi::Job) -> Result<usize> {
-        // SAFETY: `job` is a valid `struct m4npu_job`; the driver only reads it.
-        let n = unsafe { ioc_run(self.as_raw_fd(), job) }.map_err(job_error)?;
-        Ok(n as usize)
     }
 }
 

@@ -12,12 +12,13 @@
 //!
 //! Jobs run synchronously with [`Device::run`] or many at once over
 //! io_uring with [`uring::Ring`], or as `async fn`s on tokio with
-//! [`aio::AsyncRing`] (cargo feature `tokio`, on by default); [`hw`] is the
-//! other end, for the process that executes them. Task calls on text
-//! ([`Device::embed`], [`Device::generate`], [`Device::classify`]; cargo
-//! feature `text`, on by default) tokenize with the loaded model's own
-//! tokenizers ([`model`]); without the feature, the library does not build
-//! `tokenizers`, and jobs take token ids and feature vectors.
+//! [`aio::AsyncRing`] (cargo feature `tokio`, on by default); the crate
+//! `m4npu-hw` is the other end, for the process that executes them. Task
+//! calls on text ([`Device::embed`], [`Device::generate`],
+//! [`Device::classify`]; cargo feature `text`, on by default) tokenize with
+//! the loaded model's own tokenizers ([`model`]); without the feature, the
+//! library does not build `tokenizers`, and jobs take token ids and feature
+//! vectors.
 //!
 //! Example programs, in `examples/` (`cargo run --example NAME -- ARGS`;
 //! they need a device that serves jobs, such as vnpud):
@@ -41,9 +42,9 @@ mod classify;
 mod device;
 mod error;
 mod fdinfo;
-pub mod hw;
 mod job;
 pub mod model;
+mod sys;
 mod tasks;
 pub mod uring;
 
@@ -57,6 +58,10 @@ pub use job::{JobDesc, Op, Priority};
 #[cfg(feature = "text")]
 pub use tasks::Session;
 pub use error::{Error, Result};
+/// The io_uring core the rings share with m4npu-hw's device queues; not
+/// part of the API.
+#[doc(hidden)]
+pub use sys::ring as ring_core;
 pub use m4npu_uapi as uapi;
 /// The errno type of [`Error::errno`] and the device side's results.
 pub use nix::errno::Errno;

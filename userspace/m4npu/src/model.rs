@@ -4,17 +4,14 @@
 
 #[cfg(feature = "text")]
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 #[cfg(feature = "text")]
 use std::sync::Mutex;
 
-use m4npu_uapi as uapi;
 #[cfg(feature = "text")]
 use tokenizers::Tokenizer;
 
-use crate::{Device, Error, Result};
-
-nix::ioctl_readwrite_bad!(ioc_model_meta, uapi::IOC_MODEL_META, uapi::ModelMeta);
+use crate::{sys, Device, Error, Result};
 
 /// The sub-model that embeds text with [`Device::embed`].
 pub const TEXT_ENCODER: &str = "text_encoder";
@@ -52,40 +49,13 @@ pub struct SubModelShape {
     pub kv_bytes_per_token: usize,
 }
 
-impl Device {
-    /// The pinned model's metadata, read from the driver on first use (and
-    /// then kept: the firmware cannot change while the device is open).
-    ///
-    /// ```no_run
-    /// let dev = m4npu::Device::open()?;
-    /// let meta = dev.model_meta()?;
-    /// println!("sub-models: {:?}", meta.sub_models());
-    /// # Ok::<(), m4npu::Error>(())
-    /// ```
-    pub fn model_meta(&self) -> Result<&ModelMeta> {
-        if let Some(m) = self.meta.get() {
-            return Ok(m);
-        }
-        let m = self.read_model_meta()?;
-        Ok(self.meta.get_or_init(|| m))
-    }
-
-    fn read_model_meta(&self) -> Result<ModelMeta> {
-        let mut buf: Vec<u8> = Vec::new();
-        loop {
-            let mut req = uapi::ModelMeta { addr: buf.as_mut_ptr() as u64, size: buf.len() as u64 };
-            // SAFETY: `req` names `buf`, valid for writes of `req.size` bytes.
-            unsafe { ioc_model_meta(self.as_raw_fd(), &mut req) }.map_err(|e| match e {
-                nix::errno::Errno::ENODEV => Error::NoModel,
-                source => Error::Ioctl { op: "MODEL_META", source },
-            })?;
-            let size = req.size as usize;
-            if size <= buf.len() {
-                buf.truncate(size);
-                break;
-            }
-            buf = vec![0; size];
-        }
+impl ModelMeta {
+    /// Reads the metadata from the driver, for [`Device::model_meta`].
+    pub(crate) fn read(dev: &Device) -> Result<Self> {
+        let buf = sys::model_meta(dev.as_fd()).map_err(|e| match e {
+            nix::errno::Errno::ENODEV => Error::NoModel,
+            source => Error::Ioctl { op: "MODEL_META", source },
+        })?;
         let json = serde_json::from_slice(&buf).map_err(|e| Error::ModelMeta(format!("not JSON: {e}")))?;
         Ok(ModelMeta {
             json,
@@ -93,9 +63,7 @@ impl Device {
             tokenizers: Mutex::default(),
         })
     }
-}
 
-impl ModelMeta {
     /// Sub-models the firmware has.
     ///
     /// ```no_run
@@ -129,7 +97,6 @@ impl ModelMeta {
             kv_bytes_per_token: n("kv_bytes_per_token").unwrap_or(0),
         })
     }
-
 }
 
 #[cfg(feature = "text")]

@@ -1,22 +1,27 @@
-//! Task calls on the foundation model alone: text embeddings and text
-//! generation (cargo feature `text`; embeddings of token ids without it).
-//! Text is tokenized with the firmware's own tokenizers; each
+//! Task calls: text embeddings and text generation on the foundation model
+//! alone (cargo feature `text`; embeddings of token ids without it), and
+//! classification through an app's adapter, of text (tokenized for the
+//! sub-model the adapter was trained on) or of feature vectors (image
+//! patches, audio frames, sensor samples) mapped in by the adapter's input
+//! projection. Text is tokenized with the firmware's own tokenizers; each
 //! call is one job (generation: a prefill job, then one job per token with
 //! the session's KV cache in a context buffer).
 
+#[cfg(feature = "text")]
+use m4npu_format::adapter_meta::SubModel;
+use m4npu_format::adapter_meta::{AdapterMeta, AdapterTask};
 use m4npu_format::job_io::{f32s, Input};
 #[cfg(feature = "text")]
 use m4npu_format::job_io::{GenerateOutput, HEADER_BYTES, STATE_KV_OFFSET};
 #[cfg(feature = "text")]
 use tokenizers::Tokenizer;
 
+use crate::classify::{labels_from_logits, Label};
 #[cfg(feature = "text")]
 use crate::model::{BACKBONE, TEXT_ENCODER};
-#[cfg(feature = "text")]
-use crate::Adapter;
-use crate::{Buffer, Device, Error, JobDesc, Op, Result};
+use crate::{Adapter, Buffer, Device, Error, JobDesc, Op, Result};
 
-pub(crate) fn input_buffer<'d>(dev: &'d Device, input: &Input) -> Result<(Buffer<'d>, usize)> {
+fn input_buffer<'d>(dev: &'d Device, input: &Input) -> Result<(Buffer<'d>, usize)> {
     let len = input.encoded_len();
     let mut buf = dev.alloc(len)?;
     input.encode_into(buf.as_mut_slice()).map_err(|e| Error::InvalidJob(e.to_string()))?;
@@ -24,11 +29,14 @@ pub(crate) fn input_buffer<'d>(dev: &'d Device, input: &Input) -> Result<(Buffer
 }
 
 #[cfg(feature = "text")]
-pub(crate) fn encode(tok: &Tokenizer, text: &str, special: bool) -> Result<Vec<u32>> {
+fn encode(tok: &Tokenizer, text: &str, special: bool) -> Result<Vec<u32>> {
     let enc = tok.encode(text, special).map_err(|e| Error::Tokenizer(e.to_string()))?;
     Ok(enc.get_ids().to_vec())
 }
 
+// The task calls, apart from device.rs: they are built on the device's
+// own calls (alloc, run) and the model's tokenizers, where those map onto
+// the driver's ioctls one to one.
 impl Device {
     #[cfg(feature = "text")]
     /// Sentence embedding of `text` by the foundation model's text encoder
@@ -105,6 +113,77 @@ impl Device {
         let mut s = Session::new(self, tok, shape.vocab, shape.kv_bytes_per_token, max_tokens.min(shape.max_tokens), prompt)?;
         s.adapter = adapter;
         Ok(s)
+    }
+
+    #[cfg(feature = "text")]
+    /// Classifies `text` with a classify adapter.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let sentiment = dev.load_adapter_file("sentiment.m4a")?;
+    /// let best = &dev.classify(&sentiment, "A triumph of a film.")?[0];
+    /// println!("{} ({:.2})", best.name, best.score);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn classify(&self, adapter: &Adapter<'_>, text: &str) -> Result<Vec<Label>> {
+        let meta = self.classifier(adapter)?;
+        if meta.feature_dim.is_some() {
+            return Err(Error::InvalidJob(format!("adapter {} takes feature vectors, not text", adapter.name())));
+        }
+        let model = self.model_meta()?;
+        let (sub, special) = match meta.submodel {
+            SubModel::TextEncoder => (TEXT_ENCODER, true),
+            SubModel::Backbone => (BACKBONE, false),
+        };
+        let mut ids = encode(&model.tokenizer(sub)?, text, special)?;
+        ids.truncate(model.shape(sub)?.max_tokens);
+        self.classify_input(adapter, &meta.labels, &Input::Tokens(ids))
+    }
+
+    /// Classifies a sequence of feature vectors, `features.len() / dim`
+    /// rows of `dim` values each, with an adapter that has an input
+    /// projection for them.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let digits = dev.load_adapter_file("digits.m4a")?;
+    /// let image = [0.0f32; 64]; // 8 rows of 8 pixels
+    /// let best = &dev.classify_features(&digits, &image, 8)?[0];
+    /// println!("digit {}", best.name);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn classify_features(&self, adapter: &Adapter<'_>, features: &[f32], dim: usize) -> Result<Vec<Label>> {
+        let meta = self.classifier(adapter)?;
+        match meta.feature_dim {
+            Some(d) if d as usize == dim => {}
+            Some(d) => {
+                return Err(Error::InvalidJob(format!("adapter {} takes {d}-wide feature vectors, not {dim}", adapter.name())))
+            }
+            None => return Err(Error::InvalidJob(format!("adapter {} takes text, not feature vectors", adapter.name()))),
+        }
+        if dim == 0 || features.is_empty() || !features.len().is_multiple_of(dim) {
+            return Err(Error::InvalidJob(format!("{} values are not rows of {dim}", features.len())));
+        }
+        self.classify_input(adapter, &meta.labels, &Input::Features { dim, data: features.to_vec() })
+    }
+
+    fn classifier<'a>(&self, adapter: &'a Adapter<'_>) -> Result<&'a AdapterMeta> {
+        let meta = adapter.require_meta("classify")?;
+        if meta.task != AdapterTask::Classify {
+            return Err(Error::InvalidJob(format!("adapter {} is a {:?} adapter, not a classifier", adapter.name(), meta.task)));
+        }
+        Ok(meta)
+    }
+
+    /// One CLASSIFY job on an encoded input; labels best first.
+    fn classify_input(&self, adapter: &Adapter<'_>, names: &[String], input: &Input) -> Result<Vec<Label>> {
+        let (inbuf, len) = input_buffer(self, input)?;
+        // Room for the head's width even if the labels are unnamed.
+        let out_len = 4 * names.len().max(1024);
+        let output = self.alloc(out_len)?;
+        let job = JobDesc::new(Op::Classify).adapter(adapter).input(&inbuf, 0, len).output(&output, 0, out_len);
+        let n = self.run(&job)?;
+        Ok(labels_from_logits(&f32s(&output.as_slice()[..n]), names))
     }
 }
 

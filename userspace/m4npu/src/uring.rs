@@ -31,12 +31,12 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use io_uring::{squeue, IoUring};
 use m4npu_uapi as uapi;
 use nix::errno::Errno;
-use nix::libc;
 
 use crate::error::job_error;
+use crate::sys::ring::{CmdRing, Sqe};
 use crate::{Device, Error, JobDesc, Result};
 
 bitflags::bitflags! {
@@ -94,7 +94,7 @@ impl Completion {
 /// [module](self) and `examples/uring_batch.rs`.
 pub struct Ring<'d> {
     dev: &'d Device,
-    ring: IoUring<squeue::Entry128, cqueue::Entry>,
+    ring: CmdRing,
     /// Pushed and not yet seen in the completion queue.
     outstanding: usize,
     /// Taken from the completion queue and not yet returned.
@@ -109,10 +109,7 @@ pub struct Ring<'d> {
 /// assert_eq!(bytes.len(), m4npu::uapi::URING_CMD_SQE128_BYTES);
 /// ```
 pub fn payload(job: &uapi::Job) -> [u8; uapi::URING_CMD_SQE128_BYTES] {
-    const _: () = assert!(size_of::<uapi::Job>() == uapi::URING_CMD_SQE128_BYTES);
-    // SAFETY: `Job` is `repr(C)` integers without padding (the UAPI layout
-    // test checks every offset), so all 80 bytes are initialised.
-    unsafe { std::mem::transmute::<uapi::Job, [u8; uapi::URING_CMD_SQE128_BYTES]>(*job) }
+    crate::sys::job_bytes(job)
 }
 
 impl<'d> Ring<'d> {
@@ -138,7 +135,7 @@ impl<'d> Ring<'d> {
     /// # Ok::<(), m4npu::Error>(())
     /// ```
     pub fn with_setup(dev: &'d Device, entries: u32, setup: RingSetup) -> Result<Self> {
-        let mut b = IoUring::<squeue::Entry128, cqueue::Entry>::builder();
+        let mut b = IoUring::<squeue::Entry128>::builder();
         if setup.contains(RingSetup::COOP_TASKRUN) {
             b.setup_coop_taskrun();
         }
@@ -152,7 +149,7 @@ impl<'d> Ring<'d> {
             b.setup_sqpoll(1000);
         }
         let ring = b.build(entries).map_err(|source| Error::Io { what: "creating the job io_uring (SQE128)", source })?;
-        Ok(Self { dev, ring, outstanding: 0, done: VecDeque::new() })
+        Ok(Self { dev, ring: CmdRing::new(ring), outstanding: 0, done: VecDeque::new() })
     }
 
     /// Jobs pushed and not yet returned by [`Ring::wait`].
@@ -214,20 +211,7 @@ impl<'d> Ring<'d> {
     /// # Ok::<(), m4npu::Error>(())
     /// ```
     pub fn push_cmd(&mut self, cmd_op: u32, payload: [u8; 80], user_data: u64) -> Result<()> {
-        while self.outstanding >= self.ring.params().cq_entries() as usize {
-            self.enter(1, None)?;
-        }
-        let sqe = opcode::UringCmd80::new(types::Fd(self.dev.as_raw_fd()), cmd_op)
-            .cmd(payload)
-            .build()
-            .user_data(user_data);
-        // SAFETY: the command carries its payload inline and names no
-        // memory of ours, so nothing has to outlive the submission.
-        while unsafe { self.ring.submission().push(&sqe) }.is_err() {
-            self.enter(0, None)?;
-        }
-        self.outstanding += 1;
-        Ok(())
+        self.push_sqe(Sqe::device_cmd(self.dev, cmd_op, payload).user_data(user_data))
     }
 
     /// Queues an `IORING_OP_NOP`: the ring's own cost, the yardstick the
@@ -241,12 +225,15 @@ impl<'d> Ring<'d> {
     /// # Ok::<(), m4npu::Error>(())
     /// ```
     pub fn push_nop(&mut self, user_data: u64) -> Result<()> {
-        while self.outstanding >= self.ring.params().cq_entries() as usize {
+        self.push_sqe(Sqe::nop().user_data(user_data))
+    }
+
+    /// Queues `sqe` once the completion queue has room for one more.
+    fn push_sqe(&mut self, sqe: Sqe<squeue::Entry128>) -> Result<()> {
+        while self.outstanding >= self.ring.cq_entries() as usize {
             self.enter(1, None)?;
         }
-        let sqe: squeue::Entry128 = opcode::Nop::new().build().user_data(user_data).into();
-        // SAFETY: a NOP names no memory.
-        while unsafe { self.ring.submission().push(&sqe) }.is_err() {
+        while !self.ring.push(&sqe) {
             self.enter(0, None)?;
         }
         self.outstanding += 1;
@@ -267,12 +254,7 @@ impl<'d> Ring<'d> {
     /// # Ok(()) }
     /// ```
     pub fn submit(&mut self) -> Result<()> {
-        match self.ring.submit() {
-            Err(source) if !matches!(source.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {
-                Err(Error::Io { what: "io_uring_enter", source })
-            }
-            _ => Ok(()),
-        }
+        self.ring.enter(0, None).map_err(|source| Error::Io { what: "io_uring_enter", source })
     }
 
     /// Submits what is queued, waits until at least `min` jobs (at most all
@@ -324,26 +306,14 @@ impl<'d> Ring<'d> {
     /// `io_uring_enter`: submits the queue, waits for `want` completions
     /// (at most `timeout`), then moves the completions to `done`.
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> Result<()> {
-        let r = match timeout {
-            None => self.ring.submit_and_wait(want),
-            Some(t) => {
-                let ts = types::Timespec::from(t);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(want, &args)
-            }
-        };
-        if let Err(source) = r {
-            // A signal, the timeout, or a full completion queue: the caller's
-            // loop decides what next, after the drain below.
-            if !matches!(source.raw_os_error(), Some(libc::EINTR | libc::ETIME | libc::EBUSY | libc::EAGAIN)) {
-                return Err(Error::Io { what: "io_uring_enter", source });
-            }
-        }
-        for cqe in self.ring.completion() {
+        // Short of `want` (a signal, the timeout, a full completion queue):
+        // the caller's loop decides what next, after the drain below.
+        self.ring.enter(want, timeout).map_err(|source| Error::Io { what: "io_uring_enter", source })?;
+        for c in self.ring.reap() {
             // Saturating: a driver posting more completions than it was
             // given jobs must not wreck the bookkeeping of what is pending.
             self.outstanding = self.outstanding.saturating_sub(1);
-            self.done.push_back(Completion { user_data: cqe.user_data(), res: cqe.result() });
+            self.done.push_back(c);
         }
         Ok(())
     }
@@ -358,21 +328,10 @@ impl AsRawFd for Ring<'_> {
     }
 }
 
-impl Device {
-    /// An io_uring for this context's jobs; see [`Ring::new`].
-    ///
-    /// ```no_run
-    /// let dev = m4npu::Device::open()?;
-    /// let ring = dev.ring(64)?;
-    /// # Ok::<(), m4npu::Error>(())
-    /// ```
-    pub fn ring(&self, entries: u32) -> Result<Ring<'_>> {
-        Ring::new(self, entries)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use nix::libc;
+
     use super::*;
 
     #[test]
@@ -412,7 +371,7 @@ mod tests {
         for i in 0..1000u64 {
             ring.push_raw(&uapi::Job::default(), i).unwrap();
             // Backpressure: never more in flight than the CQ holds.
-            assert!(ring.outstanding <= ring.ring.params().cq_entries() as usize);
+            assert!(ring.outstanding <= ring.ring.cq_entries() as usize);
         }
         assert_eq!(ring.pending(), 1000);
         let done = ring.wait(1000).unwrap();

@@ -51,16 +51,16 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use m4npu::hw::JobBuffers;
 use m4npu::Op;
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{f32s, GenerateOutput, Input, StateHeader, HEADER_BYTES, STATE_KV_OFFSET};
 use m4npu_format::AdapterBuilder;
+use m4npu_hw::JobBuffers;
 use vnpu_engine::synthetic::Rng;
 use vnpu_engine::{AlignedBytes, LlamaConfig};
+use vnpud::adapter::TaskAdapter;
 use vnpud::execute::{generate_batch, pooled_batch_jobs, run_with};
 use vnpud::foundation::{sub_models, Foundation, SubModel as Sub, SyntheticWeights};
-use vnpud::task::TaskAdapter;
 
 /// App counts measured, unless `--apps` names others.
 const APPS: [usize; 4] = [1, 2, 4, 8];
@@ -107,7 +107,7 @@ fn meta(task: AdapterTask) -> AdapterMeta {
 fn add_lora(b: &mut AdapterBuilder, rng: &mut Rng, c: &LlamaConfig) {
     for layer in 0..c.n_layer {
         for proj in ["q", "v"] {
-            let p = vnpud::task::proj_named(proj).expect("q and v");
+            let p = vnpud::adapter::proj_named(proj).expect("q and v");
             let (i, o) = c.proj_dims(p);
             let a = rng.vec(RANK * i, 1.0 / (i as f32).sqrt());
             let bb = rng.vec(o * RANK, 0.02);

@@ -11,12 +11,12 @@
 
 use std::collections::HashMap;
 
-use m4npu::hw::NpuMemory;
+use m4npu_hw::NpuMemory;
 use m4npu_uapi::{AdapterHeader, HwRange};
 use nix::errno::Errno;
 
+use crate::adapter::TaskAdapter;
 use crate::foundation::Foundation;
-use crate::task::TaskAdapter;
 
 /// More live adapters than this and the cache starts over: a bound on
 /// memory, far above the apps a phone runs at once.

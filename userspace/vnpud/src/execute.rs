@@ -8,15 +8,15 @@
 //! `EOPNOTSUPP` for what this device cannot do, `ENODEV` for a sub-model the
 //! firmware lacks. `EINVAL` stays the driver's: a descriptor it refused.
 
-use m4npu::hw::JobBuffers;
 use m4npu::Op;
 use m4npu_format::adapter_meta::{AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{put_f32s, GenerateOutput, Input, StateHeader, HEADER_BYTES, STATE_KV_OFFSET};
+use m4npu_hw::JobBuffers;
 use nix::errno::Errno;
 use vnpu_engine::{Logits, SeqRow};
 
+use crate::adapter::TaskAdapter;
 use crate::foundation::Foundation;
-use crate::task::TaskAdapter;
 
 /// Runs `op` on `b`, parsing its adapter if it has one; returns the output
 /// bytes.
@@ -308,7 +308,7 @@ enum Pooled<'a, 'm> {
 enum Then<'h> {
     Embedding,
     Renormalized,
-    Head(&'h crate::task::Head<'h>),
+    Head(&'h crate::adapter::Head<'h>),
 }
 
 impl Then<'_> {

@@ -2,8 +2,8 @@
 //! NPU memory, and what each job op computes on it. The `vnpud` binary
 //! serves jobs from the driver with it; tests use it as the reference.
 
+pub mod adapter;
 pub mod adapter_cache;
 pub mod execute;
 pub mod foundation;
 pub mod rounds;
-pub mod task;

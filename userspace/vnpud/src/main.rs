@@ -17,8 +17,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use m4npu::hw::{HwBatchQueue, HwDevice, HwFlags, HwJob};
 use m4npu::Op;
+use m4npu_hw::{HwBatchQueue, HwDevice, HwFlags, HwJob};
 use nix::errno::Errno;
 use vnpud::rounds::Rounds;
 use vnpud::{adapter_cache::AdapterCache, execute, foundation};

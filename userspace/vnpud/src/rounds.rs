@@ -23,8 +23,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use m4npu::hw::HwJob;
 use m4npu::Op;
+use m4npu_hw::HwJob;
 
 /// What rounds are formed of: jobs of contexts.
 pub trait ContextJob {

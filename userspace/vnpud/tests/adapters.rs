@@ -2,11 +2,11 @@
 //! against the engine driven directly with the same factors: the blob's
 //! names, shapes and LoRA scale must mean what `adapter_meta` says.
 
-use m4npu::hw::JobBuffers;
 use m4npu::Op;
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{f32s, Input};
 use m4npu_format::AdapterBuilder;
+use m4npu_hw::JobBuffers;
 use nix::errno::Errno;
 use vnpu_engine::synthetic::Rng;
 use vnpu_engine::adapter::LoraSet;
@@ -250,7 +250,7 @@ fn adapter_cache_parses_once_and_follows_unloads() {
     let (second, _, _) = feature_classifier(&mut rng, d, ff, kvd, &m);
     assert_eq!(first.len(), second.len(), "both adapters fit the same range");
     let input = Input::Features { dim: 5, data: rng.vec(3 * 5, 1.0) }.encode();
-    fn logits(f: &Foundation<'_>, input: &[u8], a: &vnpud::task::TaskAdapter<'_>) -> Vec<f32> {
+    fn logits(f: &Foundation<'_>, input: &[u8], a: &vnpud::adapter::TaskAdapter<'_>) -> Vec<f32> {
         let mut out = vec![0u8; 4096];
         let n = run_with(f, Some(Op::Classify), JobBuffers { input, output: &mut out, state: None, adapter: None }, Some(a)).unwrap();
         f32s(&out[..n])
@@ -287,8 +287,8 @@ fn adapter_cache_parses_once_and_follows_unloads() {
 #[test]
 fn batched_generation_equals_solo() {
     use m4npu_format::job_io::STATE_KV_OFFSET;
+    use vnpud::adapter::TaskAdapter;
     use vnpud::execute::generate_batch;
-    use vnpud::task::TaskAdapter;
 
     let model = SyntheticWeights::new(3);
     let subs = model.sub_models();
@@ -398,8 +398,8 @@ fn generation_steps_are_safe_to_run_twice() {
 /// alone.
 #[test]
 fn batched_pooled_jobs_equal_solo() {
+    use vnpud::adapter::TaskAdapter;
     use vnpud::execute::{pooled_batch_jobs, run_with};
-    use vnpud::task::TaskAdapter;
 
     let model = SyntheticWeights::new(3);
     let subs = model.sub_models();

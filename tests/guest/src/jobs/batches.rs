@@ -5,8 +5,8 @@ use std::os::fd::AsRawFd;
 
 use anyhow::{ensure, Result};
 use io_uring::{opcode, types, IoUring};
-use m4npu::hw::HwDevice;
 use m4npu::{uapi, Device, JobDesc, Op};
+use m4npu_hw::HwDevice;
 
 use super::device_node::reap;
 use super::support::pattern;

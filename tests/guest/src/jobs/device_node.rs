@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use io_uring::{opcode, types, IoUring};
-use m4npu::hw::HwDevice;
 use m4npu::{uapi, Device, Errno};
+use m4npu_hw::HwDevice;
 
 use super::support::{debugfs_state, device_attached, expect_message};
 use crate::children::{eventually, HANG};

@@ -235,13 +235,13 @@ pub fn killed_device_is_replaced_at_once() -> Result<()> {
         let device = PlayDevice::start("serve", 1, 2)?;
         device.kill()?;
         // No waiting for io_uring's teardown: the node is free already.
-        let next = m4npu::hw::HwDevice::open().context("opening the device node right after the device died")?;
+        let next = m4npu_hw::HwDevice::open().context("opening the device node right after the device died")?;
         drop(next);
         ensure!(device_state()? == DeviceState::None, "debugfs after the replacement closed");
     }
     // The session is its opener's: closing the file ends it even while a
     // duplicate of the descriptor lives on, whose commands then get ENXIO.
-    let hw = m4npu::hw::HwDevice::open()?;
+    let hw = m4npu_hw::HwDevice::open()?;
     let copy = std::os::fd::AsFd::as_fd(&hw).try_clone_to_owned()?;
     drop(hw);
     ensure!(device_state()? == DeviceState::None, "debugfs after the opener closed the device file");
@@ -252,8 +252,8 @@ pub fn killed_device_is_replaced_at_once() -> Result<()> {
     }
     drop(copy);
     // An unknown flag is EINVAL.
-    let hw = m4npu::hw::HwDevice::open()?;
-    match hw.set_flags(m4npu::hw::HwFlags::from_bits_retain(1 << 7)) {
+    let hw = m4npu_hw::HwDevice::open()?;
+    match hw.set_flags(m4npu_hw::HwFlags::from_bits_retain(1 << 7)) {
         Err(e) if e.errno() == Some(Errno::EINVAL) => Ok(()),
         other => bail!("HW_SET_FLAGS with an unknown flag: {other:?}, want EINVAL"),
     }

@@ -6,6 +6,8 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use io_uring::{opcode, types};
+
 use super::*;
 
 /// Far longer than any test job takes.
@@ -32,20 +34,21 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A job that completes with `EOPNOTSUPP` during submission.
-fn null_job(ring: &AsyncRing<'_>) -> squeue::Entry128 {
+fn null_job(ring: &AsyncRing<'_>) -> Sqe<squeue::Entry128> {
     ring.command(&uapi::Job::default())
 }
 
 /// A stand-in for a job the device takes `ms` to finish: a timeout, whose
 /// CQE (`-ETIME`) the kernel posts later, between two polls.
-fn slow_job(ms: u32) -> squeue::Entry128 {
+fn slow_job(ms: u32) -> Sqe<squeue::Entry128> {
     let ts = types::Timespec::new().sec(u64::from(ms / 1000)).nsec(ms % 1000 * 1_000_000);
     let ts: &'static types::Timespec = Box::leak(Box::new(ts));
-    opcode::Timeout::new(ts).build().into()
+    // SAFETY: the timeout names a leaked timespec, which outlives it.
+    unsafe { Sqe::from_raw(opcode::Timeout::new(ts).build().into()) }
 }
 
 impl AsyncRing<'_> {
-    async fn run_entry(&self, sqe: squeue::Entry128) -> Result<usize> {
+    async fn run_entry(&self, sqe: Sqe<squeue::Entry128>) -> Result<usize> {
         self.run_batch([Ok(sqe)]).await.pop().unwrap()
     }
 }

@@ -5,12 +5,14 @@ use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, RawFd};
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::{squeue, IoUring};
+use m4npu::ring_core::{CmdRing, Sqe};
+use m4npu::{Error, Op, Result};
 use m4npu_uapi as uapi;
 use nix::errno::Errno;
 
-use super::{HwDevice, NpuMemory};
-use crate::{Error, Op, Result};
+use crate::sys::cmd_bytes;
+use crate::{HwDevice, NpuMemory};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
@@ -31,7 +33,7 @@ const COMMIT: &str = "HW_COMMIT_AND_FETCH";
 /// slot's FETCH (writing its job) in the task that submitted it.
 ///
 /// ```no_run
-/// # fn serve(dev: &m4npu::hw::HwDevice) -> m4npu::Result<()> {
+/// # fn serve(dev: &m4npu_hw::HwDevice) -> m4npu::Result<()> {
 /// let mut queue = dev.queue(0, 8)?;
 /// loop {
 ///     for job in queue.fetch()? {
@@ -43,7 +45,7 @@ const COMMIT: &str = "HW_COMMIT_AND_FETCH";
 /// ```
 pub struct HwQueue<'m> {
     // Dropped first: the ring's file goes before the slots it writes to.
-    ring: IoUring,
+    ring: CmdRing<squeue::Entry>,
     dev: &'m HwDevice,
     id: u16,
     /// Where the driver writes the job it hands a slot: the `addr` of the
@@ -53,13 +55,6 @@ pub struct HwQueue<'m> {
     /// Jobs received and not yet returned (kept while an error is reported).
     ready: Vec<HwJob<'m>>,
     failed: VecDeque<Error>,
-}
-
-/// The command payload as the SQE's 16-byte command area carries it.
-fn cmd_bytes(cmd: &uapi::HwCmd) -> [u8; 16] {
-    const _: () = assert!(size_of::<uapi::HwCmd>() == 16);
-    // SAFETY: `HwCmd` is `repr(C)` integers without padding (16 bytes).
-    unsafe { std::mem::transmute::<uapi::HwCmd, [u8; 16]>(*cmd) }
 }
 
 impl<'m> HwQueue<'m> {
@@ -72,7 +67,7 @@ impl<'m> HwQueue<'m> {
         let ring = IoUring::new(u32::from(depth).next_power_of_two())
             .map_err(|source| Error::Io { what: "creating the device queue's io_uring", source })?;
         let mut q = Self {
-            ring,
+            ring: CmdRing::new(ring),
             dev,
             id,
             jobs: (0..depth).map(|_| UnsafeCell::new(uapi::HwJob::default())).collect(),
@@ -134,7 +129,7 @@ impl<'m> HwQueue<'m> {
     /// the output range's length) or an errno for the app; the slot then
     /// waits for the next job. Sent with the next fetch or [`HwQueue::flush`].
     pub fn commit(&mut self, job: HwJob<'m>, result: std::result::Result<usize, Errno>) -> Result<()> {
-        self.commit_raw(job, super::result_code(result))
+        self.commit_raw(job, crate::result_code(result))
     }
 
     /// As [`HwQueue::commit`] with the raw result, checked by the driver
@@ -160,19 +155,16 @@ impl<'m> HwQueue<'m> {
     /// takes no completions, so a poll on the queue's fd afterwards wakes
     /// for every job that arrives.
     pub fn flush(&mut self) -> Result<()> {
-        super::enter_ring(&self.ring, 0)
+        crate::enter_ring(&self.ring, 0)
     }
 
     fn push(&mut self, op: &'static str, tag: u16, result: i32) -> Result<()> {
         let cmd_op = if op == FETCH { uapi::URING_CMD_HW_FETCH } else { uapi::URING_CMD_HW_COMMIT_AND_FETCH };
         let cmd = uapi::HwCmd { queue: self.id, tag, result, addr: self.jobs[tag as usize].get() as u64 };
-        let sqe = opcode::UringCmd16::new(types::Fd(self.dev.as_raw_fd()), cmd_op)
-            .cmd(cmd_bytes(&cmd))
-            .build()
-            .user_data(u64::from(tag));
         // SAFETY: the driver writes a `HwJob` to `addr`, the slot's cell,
         // which stays allocated while the command is outstanding (see Drop).
-        while unsafe { self.ring.submission().push(&sqe) }.is_err() {
+        let sqe = unsafe { Sqe::uring_cmd(self.dev.as_raw_fd(), cmd_op, cmd_bytes(&cmd)) }.user_data(u64::from(tag));
+        while !self.ring.push(&sqe) {
             self.enter(0)?;
         }
         self.slots[tag as usize] = Slot::Waiting(op);
@@ -181,15 +173,15 @@ impl<'m> HwQueue<'m> {
 
     /// `io_uring_enter`: submits, waits for `want` completions, takes them.
     fn enter(&mut self, want: usize) -> Result<()> {
-        super::enter_ring(&self.ring, want)?;
-        for cqe in self.ring.completion() {
-            let tag = cqe.user_data() as u16;
+        crate::enter_ring(&self.ring, want)?;
+        for cqe in self.ring.reap() {
+            let tag = cqe.user_data as u16;
             let Some(slot) = self.slots.get_mut(tag as usize) else { continue };
             let op = match *slot {
                 Slot::Waiting(op) => op,
                 _ => FETCH,
             };
-            if cqe.result() >= 0 {
+            if cqe.res >= 0 {
                 // SAFETY: the driver wrote the job before completing the
                 // command, and no command on this slot is outstanding now.
                 let raw = unsafe { std::ptr::read_volatile(self.jobs[tag as usize].get()) };
@@ -197,7 +189,7 @@ impl<'m> HwQueue<'m> {
                 self.ready.push(HwJob { raw, queue: self.id, tag, mem: &self.dev.mem });
             } else {
                 *slot = Slot::Idle;
-                let source = Errno::from_raw(-cqe.result());
+                let source = Errno::from_raw(-cqe.res);
                 self.failed.push_back(Error::HwCommand { op, queue: self.id, tag, source });
             }
         }
@@ -336,7 +328,7 @@ impl HwJob<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hw::memory::tests::fake_pool;
+    use crate::memory::tests::fake_pool;
 
     fn range(addr: u64, len: u64) -> uapi::HwRange {
         uapi::HwRange { addr, len }

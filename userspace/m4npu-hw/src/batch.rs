@@ -7,33 +7,29 @@ use std::cell::UnsafeCell;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
 
-use io_uring::{opcode, types, IoUring};
+use io_uring::{squeue, IoUring};
+use m4npu::ring_core::{CmdRing, Sqe};
+use m4npu::uring::Completion;
+use m4npu::{Error, Result};
 use m4npu_uapi as uapi;
 use nix::errno::Errno;
 
-use super::{HwDevice, HwJob};
-use crate::{Error, Result};
+use crate::sys::batch_cmd_bytes;
+use crate::{HwDevice, HwJob};
 
 const FETCH: &str = "HW_FETCH_BATCH";
 const COMMIT: &str = "HW_COMMIT_BATCH";
 /// `user_data` of the FETCH_BATCH; commits count up from 1.
 const FETCH_ID: u64 = 0;
 
-/// The command payload as the SQE's 16-byte command area carries it.
-fn cmd_bytes(cmd: &uapi::HwBatchCmd) -> [u8; 16] {
-    const _: () = assert!(size_of::<uapi::HwBatchCmd>() == 16);
-    // SAFETY: `HwBatchCmd` is `repr(C)` integers without padding (16 bytes).
-    unsafe { std::mem::transmute::<uapi::HwBatchCmd, [u8; 16]>(*cmd) }
-}
-
 /// Queue `id` of the device, served in batches: [`HwBatchQueue::fetch`]
 /// returns every job the driver had for it (up to `depth` held at once),
 /// and the results of [`HwBatchQueue::commit`] go back together with the
 /// next fetch or [`HwBatchQueue::flush`]. Create it on the thread that
-/// serves it, as [`super::HwQueue`].
+/// serves it, as [`crate::HwQueue`].
 ///
 /// ```no_run
-/// # fn serve(dev: &m4npu::hw::HwDevice) -> m4npu::Result<()> {
+/// # fn serve(dev: &m4npu_hw::HwDevice) -> m4npu::Result<()> {
 /// let mut queue = dev.batch_queue(0, 32)?;
 /// loop {
 ///     for job in queue.fetch()? {
@@ -44,7 +40,7 @@ fn cmd_bytes(cmd: &uapi::HwBatchCmd) -> [u8; 16] {
 /// ```
 pub struct HwBatchQueue<'m> {
     // Dropped first: the ring's file goes before the buffers it uses.
-    ring: IoUring,
+    ring: CmdRing<squeue::Entry>,
     dev: &'m HwDevice,
     id: u16,
     depth: u16,
@@ -71,7 +67,7 @@ impl<'m> HwBatchQueue<'m> {
         let ring = IoUring::new((2 * u32::from(depth)).next_power_of_two())
             .map_err(|source| Error::Io { what: "creating the device queue's io_uring", source })?;
         let mut q = Self {
-            ring,
+            ring: CmdRing::new(ring),
             dev,
             id,
             depth,
@@ -131,7 +127,7 @@ impl<'m> HwBatchQueue<'m> {
     /// Records `job`'s result (`Ok(n)` output bytes, or an errno for the
     /// app), sent with the next fetch or flush.
     pub fn commit(&mut self, job: HwJob<'m>, result: std::result::Result<usize, Errno>) -> Result<()> {
-        self.commit_raw(job, super::result_code(result))
+        self.commit_raw(job, crate::result_code(result))
     }
 
     /// As [`HwBatchQueue::commit`] with the raw result, checked by the
@@ -150,7 +146,7 @@ impl<'m> HwBatchQueue<'m> {
     pub fn flush(&mut self) -> Result<()> {
         self.queue_commits()?;
         self.rearm()?;
-        super::enter_ring(&self.ring, 0)
+        crate::enter_ring(&self.ring, 0)
     }
 
     fn rearm(&mut self) -> Result<()> {
@@ -162,8 +158,8 @@ impl<'m> HwBatchQueue<'m> {
             return Ok(());
         }
         let cmd = uapi::HwBatchCmd { queue: self.id, count: room, pad: 0, addr: self.entries.as_ptr() as u64 };
-        // SAFETY: the driver writes up to `room` entries at `addr`, the
-        // queue's entry cells, which outlive the command (see Drop).
+        // The driver writes up to `room` entries at `addr`, the queue's
+        // entry cells, which outlive the command (see Drop).
         self.push(uapi::URING_CMD_HW_FETCH_BATCH, &cmd, FETCH_ID)?;
         self.fetching = true;
         Ok(())
@@ -186,12 +182,9 @@ impl<'m> HwBatchQueue<'m> {
     }
 
     fn push(&mut self, cmd_op: u32, cmd: &uapi::HwBatchCmd, user_data: u64) -> Result<()> {
-        let sqe = opcode::UringCmd16::new(types::Fd(self.dev.as_raw_fd()), cmd_op)
-            .cmd(cmd_bytes(cmd))
-            .build()
-            .user_data(user_data);
         // SAFETY: the command's buffer outlives it (callers, and Drop).
-        while unsafe { self.ring.submission().push(&sqe) }.is_err() {
+        let sqe = unsafe { Sqe::uring_cmd(self.dev.as_raw_fd(), cmd_op, batch_cmd_bytes(cmd)) }.user_data(user_data);
+        while !self.ring.push(&sqe) {
             self.enter(0)?;
         }
         Ok(())
@@ -199,9 +192,9 @@ impl<'m> HwBatchQueue<'m> {
 
     /// `io_uring_enter`: submits, waits for `want` completions, takes them.
     fn enter(&mut self, want: usize) -> Result<()> {
-        super::enter_ring(&self.ring, want)?;
-        let done: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
-        for (user_data, res) in done {
+        crate::enter_ring(&self.ring, want)?;
+        let done: Vec<_> = self.ring.reap().collect();
+        for Completion { user_data, res } in done {
             if user_data == FETCH_ID {
                 self.fetching = false;
                 if res < 0 {

@@ -6,10 +6,9 @@ use std::ops::Range;
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
 
+use m4npu::{Error, Result};
 use m4npu_uapi as uapi;
 use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
-
-use crate::{Error, Result};
 
 /// All of NPU memory, mapped shared: the foundation model's pages
 /// read-only (the driver refuses anything else), the rest read-write.

@@ -8,8 +8,12 @@
 //! the device returns the result with COMMIT_AND_FETCH, which makes the
 //! slot wait again.
 //!
+//! What both ends share comes from the app library: its [`Error`] (the
+//! device side's variants among them), [`Op`](m4npu::Op), and the io_uring
+//! core its rings use too.
+//!
 //! ```no_run
-//! use m4npu::hw::HwDevice;
+//! use m4npu_hw::HwDevice;
 //! let dev = HwDevice::open()?;
 //! let mut queue = dev.queue(0, 16)?;
 //! loop {
@@ -26,14 +30,21 @@
 mod batch;
 mod memory;
 mod queue;
+mod sys;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use io_uring::squeue;
+use m4npu::ring_core::CmdRing;
+use m4npu::{Error, Result};
 use m4npu_uapi as uapi;
 use nix::errno::Errno;
 
 pub use batch::HwBatchQueue;
+pub use memory::NpuMemory;
+pub use queue::{HwJob, HwQueue, JobBuffers};
+pub use uapi::HwFlags;
 
 /// What a device commits for a job: output bytes, or `-errno`.
 fn result_code(result: std::result::Result<usize, Errno>) -> i32 {
@@ -46,23 +57,9 @@ fn result_code(result: std::result::Result<usize, Errno>) -> i32 {
 /// `io_uring_enter` on a device queue's ring: submits, waits for `want`
 /// completions; an interrupted or busy enter is no error (the caller
 /// loops).
-fn enter_ring(ring: &io_uring::IoUring, want: usize) -> Result<()> {
-    match ring.submit_and_wait(want) {
-        Err(source) if !matches!(source.raw_os_error(), Some(nix::libc::EINTR | nix::libc::EAGAIN | nix::libc::EBUSY)) => {
-            Err(Error::Io { what: "io_uring_enter on the device queue", source })
-        }
-        _ => Ok(()),
-    }
+fn enter_ring(ring: &CmdRing<squeue::Entry>, want: usize) -> Result<()> {
+    ring.enter(want, None).map_err(|source| Error::Io { what: "io_uring_enter on the device queue", source })
 }
-pub use memory::NpuMemory;
-pub use queue::{HwJob, HwQueue, JobBuffers};
-
-use crate::{Error, Result};
-
-nix::ioctl_read_bad!(ioc_hw_get_info, uapi::IOC_HW_GET_INFO, uapi::HwInfo);
-nix::ioctl_write_ptr_bad!(ioc_hw_set_flags, uapi::IOC_HW_SET_FLAGS, uapi::HwSetFlags);
-
-pub use uapi::HwFlags;
 
 /// The open device side: at most one per machine at a time. Closing it (or
 /// the process's exit) ends the session at once: every job still queued or
@@ -84,7 +81,7 @@ impl HwDevice {
     /// Opens `/dev/m4npu-hw` and maps NPU memory.
     ///
     /// ```no_run
-    /// let dev = m4npu::hw::HwDevice::open()?;
+    /// let dev = m4npu_hw::HwDevice::open()?;
     /// let info = dev.info();
     /// println!("{} bytes of NPU memory, the model's {} at {:#x}", info.pool_size, info.model_size, info.model_addr);
     /// assert_eq!(dev.memory().model().len() as u64, info.model_size);
@@ -102,9 +99,7 @@ impl HwDevice {
             source: Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO)),
         })?;
         let fd = OwnedFd::from(file);
-        let mut info = uapi::HwInfo::default();
-        // SAFETY: `info` is a valid, writable `struct m4npu_hw_info` for the call.
-        unsafe { ioc_hw_get_info(fd.as_raw_fd(), &mut info) }.map_err(|source| Error::Ioctl { op: "HW_GET_INFO", source })?;
+        let info = sys::get_info(fd.as_fd()).map_err(|source| Error::Ioctl { op: "HW_GET_INFO", source })?;
         if info.uapi_version >> 16 != uapi::UAPI_VERSION >> 16 {
             return Err(Error::UapiMismatch { driver: info.uapi_version, library: uapi::UAPI_VERSION });
         }
@@ -119,16 +114,13 @@ impl HwDevice {
     /// fail at once.
     ///
     /// ```no_run
-    /// use m4npu::hw::{HwDevice, HwFlags};
+    /// use m4npu_hw::{HwDevice, HwFlags};
     /// let dev = HwDevice::open()?;
     /// dev.set_flags(HwFlags::RECOVERY)?;
     /// # Ok::<(), m4npu::Error>(())
     /// ```
     pub fn set_flags(&self, flags: HwFlags) -> Result<()> {
-        let req = uapi::HwSetFlags { flags: flags.bits() };
-        // SAFETY: `req` is a valid `struct m4npu_hw_set_flags` for the call.
-        unsafe { ioc_hw_set_flags(self.fd.as_raw_fd(), &req) }.map_err(|source| Error::Ioctl { op: "HW_SET_FLAGS", source })?;
-        Ok(())
+        sys::set_flags(self.fd.as_fd(), flags.bits()).map_err(|source| Error::Ioctl { op: "HW_SET_FLAGS", source })
     }
 
     /// NPU memory and queue limits as the driver reports them.

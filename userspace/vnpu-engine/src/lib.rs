@@ -52,7 +52,9 @@ pub mod weights;
 pub use adapter::{Adapter, InputProjection, Lora, LoraMat, Proj};
 pub use bert::Bert;
 pub use error::{Error, Result};
-pub use llama::{BatchRow, ForwardOpts, ForwardOut, HiddenRow, Input, Llama, LlamaConfig, Logits, SeqRow};
+pub use llama::{
+    BatchRow, ForwardOpts, ForwardOut, HiddenRow, Input, Llama, LlamaConfig, Logits, SeqRow,
+};
 pub use ops::Exec;
 pub use pack::pack_for_npu;
 pub use tensor::{AlignedBytes, DType, TensorEntry, TensorTable};

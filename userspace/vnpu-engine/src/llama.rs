@@ -466,7 +466,12 @@ impl<'a> Llama<'a> {
         let mut seqs: Vec<SeqRow<'_>> = rows
             .iter_mut()
             .zip(&tokens)
-            .map(|(r, t)| SeqRow { tokens: std::slice::from_ref(t), pos: r.pos, kv: &mut *r.kv, adapter: r.adapter })
+            .map(|(r, t)| SeqRow {
+                tokens: std::slice::from_ref(t),
+                pos: r.pos,
+                kv: &mut *r.kv,
+                adapter: r.adapter,
+            })
             .collect();
         self.forward_batch(&mut seqs)
     }
@@ -489,19 +494,37 @@ impl<'a> Llama<'a> {
                 return Err(Error::Input(format!("row {i}: empty input")));
             }
             if let Some(t) = r.tokens.iter().find(|&&t| t as usize >= c.vocab) {
-                return Err(Error::Input(format!("row {i}: token {t} >= vocab {}", c.vocab)));
+                return Err(Error::Input(format!(
+                    "row {i}: token {t} >= vocab {}",
+                    c.vocab
+                )));
             }
             let n = r.tokens.len();
             let (kv, slots) = self.kv_view(r.kv, r.pos, n).map_err(|e| in_row(i, e))?;
-            seqs.push(Seq { span: Span { t0: tokens.len(), n, pos0: r.pos }, slots, kv, adapter: r.adapter });
+            seqs.push(Seq {
+                span: Span {
+                    t0: tokens.len(),
+                    n,
+                    pos0: r.pos,
+                },
+                slots,
+                kv,
+                adapter: r.adapter,
+            });
             tokens.extend_from_slice(r.tokens);
         }
-        let groups = self.lora_groups(&seqs, c.n_layer).map_err(|(i, e)| in_row(i, e))?;
+        let groups = self
+            .lora_groups(&seqs, c.n_layer)
+            .map_err(|(i, e)| in_row(i, e))?;
         let mut x = self.embed(Input::Tokens(&tokens))?;
         self.run_layers(&mut x, &mut seqs, &groups, c.n_layer)?;
         rms_norm(&x.clone(), self.out_norm, c.rms_eps, &mut x);
         let d = c.d_model;
-        let last: Vec<f32> = seqs.iter().flat_map(|s| &x[(s.span.t0 + s.span.n - 1) * d..][..d]).copied().collect();
+        let last: Vec<f32> = seqs
+            .iter()
+            .flat_map(|s| &x[(s.span.t0 + s.span.n - 1) * d..][..d])
+            .copied()
+            .collect();
         let logits = self.lm_head_logits(&last, seqs.len());
         Ok(logits.chunks_exact(c.vocab).map(<[f32]>::to_vec).collect())
     }
@@ -527,18 +550,33 @@ impl<'a> Llama<'a> {
             let mut x = Vec::new();
             let mut seqs = Vec::new();
             let mut index = Vec::new();
-            for (i, r) in rows.iter_mut().enumerate().filter(|(_, r)| depth(r) == n_layers) {
+            for (i, r) in rows
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, r)| depth(r) == n_layers)
+            {
                 let e = self.embed(r.input).map_err(|e| in_row(i, e))?;
                 let n = e.len() / d;
                 if n == 0 {
                     return Err(Error::Input(format!("row {i}: empty input")));
                 }
                 let (kv, slots) = self.kv_view(r.kv, 0, n).map_err(|e| in_row(i, e))?;
-                seqs.push(Seq { span: Span { t0: x.len() / d, n, pos0: 0 }, slots, kv, adapter: r.adapter });
+                seqs.push(Seq {
+                    span: Span {
+                        t0: x.len() / d,
+                        n,
+                        pos0: 0,
+                    },
+                    slots,
+                    kv,
+                    adapter: r.adapter,
+                });
                 x.extend(e);
                 index.push(i);
             }
-            let groups = self.lora_groups(&seqs, n_layers).map_err(|(s, e)| in_row(index[s], e))?;
+            let groups = self
+                .lora_groups(&seqs, n_layers)
+                .map_err(|(s, e)| in_row(index[s], e))?;
             self.run_layers(&mut x, &mut seqs, &groups, n_layers)?;
             rms_norm(&x.clone(), self.out_norm, c.rms_eps, &mut x);
             for (s, i) in seqs.iter().zip(index) {

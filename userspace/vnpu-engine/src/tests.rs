@@ -700,7 +700,10 @@ fn decode_batch_bad_row_is_error_and_writes_no_cache() {
 fn forward_batch_mixes_prompts_and_steps_bitwise() {
     use crate::adapter::Adapter;
     use crate::llama::SeqRow;
-    for (seed, fused, threads, isa) in [(31, false, 2, crate::kernels::detect()), (32, true, 1, Isa::Scalar)] {
+    for (seed, fused, threads, isa) in [
+        (31, false, 2, crate::kernels::detect()),
+        (32, true, 1, Isa::Scalar),
+    ] {
         let t = crate::synthetic::tiny_llama_with(seed, fused);
         let exec = Arc::new(Exec::with_isa(threads, isa).expect("isa"));
         let m = Llama::from_region_with(&t.table, &t.blob, exec).expect("model");
@@ -714,30 +717,77 @@ fn forward_batch_mixes_prompts_and_steps_bitwise() {
         for (s, &(n, past)) in shape.iter().enumerate() {
             let mut kv = kv_for(&m, n + past + 2);
             if past > 0 {
-                let prompt: Vec<u32> = (0..past).map(|i| ((s * 13 + i * 5) % c.vocab) as u32).collect();
-                let opts = ForwardOpts { adapter: ads[s], ..Default::default() };
-                m.forward(Input::Tokens(&prompt), 0, &mut kv, &opts).expect("earlier tokens");
+                let prompt: Vec<u32> = (0..past)
+                    .map(|i| ((s * 13 + i * 5) % c.vocab) as u32)
+                    .collect();
+                let opts = ForwardOpts {
+                    adapter: ads[s],
+                    ..Default::default()
+                };
+                m.forward(Input::Tokens(&prompt), 0, &mut kv, &opts)
+                    .expect("earlier tokens");
             }
             kv_batch.push(kv);
         }
-        let mut kv_solo: Vec<AlignedBytes> = kv_batch.iter().map(|k| AlignedBytes::from_slice(k)).collect();
-        let inputs: Vec<Vec<u32>> =
-            shape.iter().enumerate().map(|(s, &(n, _))| (0..n).map(|i| ((s * 7 + i * 3 + 1) % c.vocab) as u32).collect()).collect();
+        let mut kv_solo: Vec<AlignedBytes> = kv_batch
+            .iter()
+            .map(|k| AlignedBytes::from_slice(k))
+            .collect();
+        let inputs: Vec<Vec<u32>> = shape
+            .iter()
+            .enumerate()
+            .map(|(s, &(n, _))| {
+                (0..n)
+                    .map(|i| ((s * 7 + i * 3 + 1) % c.vocab) as u32)
+                    .collect()
+            })
+            .collect();
         let mut rows: Vec<SeqRow> = kv_batch
             .iter_mut()
             .enumerate()
-            .map(|(s, kv)| SeqRow { tokens: &inputs[s], pos: shape[s].1, kv: &mut kv[..], adapter: ads[s] })
+            .map(|(s, kv)| SeqRow {
+                tokens: &inputs[s],
+                pos: shape[s].1,
+                kv: &mut kv[..],
+                adapter: ads[s],
+            })
             .collect();
         let got = m.forward_batch(&mut rows).expect("forward_batch");
         for s in 0..shape.len() {
-            let opts = ForwardOpts { adapter: ads[s], ..Default::default() };
-            let want = m.forward(Input::Tokens(&inputs[s]), shape[s].1, &mut kv_solo[s], &opts).expect("solo").logits.expect("logits");
-            assert!(same_bits(&got[s], &want), "seed {seed} row {s}: logits differ by {}", max_abs_diff(&got[s], &want));
-            assert!(kv_batch[s][..] == kv_solo[s][..], "seed {seed} row {s}: KV differs");
+            let opts = ForwardOpts {
+                adapter: ads[s],
+                ..Default::default()
+            };
+            let want = m
+                .forward(
+                    Input::Tokens(&inputs[s]),
+                    shape[s].1,
+                    &mut kv_solo[s],
+                    &opts,
+                )
+                .expect("solo")
+                .logits
+                .expect("logits");
+            assert!(
+                same_bits(&got[s], &want),
+                "seed {seed} row {s}: logits differ by {}",
+                max_abs_diff(&got[s], &want)
+            );
+            assert!(
+                kv_batch[s][..] == kv_solo[s][..],
+                "seed {seed} row {s}: KV differs"
+            );
         }
         // An empty row is refused, naming it.
         let mut kv = kv_for(&m, 4);
-        let err = m.forward_batch(&mut [SeqRow { tokens: &[], pos: 0, kv: &mut kv[..], adapter: None }]).unwrap_err();
+        let err = m
+            .forward_batch(&mut [SeqRow {
+                tokens: &[],
+                pos: 0,
+                kv: &mut kv[..],
+                adapter: None,
+            }])
+            .unwrap_err();
         assert!(err.to_string().contains("row 0"), "{err}");
     }
 }
@@ -749,7 +799,10 @@ fn forward_batch_mixes_prompts_and_steps_bitwise() {
 fn hidden_batch_equals_forward_bitwise() {
     use crate::adapter::Adapter;
     use crate::llama::HiddenRow;
-    for (seed, fused, threads, isa) in [(41, false, 2, crate::kernels::detect()), (42, true, 1, Isa::Scalar)] {
+    for (seed, fused, threads, isa) in [
+        (41, false, 2, crate::kernels::detect()),
+        (42, true, 1, Isa::Scalar),
+    ] {
         let t = crate::synthetic::tiny_llama_with(seed, fused);
         let exec = Arc::new(Exec::with_isa(threads, isa).expect("isa"));
         let m = Llama::from_region_with(&t.table, &t.blob, exec).expect("model");
@@ -759,30 +812,76 @@ fn hidden_batch_equals_forward_bitwise() {
         let b = lora_set(&c, seed + 200, 2, &[Proj::O, Proj::Up]);
         let ads: [Option<&dyn Adapter>; 5] = [Some(&a), None, Some(&b), Some(&a), Some(&b)];
         let layers = [Some(1), None, Some(1), None, Some(99)];
-        let tokens: Vec<Vec<u32>> = (0..5).map(|s| (0..s + 2).map(|i| ((s * 11 + i * 3 + 1) % c.vocab) as u32).collect()).collect();
-        let embedded: Vec<Vec<f32>> = (0..5).map(|s| (0..(s + 1) * d).map(|i| ((i * 7 + s) % 13) as f32 / 13.0 - 0.5).collect()).collect();
-        let input = |s: usize| if s % 2 == 0 { Input::Tokens(&tokens[s]) } else { Input::Embeddings(&embedded[s]) };
+        let tokens: Vec<Vec<u32>> = (0..5)
+            .map(|s| {
+                (0..s + 2)
+                    .map(|i| ((s * 11 + i * 3 + 1) % c.vocab) as u32)
+                    .collect()
+            })
+            .collect();
+        let embedded: Vec<Vec<f32>> = (0..5)
+            .map(|s| {
+                (0..(s + 1) * d)
+                    .map(|i| ((i * 7 + s) % 13) as f32 / 13.0 - 0.5)
+                    .collect()
+            })
+            .collect();
+        let input = |s: usize| {
+            if s % 2 == 0 {
+                Input::Tokens(&tokens[s])
+            } else {
+                Input::Embeddings(&embedded[s])
+            }
+        };
         let rows_of = |s: usize| if s % 2 == 0 { tokens[s].len() } else { s + 1 };
         let mut kvs: Vec<AlignedBytes> = (0..5).map(|s| kv_for(&m, rows_of(s))).collect();
         let mut rows: Vec<HiddenRow> = kvs
             .iter_mut()
             .enumerate()
-            .map(|(s, kv)| HiddenRow { input: input(s), kv: &mut kv[..], adapter: ads[s], layers: layers[s] })
+            .map(|(s, kv)| HiddenRow {
+                input: input(s),
+                kv: &mut kv[..],
+                adapter: ads[s],
+                layers: layers[s],
+            })
             .collect();
         let got = m.hidden_batch(&mut rows).expect("hidden_batch");
         for s in 0..5 {
             let mut kv = kv_for(&m, rows_of(s));
-            let opts = ForwardOpts { all_hidden: true, logits: Logits::None, adapter: ads[s], layers: layers[s] };
-            let want = m.forward(input(s), 0, &mut kv, &opts).expect("solo").hidden_all.expect("hidden");
-            assert!(same_bits(&got[s], &want), "seed {seed} row {s}: hidden states differ by {}", max_abs_diff(&got[s], &want));
+            let opts = ForwardOpts {
+                all_hidden: true,
+                logits: Logits::None,
+                adapter: ads[s],
+                layers: layers[s],
+            };
+            let want = m
+                .forward(input(s), 0, &mut kv, &opts)
+                .expect("solo")
+                .hidden_all
+                .expect("hidden");
+            assert!(
+                same_bits(&got[s], &want),
+                "seed {seed} row {s}: hidden states differ by {}",
+                max_abs_diff(&got[s], &want)
+            );
         }
         // A bad row fails the call, naming it.
         let mut kv = kv_for(&m, 2);
         let bad = [c.vocab as u32];
         let err = m
             .hidden_batch(&mut [
-                HiddenRow { input: Input::Tokens(&tokens[0][..1]), kv: &mut kvs[0][..], adapter: None, layers: None },
-                HiddenRow { input: Input::Tokens(&bad), kv: &mut kv[..], adapter: None, layers: None },
+                HiddenRow {
+                    input: Input::Tokens(&tokens[0][..1]),
+                    kv: &mut kvs[0][..],
+                    adapter: None,
+                    layers: None,
+                },
+                HiddenRow {
+                    input: Input::Tokens(&bad),
+                    kv: &mut kv[..],
+                    adapter: None,
+                    layers: None,
+                },
             ])
             .unwrap_err();
         assert!(err.to_string().contains("row 1"), "{err}");

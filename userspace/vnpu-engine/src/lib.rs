@@ -41,6 +41,7 @@ pub mod llama;
 pub mod ops;
 pub mod pack;
 pub mod quant;
+pub mod rows;
 pub mod safetensors_src;
 pub mod synthetic;
 pub mod tensor;

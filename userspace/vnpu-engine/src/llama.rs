@@ -7,8 +7,9 @@
 use crate::adapter::{Adapter, Lora, Proj};
 use crate::error::{Error, Result};
 use crate::kernels;
-use crate::ops::{apply_lora_rows, lora_deltas, rms_norm, rms_norm_row, ActRows, Exec, QMat};
+use crate::ops::{apply_lora_rows, lora_deltas, rms_norm, rms_norm_row, Exec, QMat};
 use crate::quant::ActQ8;
+use crate::rows::{ActRows, Rows};
 use crate::tensor::{Region, TensorTable};
 use std::sync::{Arc, Mutex};
 
@@ -322,12 +323,6 @@ fn in_row(i: usize, e: Error) -> Error {
         e => e,
     }
 }
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: tasks write disjoint index ranges (documented at each use).
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
 
 impl<'a> Llama<'a> {
     /// Builds the model over a packed region (see [`crate::pack::pack_gguf_llama`]),
@@ -677,12 +672,10 @@ impl<'a> Llama<'a> {
                 Some(ok)
             })
             .all(|ok| ok));
-        // Per row: its sequence, position and RoPE angles.
+        // Per row: its RoPE angles.
         let half = c.head_dim / 2;
-        let mut row_at = Vec::with_capacity(n);
         let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
-        for (si, s) in spans.iter().enumerate() {
-            row_at.extend((s.pos0..s.pos0 + s.n).map(|p| (si, p)));
+        for s in &spans {
             let (cs, sn) = c.rope_tables(s.pos0, s.n);
             cos.extend(cs);
             sin.extend(sn);
@@ -730,41 +723,24 @@ impl<'a> Llama<'a> {
         );
 
         // Row passes between the matmuls run over token ranges in parallel
-        // (inline for one token); each writes only its own rows, through
-        // raw pointers since the buffers are shared by the tasks.
-        let (xp, hp, qkvp, op) = (
-            SyncPtr(x.as_mut_ptr()),
-            SyncPtr(h.as_mut_ptr()),
-            SyncPtr(qkv.as_mut_ptr()),
-            SyncPtr(o.as_mut_ptr()),
-        );
-        let gup = SyncPtr(gu.as_mut_ptr());
+        // (inline for one token), each task on its own rows of the buffers.
         // x += o (pending residual), h = rms_norm(x) * w, act = q8(h).
-        let norm_quant = |act: &mut ActQ8, w: &[f32], add_o: bool| {
-            let rows = ActRows::new(act, n, d);
-            exec.par_tokens(n, &|t0, t1| {
-                let (xp, hp, op) = (xp, hp, op);
-                for t in t0..t1 {
-                    // SAFETY: row t of x, h, o belongs to this task only.
-                    let (xr, hr, or) = unsafe {
-                        (
-                            std::slice::from_raw_parts_mut(xp.0.add(t * d), d),
-                            std::slice::from_raw_parts_mut(hp.0.add(t * d), d),
-                            std::slice::from_raw_parts(op.0.add(t * d), d),
-                        )
-                    };
+        let norm_quant =
+            |act: &mut ActQ8, x: &mut [f32], h: &mut [f32], o: &[f32], w: &[f32], add_o: bool| {
+                let rows = (Rows::new(x, d), Rows::new(h, d), ActRows::new(act, n, d));
+                exec.par_rows_mut(n, rows, &|t, (xr, hr, ar)| {
                     if add_o {
-                        xr.iter_mut().zip(or).for_each(|(a, b)| *a += b);
+                        xr.iter_mut()
+                            .zip(&o[t * d..][..d])
+                            .for_each(|(a, b)| *a += b);
                     }
                     rms_norm_row(xr, w, c.rms_eps, hr);
-                    // SAFETY: row t is this task's.
-                    unsafe { rows.row(isa, t, hr) };
-                }
-            });
-        };
+                    ar.quantize(isa, hr);
+                });
+            };
 
         for (li, l) in self.layers[..n_layers].iter().enumerate() {
-            norm_quant(act, l.attn_norm, li > 0);
+            norm_quant(act, x, h, o, l.attn_norm, li > 0);
             l.qkv.matmul(exec, act, qkv);
             let qkv_parts = [(Proj::Q, 0, d), (Proj::K, d, kvd), (Proj::V, d + kvd, kvd)];
             self.apply_loras(groups, li, &qkv_parts, h, d, d, qkv, wq)?;
@@ -772,67 +748,42 @@ impl<'a> Llama<'a> {
                 .iter_mut()
                 .map(|s| kv_layer(s.kv, li, s.slots, kvd))
                 .collect();
-            let kvp: Vec<(SyncPtr, SyncPtr)> = kv
-                .iter_mut()
-                .map(|(k, v)| (SyncPtr(k.as_mut_ptr()), SyncPtr(v.as_mut_ptr())))
-                .collect();
+            // Row t's k and v cache slots: a sequence's rows are consecutive
+            // and at consecutive positions (`pos0 + n <= slots` was checked).
+            let mut slots: Vec<(&mut [f32], &mut [f32])> = Vec::with_capacity(n);
+            for ((k, v), s) in kv.iter_mut().zip(&spans) {
+                let w = s.pos0 * kvd..(s.pos0 + s.n) * kvd;
+                slots.extend(k[w.clone()].chunks_mut(kvd).zip(v[w].chunks_mut(kvd)));
+            }
             // RoPE on q and k in place; k and v into the cache.
-            exec.par_tokens(n, &|t0, t1| {
-                let qkvp = qkvp;
-                for t in t0..t1 {
-                    let (si, pos) = row_at[t];
-                    let (kcp, vcp) = kvp[si];
-                    // SAFETY: row t of qkv and slot `pos` of its sequence's
-                    // layer cache are this task's: rows are disjoint, a
-                    // sequence's rows have distinct positions, each sequence
-                    // has its own buffer, and `pos < slots` was checked.
-                    let (r, kd, vd) = unsafe {
-                        (
-                            std::slice::from_raw_parts_mut(qkvp.0.add(t * wq), wq),
-                            std::slice::from_raw_parts_mut(kcp.0.add(pos * kvd), kvd),
-                            std::slice::from_raw_parts_mut(vcp.0.add(pos * kvd), kvd),
-                        )
-                    };
+            exec.par_rows_mut(
+                n,
+                (Rows::new(&mut *qkv, wq), &mut slots[..]),
+                &|t, (r, (kd, vd))| {
                     let (cs, sn) = (&cos[t * half..][..half], &sin[t * half..][..half]);
                     rope_row(&mut r[..d + kvd], c.head_dim, cs, sn);
                     kd.copy_from_slice(&r[d..d + kvd]);
                     vd.copy_from_slice(&r[d + kvd..]);
-                }
-            });
+                },
+            );
             self.attention(qkv, wq, &kv, &spans, &units, att);
-            {
-                let rows = ActRows::new(act, n, d);
-                let att: &[f32] = att;
-                exec.par_tokens(n, &|t0, t1| {
-                    for t in t0..t1 {
-                        // SAFETY: row t is this task's.
-                        unsafe { rows.row(isa, t, &att[t * d..(t + 1) * d]) };
-                    }
-                });
-            }
+            let att: &[f32] = att;
+            exec.par_rows_mut(n, ActRows::new(act, n, d), &|t, ar| {
+                ar.quantize(isa, &att[t * d..(t + 1) * d])
+            });
             exec.matmul(&l.wo, act, o);
             self.apply_loras(groups, li, &[(Proj::O, 0, d)], att, d, d, o, d)?;
 
-            norm_quant(act, l.ffn_norm, true);
+            norm_quant(act, x, h, o, l.ffn_norm, true);
             l.gate_up.matmul(exec, act, gu);
             let gu_parts = [(Proj::Gate, 0, ff), (Proj::Up, ff, ff)];
             self.apply_loras(groups, li, &gu_parts, h, d, d, gu, 2 * ff)?;
-            {
-                let rows = ActRows::new(act, n, ff);
-                exec.par_tokens(n, &|t0, t1| {
-                    let gup = gup;
-                    for t in t0..t1 {
-                        // SAFETY: row t of gu is this task's.
-                        let r = unsafe {
-                            std::slice::from_raw_parts_mut(gup.0.add(t * 2 * ff), 2 * ff)
-                        };
-                        let (g, u) = r.split_at_mut(ff);
-                        kernels::silu_mul(isa, g, u);
-                        // SAFETY: row t is this task's.
-                        unsafe { rows.row(isa, t, g) };
-                    }
-                });
-            }
+            let rows = (Rows::new(&mut *gu, 2 * ff), ActRows::new(act, n, ff));
+            exec.par_rows_mut(n, rows, &|_, (r, ar)| {
+                let (g, u) = r.split_at_mut(ff);
+                kernels::silu_mul(isa, g, u);
+                ar.quantize(isa, g);
+            });
             exec.matmul(&l.w_down, act, o);
             self.apply_loras(groups, li, &[(Proj::Down, 0, d)], gu, 2 * ff, ff, o, d)?;
         }
@@ -947,36 +898,36 @@ impl<'a> Llama<'a> {
         out: &mut [f32],
     ) {
         let c = &self.cfg;
-        let (hd, kvd, d) = (c.head_dim, c.kv_dim(), c.d_model);
+        let (hd, kvd) = (c.head_dim, c.kv_dim());
         let group = c.n_head / c.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
-        let optr = SyncPtr(out.as_mut_ptr());
         let isa = self.exec.isa;
-        self.exec.pool.run(c.n_head * units.len(), &|task| {
-            let optr = optr;
-            let (h, (si, tc)) = (task % c.n_head, units[task / c.n_head]);
-            let (s, (kc, vc)) = (spans[si], &kv[si]);
-            let g = h / group;
-            let mut sc = vec![0f32; s.pos0 + s.n];
-            for t in tc * TCHUNK..((tc + 1) * TCHUNK).min(s.n) {
-                let (row, len) = (s.t0 + t, s.pos0 + t + 1);
-                // SAFETY: (row, head) pairs are disjoint across tasks; the
-                // slice is in bounds of out [n, d].
-                let oh =
-                    unsafe { std::slice::from_raw_parts_mut(optr.0.add(row * d + h * hd), hd) };
-                kernels::attend_row(
-                    isa,
-                    &q[row * ldq + h * hd..][..hd],
-                    &kc[g * hd..],
-                    &vc[g * hd..],
-                    kvd,
-                    len,
-                    scale,
-                    &mut sc,
-                    oh,
-                );
-            }
-        });
+        // Tasks are (unit, head): unit g's rows, head h's columns of `out`.
+        let rows: Vec<usize> = units
+            .iter()
+            .map(|&(si, tc)| (spans[si].n - tc * TCHUNK).min(TCHUNK))
+            .collect();
+        self.exec
+            .par_blocks_mut(out, c.n_head, hd, &rows, &|task, oh| {
+                let (h, (si, tc)) = (task % c.n_head, units[task / c.n_head]);
+                let (s, (kc, vc)) = (spans[si], &kv[si]);
+                let g = h / group;
+                let mut sc = vec![0f32; s.pos0 + s.n];
+                for (t, oh) in (tc * TCHUNK..).zip(oh.iter_mut()) {
+                    let (row, len) = (s.t0 + t, s.pos0 + t + 1);
+                    kernels::attend_row(
+                        isa,
+                        &q[row * ldq + h * hd..][..hd],
+                        &kc[g * hd..],
+                        &vc[g * hd..],
+                        kvd,
+                        len,
+                        scale,
+                        &mut sc,
+                        oh,
+                    );
+                }
+            });
     }
 }
 

@@ -5,7 +5,9 @@ use crate::adapter::Lora;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Isa, OutMat};
 use crate::quant::{ActQ8, Q4_1Mat, Q8_0Mat};
+use crate::rows::RowSplit;
 use crate::threadpool::ThreadPool;
+use std::sync::Mutex;
 
 /// Where compute runs: one pool and one ISA, shareable between models.
 pub struct Exec {
@@ -35,27 +37,86 @@ impl Exec {
         self.pool.threads()
     }
 
-    /// Runs `f(chunk, first_row)` over `data` split into chunks of `rows`
-    /// rows of `row_len`, in parallel: elementwise steps (SwiGLU, GELU) would
-    /// otherwise be serial sections between parallel matmuls.
-    pub fn par_rows(
-        &self,
-        data: &mut [f32],
-        row_len: usize,
-        rows: usize,
-        f: &(dyn Fn(&mut [f32], usize) + Sync),
-    ) {
-        let n = data.len() / row_len.max(1);
-        let ptr = SendPtr(data.as_mut_ptr());
-        self.pool.run(n.div_ceil(rows.max(1)), &|c| {
-            let ptr = ptr;
-            let (t0, t1) = (c * rows, ((c + 1) * rows).min(n));
-            // Safety: chunk c owns rows t0..t1, inside `data`.
-            let s = unsafe {
-                std::slice::from_raw_parts_mut(ptr.0.add(t0 * row_len), (t1 - t0) * row_len)
-            };
-            f(s, t0);
+    /// Runs `f(t, row)` for every row `t < n` of `rows`, token ranges in
+    /// parallel (inline for a single token: decode steps pay no dispatch).
+    /// Each task owns its rows of every buffer in `rows`, so the row passes
+    /// between the matmuls share buffers without raw pointers.
+    pub fn par_rows_mut<S: RowSplit>(&self, n: usize, rows: S, f: &(dyn Fn(usize, S::Row) + Sync)) {
+        if n == 0 {
+            return;
+        }
+        let chunks = (self.threads() * 2).min(n);
+        let per = n.div_ceil(chunks);
+        let run = |t0: usize, mut part: S| {
+            for t in t0..(t0 + per).min(n) {
+                let (row, rest) = part.split_first_row();
+                f(t, row);
+                part = rest;
+            }
+        };
+        if per >= n {
+            return run(0, rows);
+        }
+        let mut rest = Some(rows);
+        let parts = (0..n.div_ceil(per)).map(|c| {
+            let (part, r) = rest
+                .take()
+                .expect("one part per chunk")
+                .split_rows(per.min(n - c * per));
+            rest = Some(r);
+            part
         });
+        self.par_parts(parts, &|c, part| run(c * per, part));
+    }
+
+    /// Runs `f(i, part)` for each of `parts` on the pool (one dispatch),
+    /// task `i` owning part `i`.
+    pub fn par_parts<P: Send>(
+        &self,
+        parts: impl IntoIterator<Item = P>,
+        f: &(dyn Fn(usize, P) + Sync),
+    ) {
+        let slots: Vec<Mutex<Option<P>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
+        self.pool.run(slots.len(), &|i| {
+            let part = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take();
+            f(i, part.expect("the pool runs each task once"));
+        });
+    }
+
+    /// Runs `f(task, blocks)` over (row group, column block) tasks of
+    /// `out` (`[n, nb * w]`): `groups` are the sizes of consecutive row
+    /// ranges from row 0, and task `g * nb + b` gets column block `b` (`w`
+    /// wide) of each row of group `g`, in row order (attention: a head of a
+    /// chunk of query rows). One dispatch.
+    pub fn par_blocks_mut(
+        &self,
+        out: &mut [f32],
+        nb: usize,
+        w: usize,
+        groups: &[usize],
+        f: &(dyn Fn(usize, &mut [&mut [f32]]) + Sync),
+    ) {
+        let mut blocks: Vec<Option<&mut [f32]>> = out.chunks_mut(w).map(Some).collect();
+        let mut order: Vec<&mut [f32]> = Vec::with_capacity(blocks.len());
+        let mut r0 = 0;
+        for &g in groups {
+            for b in 0..nb {
+                for r in r0..r0 + g {
+                    order.push(blocks[r * nb + b].take().expect("groups are disjoint rows"));
+                }
+            }
+            r0 += g;
+        }
+        let mut rest = &mut order[..];
+        let parts = groups
+            .iter()
+            .flat_map(|&g| std::iter::repeat_n(g, nb))
+            .map(|g| {
+                let (part, r) = std::mem::take(&mut rest).split_at_mut(g);
+                rest = r;
+                part
+            });
+        self.par_parts(parts, f);
     }
 
     /// `out[t, r] = W[r] . x[t]` for all rows, split over rows across threads.
@@ -80,7 +141,7 @@ impl Exec {
         self.pool.run(n, &|c| {
             let r0 = c * per;
             let r1 = (r0 + per).min(rows);
-            // Safety: chunk c owns rows r0..r1 of `out`; shapes checked by the caller.
+            // SAFETY: chunk c owns rows r0..r1 of `out`; shapes checked by the caller.
             unsafe {
                 match w {
                     QMat::Q4_1(m) => kernels::gemm_q4_1(isa, m, x, r0, r1, o),
@@ -89,66 +150,7 @@ impl Exec {
             }
         });
     }
-
-    /// Runs `f(t0, t1)` over token ranges covering `0..n`, in parallel
-    /// (inline for a single token: decode steps pay no dispatch).
-    pub fn par_tokens(&self, n: usize, f: &(dyn Fn(usize, usize) + Sync)) {
-        let chunks = (self.threads() * 2).min(n).max(1);
-        let per = n.div_ceil(chunks);
-        self.pool
-            .run(n.div_ceil(per), &|c| f(c * per, ((c + 1) * per).min(n)));
-    }
 }
-
-/// Rows of an activation matrix written by parallel tasks (see
-/// [`Exec::par_tokens`]): each task quantizes only its own rows.
-#[derive(Clone, Copy)]
-pub struct ActRows {
-    qs: *mut i8,
-    d: *mut f32,
-    s: *mut f32,
-    k: usize,
-    n: usize,
-}
-// Safety: tasks write disjoint rows (the contract of `row`).
-unsafe impl Send for ActRows {}
-unsafe impl Sync for ActRows {}
-
-impl ActRows {
-    /// Sizes `act` for `[n, k]` and returns its row writer.
-    pub fn new(act: &mut ActQ8, n: usize, k: usize) -> ActRows {
-        act.reset(n, k);
-        ActRows {
-            qs: act.qs.as_mut_ptr(),
-            d: act.d.as_mut_ptr(),
-            s: act.s.as_mut_ptr(),
-            k,
-            n,
-        }
-    }
-
-    /// Quantizes `x` (`k` floats) into row `t`.
-    ///
-    /// # Safety
-    /// No other thread writes row `t` meanwhile, and the `ActQ8` outlives the use.
-    pub unsafe fn row(&self, isa: kernels::Isa, t: usize, x: &[f32]) {
-        assert!(t < self.n && x.len() == self.k);
-        let nb = self.k / crate::quant::QK;
-        kernels::quantize_row_q8_with(
-            isa,
-            x,
-            std::slice::from_raw_parts_mut(self.qs.add(t * self.k), self.k),
-            std::slice::from_raw_parts_mut(self.d.add(t * nb), nb),
-            std::slice::from_raw_parts_mut(self.s.add(t * nb), nb),
-        );
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// Safety: used only by `par_rows`, whose chunks are disjoint.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 #[derive(Clone, Copy)]
 pub enum QMat<'a> {

@@ -8,8 +8,8 @@ use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, S
 use m4npu_format::job_io::{f32s, Input};
 use m4npu_format::AdapterBuilder;
 use nix::errno::Errno;
-use vnpu_engine::synthetic::Rng;
-use vnpu_engine::adapter::LoraSet;
+use vnpu_engine::models::synthetic::Rng;
+use vnpu_engine::LoraSet;
 use vnpu_engine::{AlignedBytes, ForwardOpts, InputProjection, Logits, Proj};
 use vnpud::execute::run;
 use vnpud::foundation::{Foundation, SyntheticWeights};

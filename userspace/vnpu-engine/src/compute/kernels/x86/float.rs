@@ -1,7 +1,7 @@
 //! f32 kernels on AVX2 + FMA (attention, activations, activation
 //! quantization); the AVX-512 path runs these too.
 
-use crate::quant::QK;
+use crate::compute::quant::QK;
 use std::arch::x86_64::*;
 
 #[inline]
@@ -61,7 +61,7 @@ pub unsafe fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
 }
 
 /// Per-32-block int8 quantization (same contract as
-/// [`crate::quant::quantize_q8_scalar`]; ties round to even instead of away).
+/// [`crate::compute::quant::quantize_q8_scalar`]; ties round to even instead of away).
 ///
 /// # Safety
 /// Requires AVX2 and FMA; `x.len()` a multiple of 32 and the outputs sized to match.
@@ -169,13 +169,13 @@ pub unsafe fn silu_mul(g: &mut [f32], u: &[f32]) {
         i += 8;
     }
     while i < n {
-        g[i] = crate::kernels::scalar::silu(g[i]) * u[i];
+        g[i] = crate::compute::kernels::scalar::silu(g[i]) * u[i];
         i += 1;
     }
 }
 
 /// Exact-form GELU `0.5 x (1 + erf(x / sqrt 2))` in place; erf by
-/// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), as [`crate::kernels::scalar::erf`].
+/// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), as [`crate::compute::kernels::scalar::erf`].
 ///
 /// # Safety
 /// Requires AVX2 and FMA.
@@ -209,7 +209,7 @@ pub unsafe fn gelu(x: &mut [f32]) {
         i += 8;
     }
     while i < n {
-        x[i] = crate::kernels::scalar::gelu(x[i]);
+        x[i] = crate::compute::kernels::scalar::gelu(x[i]);
         i += 1;
     }
 }

@@ -2,8 +2,8 @@
 //! each task gets its own rows as plain `&mut` slices, so models share
 //! buffers between tasks without raw pointers.
 
-use crate::kernels::{self, Isa};
-use crate::quant::{ActQ8, QK};
+use crate::compute::kernels::{self, Isa};
+use crate::compute::quant::{ActQ8, QK};
 
 /// Buffers that split by row into disjoint parts (see [`crate::Exec::par_rows_mut`]).
 pub trait RowSplit: Send + Sized {
@@ -153,7 +153,7 @@ impl<'a> RowSplit for ActRows<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::Exec;
+    use crate::compute::Exec;
 
     #[test]
     fn par_rows_mut_hands_each_row_to_one_task() {

@@ -4,13 +4,15 @@
 //! an app context), laid out `[layer][k|v][slot][n_kv_head * head_dim]` f32,
 //! so one decode step is one self-contained job over `(weights, kv)`.
 
-use crate::adapter::{Adapter, Lora, Proj};
+use crate::compute::kernels;
+use crate::compute::lora::{apply_lora_rows, lora_deltas};
+use crate::compute::norm::{rms_norm, rms_norm_row};
+use crate::compute::quant::ActQ8;
+use crate::compute::rows::{ActRows, Rows};
+use crate::compute::{Exec, QMat};
 use crate::error::{Error, Result};
-use crate::kernels;
-use crate::ops::{apply_lora_rows, lora_deltas, rms_norm, rms_norm_row, Exec, QMat};
-use crate::quant::ActQ8;
-use crate::rows::{ActRows, Rows};
-use crate::tensor::{Region, TensorTable};
+use crate::formats::tensor::{Region, TensorTable};
+use crate::models::adapter::{Adapter, Lora, Proj};
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -66,7 +68,7 @@ impl LlamaConfig {
     }
 
     pub(crate) fn to_meta(&self, t: &mut TensorTable) {
-        use crate::tensor::MetaValue::*;
+        use crate::formats::tensor::MetaValue::*;
         let m = &mut t.meta;
         m.insert("arch".into(), Str("llama".into()));
         for (k, v) in [
@@ -200,7 +202,7 @@ pub struct Llama<'a> {
 }
 
 /// Job input: token ids, or ready-made embeddings `[n, d_model]` (e.g. from
-/// an [`crate::adapter::InputProjection`] for non-text modalities).
+/// an [`crate::models::adapter::InputProjection`] for non-text modalities).
 #[derive(Clone, Copy)]
 pub enum Input<'x> {
     Tokens(&'x [u32]),
@@ -325,7 +327,7 @@ fn in_row(i: usize, e: Error) -> Error {
 }
 
 impl<'a> Llama<'a> {
-    /// Builds the model over a packed region (see [`crate::pack::pack_gguf_llama`]),
+    /// Builds the model over a packed region (see [`crate::formats::pack::pack_gguf_llama`]),
     /// using all available cores.
     pub fn from_region(table: &'a TensorTable, bytes: &'a [u8]) -> Result<Llama<'a>> {
         let threads = std::thread::available_parallelism()

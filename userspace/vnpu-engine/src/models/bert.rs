@@ -3,12 +3,13 @@
 //! sentence-transformers does. A batch is run as one stacked matrix through
 //! every linear layer (no padding); attention stays per sequence.
 
+use crate::compute::kernels;
+use crate::compute::norm::layer_norm_row as layer_norm;
+use crate::compute::quant::ActQ8;
+use crate::compute::rows::{ActRows, Rows};
+use crate::compute::{Exec, QMat};
 use crate::error::{Error, Result};
-use crate::kernels;
-use crate::ops::{layer_norm_row as layer_norm, Exec, QMat};
-use crate::quant::ActQ8;
-use crate::rows::{ActRows, Rows};
-use crate::tensor::{Region, TensorTable};
+use crate::formats::tensor::{Region, TensorTable};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq)]

@@ -5,7 +5,7 @@
 //! its own int8 GEMM and shares AVX2's f32 kernels. A NEON module would slot
 //! in as another `Isa` variant with an aarch64 cfg.
 
-use crate::quant::{ActQ8, Q4_1Mat, Q8_0Mat};
+use crate::compute::quant::{ActQ8, Q4_1Mat, Q8_0Mat};
 use std::sync::OnceLock;
 
 pub mod scalar;
@@ -102,7 +102,7 @@ impl OutMat {
 ///
 /// # Safety
 /// `out` must be `[x.n, >= w.rows]`, rows `r0..r1 <= w.rows` owned by the
-/// caller, `w.k == x.k`; `r0` a multiple of [`crate::quant::PANEL`] and `r1`
+/// caller, `w.k == x.k`; `r0` a multiple of [`crate::compute::quant::PANEL`] and `r1`
 /// one too or `w.rows` (SIMD kernels write whole 8-row panels).
 pub unsafe fn gemm_q4_1(isa: Isa, w: &Q4_1Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
     match isa {
@@ -126,23 +126,23 @@ pub unsafe fn gemm_q8_0(isa: Isa, w: &Q8_0Mat, x: &ActQ8, r0: usize, r1: usize, 
     }
 }
 
-/// Per-32-block int8 quantization of activations (see [`crate::quant::ActQ8`]).
+/// Per-32-block int8 quantization of activations (see [`crate::compute::quant::ActQ8`]).
 pub fn quantize_row_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     quantize_row_q8_with(detect(), x, qs, d, s)
 }
 
 pub fn quantize_row_q8_with(isa: Isa, x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     assert!(
-        x.len() % crate::quant::QK == 0
+        x.len() % crate::compute::quant::QK == 0
             && qs.len() >= x.len()
-            && d.len() * crate::quant::QK >= x.len()
+            && d.len() * crate::compute::quant::QK >= x.len()
     );
     assert!(s.len() == d.len());
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: ISA checked by the caller's Isa value; sizes asserted above.
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::quantize_q8(x, qs, d, s) },
-        _ => crate::quant::quantize_q8_scalar(x, qs, d, s),
+        _ => crate::compute::quant::quantize_q8_scalar(x, qs, d, s),
     }
 }
 
@@ -175,7 +175,7 @@ pub fn gelu(isa: Isa, x: &mut [f32]) {
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::gelu(x) },
         _ => x
             .iter_mut()
-            .for_each(|v| *v = crate::kernels::scalar::gelu(*v)),
+            .for_each(|v| *v = crate::compute::kernels::scalar::gelu(*v)),
     }
 }
 
@@ -204,10 +204,12 @@ pub fn attend_row(
             x86::float::attend_row::<4>(q, k, v, stride, len, scale, sc, out)
         },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
         (Isa::Avx2 | Isa::Avx512Vnni, 64) => unsafe {
             x86::float::attend_row::<8>(q, k, v, stride, len, scale, sc, out)
         },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
         (Isa::Avx2 | Isa::Avx512Vnni, 128) => unsafe {
             x86::float::attend_row::<16>(q, k, v, stride, len, scale, sc, out)
         },

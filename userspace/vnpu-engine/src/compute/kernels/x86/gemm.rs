@@ -1,6 +1,6 @@
 //! The int8 panel GEMM, written once and stamped per ISA by [`panel_gemm!`].
 //!
-//! GEMM over the 8-row panel layout (see [`crate::quant`]): one 32-byte
+//! GEMM over the 8-row panel layout (see [`crate::compute::quant`]): one 32-byte
 //! weight vector holds 4 quants of each of 8 rows, so a u8 x i8 dot step
 //! against 4 activation bytes broadcast to every lane yields the 8 rows'
 //! partial dots in place. A tile is P panels x T tokens; per 32-block the
@@ -21,7 +21,7 @@
 pub(super) const PREFETCH: usize = 16;
 
 /// Emits, into the invoking module, the ISA's dot steps and the panel GEMM
-/// entry points `gemm_q4_1` / `gemm_q8_0` (contract: [`crate::kernels::gemm_q4_1`]),
+/// entry points `gemm_q4_1` / `gemm_q8_0` (contract: [`crate::compute::kernels::gemm_q4_1`]),
 /// every function `#[target_feature(enable = $tf)]`.
 macro_rules! panel_gemm {
     (
@@ -31,8 +31,8 @@ macro_rules! panel_gemm {
         $(#[$d8:meta])* fn acc_q8($acc8:ident, $w8:ident, $a8:ident) $acc_q8:block
     ) => {
         use super::gemm::PREFETCH;
-        use $crate::kernels::OutMat;
-        use $crate::quant::{ActQ8, Q4_1Mat, Q8_0Mat, PANEL, Q4_1_PB, Q8_0_PB, QK};
+        use $crate::compute::kernels::OutMat;
+        use $crate::compute::quant::{ActQ8, Q4_1Mat, Q8_0Mat, PANEL, Q4_1_PB, Q8_0_PB, QK};
         use std::arch::x86_64::*;
 
         $(#[$d4])*
@@ -200,13 +200,13 @@ macro_rules! panel_gemm {
             }
         }
 
-        #[doc = concat!("# Safety\nSee [`crate::kernels::gemm_q4_1`]; requires `", $tf, "`.")]
+        #[doc = concat!("# Safety\nSee [`crate::compute::kernels::gemm_q4_1`]; requires `", $tf, "`.")]
         #[target_feature(enable = $tf)]
         pub unsafe fn gemm_q4_1(w: &Q4_1Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
             panel_gemm!(@tiled w, x, r0, r1, out, q4_1_tile)
         }
 
-        #[doc = concat!("# Safety\nSee [`crate::kernels::gemm_q4_1`]; requires `", $tf, "`.")]
+        #[doc = concat!("# Safety\nSee [`crate::compute::kernels::gemm_q4_1`]; requires `", $tf, "`.")]
         #[target_feature(enable = $tf)]
         pub unsafe fn gemm_q8_0(w: &Q8_0Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
             panel_gemm!(@tiled w, x, r0, r1, out, q8_0_tile)

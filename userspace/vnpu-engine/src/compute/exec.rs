@@ -1,12 +1,12 @@
-//! Shared building blocks: the executor (thread pool + ISA), quantized
-//! linear layers with optional LoRA, norms and activations.
+//! The executor: one thread pool and one ISA, shared between models; it
+//! runs the quantized matmuls split over output rows and the row passes
+//! between them.
 
-use crate::adapter::Lora;
+use crate::compute::kernels::{self, Isa, OutMat};
+use crate::compute::quant::{ActQ8, Q4_1Mat, Q8_0Mat};
+use crate::compute::rows::RowSplit;
+use crate::compute::threadpool::ThreadPool;
 use crate::error::{Error, Result};
-use crate::kernels::{self, Isa, OutMat};
-use crate::quant::{ActQ8, Q4_1Mat, Q8_0Mat};
-use crate::rows::RowSplit;
-use crate::threadpool::ThreadPool;
 use std::sync::Mutex;
 
 /// Where compute runs: one pool and one ISA, shareable between models.
@@ -133,7 +133,7 @@ impl Exec {
         // Several chunks per thread so a core slowed by other load (kernel
         // builds share this machine) does not stall the whole step. Chunks
         // are whole pairs of 8-row panels (the SIMD kernels' unit).
-        let unit = 2 * crate::quant::PANEL;
+        let unit = 2 * crate::compute::quant::PANEL;
         let chunks = (self.threads() * 4).min(rows.div_ceil(unit)).max(1);
         let per = rows.div_ceil(chunks).div_ceil(unit) * unit;
         let n = rows.div_ceil(per);
@@ -178,156 +178,14 @@ impl<'a> QMat<'a> {
         }
     }
     pub fn from_region(
-        reg: &crate::tensor::Region<'a>,
+        reg: &crate::formats::tensor::Region<'a>,
         name: &str,
         rows: usize,
         k: usize,
     ) -> Result<QMat<'a>> {
         match reg.entry(name)?.dtype {
-            crate::tensor::DType::Q4_1R => Ok(QMat::Q4_1(reg.q4_1(name, rows, k)?)),
+            crate::formats::tensor::DType::Q4_1R => Ok(QMat::Q4_1(reg.q4_1(name, rows, k)?)),
             _ => Ok(QMat::Q8_0(reg.q8_0(name, rows, k)?)),
         }
-    }
-}
-
-/// `y[n, out] += scale * B (A x)` in f32 on the unquantized input; row `t`
-/// of `x` / `y` starts at `t * ldx` / `t * ldy`.
-pub fn apply_lora(
-    l: &Lora,
-    x: &[f32],
-    ldx: usize,
-    n: usize,
-    in_dim: usize,
-    y: &mut [f32],
-    ldy: usize,
-    out_dim: usize,
-) -> Result<()> {
-    let rows: Vec<usize> = (0..n).collect();
-    apply_lora_rows(l, x, ldx, &rows, in_dim, y, ldy, out_dim)
-}
-
-/// As [`apply_lora`] on the listed rows only (the rows of one adapter in a
-/// batch, as Punica's SGMV segments): each factor row is fetched once per
-/// block of rows, not per row. Every row's arithmetic is that of a lone row.
-pub fn apply_lora_rows(
-    l: &Lora,
-    x: &[f32],
-    ldx: usize,
-    rows: &[usize],
-    in_dim: usize,
-    y: &mut [f32],
-    ldy: usize,
-    out_dim: usize,
-) -> Result<()> {
-    lora_rows(l, x, ldx, rows, in_dim, out_dim, |_, t, o, v| {
-        y[t * ldy + o] += v
-    })
-}
-
-/// The deltas [`apply_lora_rows`] adds, `[rows.len(), out_dim]`, for a
-/// caller that adds them itself (`y += delta` is the same rounding).
-pub fn lora_deltas(
-    l: &Lora,
-    x: &[f32],
-    ldx: usize,
-    rows: &[usize],
-    in_dim: usize,
-    out_dim: usize,
-) -> Result<Vec<f32>> {
-    let mut out = vec![0f32; rows.len() * out_dim];
-    lora_rows(l, x, ldx, rows, in_dim, out_dim, |j, _, o, v| {
-        out[j * out_dim + o] = v
-    })?;
-    Ok(out)
-}
-
-/// Calls `emit(j, rows[j], o, scale * (B A x[rows[j]])[o])` for every row and output.
-fn lora_rows(
-    l: &Lora,
-    x: &[f32],
-    ldx: usize,
-    rows: &[usize],
-    in_dim: usize,
-    out_dim: usize,
-    mut emit: impl FnMut(usize, usize, usize, f32),
-) -> Result<()> {
-    l.check(in_dim, out_dim)?;
-    let r = l.rank;
-    // Blocks of rows whose y lines stay in L1 while B's rows stream past
-    // (rows `ldy` apart often share one cache set).
-    const RB: usize = 8;
-    let mut h = vec![0f32; RB.min(rows.len()) * r];
-    let mut w = vec![0f32; in_dim.max(r)];
-    for (b, blk) in rows.chunks(RB).enumerate() {
-        // h[j] = A x[blk[j]]
-        for i in 0..r {
-            l.a.row(i, in_dim, &mut w[..in_dim]);
-            for (j, &t) in blk.iter().enumerate() {
-                h[j * r + i] = kernels::scalar::dot_f32(&w[..in_dim], &x[t * ldx..][..in_dim]);
-            }
-        }
-        for o in 0..out_dim {
-            l.b.row(o, r, &mut w[..r]);
-            for (j, &t) in blk.iter().enumerate() {
-                let v = l.scale * kernels::scalar::dot_f32(&w[..r], &h[j * r..][..r]);
-                emit(b * RB + j, t, o, v);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// One row: `out = x / rms(x) * w`.
-pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    // f64 sum as llama.cpp's rms_norm does: int8 activation rounding
-    // downstream turns small norm differences into visible logit drift.
-    let ms = (x.iter().map(|&v| (v * v) as f64).sum::<f64>() / x.len() as f64) as f32;
-    let inv = 1.0 / (ms + eps).sqrt();
-    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
-        *o = v * inv * g;
-    }
-}
-
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let d = w.len();
-    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        rms_norm_row(xr, w, eps, or);
-    }
-}
-
-/// LayerNorm of one row in place (sums in f64, as the reference does in
-/// effect: int8 activation rounding downstream amplifies small drifts).
-pub fn layer_norm_row(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    let d = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / d;
-    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d;
-    let (mean, inv) = (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32);
-    for ((v, &g), &bb) in x.iter_mut().zip(w).zip(b) {
-        *v = (*v - mean) * inv * g + bb;
-    }
-}
-
-pub fn layer_norm(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    let d = w.len();
-    for xr in x.chunks_exact_mut(d) {
-        let mean = xr.iter().sum::<f32>() / d as f32;
-        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-        let inv = 1.0 / (var + eps).sqrt();
-        for ((v, &g), &bb) in xr.iter_mut().zip(w).zip(b) {
-            *v = (*v - mean) * inv * g + bb;
-        }
-    }
-}
-
-pub fn softmax(x: &mut [f32]) {
-    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let mut s = 0f32;
-    for v in x.iter_mut() {
-        *v = (*v - m).exp();
-        s += *v;
-    }
-    let inv = 1.0 / s;
-    for v in x.iter_mut() {
-        *v *= inv;
     }
 }

@@ -230,7 +230,8 @@ unsafe fn hsum8(v: &[__m256; 8]) -> __m256 {
     )
 }
 
-/// One query row of attention, head dim `8 * C` (see [`super::attend_row`]).
+/// One query row of attention, head dim `8 * C`
+/// (see [`crate::compute::kernels::attend_row`]).
 ///
 /// # Safety
 /// Requires AVX2 and FMA; `q.len() == out.len() == 8 * C`, rows

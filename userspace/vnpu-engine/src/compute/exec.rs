@@ -41,7 +41,11 @@ impl Exec {
     /// parallel (inline for a single token: decode steps pay no dispatch).
     /// Each task owns its rows of every buffer in `rows`, so the row passes
     /// between the matmuls share buffers without raw pointers.
-    pub fn par_rows_mut<S: RowSplit>(&self, n: usize, rows: S, f: &(dyn Fn(usize, S::Row) + Sync)) {
+    pub fn par_rows_mut<S, F>(&self, n: usize, rows: S, f: F)
+    where
+        S: RowSplit,
+        F: Fn(usize, S::Row) + Sync,
+    {
         if n == 0 {
             return;
         }

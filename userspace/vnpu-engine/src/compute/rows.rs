@@ -161,7 +161,7 @@ mod tests {
             let exec = Exec::new(threads);
             for n in [0usize, 1, 2, 5, 17] {
                 let (mut a, mut b) = (vec![0f32; n * 3], vec![0u32; n]);
-                exec.par_rows_mut(n, (Rows::new(&mut a, 3), &mut b[..]), &|t, (r, c)| {
+                exec.par_rows_mut(n, (Rows::new(&mut a, 3), &mut b[..]), |t, (r, c)| {
                     r.fill(t as f32);
                     *c += 1;
                 });

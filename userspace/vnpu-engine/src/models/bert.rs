@@ -230,7 +230,7 @@ impl<'a> Bert<'a> {
             exec.par_rows_mut(
                 n,
                 (Rows::new(x, d), ActRows::new(act, n, d)),
-                &|t, (xr, ar)| {
+                |t, (xr, ar)| {
                     if let Some(b) = res {
                         for ((a, &r), &bb) in xr.iter_mut().zip(&o[t * d..][..d]).zip(b) {
                             *a += r + bb;
@@ -244,19 +244,19 @@ impl<'a> Bert<'a> {
         ln_quant(act, &mut x, o, self.emb_ln, None);
         for l in &self.layers {
             exec.matmul(&l.qkv.w, act, qkv);
-            exec.par_rows_mut(n, Rows::new(&mut *qkv, 3 * d), &|_, r| {
+            exec.par_rows_mut(n, Rows::new(&mut *qkv, 3 * d), |_, r| {
                 r.iter_mut().zip(l.qkv.b).for_each(|(a, b)| *a += b);
             });
             self.attention(qkv, &starts, ctx);
             let ctx: &[f32] = ctx;
-            exec.par_rows_mut(n, ActRows::new(act, n, d), &|t, ar| {
+            exec.par_rows_mut(n, ActRows::new(act, n, d), |t, ar| {
                 ar.quantize(isa, &ctx[t * d..(t + 1) * d])
             });
             exec.matmul(&l.o.w, act, o);
             ln_quant(act, &mut x, o, l.ln1, Some(l.o.b));
             exec.matmul(&l.ff1.w, act, f);
             let rows = (Rows::new(&mut *f, ff), ActRows::new(act, n, ff));
-            exec.par_rows_mut(n, rows, &|_, (r, ar)| {
+            exec.par_rows_mut(n, rows, |_, (r, ar)| {
                 r.iter_mut().zip(l.ff1.b).for_each(|(a, b)| *a += b);
                 kernels::gelu(isa, r);
                 ar.quantize(isa, r);

@@ -170,7 +170,7 @@ impl Llama<'_> {
         let norm_quant =
             |act: &mut ActQ8, x: &mut [f32], h: &mut [f32], o: &[f32], w: &[f32], add_o: bool| {
                 let rows = (Rows::new(x, d), Rows::new(h, d), ActRows::new(act, n, d));
-                exec.par_rows_mut(n, rows, &|t, (xr, hr, ar)| {
+                exec.par_rows_mut(n, rows, |t, (xr, hr, ar)| {
                     if add_o {
                         xr.iter_mut()
                             .zip(&o[t * d..][..d])
@@ -201,7 +201,7 @@ impl Llama<'_> {
             exec.par_rows_mut(
                 n,
                 (Rows::new(&mut *qkv, wq), &mut slots[..]),
-                &|t, (r, (kd, vd))| {
+                |t, (r, (kd, vd))| {
                     let (cs, sn) = (&cos[t * half..][..half], &sin[t * half..][..half]);
                     rope_row(&mut r[..d + kvd], c.head_dim, cs, sn);
                     kd.copy_from_slice(&r[d..d + kvd]);
@@ -210,7 +210,7 @@ impl Llama<'_> {
             );
             self.attention(qkv, wq, &kv, &spans, &units, att);
             let att: &[f32] = att;
-            exec.par_rows_mut(n, ActRows::new(act, n, d), &|t, ar| {
+            exec.par_rows_mut(n, ActRows::new(act, n, d), |t, ar| {
                 ar.quantize(isa, &att[t * d..(t + 1) * d])
             });
             exec.matmul(&l.wo, act, o);
@@ -221,7 +221,7 @@ impl Llama<'_> {
             let gu_parts = [(Proj::Gate, 0, ff), (Proj::Up, ff, ff)];
             self.apply_loras(groups, li, &gu_parts, h, d, d, gu, 2 * ff)?;
             let rows = (Rows::new(&mut *gu, 2 * ff), ActRows::new(act, n, ff));
-            exec.par_rows_mut(n, rows, &|_, (r, ar)| {
+            exec.par_rows_mut(n, rows, |_, (r, ar)| {
                 let (g, u) = r.split_at_mut(ff);
                 kernels::silu_mul(isa, g, u);
                 ar.quantize(isa, g);

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|buf: &[u8]| {
-    if let Ok(g) = vnpu_engine::gguf::parse(buf) {
+    if let Ok(g) = vnpu_engine::formats::gguf::parse(buf) {
         for t in &g.tensors.entries {
             assert!(t.offset.checked_add(t.len).is_some_and(|end| end <= buf.len()));
         }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vnpu_engine::safetensors_src::{read_f32, table};
+use vnpu_engine::formats::safetensors::{read_f32, table};
 
 fuzz_target!(|buf: &[u8]| {
     if let Ok(t) = table(buf) {

@@ -9,7 +9,7 @@ use m4npu::{Device, Error, JobDesc, Op};
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{f32s, Input};
 use m4npu_format::AdapterBuilder;
-use vnpu_engine::synthetic::Rng;
+use vnpu_engine::models::synthetic::Rng;
 use vnpud::foundation::{sub_models, Foundation};
 
 use crate::module;

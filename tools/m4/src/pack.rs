@@ -39,7 +39,7 @@ fn read(p: &Path) -> Result<Vec<u8>, String> {
 /// widths, context length, and the KV cache bytes per token of a
 /// generation session's state.
 fn shape(table: &vnpu_engine::TensorTable) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    let v = match vnpu_engine::pack::arch(table) {
+    let v = match vnpu_engine::formats::pack::arch(table) {
         Some("bert") => {
             let n = |k: &str| table.meta_usize(k).map_err(|e| e.to_string());
             serde_json::json!({ "d_model": n("d_model")?, "vocab": n("vocab")?, "max_tokens": n("max_pos")? })
@@ -61,8 +61,8 @@ fn shape(table: &vnpu_engine::TensorTable) -> Result<serde_json::Map<String, ser
 /// metadata that apps read with MODEL_META: one source of truth for how
 /// text becomes tokens.
 fn tokenizers(src: &Sources, gguf: &[u8]) -> Result<serde_json::Value, String> {
-    use vnpu_engine::tokenizer::TextTokenizer;
-    let gguf = vnpu_engine::gguf::parse(gguf).map_err(|e| format!("{}: {e}", src.gguf.display()))?;
+    use vnpu_engine::TextTokenizer;
+    let gguf = vnpu_engine::formats::gguf::parse(gguf).map_err(|e| format!("{}: {e}", src.gguf.display()))?;
     let backbone = TextTokenizer::from_gguf(&gguf).and_then(|t| t.to_json()).map_err(|e| format!("backbone tokenizer: {e}"))?;
     let text = String::from_utf8(read(&src.tokenizer)?).map_err(|e| format!("{}: {e}", src.tokenizer.display()))?;
     // Through the engine, so that what apps get is what it can load.
@@ -81,7 +81,7 @@ fn add_sub_model(
     weights: Vec<u8>,
     source: &str,
 ) -> Result<(), String> {
-    let arch = vnpu_engine::pack::arch(table).unwrap_or("unknown").to_string();
+    let arch = vnpu_engine::formats::pack::arch(table).unwrap_or("unknown").to_string();
     let mut entry = serde_json::json!({ "arch": arch, "source": source });
     entry.as_object_mut().expect("an object").extend(shape(table)?);
     subs.insert(sub.into(), entry);
@@ -117,7 +117,7 @@ pub fn firmware(src: &Sources, name: &str) -> Result<Vec<u8>, String> {
     for (sub, path, file) in [("backbone", &src.gguf, &gguf), ("text_encoder", &src.safetensors, &safetensors)] {
         steps.begin(&format!("{sub}: converting to NPU layouts"));
         let (table, weights) = vnpu_engine::pack_for_npu(file).map_err(|e| format!("packing {sub}: {e}"))?;
-        let arch = vnpu_engine::pack::arch(&table).unwrap_or("unknown");
+        let arch = vnpu_engine::formats::pack::arch(&table).unwrap_or("unknown");
         steps.done(&format!("{sub}: packed for the NPU ({arch}, {} bytes)", weights.len()));
         let source = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         add_sub_model(&mut fw, &mut subs, sub, &table, weights, &source)?;

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use m4npu_format::adapter_meta::{build_adapter, lora_name, AdapterMeta, AdapterTask, SubModel};
 use m4npu_format::Firmware;
-use vnpu_engine::safetensors_src;
+use vnpu_engine::formats::safetensors;
 
 use crate::progress::Steps;
 
@@ -26,10 +26,10 @@ fn read(p: &Path) -> Result<Vec<u8>, String> {
 
 pub fn read_safetensors(path: &Path) -> Result<Tensors, String> {
     let buf = read(path)?;
-    let table = safetensors_src::table(&buf).map_err(|e| format!("{}: {e}", path.display()))?;
+    let table = safetensors::table(&buf).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Tensors::new();
     for e in &table.entries {
-        let (v, shape) = safetensors_src::read_f32(&buf, &table, &e.name)
+        let (v, shape) = safetensors::read_f32(&buf, &table, &e.name)
             .map_err(|err| format!("{}: {err} (adapters are packed from F32 tensors)", path.display()))?;
         out.insert(e.name.clone(), (shape, v));
     }

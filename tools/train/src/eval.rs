@@ -8,7 +8,7 @@ use std::path::Path;
 use m4npu::Op;
 use m4npu_format::job_io::{f32s, Input};
 use m4npu_format::Firmware;
-use vnpu_engine::tokenizer::TextTokenizer;
+use vnpu_engine::TextTokenizer;
 use vnpu_engine::AlignedBytes;
 use vnpud::foundation::{sub_models, Foundation, SubModel};
 

@@ -6,8 +6,8 @@
 //! attention, SwiGLU.
 
 use candle_core::{Device, Result, Tensor, D};
-use vnpu_engine::quant::{Q4_1Mat, Q8_0Mat};
-use vnpu_engine::tensor::{DType as EDType, Region};
+use vnpu_engine::compute::quant::{Q4_1Mat, Q8_0Mat};
+use vnpu_engine::{DType as EDType, Region};
 use vnpu_engine::{LlamaConfig, TensorTable};
 
 use crate::lora::Lora;

@@ -6,8 +6,8 @@
 use candle_core::{Device, Tensor};
 use m4_train::frozen::Frozen;
 use m4_train::lora::Lora;
-use vnpu_engine::adapter::LoraSet;
-use vnpu_engine::synthetic::{tiny_llama_with, Rng};
+use vnpu_engine::LoraSet;
+use vnpu_engine::models::synthetic::{tiny_llama_with, Rng};
 use vnpu_engine::{ForwardOpts, Llama, Logits, Proj};
 
 #[test]

@@ -31,10 +31,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
-use vnpu_engine::adapter::LoraSet;
-use vnpu_engine::kernels::{self, OutMat};
-use vnpu_engine::quant::{self, ActQ8, Q4_1Mat, Q8_0Mat};
-use vnpu_engine::synthetic::Rng;
+use vnpu_engine::compute::kernels::{self, OutMat};
+use vnpu_engine::compute::quant::{self, ActQ8, Q4_1Mat, Q8_0Mat};
+use vnpu_engine::models::synthetic::Rng;
+use vnpu_engine::LoraSet;
 use vnpu_engine::{
     weights, Adapter, AlignedBytes, BatchRow, Bert, Exec, ForwardOpts, Input, Llama, Proj,
 };
@@ -296,9 +296,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 });
                 let cpu = LAST_CPU.with(|l| l.get());
                 let w = if isq4 {
-                    vnpu_engine::ops::QMat::Q4_1(w4)
+                    vnpu_engine::QMat::Q4_1(w4)
                 } else {
-                    vnpu_engine::ops::QMat::Q8_0(w8)
+                    vnpu_engine::QMat::Q8_0(w8)
                 };
                 let tp = best_of(runs.max(5), || exec.matmul(&w, &gx, &mut out));
                 let g = (name, ops / t1 / 1e9, ops / cpu / 1e9, ops / tp / 1e9);
@@ -565,7 +565,7 @@ fn peer(script: &str, threads: usize, request: &std::path::Path) -> Result<Value
 
 /// `-- batch`: decode_batch against sequential forward steps, per model.
 fn batch_bench(exec: &Arc<Exec>, runs: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let t = vnpu_engine::synthetic::tiny_llama(1);
+    let t = vnpu_engine::models::synthetic::tiny_llama(1);
     let m = Llama::from_region_with(&t.table, &t.blob, exec.clone())?;
     batch_sessions("synthetic tiny llama (d=64, 2 layers)", &m, 16, 32, runs)?;
     let path = weights::smollm2_gguf();

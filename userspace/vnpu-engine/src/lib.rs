@@ -1,9 +1,9 @@
 //! vnpu-engine: integer inference engine of the m4npu virtual NPU.
 //!
 //! Flow: a source checkpoint (GGUF / safetensors) is converted once by
-//! [`pack::pack_for_npu`] into a tensor table + byte blob (the firmware
+//! [`pack_for_npu`] into a tensor table + byte blob (the firmware
 //! image; [`TensorTable::encode`] serializes the table); models
-//! ([`llama::Llama`], [`bert::Bert`]) are then built over a borrowed region
+//! ([`Llama`], [`Bert`]) are then built over a borrowed region
 //! holding that blob and run jobs without copying weights:
 //!
 //! ```no_run
@@ -32,30 +32,26 @@
     clippy::redundant_locals
 )]
 
-pub mod adapter;
-pub mod bert;
+// Three groups: `formats` reads checkpoints and packs them, `compute`
+// runs integer matmuls and row passes on any ISA, `models` are the
+// architectures on top. The types an application needs are re-exported here.
+pub mod compute;
 pub mod error;
-pub mod gguf;
-pub mod kernels;
-pub mod llama;
-pub mod ops;
-pub mod pack;
-pub mod quant;
-pub mod safetensors_src;
-pub mod synthetic;
-pub mod tensor;
-pub mod threadpool;
-#[cfg(feature = "tokenizer")]
-pub mod tokenizer;
+pub mod formats;
+pub mod models;
 pub mod weights;
 
-pub use adapter::{Adapter, InputProjection, Lora, LoraMat, Proj};
-pub use bert::Bert;
+pub use compute::{Exec, Isa, QMat};
 pub use error::{Error, Result};
-pub use llama::{BatchRow, ForwardOpts, ForwardOut, HiddenRow, Input, Llama, LlamaConfig, Logits, SeqRow};
-pub use ops::Exec;
-pub use pack::pack_for_npu;
-pub use tensor::{AlignedBytes, DType, TensorEntry, TensorTable};
+pub use formats::pack::pack_for_npu;
+pub use formats::tensor::{AlignedBytes, DType, Region, TensorEntry, TensorTable};
+pub use models::adapter::{Adapter, InputProjection, Lora, LoraMat, LoraSet, Proj};
+pub use models::bert::{Bert, BertConfig};
+pub use models::llama::{
+    BatchRow, ForwardOpts, ForwardOut, HiddenRow, Input, Llama, LlamaConfig, Logits, SeqRow,
+};
+#[cfg(feature = "tokenizer")]
+pub use models::tokenizer::TextTokenizer;
 
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,11 @@
 //! Unit tests on tiny synthetic models.
 
-use crate::adapter::{LoraSet, Proj};
-use crate::kernels::Isa;
-use crate::llama::{ForwardOpts, Input, Llama, Logits};
-use crate::ops::Exec;
-use crate::synthetic::{tiny_bert_safetensors, tiny_llama, Rng};
-use crate::tensor::{AlignedBytes, TensorTable};
+use crate::compute::kernels::Isa;
+use crate::compute::Exec;
+use crate::formats::tensor::{AlignedBytes, TensorTable};
+use crate::models::adapter::{LoraSet, Proj};
+use crate::models::llama::{ForwardOpts, Input, Llama, Logits};
+use crate::models::synthetic::{tiny_bert_safetensors, tiny_llama, Rng};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -75,8 +75,8 @@ fn thread_counts_and_isas_agree() {
     for (threads, isa) in [
         (1, Isa::Scalar),
         (2, Isa::Scalar),
-        (1, crate::kernels::detect()),
-        (3, crate::kernels::detect()),
+        (1, crate::compute::kernels::detect()),
+        (3, crate::compute::kernels::detect()),
     ] {
         let exec = Arc::new(Exec::with_isa(threads, isa).expect("isa"));
         let m = Llama::from_region_with(&t.table, &t.blob, exec).expect("model");
@@ -240,7 +240,7 @@ fn lora_equals_merged_f32_reference() {
 #[test]
 fn fused_layout_matches_split_layout_with_lora() {
     let split = tiny_llama(12);
-    let fused = crate::synthetic::tiny_llama_with(12, true);
+    let fused = crate::models::synthetic::tiny_llama_with(12, true);
     assert!(
         fused.table.get("blk.0.attn_qkv.weight").is_ok()
             && fused.table.get("blk.0.attn_q.weight").is_err()
@@ -320,9 +320,9 @@ fn table_roundtrip_and_validation() {
 #[test]
 fn tiny_bert_pack_and_embed() {
     let st = tiny_bert_safetensors(1);
-    let (table, blob) = crate::pack::pack_bert(&st, 4, 1e-12).expect("pack");
+    let (table, blob) = crate::formats::pack::pack_bert(&st, 4, 1e-12).expect("pack");
     let blob = AlignedBytes::from_slice(&blob);
-    let b = crate::bert::Bert::from_region(&table, &blob).expect("bert");
+    let b = crate::models::bert::Bert::from_region(&table, &blob).expect("bert");
     let s1: Vec<u32> = vec![1, 5, 9, 13, 2];
     let s2: Vec<u32> = vec![1, 7, 2];
     let e1 = b.embed(&s1).expect("e1");
@@ -331,14 +331,14 @@ fn tiny_bert_pack_and_embed() {
     assert!((e1.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-4);
     assert!(max_abs_diff(&e1, &batch[0]) < 1e-5 && max_abs_diff(&e2, &batch[1]) < 1e-5);
     let exec = Arc::new(Exec::with_isa(1, Isa::Scalar).expect("scalar"));
-    let bs = crate::bert::Bert::from_region_with(&table, &blob, exec).expect("bert");
+    let bs = crate::models::bert::Bert::from_region_with(&table, &blob, exec).expect("bert");
     assert!(max_abs_diff(&bs.embed(&s1).expect("s"), &e1) < 1e-4);
     assert!(b.embed(&[60]).is_err(), "token out of vocab");
 }
 
 #[test]
 fn input_projection_feeds_the_model() {
-    use crate::adapter::InputProjection;
+    use crate::models::adapter::InputProjection;
     let t = tiny_llama(14);
     let m = Llama::from_region(&t.table, &t.blob).expect("model");
     let d = m.cfg.d_model;
@@ -370,7 +370,7 @@ fn models_are_send_and_sync() {
     // The daemon shares one model between job threads.
     fn check<T: Send + Sync>() {}
     check::<Llama<'static>>();
-    check::<crate::bert::Bert<'static>>();
+    check::<crate::models::bert::Bert<'static>>();
     check::<Exec>();
 }
 
@@ -389,7 +389,7 @@ struct I8Lora {
 }
 
 impl I8Adapter {
-    fn new(c: &crate::llama::LlamaConfig, seed: u64) -> I8Adapter {
+    fn new(c: &crate::models::llama::LlamaConfig, seed: u64) -> I8Adapter {
         let mut rng = Rng::new(seed);
         let rank = 3;
         let mut q = |n: usize| -> Vec<i8> {
@@ -413,14 +413,14 @@ impl I8Adapter {
     }
 }
 
-impl crate::adapter::Adapter for I8Adapter {
-    fn lora(&self, layer: usize, proj: Proj) -> Option<crate::adapter::Lora<'_>> {
-        use crate::adapter::LoraMat;
+impl crate::models::adapter::Adapter for I8Adapter {
+    fn lora(&self, layer: usize, proj: Proj) -> Option<crate::models::adapter::Lora<'_>> {
+        use crate::models::adapter::LoraMat;
         let it = self
             .items
             .iter()
             .find(|it| it.layer == layer && it.proj == proj)?;
-        Some(crate::adapter::Lora {
+        Some(crate::models::adapter::Lora {
             rank: it.a.1.len(),
             a: LoraMat::I8 {
                 q: &it.a.0,
@@ -436,7 +436,12 @@ impl crate::adapter::Adapter for I8Adapter {
 }
 
 /// A random f32 LoRA on `projs` of every layer.
-fn lora_set(c: &crate::llama::LlamaConfig, seed: u64, rank: usize, projs: &[Proj]) -> LoraSet {
+fn lora_set(
+    c: &crate::models::llama::LlamaConfig,
+    seed: u64,
+    rank: usize,
+    projs: &[Proj],
+) -> LoraSet {
     let mut rng = Rng::new(seed);
     let mut set = LoraSet::default();
     for l in 0..c.n_layer {
@@ -471,7 +476,7 @@ fn solo(
     token: u32,
     pos: usize,
     kv: &mut [u8],
-    adapter: Option<&dyn crate::adapter::Adapter>,
+    adapter: Option<&dyn crate::models::adapter::Adapter>,
 ) -> Vec<f32> {
     let opts = ForwardOpts {
         logits: Logits::Last,
@@ -486,15 +491,15 @@ fn solo(
 
 #[test]
 fn decode_batch_equals_solo_forward_bitwise() {
-    use crate::adapter::Adapter;
-    use crate::llama::BatchRow;
+    use crate::models::adapter::Adapter;
+    use crate::models::llama::BatchRow;
     for (seed, fused, threads, isa) in [
-        (21, false, 2, crate::kernels::detect()),
-        (22, true, 3, crate::kernels::detect()),
+        (21, false, 2, crate::compute::kernels::detect()),
+        (22, true, 3, crate::compute::kernels::detect()),
         (23, true, 1, Isa::Scalar),
         (24, false, 2, Isa::Scalar),
     ] {
-        let t = crate::synthetic::tiny_llama_with(seed, fused);
+        let t = crate::models::synthetic::tiny_llama_with(seed, fused);
         let exec = Arc::new(Exec::with_isa(threads, isa).expect("isa"));
         let m = Llama::from_region_with(&t.table, &t.blob, exec).expect("model");
         let c = m.cfg.clone();
@@ -576,11 +581,11 @@ fn decode_batch_equals_solo_forward_bitwise() {
 
 #[test]
 fn decode_batch_single_row_equals_forward() {
-    use crate::llama::BatchRow;
+    use crate::models::llama::BatchRow;
     let t = tiny_llama(25);
     let m = Llama::from_region(&t.table, &t.blob).expect("model");
     let a = lora_set(&m.cfg, 26, 3, &[Proj::Q, Proj::V, Proj::Down]);
-    for adapter in [None, Some(&a as &dyn crate::adapter::Adapter)] {
+    for adapter in [None, Some(&a as &dyn crate::models::adapter::Adapter)] {
         let mut kv = kv_for(&m, 12);
         m.prefill(&TOKENS, &mut kv).expect("prefill");
         let mut kv2 = AlignedBytes::from_slice(&kv);
@@ -603,7 +608,7 @@ fn decode_batch_single_row_equals_forward() {
 #[test]
 fn decode_batch_bad_row_is_error_and_writes_no_cache() {
     use crate::error::Error;
-    use crate::llama::BatchRow;
+    use crate::models::llama::BatchRow;
     let t = tiny_llama(27);
     let m = Llama::from_region(&t.table, &t.blob).expect("model");
     let c = m.cfg.clone();
@@ -698,10 +703,13 @@ fn decode_batch_bad_row_is_error_and_writes_no_cache() {
 /// last logits and KV writes are bitwise those of `forward` alone.
 #[test]
 fn forward_batch_mixes_prompts_and_steps_bitwise() {
-    use crate::adapter::Adapter;
-    use crate::llama::SeqRow;
-    for (seed, fused, threads, isa) in [(31, false, 2, crate::kernels::detect()), (32, true, 1, Isa::Scalar)] {
-        let t = crate::synthetic::tiny_llama_with(seed, fused);
+    use crate::models::adapter::Adapter;
+    use crate::models::llama::SeqRow;
+    for (seed, fused, threads, isa) in [
+        (31, false, 2, crate::compute::kernels::detect()),
+        (32, true, 1, Isa::Scalar),
+    ] {
+        let t = crate::models::synthetic::tiny_llama_with(seed, fused);
         let exec = Arc::new(Exec::with_isa(threads, isa).expect("isa"));
         let m = Llama::from_region_with(&t.table, &t.blob, exec).expect("model");
         let c = m.cfg.clone();
@@ -714,30 +722,77 @@ fn forward_batch_mixes_prompts_and_steps_bitwise() {
         for (s, &(n, past)) in shape.iter().enumerate() {
             let mut kv = kv_for(&m, n + past + 2);
             if past > 0 {
-                let prompt: Vec<u32> = (0..past).map(|i| ((s * 13 + i * 5) % c.vocab) as u32).collect();
-                let opts = ForwardOpts { adapter: ads[s], ..Default::default() };
-                m.forward(Input::Tokens(&prompt), 0, &mut kv, &opts).expect("earlier tokens");
+                let prompt: Vec<u32> = (0..past)
+                    .map(|i| ((s * 13 + i * 5) % c.vocab) as u32)
+                    .collect();
+                let opts = ForwardOpts {
+                    adapter: ads[s],
+                    ..Default::default()
+                };
+                m.forward(Input::Tokens(&prompt), 0, &mut kv, &opts)
+                    .expect("earlier tokens");
             }
             kv_batch.push(kv);
         }
-        let mut kv_solo: Vec<AlignedBytes> = kv_batch.iter().map(|k| AlignedBytes::from_slice(k)).collect();
-        let inputs: Vec<Vec<u32>> =
-            shape.iter().enumerate().map(|(s, &(n, _))| (0..n).map(|i| ((s * 7 + i * 3 + 1) % c.vocab) as u32).collect()).collect();
+        let mut kv_solo: Vec<AlignedBytes> = kv_batch
+            .iter()
+            .map(|k| AlignedBytes::from_slice(k))
+            .collect();
+        let inputs: Vec<Vec<u32>> = shape
+            .iter()
+            .enumerate()
+            .map(|(s, &(n, _))| {
+                (0..n)
+                    .map(|i| ((s * 7 + i * 3 + 1) % c.vocab) as u32)
+                    .collect()
+            })
+            .collect();
         let mut rows: Vec<SeqRow> = kv_batch
             .iter_mut()
             .enumerate()
-            .map(|(s, kv)| SeqRow { tokens: &inputs[s], pos: shape[s].1, kv: &mut kv[..], adapter: ads[s] })
+            .map(|(s, kv)| SeqRow {
+                tokens: &inputs[s],
+                pos: shape[s].1,
+                kv: &mut kv[..],
+                adapter: ads[s],
+            })
             .collect();
         let got = m.forward_batch(&mut rows).expect("forward_batch");
         for s in 0..shape.len() {
-            let opts = ForwardOpts { adapter: ads[s], ..Default::default() };
-            let want = m.forward(Input::Tokens(&inputs[s]), shape[s].1, &mut kv_solo[s], &opts).expect("solo").logits.expect("logits");
-            assert!(same_bits(&got[s], &want), "seed {seed} row {s}: logits differ by {}", max_abs_diff(&got[s], &want));
-            assert!(kv_batch[s][..] == kv_solo[s][..], "seed {seed} row {s}: KV differs");
+            let opts = ForwardOpts {
+                adapter: ads[s],
+                ..Default::default()
+            };
+            let want = m
+                .forward(
+                    Input::Tokens(&inputs[s]),
+                    shape[s].1,
+                    &mut kv_solo[s],
+                    &opts,
+                )
+                .expect("solo")
+                .logits
+                .expect("logits");
+            assert!(
+                same_bits(&got[s], &want),
+                "seed {seed} row {s}: logits differ by {}",
+                max_abs_diff(&got[s], &want)
+            );
+            assert!(
+                kv_batch[s][..] == kv_solo[s][..],
+                "seed {seed} row {s}: KV differs"
+            );
         }
         // An empty row is refused, naming it.
         let mut kv = kv_for(&m, 4);
-        let err = m.forward_batch(&mut [SeqRow { tokens: &[], pos: 0, kv: &mut kv[..], adapter: None }]).unwrap_err();
+        let err = m
+            .forward_batch(&mut [SeqRow {
+                tokens: &[],
+                pos: 0,
+                kv: &mut kv[..],
+                adapter: None,
+            }])
+            .unwrap_err();
         assert!(err.to_string().contains("row 0"), "{err}");
     }
 }
@@ -747,10 +802,13 @@ fn forward_batch_mixes_prompts_and_steps_bitwise() {
 /// bitwise those of `forward` alone.
 #[test]
 fn hidden_batch_equals_forward_bitwise() {
-    use crate::adapter::Adapter;
-    use crate::llama::HiddenRow;
-    for (seed, fused, threads, isa) in [(41, false, 2, crate::kernels::detect()), (42, true, 1, Isa::Scalar)] {
-        let t = crate::synthetic::tiny_llama_with(seed, fused);
+    use crate::models::adapter::Adapter;
+    use crate::models::llama::HiddenRow;
+    for (seed, fused, threads, isa) in [
+        (41, false, 2, crate::compute::kernels::detect()),
+        (42, true, 1, Isa::Scalar),
+    ] {
+        let t = crate::models::synthetic::tiny_llama_with(seed, fused);
         let exec = Arc::new(Exec::with_isa(threads, isa).expect("isa"));
         let m = Llama::from_region_with(&t.table, &t.blob, exec).expect("model");
         let c = m.cfg.clone();
@@ -759,30 +817,76 @@ fn hidden_batch_equals_forward_bitwise() {
         let b = lora_set(&c, seed + 200, 2, &[Proj::O, Proj::Up]);
         let ads: [Option<&dyn Adapter>; 5] = [Some(&a), None, Some(&b), Some(&a), Some(&b)];
         let layers = [Some(1), None, Some(1), None, Some(99)];
-        let tokens: Vec<Vec<u32>> = (0..5).map(|s| (0..s + 2).map(|i| ((s * 11 + i * 3 + 1) % c.vocab) as u32).collect()).collect();
-        let embedded: Vec<Vec<f32>> = (0..5).map(|s| (0..(s + 1) * d).map(|i| ((i * 7 + s) % 13) as f32 / 13.0 - 0.5).collect()).collect();
-        let input = |s: usize| if s % 2 == 0 { Input::Tokens(&tokens[s]) } else { Input::Embeddings(&embedded[s]) };
+        let tokens: Vec<Vec<u32>> = (0..5)
+            .map(|s| {
+                (0..s + 2)
+                    .map(|i| ((s * 11 + i * 3 + 1) % c.vocab) as u32)
+                    .collect()
+            })
+            .collect();
+        let embedded: Vec<Vec<f32>> = (0..5)
+            .map(|s| {
+                (0..(s + 1) * d)
+                    .map(|i| ((i * 7 + s) % 13) as f32 / 13.0 - 0.5)
+                    .collect()
+            })
+            .collect();
+        let input = |s: usize| {
+            if s % 2 == 0 {
+                Input::Tokens(&tokens[s])
+            } else {
+                Input::Embeddings(&embedded[s])
+            }
+        };
         let rows_of = |s: usize| if s % 2 == 0 { tokens[s].len() } else { s + 1 };
         let mut kvs: Vec<AlignedBytes> = (0..5).map(|s| kv_for(&m, rows_of(s))).collect();
         let mut rows: Vec<HiddenRow> = kvs
             .iter_mut()
             .enumerate()
-            .map(|(s, kv)| HiddenRow { input: input(s), kv: &mut kv[..], adapter: ads[s], layers: layers[s] })
+            .map(|(s, kv)| HiddenRow {
+                input: input(s),
+                kv: &mut kv[..],
+                adapter: ads[s],
+                layers: layers[s],
+            })
             .collect();
         let got = m.hidden_batch(&mut rows).expect("hidden_batch");
         for s in 0..5 {
             let mut kv = kv_for(&m, rows_of(s));
-            let opts = ForwardOpts { all_hidden: true, logits: Logits::None, adapter: ads[s], layers: layers[s] };
-            let want = m.forward(input(s), 0, &mut kv, &opts).expect("solo").hidden_all.expect("hidden");
-            assert!(same_bits(&got[s], &want), "seed {seed} row {s}: hidden states differ by {}", max_abs_diff(&got[s], &want));
+            let opts = ForwardOpts {
+                all_hidden: true,
+                logits: Logits::None,
+                adapter: ads[s],
+                layers: layers[s],
+            };
+            let want = m
+                .forward(input(s), 0, &mut kv, &opts)
+                .expect("solo")
+                .hidden_all
+                .expect("hidden");
+            assert!(
+                same_bits(&got[s], &want),
+                "seed {seed} row {s}: hidden states differ by {}",
+                max_abs_diff(&got[s], &want)
+            );
         }
         // A bad row fails the call, naming it.
         let mut kv = kv_for(&m, 2);
         let bad = [c.vocab as u32];
         let err = m
             .hidden_batch(&mut [
-                HiddenRow { input: Input::Tokens(&tokens[0][..1]), kv: &mut kvs[0][..], adapter: None, layers: None },
-                HiddenRow { input: Input::Tokens(&bad), kv: &mut kv[..], adapter: None, layers: None },
+                HiddenRow {
+                    input: Input::Tokens(&tokens[0][..1]),
+                    kv: &mut kvs[0][..],
+                    adapter: None,
+                    layers: None,
+                },
+                HiddenRow {
+                    input: Input::Tokens(&bad),
+                    kv: &mut kv[..],
+                    adapter: None,
+                    layers: None,
+                },
             ])
             .unwrap_err();
         assert!(err.to_string().contains("row 1"), "{err}");

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use vnpu_engine::tensor::AlignedBytes;
+use vnpu_engine::AlignedBytes;
 use vnpu_engine::{weights, Bert, Llama, TensorTable};
 
 fn read_weights(p: &Path) -> Vec<u8> {
@@ -133,8 +133,8 @@ fn smollm2_greedy_and_logits_match_llamacpp() {
 #[test]
 fn smollm2_tokenizer_matches_llamacpp() {
     let file = read_weights(&weights::smollm2_gguf());
-    let g = vnpu_engine::gguf::parse(&file).expect("gguf");
-    let tk = vnpu_engine::tokenizer::TextTokenizer::from_gguf(&g).expect("tokenizer");
+    let g = vnpu_engine::formats::gguf::parse(&file).expect("gguf");
+    let tk = vnpu_engine::TextTokenizer::from_gguf(&g).expect("tokenizer");
     for case in fixture("smollm2_llamacpp.json")["cases"]
         .as_array()
         .expect("cases")
@@ -180,14 +180,13 @@ fn minilm_embeddings_match_float_reference() {
 
 #[test]
 fn minilm_tokenizer_matches_python_tokenizers() {
-    let tk =
-        vnpu_engine::tokenizer::TextTokenizer::from_tokenizer_json(&weights::minilm_tokenizer())
-            .unwrap_or_else(|e| {
-                panic!(
-                    "missing/invalid {} ({e}); populate M4NPU_WEIGHTS_DIR",
-                    weights::minilm_tokenizer().display()
-                )
-            });
+    let tk = vnpu_engine::TextTokenizer::from_tokenizer_json(&weights::minilm_tokenizer())
+        .unwrap_or_else(|e| {
+            panic!(
+                "missing/invalid {} ({e}); populate M4NPU_WEIGHTS_DIR",
+                weights::minilm_tokenizer().display()
+            )
+        });
     for c in fixture("minilm_numpy.json")["cases"]
         .as_array()
         .expect("cases")
@@ -204,7 +203,7 @@ fn minilm_tokenizer_matches_python_tokenizers() {
 #[test]
 fn smollm2_simd_and_scalar_paths_agree() {
     use std::sync::Arc;
-    use vnpu_engine::kernels::{detect, Isa};
+    use vnpu_engine::compute::kernels::{detect, Isa};
     let p = smollm2();
     let fx = fixture("smollm2_llamacpp.json");
     let prompt = ids(&fx["cases"][0]["tokens"]);

@@ -56,7 +56,7 @@ use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, S
 use m4npu_format::job_io::{f32s, GenerateOutput, Input, StateHeader, HEADER_BYTES, STATE_KV_OFFSET};
 use m4npu_format::AdapterBuilder;
 use m4npu_hw::JobBuffers;
-use vnpu_engine::synthetic::Rng;
+use vnpu_engine::models::synthetic::Rng;
 use vnpu_engine::{AlignedBytes, LlamaConfig};
 use vnpud::adapter::TaskAdapter;
 use vnpud::execute::{generate_batch, pooled_batch_jobs, run_with};
@@ -599,7 +599,7 @@ fn main() -> Result<(), String> {
     println!(
         "== vnpud bench apps (host path): {}, {cores} logical CPUs, engine isa {:?}, {} round(s), median (min–max) ==",
         cpu_model(),
-        vnpu_engine::kernels::detect(),
+        vnpu_engine::compute::kernels::detect(),
         args.rounds
     );
     println!(

@@ -8,7 +8,7 @@ use std::path::Path;
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{GenerateOutput, Input, StateHeader};
 use m4npu_format::{AdapterBuilder, FirmwareBuilder};
-use vnpu_engine::synthetic::{tiny_gguf, tiny_llama_config};
+use vnpu_engine::models::synthetic::{tiny_gguf, tiny_llama_config};
 
 fn meta(task: AdapterTask, submodel: SubModel) -> AdapterMeta {
     AdapterMeta {

@@ -3,7 +3,7 @@
 //! reads the weights where the driver pinned them.
 
 use m4npu_format::Firmware;
-use vnpu_engine::{tensor::TensorTable, AlignedBytes, Bert, Llama};
+use vnpu_engine::{AlignedBytes, Bert, Llama, TensorTable};
 
 /// The firmware's sub-models, as far as it has them.
 pub struct Foundation<'m> {
@@ -58,10 +58,10 @@ pub struct SyntheticWeights {
 
 impl SyntheticWeights {
     pub fn new(seed: u64) -> Self {
-        let llama = vnpu_engine::synthetic::tiny_llama_with(seed, true);
-        let bert = vnpu_engine::synthetic::tiny_bert_safetensors(seed);
+        let llama = vnpu_engine::models::synthetic::tiny_llama_with(seed, true);
+        let bert = vnpu_engine::models::synthetic::tiny_bert_safetensors(seed);
         // The tiny BERT has 4 heads (MiniLM's packer assumes 12).
-        let (table, weights) = vnpu_engine::pack::pack_bert(&bert, 4, 1e-12).expect("the synthetic MiniLM packs");
+        let (table, weights) = vnpu_engine::formats::pack::pack_bert(&bert, 4, 1e-12).expect("the synthetic MiniLM packs");
         SyntheticWeights { backbone: (llama.table, llama.blob), text_encoder: (table, AlignedBytes::from_slice(&weights)) }
     }
 

@@ -12,7 +12,7 @@ pub fn probe_ghz() -> f64 {
         let iters: u64 = 100_000;
         let (mut x, mut n) = (0u64, iters);
         let t = std::time::Instant::now();
-        // Safety: pure register arithmetic.
+        // SAFETY: pure register arithmetic.
         unsafe {
             std::arch::asm!(
                 "2:",

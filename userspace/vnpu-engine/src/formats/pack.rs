@@ -3,14 +3,14 @@
 //! tensors). The firmware packer writes both once; models then run from
 //! borrowed slices of the blob via `from_region`.
 
+use crate::compute::quant;
 use crate::error::{bad, Error, Result};
-use crate::gguf;
-use crate::llama::LlamaConfig;
-use crate::quant;
-use crate::safetensors_src;
-use crate::tensor::{
+use crate::formats::gguf;
+use crate::formats::safetensors;
+use crate::formats::tensor::{
     BlobBuilder, DType, MetaValue, TensorTable, GGML_F16, GGML_F32, GGML_Q4_1, GGML_Q8_0,
 };
+use crate::models::llama::LlamaConfig;
 
 /// Which model a blob holds, for callers that dispatch on it.
 pub fn arch(table: &TensorTable) -> Option<&str> {
@@ -141,7 +141,7 @@ pub fn pack_gguf_llama(file: &[u8]) -> Result<(TensorTable, Vec<u8>)> {
     }
     cfg.to_meta(&mut bb.table);
     check_builds(&bb.table, &bb.blob, |t, b| {
-        crate::llama::Llama::from_region_with(t, b, tiny_exec()).map(|_| ())
+        crate::models::llama::Llama::from_region_with(t, b, tiny_exec()).map(|_| ())
     })?;
     Ok((bb.table, bb.blob))
 }
@@ -154,8 +154,8 @@ fn row_major(shape: &[usize]) -> Vec<usize> {
 /// BERT-family sentence encoder (safetensors, F32) -> packed table + blob:
 /// linear weights re-quantized to Q8_0 (per 32-block scales), the rest f32.
 pub fn pack_bert(file: &[u8], n_head: usize, ln_eps: f32) -> Result<(TensorTable, Vec<u8>)> {
-    let t = safetensors_src::table(file)?;
-    let get = |n: &str| safetensors_src::read_f32(file, &t, n);
+    let t = safetensors::table(file)?;
+    let get = |n: &str| safetensors::read_f32(file, &t, n);
     let (word, ws) = get("embeddings.word_embeddings.weight")?;
     let (pos, ps) = get("embeddings.position_embeddings.weight")?;
     let (typ, _) = get("embeddings.token_type_embeddings.weight")?;
@@ -266,7 +266,7 @@ pub fn pack_bert(file: &[u8], n_head: usize, ln_eps: f32) -> Result<(TensorTable
     }
     m.insert("ln_eps".into(), MetaValue::Float(ln_eps as f64));
     check_builds(&bb.table, &bb.blob, |t, b| {
-        crate::bert::Bert::from_region_with(t, b, tiny_exec()).map(|_| ())
+        crate::models::bert::Bert::from_region_with(t, b, tiny_exec()).map(|_| ())
     })?;
     Ok((bb.table, bb.blob))
 }
@@ -285,8 +285,8 @@ pub fn pack_for_npu(file: &[u8]) -> Result<(TensorTable, Vec<u8>)> {
     }
 }
 
-fn tiny_exec() -> std::sync::Arc<crate::ops::Exec> {
-    std::sync::Arc::new(crate::ops::Exec::new(1))
+fn tiny_exec() -> std::sync::Arc<crate::compute::Exec> {
+    std::sync::Arc::new(crate::compute::Exec::new(1))
 }
 
 /// Proves the blob is loadable before anyone writes it into firmware.
@@ -295,6 +295,6 @@ fn check_builds(
     blob: &[u8],
     f: impl Fn(&TensorTable, &[u8]) -> Result<()>,
 ) -> Result<()> {
-    let aligned = crate::tensor::AlignedBytes::from_slice(blob);
+    let aligned = crate::formats::tensor::AlignedBytes::from_slice(blob);
     f(t, &aligned)
 }

@@ -4,7 +4,7 @@
 //! absolute offsets into the file buffer, so the tensors stay borrowed.
 
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Reader, TensorEntry, TensorTable};
+use crate::formats::tensor::{DType, Reader, TensorEntry, TensorTable};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -273,7 +273,7 @@ pub fn parse(buf: &[u8]) -> Result<GgufFile> {
 mod tests {
     use super::*;
 
-    use crate::synthetic::tiny_gguf;
+    use crate::models::synthetic::tiny_gguf;
 
     #[test]
     fn parses_tiny_file() {

@@ -287,7 +287,12 @@ impl ActQ8 {
         debug_assert!(k % QK == 0 && x.len() >= n * k);
         self.reset(n, k);
         let nb = n * k / QK;
-        crate::kernels::quantize_row_q8(&x[..n * k], &mut self.qs, &mut self.d, &mut self.s[..nb]);
+        crate::compute::kernels::quantize_row_q8(
+            &x[..n * k],
+            &mut self.qs,
+            &mut self.d,
+            &mut self.s[..nb],
+        );
     }
 }
 

@@ -15,7 +15,7 @@ type JobFn = dyn Fn(usize) + Sync;
 
 #[derive(Clone, Copy)]
 struct JobPtr(*const JobFn);
-// Safety: the pointee is Sync and outlives every worker access (see `run`).
+// SAFETY: the pointee is Sync and outlives every worker access (see `run`).
 unsafe impl Send for JobPtr {}
 
 struct Shared {
@@ -102,9 +102,9 @@ impl ThreadPool {
         }
         let _g = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
         let s = &*self.shared;
-        // Erase the lifetime: workers only dereference it while counted in
-        // `active`, and we wait for `active == 0` after withdrawing the
-        // pointer, so `f` outlives every use.
+        // SAFETY: only the lifetime is erased: workers dereference the
+        // pointer only while counted in `active`, and we wait for
+        // `active == 0` after withdrawing it, so `f` outlives every use.
         let f_static: &'static JobFn =
             unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync + '_), &'static JobFn>(f) };
         s.n_tasks.store(n_tasks, Ordering::Relaxed);
@@ -215,6 +215,8 @@ fn worker(s: Arc<Shared>) {
             *g
         };
         if let Some(JobPtr(f)) = job {
+            // SAFETY: we joined `active` under the job lock while the job was
+            // set, and `run` waits for `active == 0` before `f` goes away.
             let ok = catch_unwind(AssertUnwindSafe(|| drain(&s, unsafe { &*f }))).is_ok();
             if !ok {
                 s.panicked.store(true, Ordering::SeqCst);

@@ -2,10 +2,10 @@
 //! plus a plain-f32 reference forward of the tiny LLaMA (dequantized
 //! weights, no activation quantization) to check the integer engine.
 
-use crate::adapter::Proj;
-use crate::llama::LlamaConfig;
-use crate::quant::{self, Q4_1Mat, Q8_0Mat};
-use crate::tensor::{AlignedBytes, BlobBuilder, DType, TensorTable};
+use crate::compute::quant::{self, Q4_1Mat, Q8_0Mat};
+use crate::formats::tensor::{AlignedBytes, BlobBuilder, DType, TensorTable};
+use crate::models::adapter::Proj;
+use crate::models::llama::LlamaConfig;
 use std::collections::HashMap;
 
 /// xorshift64* — deterministic, dependency-free.
@@ -275,7 +275,7 @@ impl TinyLlama {
                                 / (hd as f32).sqrt()
                         })
                         .collect();
-                    crate::ops::softmax(&mut sc);
+                    crate::compute::norm::softmax(&mut sc);
                     for (j, p) in sc.iter().enumerate() {
                         for i in 0..hd {
                             att[t * d + hh * hd + i] += p * v[j * kvd + g * hd + i];
@@ -291,7 +291,7 @@ impl TinyLlama {
             let a: Vec<f32> = g
                 .iter()
                 .zip(&u)
-                .map(|(g, u)| crate::kernels::scalar::silu(*g) * u)
+                .map(|(g, u)| crate::compute::kernels::scalar::silu(*g) * u)
                 .collect();
             let o = lin(&a, l, Proj::Down);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);

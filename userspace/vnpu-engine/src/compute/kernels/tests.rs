@@ -1,6 +1,6 @@
 use super::*;
-use crate::quant::{quantize_q4_1, quantize_q8_0, ActQ8};
-use crate::synthetic::Rng;
+use crate::compute::quant::{quantize_q4_1, quantize_q8_0, ActQ8};
+use crate::models::synthetic::Rng;
 
 fn simd_isas() -> Vec<Isa> {
     let v: Vec<Isa> = [Isa::Avx2, Isa::Avx512Vnni]
@@ -16,6 +16,8 @@ fn simd_isas() -> Vec<Isa> {
 fn run(isa: Isa, q4: bool, wb: &[u8], rows: usize, k: usize, x: &ActQ8) -> Vec<f32> {
     let mut out = vec![0f32; x.n * rows];
     let o = OutMat::new(&mut out, x.n, rows);
+    // SAFETY: `out` is [x.n, rows], all rows written by this one call; the
+    // ISAs tested are available.
     unsafe {
         if q4 {
             let w = Q4_1Mat::from_bytes(wb, rows, k).expect("q4");
@@ -53,7 +55,7 @@ fn gemm_simd_matches_scalar() {
             } else {
                 quantize_q8_0(&wf, rows, k)
             };
-            let wb = crate::tensor::AlignedBytes::from_slice(&wb);
+            let wb = crate::formats::tensor::AlignedBytes::from_slice(&wb);
             let want = run(Isa::Scalar, q4, &wb, rows, k, &x);
             for isa in simd_isas() {
                 let got = run(isa, q4, &wb, rows, k, &x);
@@ -78,7 +80,7 @@ fn gemm_panel_ranges_cover_rows() {
     let mut x = ActQ8::default();
     x.quantize(&xf, n, k);
     for q4 in [true, false] {
-        let wb = crate::tensor::AlignedBytes::from_slice(&if q4 {
+        let wb = crate::formats::tensor::AlignedBytes::from_slice(&if q4 {
             quantize_q4_1(&wf, rows, k)
         } else {
             quantize_q8_0(&wf, rows, k)
@@ -88,6 +90,8 @@ fn gemm_panel_ranges_cover_rows() {
             let mut out = vec![f32::NAN; n * rows];
             for (r0, r1) in [(0, 16), (16, 24), (24, 40), (40, 43)] {
                 let o = OutMat::new(&mut out, n, rows);
+                // SAFETY: `out` is [n, rows]; the calls write disjoint panel
+                // ranges, one after another.
                 unsafe {
                     if q4 {
                         let w = Q4_1Mat::from_bytes(&wb, rows, k).expect("q4");
@@ -110,8 +114,8 @@ fn q4_1_extremes_do_not_saturate() {
     // All-15 weights against all +-127 activations: the 16-bit block sums
     // reach 8 * 2 * 15 * 127 = 30480, just inside i16.
     let (rows, k, n) = (8usize, 64usize, 2usize);
-    let wb = crate::quant::pack_q4_1(rows, k, |_, _| ([0xff; 16], 0x3c00, 0));
-    let wb = crate::tensor::AlignedBytes::from_slice(&wb);
+    let wb = crate::compute::quant::pack_q4_1(rows, k, |_, _| ([0xff; 16], 0x3c00, 0));
+    let wb = crate::formats::tensor::AlignedBytes::from_slice(&wb);
     let mut x = ActQ8::default();
     let xf: Vec<f32> = (0..n * k).map(|i| if i < k { 1.0 } else { -1.0 }).collect();
     x.quantize(&xf, n, k);
@@ -129,7 +133,7 @@ fn gemm_matches_f32_reference() {
     let (rows, k, n) = (16, 128, 3);
     let wf: Vec<f32> = (0..rows * k).map(|_| rng.normal()).collect();
     let xf: Vec<f32> = (0..n * k).map(|_| rng.normal()).collect();
-    let wb = crate::tensor::AlignedBytes::from_slice(&quantize_q4_1(&wf, rows, k));
+    let wb = crate::formats::tensor::AlignedBytes::from_slice(&quantize_q4_1(&wf, rows, k));
     let w = Q4_1Mat::from_bytes(&wb, rows, k).expect("q4");
     let mut x = ActQ8::default();
     x.quantize(&xf, n, k);
@@ -173,7 +177,7 @@ fn quantize_simd_matches_scalar() {
     x[40..72].iter_mut().for_each(|v| *v = 0.0); // all-zero block
     let nb = x.len() / 32;
     let (mut q1, mut d1, mut s1) = (vec![0i8; x.len()], vec![0f32; nb], vec![0f32; nb]);
-    crate::quant::quantize_q8_scalar(&x, &mut q1, &mut d1, &mut s1);
+    crate::compute::quant::quantize_q8_scalar(&x, &mut q1, &mut d1, &mut s1);
     for isa in simd_isas() {
         let (mut q2, mut d2, mut s2) = (vec![0i8; x.len()], vec![0f32; nb], vec![0f32; nb]);
         quantize_row_q8_with(isa, &x, &mut q2, &mut d2, &mut s2);
@@ -218,7 +222,10 @@ fn silu_mul_simd_matches_scalar() {
 fn gelu_simd_matches_scalar() {
     let mut rng = Rng::new(22);
     let x: Vec<f32> = (0..203).map(|_| rng.normal() * 4.0).collect();
-    let want: Vec<f32> = x.iter().map(|&v| crate::kernels::scalar::gelu(v)).collect();
+    let want: Vec<f32> = x
+        .iter()
+        .map(|&v| crate::compute::kernels::scalar::gelu(v))
+        .collect();
     for isa in simd_isas() {
         let mut got = x.clone();
         gelu(isa, &mut got);

@@ -1,19 +1,16 @@
 //! Compute kernels with runtime ISA dispatch.
 //!
-//! Each ISA module implements the same small set of entry points; `Isa`
-//! selects one at runtime (detected once, overridable for tests). A NEON
-//! module would slot in as another `Isa` variant with an aarch64 cfg.
+//! Each ISA implements the same small set of entry points; `Isa` selects
+//! one at runtime (detected once, overridable for tests). AVX-512 VNNI has
+//! its own int8 GEMM and shares AVX2's f32 kernels. A NEON module would slot
+//! in as another `Isa` variant with an aarch64 cfg.
 
-use crate::quant::{ActQ8, Q4_1Mat, Q8_0Mat};
+use crate::compute::quant::{ActQ8, Q4_1Mat, Q8_0Mat};
 use std::sync::OnceLock;
 
-#[cfg(target_arch = "x86_64")]
-pub mod avx2;
-#[cfg(target_arch = "x86_64")]
-pub mod avx512;
-#[cfg(target_arch = "x86_64")]
-mod probe_x86;
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
@@ -76,7 +73,7 @@ pub struct OutMat {
     pub ldo: usize,
     pub n: usize,
 }
-// Safety: callers partition the column (output-row) range across threads.
+// SAFETY: callers partition the column (output-row) range across threads.
 unsafe impl Send for OutMat {}
 unsafe impl Sync for OutMat {}
 
@@ -105,14 +102,14 @@ impl OutMat {
 ///
 /// # Safety
 /// `out` must be `[x.n, >= w.rows]`, rows `r0..r1 <= w.rows` owned by the
-/// caller, `w.k == x.k`; `r0` a multiple of [`crate::quant::PANEL`] and `r1`
+/// caller, `w.k == x.k`; `r0` a multiple of [`crate::compute::quant::PANEL`] and `r1`
 /// one too or `w.rows` (SIMD kernels write whole 8-row panels).
 pub unsafe fn gemm_q4_1(isa: Isa, w: &Q4_1Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => avx2::gemm_q4_1(w, x, r0, r1, out),
+        Isa::Avx2 => x86::avx2::gemm_q4_1(w, x, r0, r1, out),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => avx512::gemm_q4_1(w, x, r0, r1, out),
+        Isa::Avx512Vnni => x86::avx512::gemm_q4_1(w, x, r0, r1, out),
         _ => scalar::gemm_q4_1(w, x, r0, r1, out),
     }
 }
@@ -122,30 +119,30 @@ pub unsafe fn gemm_q4_1(isa: Isa, w: &Q4_1Mat, x: &ActQ8, r0: usize, r1: usize, 
 pub unsafe fn gemm_q8_0(isa: Isa, w: &Q8_0Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => avx2::gemm_q8_0(w, x, r0, r1, out),
+        Isa::Avx2 => x86::avx2::gemm_q8_0(w, x, r0, r1, out),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => avx512::gemm_q8_0(w, x, r0, r1, out),
+        Isa::Avx512Vnni => x86::avx512::gemm_q8_0(w, x, r0, r1, out),
         _ => scalar::gemm_q8_0(w, x, r0, r1, out),
     }
 }
 
-/// Per-32-block int8 quantization of activations (see [`crate::quant::ActQ8`]).
+/// Per-32-block int8 quantization of activations (see [`crate::compute::quant::ActQ8`]).
 pub fn quantize_row_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     quantize_row_q8_with(detect(), x, qs, d, s)
 }
 
 pub fn quantize_row_q8_with(isa: Isa, x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
     assert!(
-        x.len() % crate::quant::QK == 0
+        x.len() % crate::compute::quant::QK == 0
             && qs.len() >= x.len()
-            && d.len() * crate::quant::QK >= x.len()
+            && d.len() * crate::compute::quant::QK >= x.len()
     );
     assert!(s.len() == d.len());
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // Safety: ISA checked by the caller's Isa value; sizes asserted above.
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::quantize_q8(x, qs, d, s) },
-        _ => crate::quant::quantize_q8_scalar(x, qs, d, s),
+        // SAFETY: ISA checked by the caller's Isa value; sizes asserted above.
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::quantize_q8(x, qs, d, s) },
+        _ => crate::compute::quant::quantize_q8_scalar(x, qs, d, s),
     }
 }
 
@@ -154,7 +151,8 @@ pub fn quantize_row_q8_with(isa: Isa, x: &[f32], qs: &mut [i8], d: &mut [f32], s
 pub fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::dot_f32(a, b) },
+        // SAFETY: engine code passes an Isa only once checked available.
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::dot_f32(a, b) },
         _ => scalar::dot_f32(a, b),
     }
 }
@@ -163,8 +161,8 @@ pub fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
 pub fn silu_mul(isa: Isa, g: &mut [f32], u: &[f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // Safety: the Isa value was checked available when the Exec was built.
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::silu_mul(g, u) },
+        // SAFETY: the Isa value was checked available when the Exec was built.
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::silu_mul(g, u) },
         _ => scalar::silu_mul(g, u),
     }
 }
@@ -173,9 +171,11 @@ pub fn silu_mul(isa: Isa, g: &mut [f32], u: &[f32]) {
 pub fn gelu(isa: Isa, x: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // Safety: the Isa value was checked available when the Exec was built.
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::gelu(x) },
-        _ => x.iter_mut().for_each(|v| *v = crate::kernels::scalar::gelu(*v)),
+        // SAFETY: the Isa value was checked available when the Exec was built.
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::gelu(x) },
+        _ => x
+            .iter_mut()
+            .for_each(|v| *v = crate::compute::kernels::scalar::gelu(*v)),
     }
 }
 
@@ -199,17 +199,19 @@ pub fn attend_row(
     assert!(len == 0 || ((len - 1) * stride + hd <= k.len() && (len - 1) * stride + hd <= v.len()));
     match (isa, hd) {
         #[cfg(target_arch = "x86_64")]
-        // Safety: ISA checked when the Exec was built; bounds asserted above.
+        // SAFETY: ISA checked when the Exec was built; bounds asserted above.
         (Isa::Avx2 | Isa::Avx512Vnni, 32) => unsafe {
-            avx2::attend_row::<4>(q, k, v, stride, len, scale, sc, out)
+            x86::float::attend_row::<4>(q, k, v, stride, len, scale, sc, out)
         },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
         (Isa::Avx2 | Isa::Avx512Vnni, 64) => unsafe {
-            avx2::attend_row::<8>(q, k, v, stride, len, scale, sc, out)
+            x86::float::attend_row::<8>(q, k, v, stride, len, scale, sc, out)
         },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
         (Isa::Avx2 | Isa::Avx512Vnni, 128) => unsafe {
-            avx2::attend_row::<16>(q, k, v, stride, len, scale, sc, out)
+            x86::float::attend_row::<16>(q, k, v, stride, len, scale, sc, out)
         },
         _ => scalar::attend_row(q, k, v, stride, len, scale, sc, out),
     }
@@ -220,7 +222,8 @@ pub fn attend_row(
 pub fn axpy_f32(isa: Isa, a: f32, x: &[f32], y: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { avx2::axpy_f32(a, x, y) },
+        // SAFETY: engine code passes an Isa only once checked available.
+        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::axpy_f32(a, x, y) },
         _ => scalar::axpy_f32(a, x, y),
     }
 }
@@ -249,9 +252,9 @@ pub fn probe_peak(isa: Isa) -> Option<PeakProbe> {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
-            let ghz = probe_x86::probe_ghz();
-            // Safety: AVX2 was checked available when `isa` was chosen.
-            let mul_per_cycle = unsafe { probe_x86::probe_maddubs_per_cycle(ghz) };
+            let ghz = x86::probe::probe_ghz();
+            // SAFETY: AVX2 was checked available when `isa` was chosen.
+            let mul_per_cycle = unsafe { x86::probe::probe_maddubs_per_cycle(ghz) };
             Some(PeakProbe {
                 ghz,
                 mul_per_cycle,

@@ -152,7 +152,7 @@ impl InputProjection<'_> {
             for o in 0..self.d_model {
                 let w = &self.w[o * self.in_dim..(o + 1) * self.in_dim];
                 out[t * self.d_model + o] =
-                    crate::kernels::scalar::dot_f32(w, x) + self.b.map_or(0.0, |b| b[o]);
+                    crate::compute::kernels::scalar::dot_f32(w, x) + self.b.map_or(0.0, |b| b[o]);
             }
         }
         Ok(out)

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 /// Storage formats. `Gguf*` are the raw GGUF block layouts (f16 scales,
 /// interleaved); `Q4_1R` / `Q8_0R` are the engine layouts written by
-/// [`crate::pack`]: 8-row panels whose quants are interleaved 4 bytes per
-/// row, each panel-block followed by its f16 scales (see [`crate::quant`]),
+/// [`crate::formats::pack`]: 8-row panels whose quants are interleaved 4 bytes per
+/// row, each panel-block followed by its f16 scales (see [`crate::compute::quant`]),
 /// so kernels read one contiguous stream and produce 8 rows per vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
@@ -65,11 +65,11 @@ impl DType {
                     return None;
                 }
                 let pb = if *self == DType::Q4_1R {
-                    crate::quant::Q4_1_PB
+                    crate::compute::quant::Q4_1_PB
                 } else {
-                    crate::quant::Q8_0_PB
+                    crate::compute::quant::Q8_0_PB
                 };
-                crate::quant::packed_bytes(rows, k, pb)
+                crate::compute::quant::packed_bytes(rows, k, pb)
             }
         }
     }
@@ -388,22 +388,34 @@ impl<'a> Region<'a> {
             .map_err(|_| bad(name, "f32 data misaligned in region"))
     }
 
-    pub fn q4_1(&self, name: &str, rows: usize, k: usize) -> Result<crate::quant::Q4_1Mat<'a>> {
+    pub fn q4_1(
+        &self,
+        name: &str,
+        rows: usize,
+        k: usize,
+    ) -> Result<crate::compute::quant::Q4_1Mat<'a>> {
         let e = self.entry(name)?;
         if e.dtype != DType::Q4_1R {
             return Err(bad(name, format!("expected Q4_1R, got {:?}", e.dtype)));
         }
         check_shape(e, &[rows, k])?;
-        crate::quant::Q4_1Mat::from_bytes(self.raw(name)?, rows, k).map_err(|m| bad(name, m))
+        crate::compute::quant::Q4_1Mat::from_bytes(self.raw(name)?, rows, k)
+            .map_err(|m| bad(name, m))
     }
 
-    pub fn q8_0(&self, name: &str, rows: usize, k: usize) -> Result<crate::quant::Q8_0Mat<'a>> {
+    pub fn q8_0(
+        &self,
+        name: &str,
+        rows: usize,
+        k: usize,
+    ) -> Result<crate::compute::quant::Q8_0Mat<'a>> {
         let e = self.entry(name)?;
         if e.dtype != DType::Q8_0R {
             return Err(bad(name, format!("expected Q8_0R, got {:?}", e.dtype)));
         }
         check_shape(e, &[rows, k])?;
-        crate::quant::Q8_0Mat::from_bytes(self.raw(name)?, rows, k).map_err(|m| bad(name, m))
+        crate::compute::quant::Q8_0Mat::from_bytes(self.raw(name)?, rows, k)
+            .map_err(|m| bad(name, m))
     }
 }
 
@@ -449,7 +461,7 @@ impl BlobBuilder {
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Line([u64; 8]);
-// Safety: 64 bytes of plain integers, size == alignment, so no padding.
+// SAFETY: 64 bytes of plain integers, size == alignment, so no padding.
 unsafe impl bytemuck::Zeroable for Line {}
 unsafe impl bytemuck::Pod for Line {}
 

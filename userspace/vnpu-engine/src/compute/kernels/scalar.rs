@@ -1,7 +1,7 @@
 //! Portable reference kernels; every SIMD kernel is tested against these.
 
 use super::OutMat;
-use crate::quant::{f16_to_f32, ActQ8, Q4_1Mat, Q8_0Mat, QK};
+use crate::compute::quant::{f16_to_f32, ActQ8, Q4_1Mat, Q8_0Mat, QK};
 
 pub fn dot_q4_1_row(w: &Q4_1Mat, r: usize, x: &ActQ8, t: usize) -> f32 {
     let nb = w.k / QK;
@@ -63,7 +63,7 @@ pub fn axpy_f32(a: f32, x: &[f32], y: &mut [f32]) {
 
 pub fn silu_mul(g: &mut [f32], u: &[f32]) {
     for (a, b) in g.iter_mut().zip(u) {
-        *a = crate::kernels::scalar::silu(*a) * b;
+        *a = crate::compute::kernels::scalar::silu(*a) * b;
     }
 }
 
@@ -82,7 +82,7 @@ pub fn attend_row(
     for (j, s) in sc[..len].iter_mut().enumerate() {
         *s = dot_f32(q, &k[j * stride..j * stride + hd]) * scale;
     }
-    crate::ops::softmax(&mut sc[..len]);
+    crate::compute::norm::softmax(&mut sc[..len]);
     out.fill(0.0);
     for (j, &p) in sc[..len].iter().enumerate() {
         axpy_f32(p, &v[j * stride..j * stride + hd], out);

@@ -3,11 +3,13 @@
 //! sentence-transformers does. A batch is run as one stacked matrix through
 //! every linear layer (no padding); attention stays per sequence.
 
+use crate::compute::kernels;
+use crate::compute::norm::layer_norm_row as layer_norm;
+use crate::compute::quant::ActQ8;
+use crate::compute::rows::{ActRows, Rows};
+use crate::compute::{Exec, QMat};
 use crate::error::{Error, Result};
-use crate::kernels;
-use crate::ops::{layer_norm_row as layer_norm, ActRows, Exec, QMat};
-use crate::quant::ActQ8;
-use crate::tensor::{Region, TensorTable};
+use crate::formats::tensor::{Region, TensorTable};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -57,12 +59,6 @@ struct Scratch {
     o: Vec<f32>,
     f: Vec<f32>,
 }
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// Safety: attention tasks write disjoint (token, head) slices.
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
 
 impl<'a> Bert<'a> {
     pub fn from_region(table: &'a TensorTable, bytes: &'a [u8]) -> Result<Bert<'a>> {
@@ -224,79 +220,50 @@ impl<'a> Bert<'a> {
         }
         let (qkv, ctx, o, f) = (&mut qkv[..], &mut ctx[..], &mut o[..], &mut f[..]);
         // Row passes between the matmuls run over token ranges in parallel,
-        // each task writing only its rows (raw pointers: shared buffers).
-        let (xp, op, qkvp, fp) = (
-            SyncPtr(x.as_mut_ptr()),
-            SyncPtr(o.as_mut_ptr()),
-            SyncPtr(qkv.as_mut_ptr()),
-            SyncPtr(f.as_mut_ptr()),
-        );
+        // each task on its own rows of the buffers.
         // x = LN(x [+ o + bias]) ; act = q8(x).
-        let ln_quant = |act: &mut ActQ8, ln: (&[f32], &[f32]), res: Option<&[f32]>| {
-            let rows = ActRows::new(act, n, d);
-            exec.par_tokens(n, &|t0, t1| {
-                let (xp, op) = (xp, op);
-                for t in t0..t1 {
-                    // Safety: row t of x and o belongs to this task only.
-                    let (xr, or) = unsafe {
-                        (
-                            std::slice::from_raw_parts_mut(xp.0.add(t * d), d),
-                            std::slice::from_raw_parts(op.0.add(t * d), d),
-                        )
-                    };
+        let ln_quant = |act: &mut ActQ8,
+                        x: &mut [f32],
+                        o: &[f32],
+                        ln: (&[f32], &[f32]),
+                        res: Option<&[f32]>| {
+            exec.par_rows_mut(
+                n,
+                (Rows::new(x, d), ActRows::new(act, n, d)),
+                |t, (xr, ar)| {
                     if let Some(b) = res {
-                        for ((a, &r), &bb) in xr.iter_mut().zip(or).zip(b) {
+                        for ((a, &r), &bb) in xr.iter_mut().zip(&o[t * d..][..d]).zip(b) {
                             *a += r + bb;
                         }
                     }
                     layer_norm(xr, ln.0, ln.1, eps);
-                    // Safety: row t is this task's.
-                    unsafe { rows.row(isa, t, xr) };
-                }
-            });
+                    ar.quantize(isa, xr);
+                },
+            );
         };
-        ln_quant(act, self.emb_ln, None);
+        ln_quant(act, &mut x, o, self.emb_ln, None);
         for l in &self.layers {
             exec.matmul(&l.qkv.w, act, qkv);
-            exec.par_tokens(n, &|t0, t1| {
-                let qkvp = qkvp;
-                for t in t0..t1 {
-                    // Safety: row t is this task's.
-                    let r = unsafe { std::slice::from_raw_parts_mut(qkvp.0.add(t * 3 * d), 3 * d) };
-                    r.iter_mut().zip(l.qkv.b).for_each(|(a, b)| *a += b);
-                }
+            exec.par_rows_mut(n, Rows::new(&mut *qkv, 3 * d), |_, r| {
+                r.iter_mut().zip(l.qkv.b).for_each(|(a, b)| *a += b);
             });
             self.attention(qkv, &starts, ctx);
-            {
-                let rows = ActRows::new(act, n, d);
-                let ctx: &[f32] = ctx;
-                exec.par_tokens(n, &|t0, t1| {
-                    for t in t0..t1 {
-                        // Safety: row t is this task's.
-                        unsafe { rows.row(isa, t, &ctx[t * d..(t + 1) * d]) };
-                    }
-                });
-            }
+            let ctx: &[f32] = ctx;
+            exec.par_rows_mut(n, ActRows::new(act, n, d), |t, ar| {
+                ar.quantize(isa, &ctx[t * d..(t + 1) * d])
+            });
             exec.matmul(&l.o.w, act, o);
-            ln_quant(act, l.ln1, Some(l.o.b));
+            ln_quant(act, &mut x, o, l.ln1, Some(l.o.b));
             exec.matmul(&l.ff1.w, act, f);
-            {
-                let rows = ActRows::new(act, n, ff);
-                exec.par_tokens(n, &|t0, t1| {
-                    let fp = fp;
-                    for t in t0..t1 {
-                        // Safety: row t of f is this task's.
-                        let r = unsafe { std::slice::from_raw_parts_mut(fp.0.add(t * ff), ff) };
-                        r.iter_mut().zip(l.ff1.b).for_each(|(a, b)| *a += b);
-                        kernels::gelu(isa, r);
-                        // Safety: row t is this task's.
-                        unsafe { rows.row(isa, t, r) };
-                    }
-                });
-            }
+            let rows = (Rows::new(&mut *f, ff), ActRows::new(act, n, ff));
+            exec.par_rows_mut(n, rows, |_, (r, ar)| {
+                r.iter_mut().zip(l.ff1.b).for_each(|(a, b)| *a += b);
+                kernels::gelu(isa, r);
+                ar.quantize(isa, r);
+            });
             exec.matmul(&l.ff2.w, act, o);
             // The last quantization feeds the next layer (unused after the last).
-            ln_quant(act, l.ln2, Some(l.ff2.b));
+            ln_quant(act, &mut x, o, l.ln2, Some(l.ff2.b));
         }
         if let Ok(mut s) = self.scratch.lock() {
             s.push(sc);
@@ -311,18 +278,14 @@ impl<'a> Bert<'a> {
         let hd = d / nh;
         let w = 3 * d;
         let scale = 1.0 / (hd as f32).sqrt();
-        let optr = SyncPtr(out.as_mut_ptr());
         let isa = self.exec.isa;
-        self.exec.pool.run(seqs.len() * nh, &|task| {
-            let optr = optr;
+        // Tasks are (sequence, head): that head's columns of the sequence's rows.
+        let lens: Vec<usize> = seqs.iter().map(|&(_, len)| len).collect();
+        self.exec.par_blocks_mut(out, nh, hd, &lens, &|task, oh| {
             let (s0, len) = seqs[task / nh];
             let h = task % nh;
             let mut sc = vec![0f32; len];
-            for t in 0..len {
-                // Safety: (token, head) slices are disjoint across tasks and inside out [n, d].
-                let oh = unsafe {
-                    std::slice::from_raw_parts_mut(optr.0.add((s0 + t) * d + h * hd), hd)
-                };
+            for (t, oh) in oh.iter_mut().enumerate() {
                 kernels::attend_row(
                     isa,
                     &qkv[(s0 + t) * w + h * hd..][..hd],

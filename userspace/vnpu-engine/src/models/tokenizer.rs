@@ -4,7 +4,7 @@
 //! tokenizer.json.
 
 use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
+use crate::formats::gguf::GgufFile;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;

@@ -2,8 +2,8 @@
 //! crate); offsets are absolute within the file buffer.
 
 use crate::error::{Error, Result};
-use crate::tensor::{DType, TensorEntry, TensorTable};
-use safetensors::tensor::{Dtype, SafeTensors};
+use crate::formats::tensor::{DType, TensorEntry, TensorTable};
+use ::safetensors::tensor::{Dtype, SafeTensors};
 
 pub fn table(buf: &[u8]) -> Result<TensorTable> {
     let (header_len, meta) =

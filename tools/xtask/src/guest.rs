@@ -1,9 +1,11 @@
 //! The guest: an initramfs of our own, QEMU, and the judgement of a run.
 //!
 //! The guest's `/init` runs one job (`m4job=` on the kernel command line) and
-//! reports its status through QEMU's isa-debug-exit port, so QEMU's exit
-//! code is the job's. Everything the guest prints streams to our stdout as
-//! it happens; the host then fails the run on any kernel splat.
+//! prints its status; on x86-64 it also reports it through QEMU's
+//! isa-debug-exit port, so QEMU's exit code is the job's (arm64's `virt` has
+//! no such device: the guest powers off and the status line is the
+//! judge). Everything the guest prints streams to our stdout as it
+//! happens; the host then fails the run on any kernel splat.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -16,8 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::arch::Arch;
 use crate::kernel::{self, Flavour, Kernel};
-use crate::{cmd, kmod, paths};
+use crate::{cmd, kmod, paths, setup};
 
 /// Userspace binaries the guest needs, by cargo package and binary name.
 const GUEST_BINARIES: &[(&str, &str)] =
@@ -90,39 +93,53 @@ pub struct Boot {
 
 impl Boot {
     /// Builds the kernel, the module, the guest binaries and the initramfs.
-    pub fn prepare(flavour: Flavour) -> Result<Self> {
-        let kernel = kernel::build(flavour)?;
+    pub fn prepare(arch: Arch, flavour: Flavour) -> Result<Self> {
+        let kernel = kernel::build(arch, flavour)?;
         let ko = kmod::build(&kernel)?;
-        let mut bins = guest_binaries()?;
-        bins.push(c_example()?);
+        let mut bins = guest_binaries(arch)?;
+        bins.push(c_example(arch)?);
         let firmware = [foundation_firmware()?, synthetic_firmware()?];
         let initramfs = initramfs(&kernel, &ko, &bins, &firmware, &eaibench_files()?)?;
         Ok(Self { kernel, initramfs })
     }
 }
 
-fn guest_binaries() -> Result<Vec<PathBuf>> {
-    cmd::step("building guest userspace (release)");
+fn guest_binaries(arch: Arch) -> Result<Vec<PathBuf>> {
+    cmd::step(&format!("building guest userspace (release, {})", arch.name()));
     let mut c = cmd::cargo();
     c.args(["build", "--release"]);
     for (pkg, bin) in GUEST_BINARIES {
         c.args(["--package", pkg, "--bin", bin]);
     }
+    // Cross targets link statically (.cargo/config.toml): no libraries to copy.
+    let dir = match arch.rust_target() {
+        None => paths::target().join("release"),
+        Some(t) => {
+            c.args(["--target", t]);
+            paths::target().join(t).join("release")
+        }
+    };
     cmd::run(&mut c)?;
-    let dir = paths::target().join("release");
+    if !arch.is_host() {
+        // The packer runs here, on the host.
+        cmd::run(cmd::cargo().args(["build", "--release", "--package", "m4", "--bin", "m4"]))?;
+    }
     Ok(GUEST_BINARIES.iter().map(|(_, b)| dir.join(b)).collect())
 }
 
 /// The C example (`examples/c/`), built against the UAPI header alone:
 /// that the header serves C apps is part of what the guest tests.
-fn c_example() -> Result<PathBuf> {
+fn c_example(arch: Arch) -> Result<PathBuf> {
     cmd::step("building the C example against uapi/include");
-    let out = paths::target().join("guest").join("m4npu-echo");
+    let out = paths::target().join("guest").join(arch.name()).join("m4npu-echo");
     std::fs::create_dir_all(out.parent().context("guest dir")?)?;
     let repo = paths::repo();
+    let mut cc = Command::new(arch.cc());
+    if !arch.is_host() {
+        cc.arg("-static");
+    }
     cmd::run(
-        Command::new("cc")
-            .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])
+        cc.args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])
             .arg(repo.join("uapi/include"))
             .arg(repo.join("examples/c/m4npu-echo.c"))
             .arg("-o")
@@ -198,7 +215,7 @@ fn shared_libs(exe: &Path) -> Result<Vec<PathBuf>> {
 /// Writes a `gen_init_cpio` spec and packs the initramfs with the kernel's
 /// own tool, so device nodes need no root and the archive is reproducible.
 fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf], firmware: &[PathBuf], data: &[(PathBuf, PathBuf)]) -> Result<PathBuf> {
-    let out = paths::target().join("guest").join(kernel.flavour.name());
+    let out = paths::target().join("guest").join(kernel.label());
     std::fs::create_dir_all(&out)?;
     let init = out.join("init");
     std::fs::write(&init, INIT)?;
@@ -210,7 +227,11 @@ fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf], firmware: &[PathBuf],
     }
     spec += "nod /dev/console 0600 0 0 c 5 1\nnod /dev/null 0666 0 0 c 1 3\n";
     spec += &format!("file /init {} 0755 0 0\n", init.display());
-    spec += &format!("file /bin/busybox {} 0755 0 0\n", which("busybox")?.display());
+    let busybox = match kernel.arch {
+        Arch::X86_64 => which("busybox")?,
+        a => setup::busybox(a)?,
+    };
+    spec += &format!("file /bin/busybox {} 0755 0 0\n", busybox.display());
     spec += "slink /bin/sh busybox 0777 0 0\n";
     spec += &format!("file /lib/modules/m4npu.ko {} 0644 0 0\n", ko.display());
     for fw in firmware {
@@ -225,7 +246,9 @@ fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf], firmware: &[PathBuf],
     for b in bins {
         let name = b.file_name().context("binary name")?.to_string_lossy();
         spec += &format!("file /bin/{name} {} 0755 0 0\n", b.display());
-        libs.extend(shared_libs(b)?);
+        if kernel.arch.is_host() {
+            libs.extend(shared_libs(b)?);
+        }
     }
     for lib in libs {
         // Keep the host path: the dynamic loader and glibc look there.
@@ -354,7 +377,7 @@ fn accel(boot: &Boot) -> Result<&'static str> {
     if let Ok(a) = std::env::var("M4NPU_ACCEL") {
         return Ok(if a == "kvm" { "kvm" } else { "tcg" });
     }
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+    if !boot.kernel.arch.is_host() || std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
         return Ok("tcg");
     }
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
@@ -378,24 +401,36 @@ struct Run {
 }
 
 fn boot_qemu(boot: &Boot, job: &str, accel: &str, timeout: Duration, echo: bool) -> Result<Run> {
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", accel, "-cpu", "max", "-smp", "2", "-m", "2G"])
-        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"])
-        .args(["-device", &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT},iosize=0x04")])
-        .arg("-kernel")
-        .arg(&boot.kernel.bzimage)
+    let arch = boot.kernel.arch;
+    let mut c = Command::new(arch.qemu());
+    c.args(["-accel", accel, "-smp", "2", "-m", "2G"])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"]);
+    let append = match arch {
+        Arch::X86_64 => {
+            c.args(["-cpu", "max"]).args(["-device", &format!("isa-debug-exit,iobase={DEBUG_EXIT_PORT},iosize=0x04")]);
+            // no5lvl: `-cpu max` offers LA57, and with 5-level paging this
+            // 6.12 KASAN kernel once reported a wild access from an interrupt
+            // taken during identify_boot_cpu() (early boot, before any
+            // module). 4-level paging is what real machines and phones run.
+            "console=ttyS0 no5lvl"
+        }
+        Arch::Arm64 => {
+            // pauth-impdef: QEMU's own pointer-authentication hash, which
+            // TCG computes far faster than the architected QARMA.
+            c.args(["-M", "virt", "-cpu", "max,pauth-impdef=on"]);
+            "console=ttyAMA0"
+        }
+    };
+    c.arg("-kernel")
+        .arg(&boot.kernel.image)
         .arg("-initrd")
         .arg(&boot.initramfs)
         .arg("-append")
-        // no5lvl: `-cpu max` offers LA57, and with 5-level paging this 6.12
-        // KASAN kernel once reported a wild access from an interrupt taken
-        // during identify_boot_cpu() (early boot, before any module). 4-level
-        // paging is what real machines and phones run.
-        .arg(format!("console=ttyS0 panic=-1 no5lvl m4job={job}"))
+        .arg(format!("{append} panic=-1 m4job={job}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut child = c.spawn().context("cannot start qemu-system-x86_64")?;
+    let mut child = c.spawn().with_context(|| format!("cannot start {}", arch.qemu()))?;
     let stdout = child.stdout.take().context("qemu stdout")?;
 
     let done = Arc::new(AtomicBool::new(false));
@@ -433,19 +468,28 @@ fn boot_qemu(boot: &Boot, job: &str, accel: &str, timeout: Duration, echo: bool)
     Ok(Run { code: st.code(), lines, timed_out: timed_out.load(Ordering::Acquire) })
 }
 
+/// The status `/init` printed last, from a guest line that is its own.
+fn job_status(lines: &[String]) -> Option<i32> {
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("m4npu-guest: job '")?.rsplit_once("' exit status ")?.1.trim().parse().ok())
+}
+
 /// Boots the guest for `job`; fails unless the job succeeded and the kernel
 /// log is free of splats.
 pub fn run(boot: &Boot, job: &str) -> Result<Outcome> {
     let accel = accel(boot)?;
     // Long jobs get longer: a fuzz call is ~2 ms, a kill ~10 s.
     let count = |prefix: &str| job.strip_prefix(prefix).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
-    let timeout = Duration::from_secs(match boot.kernel.flavour {
+    let slowdown = if boot.kernel.arch.is_host() { 1 } else { 3 };
+    let timeout = Duration::from_secs(slowdown * (match boot.kernel.flavour {
         Flavour::Debug => 40 * 60,
         Flavour::Release => 20 * 60,
-    } + count("fuzz:") / 100 + count("kills:") * 20);
-    cmd::step(&format!("booting the {} kernel ({accel}) for job '{job}'", boot.kernel.flavour.name()));
+    } + count("fuzz:") / 100 + count("kills:") * 20));
+    cmd::step(&format!("booting the {} kernel ({accel}) for job '{job}'", boot.kernel.label()));
     let r = boot_qemu(boot, job, accel, timeout, true)?;
-    let log = paths::target().join("guest").join(format!("{}-{}.log", log_name(job), boot.kernel.flavour.name()));
+    let log = paths::target().join("guest").join(format!("{}-{}.log", log_name(job), boot.kernel.label()));
     std::fs::write(&log, r.lines.join("\n"))?;
 
     let splats = splats(&r.lines);
@@ -460,11 +504,19 @@ pub fn run(boot: &Boot, job: &str) -> Result<Outcome> {
     if r.timed_out {
         problems.push(format!("the guest did not finish within {} s", timeout.as_secs()));
     }
-    // isa-debug-exit: status 0 exits QEMU with 1, status s with 2s+1.
-    match r.code {
-        Some(1) => {}
-        Some(c) if c % 2 == 1 => problems.push(format!("the guest job exited with status {}", c / 2)),
-        c => problems.push(format!("QEMU ended without a job status (exit code {c:?}): crash or panic")),
+    match boot.kernel.arch {
+        // isa-debug-exit: status 0 exits QEMU with 1, status s with 2s+1.
+        Arch::X86_64 => match r.code {
+            Some(1) => {}
+            Some(c) if c % 2 == 1 => problems.push(format!("the guest job exited with status {}", c / 2)),
+            c => problems.push(format!("QEMU ended without a job status (exit code {c:?}): crash or panic")),
+        },
+        // The guest powers off once it has printed its status.
+        _ => match (r.code, job_status(&r.lines)) {
+            (Some(0), Some(0)) => {}
+            (Some(0), Some(s)) => problems.push(format!("the guest job exited with status {s}")),
+            (c, _) => problems.push(format!("QEMU ended without a job status (exit code {c:?}): crash or panic")),
+        },
     }
     if !splats.is_empty() {
         problems.push(format!(

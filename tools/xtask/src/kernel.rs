@@ -1,6 +1,7 @@
 //! The Rust-enabled Linux 6.12 kernels, built from Debian's `linux-source-6.12`
-//! outside the repo. A build directory is keyed by everything that shapes
-//! the result, so a stale one is never reused and a second run is free.
+//! outside the repo, for each architecture with clang (`LLVM=1`, which
+//! cross-compiles by itself). A build directory is keyed by everything that
+//! shapes the result, so a stale one is never reused and a second run is free.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +9,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::{cmd, paths, setup};
+use crate::{arch::Arch, cmd, paths, setup};
 
 /// Bump when the recipe below changes in a way the key would not see.
 const RECIPE: u32 = 1;
@@ -39,18 +40,20 @@ impl Flavour {
         }
     }
 
-    fn fragments(self) -> [PathBuf; 2] {
+    fn fragments(self, arch: Arch) -> [PathBuf; 3] {
         let q = paths::repo().join("qemu");
-        [q.join("base.config"), q.join(format!("{}.config", self.name()))]
+        [q.join("base.config"), arch.fragment(), q.join(format!("{}.config", self.name()))]
     }
 }
 
 /// A built kernel.
 pub struct Kernel {
+    pub arch: Arch,
     pub flavour: Flavour,
     /// `O=` directory: what out-of-tree modules build against.
     pub build_dir: PathBuf,
-    pub bzimage: PathBuf,
+    /// What QEMU boots (`bzImage`, arm64's `Image`).
+    pub image: PathBuf,
     /// Cache key, also naming the module build.
     pub key: String,
 }
@@ -81,10 +84,10 @@ fn source(version: &str) -> Result<PathBuf> {
     Ok(tree)
 }
 
-fn key(flavour: Flavour, version: &str) -> Result<String> {
+fn key(arch: Arch, flavour: Flavour, version: &str) -> Result<String> {
     let mut h = Sha256::new();
-    h.update(format!("recipe {RECIPE}\nsource {version}\n"));
-    for f in flavour.fragments() {
+    h.update(format!("recipe {RECIPE}\nsource {version}\narch {}\n", arch.name()));
+    for f in flavour.fragments(arch) {
         h.update(std::fs::read(&f).with_context(|| format!("read {}", f.display()))?);
     }
     h.update(first_line(Command::new("rustc").arg("--version"))?);
@@ -93,59 +96,78 @@ fn key(flavour: Flavour, version: &str) -> Result<String> {
     Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
 
-fn make(src: &Path, out: &Path) -> Command {
+fn make(arch: Arch, src: &Path, out: &Path) -> Command {
     let mut c = Command::new("make");
-    c.arg("-C").arg(src).arg(format!("O={}", out.display())).arg("LLVM=1");
+    c.arg("-C").arg(src).arg(format!("O={}", out.display())).arg("LLVM=1").arg(format!("ARCH={}", arch.name()));
     c
 }
 
-/// Builds (or finds in the cache) the kernel of `flavour`.
-pub fn build(flavour: Flavour) -> Result<Kernel> {
+impl Kernel {
+    /// `make` in the build directory, for out-of-tree modules.
+    pub fn make(&self) -> Command {
+        let mut c = Command::new("make");
+        c.arg("-C").arg(&self.build_dir).arg("LLVM=1").arg(format!("ARCH={}", self.arch.name()));
+        c
+    }
+
+    /// Names the kernel in logs and module builds: `debug`, `arm64-debug`.
+    pub fn label(&self) -> String {
+        match self.arch {
+            Arch::X86_64 => self.flavour.name().to_string(),
+            a => format!("{}-{}", a.name(), self.flavour.name()),
+        }
+    }
+}
+
+/// Builds (or finds in the cache) the kernel of `flavour` for `arch`.
+pub fn build(arch: Arch, flavour: Flavour) -> Result<Kernel> {
     let version = source_version().context("is linux-source-6.12 installed? run `cargo xtask setup`")?;
-    let key = key(flavour, &version)?;
+    let key = key(arch, flavour, &version)?;
     let root = paths::cache().join("kernel");
-    let build_dir = root.join(format!("{}-{key}", flavour.name()));
-    let kernel = Kernel {
-        flavour,
-        bzimage: build_dir.join("arch/x86/boot/bzImage"),
-        build_dir: build_dir.clone(),
-        key: key.clone(),
-    };
+    let build_dir = root.join(format!("{}-{}-{key}", arch.name(), flavour.name()));
+    let kernel = Kernel { arch, flavour, image: build_dir.join(arch.image()), build_dir: build_dir.clone(), key: key.clone() };
     let stamp = build_dir.join(".m4npu-built");
-    if stamp.exists() && kernel.bzimage.exists() {
+    if stamp.exists() && kernel.image.exists() {
         return Ok(kernel);
     }
 
     let src = source(&version)?;
     cmd::step(&format!(
-        "building the {} kernel {version} (key {key}, bindgen {}) in {}",
+        "building the {} {} kernel {version} (key {key}, bindgen {}) in {}",
+        arch.name(),
         flavour.name(),
         setup::BINDGEN_VERSION,
         build_dir.display()
     ));
     std::fs::create_dir_all(&build_dir)?;
     let log = build_dir.join("m4npu-build.log");
-    cmd::run_logged(make(&src, &build_dir).arg("tinyconfig"), "tinyconfig", &log)?;
+    cmd::run_logged(make(arch, &src, &build_dir).arg("tinyconfig"), "tinyconfig", &log)?;
     cmd::run_logged(
         Command::new(src.join("scripts/kconfig/merge_config.sh"))
             .current_dir(&build_dir)
             .args(["-m", "-O"])
             .arg(&build_dir)
             .arg(build_dir.join(".config"))
-            .args(flavour.fragments()),
+            .env("ARCH", arch.name())
+            .args(flavour.fragments(arch)),
         "merge_config",
         &log,
     )?;
-    cmd::run_logged(make(&src, &build_dir).arg("olddefconfig"), "olddefconfig", &log)?;
-    check_config(&build_dir.join(".config"), &flavour.fragments())?;
+    cmd::run_logged(make(arch, &src, &build_dir).arg("olddefconfig"), "olddefconfig", &log)?;
+    check_config(&build_dir.join(".config"), &flavour.fragments(arch))?;
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let image = Path::new(arch.image()).file_name().and_then(|n| n.to_str()).unwrap_or("all");
     cmd::run_logged(
-        make(&src, &build_dir).arg(format!("-j{jobs}")).args(["bzImage", "modules"]),
-        &format!("make bzImage ({})", flavour.name()),
+        make(arch, &src, &build_dir).arg(format!("-j{jobs}")).args([image, "modules"]),
+        &format!("make {image} ({} {})", arch.name(), flavour.name()),
         &log,
     )?;
     std::fs::write(&stamp, "")?;
-    prune(&root, flavour, &build_dir);
+    prune(&root, &format!("{}-{}-", arch.name(), flavour.name()), &build_dir);
+    if arch == Arch::X86_64 {
+        // Builds from before the architecture was part of the name.
+        prune(&root, &format!("{}-", flavour.name()), &build_dir);
+    }
     Ok(kernel)
 }
 
@@ -180,15 +202,14 @@ fn check_config(config: &Path, fragments: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
-/// Drops builds of the same flavour under other keys: they can never be
-/// used again and each takes a few GiB.
-fn prune(root: &Path, flavour: Flavour, keep: &Path) {
-    let prefix = format!("{}-", flavour.name());
+/// Drops builds named `prefix`* under other keys: they can never be used
+/// again and each takes a few GiB.
+fn prune(root: &Path, prefix: &str, keep: &Path) {
     let Ok(entries) = std::fs::read_dir(root) else { return };
     for e in entries.flatten() {
         let p = e.path();
         let name = e.file_name();
-        if p != keep && name.to_string_lossy().starts_with(&prefix) {
+        if p != keep && name.to_string_lossy().starts_with(prefix) {
             println!("    removing stale kernel build {}", p.display());
             let _ = std::fs::remove_dir_all(&p);
         }

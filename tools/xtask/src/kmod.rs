@@ -4,7 +4,6 @@
 //! debug and release builds do not share objects and the work tree stays clean.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result};
 
@@ -33,21 +32,20 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 /// Builds `m4npu.ko` for `kernel` and returns its path.
 pub fn build(kernel: &Kernel) -> Result<PathBuf> {
     let repo = paths::repo();
-    let dir = paths::target().join("kmod").join(format!("{}-{}", kernel.flavour.name(), kernel.key));
+    let dir = paths::target().join("kmod").join(format!("{}-{}", kernel.label(), kernel.key));
     std::fs::create_dir_all(&dir)?;
     std::fs::copy(repo.join("Kbuild"), dir.join("Kbuild"))?;
     for s in SOURCES {
         copy_tree(&repo.join(s), &dir.join(s))?;
     }
-    cmd::step(&format!("building m4npu.ko against the {} kernel", kernel.flavour.name()));
+    cmd::step(&format!("building m4npu.ko against the {} kernel", kernel.label()));
     cmd::run(
-        Command::new("make")
-            .arg("-C")
-            .arg(&kernel.build_dir)
+        kernel
+            .make()
             .arg(format!("M={}", dir.display()))
             // Through clippy-driver, and any rustc or clippy warning fails
             // the build: lints are part of every build, in every flavour.
-            .args(["LLVM=1", "CLIPPY=1", "KRUSTFLAGS=-Dwarnings", "modules"]),
+            .args(["CLIPPY=1", "KRUSTFLAGS=-Dwarnings", "modules"]),
     )?;
     Ok(dir.join("kmod/m4npu.ko"))
 }

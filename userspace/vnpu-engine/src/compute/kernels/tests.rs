@@ -2,15 +2,38 @@ use super::*;
 use crate::compute::quant::{quantize_q4_1, quantize_q8_0, ActQ8};
 use crate::models::synthetic::Rng;
 
+/// Every SIMD ISA of this architecture the CPU has (x86_64: AVX2, AVX-512
+/// VNNI; aarch64: NEON, DotProd, I8MM; under qemu-user pick the CPU with
+/// `QEMU_CPU`, e.g. cortex-a53 / cortex-a76 / max), noting the ones it lacks.
 fn simd_isas() -> Vec<Isa> {
-    let v: Vec<Isa> = [Isa::Avx2, Isa::Avx512Vnni]
-        .into_iter()
-        .filter(|i| i.available())
-        .collect();
-    if !Isa::Avx512Vnni.available() {
-        eprintln!("note: AVX-512 VNNI not available on this CPU; its kernels are not exercised");
+    let (v, missing): (Vec<Isa>, Vec<Isa>) = Isa::SIMD.iter().partition(|i| i.available());
+    static NOTE: std::sync::Once = std::sync::Once::new();
+    if !missing.is_empty() {
+        NOTE.call_once(|| {
+            eprintln!(
+                "note: {missing:?} not available on this CPU; their kernels are not exercised"
+            )
+        });
     }
     v
+}
+
+#[test]
+fn detect_picks_the_best_available() {
+    let best = Isa::SIMD
+        .iter()
+        .copied()
+        .find(|i| i.available())
+        .unwrap_or(Isa::Scalar);
+    eprintln!("detected {:?}, best available {best:?}", detect());
+    assert!(detect().available());
+    if std::env::var_os("VNPU_ISA").is_none() {
+        assert_eq!(detect(), best);
+    }
+    #[cfg(target_arch = "aarch64")]
+    assert!(Isa::Neon.available(), "ASIMD is aarch64's baseline");
+    #[cfg(target_arch = "x86_64")]
+    assert!(!Isa::Neon.available() && !Isa::NeonDot.available());
 }
 
 fn run(isa: Isa, q4: bool, wb: &[u8], rows: usize, k: usize, x: &ActQ8) -> Vec<f32> {
@@ -123,6 +146,33 @@ fn q4_1_extremes_do_not_saturate() {
     assert!((want[0] - 15.0 * 64.0).abs() < 1e-3, "{}", want[0]);
     for isa in simd_isas() {
         assert_eq!(run(isa, true, &wb, rows, k, &x), want, "{isa:?}");
+    }
+}
+
+#[test]
+fn q8_0_extremes_do_not_saturate() {
+    // -128 weights (possible in a GGUF Q8_0 block) against +-127
+    // activations: plain NEON's i16 pair sums reach 2 x 128 x 127 = 32512.
+    let (rows, k) = (8usize, 64usize);
+    let wb = crate::compute::quant::pack_q8_0(rows, k, |_, _| ([-128; 32], 0x3c00));
+    let wb = crate::formats::tensor::AlignedBytes::from_slice(&wb);
+    for n in [1usize, 2, 3, 4] {
+        let mut x = ActQ8::default();
+        let xf: Vec<f32> = (0..n * k)
+            .map(|i| if (i / k) % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        x.quantize(&xf, n, k);
+        let want = run(Isa::Scalar, false, &wb, rows, k, &x);
+        assert!((want[0] + 128.0 * 64.0).abs() < 1e-3, "{}", want[0]);
+        for isa in simd_isas() {
+            let got = run(isa, false, &wb, rows, k, &x);
+            assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| (a - b).abs() <= 1e-5 * b.abs()),
+                "{isa:?} n={n}: {got:?} vs {want:?}"
+            );
+        }
     }
 }
 

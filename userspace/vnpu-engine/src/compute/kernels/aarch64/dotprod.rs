@@ -1,0 +1,23 @@
+//! FEAT_DotProd int8 GEMM (Cortex-A76/Neoverse N1 on): `sdot` by element
+//! adds 4 rows' 4-byte dots against one 32-bit activation lane into i32.
+//! Through `asm!`: `vdotq_laneq_s32` is unstable in Rust 1.95.
+
+panel_gemm! {
+    target_feature = "dotprod";
+
+    /// `acc[i] += sum_e w[4i + e] * a[4L + e]`.
+    fn dot_lane<const L>(acc, w, a) {
+        let mut acc = acc;
+        // SAFETY: SDOT (by element) is FEAT_DotProd, enabled on this
+        // function; registers only, `L` < 4 is the lane immediate.
+        std::arch::asm!(
+            "sdot {acc:v}.4s, {w:v}.16b, {a:v}.4b[{l}]",
+            acc = inout(vreg) acc,
+            w = in(vreg) w,
+            a = in(vreg) a,
+            l = const L,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+        acc
+    }
+}

@@ -5,9 +5,10 @@
 //!
 //! * x86_64 (`x86`): AVX2 (+FMA, F16C) and AVX-512 VNNI; VNNI has its own
 //!   int8 GEMM and shares AVX2's f32 kernels.
-//! * aarch64 (`aarch64`): baseline NEON (ASIMD, every aarch64 CPU) and
-//!   FEAT_DotProd (`sdot`); each has its own int8 GEMM (one macro, stamped
-//!   per ISA), both share the NEON f32 kernels.
+//! * aarch64 (`aarch64`): baseline NEON (ASIMD, every aarch64 CPU),
+//!   FEAT_DotProd (`sdot`) and FEAT_I8MM (`smmla` for token pairs, `sdot`
+//!   for single tokens); each has its own int8 GEMM (one macro, stamped per
+//!   ISA), all share the NEON f32 kernels.
 //! * scalar ([`scalar`]): the portable reference every SIMD kernel is
 //!   tested against (`tests.rs`), and the fallback on other targets.
 
@@ -31,6 +32,8 @@ pub enum Isa {
     Neon,
     /// aarch64: FEAT_DotProd (`sdot`).
     NeonDot,
+    /// aarch64: FEAT_I8MM (`smmla`) and FEAT_DotProd.
+    NeonI8mm,
 }
 
 impl Isa {
@@ -57,6 +60,11 @@ impl Isa {
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[cfg(target_arch = "aarch64")]
             Isa::NeonDot => std::arch::is_aarch64_feature_detected!("dotprod"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonI8mm => {
+                std::arch::is_aarch64_feature_detected!("dotprod")
+                    && std::arch::is_aarch64_feature_detected!("i8mm")
+            }
             _ => false,
         }
     }
@@ -65,7 +73,7 @@ impl Isa {
     pub const SIMD: &'static [Isa] = if cfg!(target_arch = "x86_64") {
         &[Isa::Avx512Vnni, Isa::Avx2]
     } else if cfg!(target_arch = "aarch64") {
-        &[Isa::NeonDot, Isa::Neon]
+        &[Isa::NeonI8mm, Isa::NeonDot, Isa::Neon]
     } else {
         &[]
     };
@@ -73,14 +81,14 @@ impl Isa {
     /// True for the aarch64 ISAs (they share the NEON f32 kernels).
     #[cfg(target_arch = "aarch64")]
     fn is_neon(self) -> bool {
-        matches!(self, Isa::Neon | Isa::NeonDot)
+        matches!(self, Isa::Neon | Isa::NeonDot | Isa::NeonI8mm)
     }
 }
 
 static DETECTED: OnceLock<Isa> = OnceLock::new();
 
 /// Best ISA on this CPU; `VNPU_ISA` forces a lower one (x86_64:
-/// `scalar|avx2|avx512`; aarch64: `scalar|neon|dotprod`). A forced ISA
+/// `scalar|avx2|avx512`; aarch64: `scalar|neon|dotprod|i8mm`). A forced ISA
 /// the CPU lacks is ignored.
 pub fn detect() -> Isa {
     *DETECTED.get_or_init(|| {
@@ -90,6 +98,7 @@ pub fn detect() -> Isa {
             Ok("avx512") => Some(Isa::Avx512Vnni),
             Ok("neon") => Some(Isa::Neon),
             Ok("dotprod") => Some(Isa::NeonDot),
+            Ok("i8mm") => Some(Isa::NeonI8mm),
             _ => None,
         };
         if let Some(i) = forced.filter(|i| i.available()) {
@@ -151,6 +160,8 @@ pub unsafe fn gemm_q4_1(isa: Isa, w: &Q4_1Mat, x: &ActQ8, r0: usize, r1: usize, 
         Isa::Neon => aarch64::neon::gemm_q4_1(w, x, r0, r1, out),
         #[cfg(target_arch = "aarch64")]
         Isa::NeonDot => aarch64::dotprod::gemm_q4_1(w, x, r0, r1, out),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonI8mm => aarch64::i8mm::gemm_q4_1(w, x, r0, r1, out),
         _ => scalar::gemm_q4_1(w, x, r0, r1, out),
     }
 }
@@ -167,6 +178,8 @@ pub unsafe fn gemm_q8_0(isa: Isa, w: &Q8_0Mat, x: &ActQ8, r0: usize, r1: usize, 
         Isa::Neon => aarch64::neon::gemm_q8_0(w, x, r0, r1, out),
         #[cfg(target_arch = "aarch64")]
         Isa::NeonDot => aarch64::dotprod::gemm_q8_0(w, x, r0, r1, out),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonI8mm => aarch64::i8mm::gemm_q8_0(w, x, r0, r1, out),
         _ => scalar::gemm_q8_0(w, x, r0, r1, out),
     }
 }

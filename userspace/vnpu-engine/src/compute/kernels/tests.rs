@@ -33,7 +33,7 @@ fn detect_picks_the_best_available() {
     #[cfg(target_arch = "aarch64")]
     assert!(Isa::Neon.available(), "ASIMD is aarch64's baseline");
     #[cfg(target_arch = "x86_64")]
-    assert!(!Isa::Neon.available() && !Isa::NeonDot.available());
+    assert!(!Isa::Neon.available() && !Isa::NeonDot.available() && !Isa::NeonI8mm.available());
 }
 
 fn run(isa: Isa, q4: bool, wb: &[u8], rows: usize, k: usize, x: &ActQ8) -> Vec<f32> {

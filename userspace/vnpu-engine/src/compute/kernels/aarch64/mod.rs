@@ -1,15 +1,17 @@
 //! aarch64 kernels. The int8 GEMM is written once (`gemm.rs`, the
 //! `panel_gemm!` macro) and stamped per ISA with its dot steps ([`neon`]:
-//! `smull` + `sadalp` widening; [`dotprod`]: `sdot`); the f32 kernels
-//! ([`float`]) need only baseline ASIMD, so every aarch64 ISA runs them.
+//! `smull` + `sadalp` widening; [`dotprod`]: `sdot`; [`i8mm`]: `smmla` for
+//! token pairs, `sdot` for a lone token); the f32 kernels ([`float`]) need
+//! only baseline ASIMD, so every aarch64 ISA runs them.
 //!
-//! `sdot` is emitted with `asm!`: its intrinsic (`vdotq_laneq_s32`) is
-//! unstable in Rust 1.95; the f16 scale conversion uses `fcvtl` through
-//! `asm!` because `vcvt_f32_f16` is only stable since 1.94, past the
-//! workspace MSRV (1.89).
+//! `sdot` and `smmla` are emitted with `asm!`: their intrinsics
+//! (`vdotq_laneq_s32`, `vmmlaq_s32`) are unstable in Rust 1.95, and the f16
+//! scale conversion uses `fcvtl` through `asm!` because `vcvt_f32_f16` is
+//! only stable since 1.94, past the workspace MSRV (1.89).
 
 #[macro_use]
 mod gemm;
 pub mod dotprod;
 pub mod float;
+pub mod i8mm;
 pub mod neon;

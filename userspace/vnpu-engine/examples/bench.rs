@@ -21,9 +21,9 @@
 //! for N = 1, 2, 4, 8, without LoRA and with a distinct LoRA per session,
 //! on the synthetic tiny model and (when its GGUF is present) SmolLM2.
 //!
-//! `VNPU_ISA=scalar|avx2|avx512` forces a kernel set; `BENCH_ONLY=prefill|
-//! decode|minilm|gemm` restricts the engine part and `BENCH_RUNS` sets its
-//! best-of repetitions (profiling);
+//! `VNPU_ISA=scalar|avx2|avx512` (aarch64: `scalar|neon|dotprod|i8mm`)
+//! forces a kernel set; `BENCH_ONLY=prefill|decode|minilm|gemm` restricts
+//! the engine part and `BENCH_RUNS` sets its best-of repetitions (profiling);
 //! `VNPU_BENCH_PYTHON` picks the interpreter for the peers (default python3).
 
 use serde_json::{json, Value};

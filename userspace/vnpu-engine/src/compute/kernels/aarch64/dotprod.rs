@@ -20,4 +20,21 @@ panel_gemm! {
         );
         acc
     }
+
+    /// Q4_1 block accumulator: the rows' i32 dots themselves.
+    type Acc4 = int32x4_t;
+
+    fn zero_q4() {
+        vdupq_n_s32(0)
+    }
+
+    /// Q4_1 step: the same `sdot` (nibbles are valid signed bytes).
+    fn acc_q4<const L>(acc, w, a) {
+        dot_lane::<L>(acc, w, a)
+    }
+
+    /// Block end: already one i32 per row.
+    fn finish_q4(acc) {
+        acc
+    }
 }

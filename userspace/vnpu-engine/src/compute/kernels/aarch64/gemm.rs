@@ -11,7 +11,11 @@
 //!   activation bytes taken from one 32-bit lane of a 16-byte activation
 //!   register: `dot_lane::<L>` adds the 4 rows' 4-byte dots into 4 i32
 //!   lanes (`sdot` by element; plain NEON: `dup` + `smull`/`smull2` +
-//!   `addp` + `sadalp`).
+//!   `addp` + `sadalp`). Q4_1 goes through `acc_q4` into the ISA's block
+//!   accumulator `Acc4` and `finish_q4` makes it the 4 rows' i32 dots
+//!   (`sdot`: the same i32 lanes; plain NEON: `smlal`/`smlal2` into i16
+//!   lanes per (row, byte), 8 products of at most 15 x 127 per block, then
+//!   `addp` + `saddlp`: 3 instructions per step instead of 5).
 //! * pairs (i8mm, T even): `smmla` multiplies 2 rows x 8 bytes by 2 tokens
 //!   x 8 bytes into a 2 x 2 i32 block. `zip1`/`zip2` of two consecutive
 //!   weight words (32-bit lanes) give rows (0,1), (2,3) x 8 consecutive K
@@ -76,6 +80,10 @@ macro_rules! panel_gemm {
     (
         target_feature = $tf:literal;
         $(#[$dl:meta])* fn dot_lane<const $l:ident>($acc:ident, $w:ident, $a:ident) $dot_lane:block
+        $(#[$da:meta])* type Acc4 = $acc4:ty;
+        $(#[$dz:meta])* fn zero_q4() $zero_q4:block
+        $(#[$d4:meta])* fn acc_q4<const $l4:ident>($acc4v:ident, $w4:ident, $a4:ident) $acc_q4:block
+        $(#[$df:meta])* fn finish_q4($accf:ident) $finish_q4:block
         $( $(#[$dm:meta])* fn mmla($macc:ident, $mw:ident, $ma:ident) $mmla:block )?
     ) => {
         use super::gemm::{f16x8, prefetch, PREFETCH};
@@ -89,6 +97,25 @@ macro_rules! panel_gemm {
         unsafe fn dot_lane<const $l: i32>($acc: int32x4_t, $w: int8x16_t, $a: int8x16_t) -> int32x4_t
             $dot_lane
 
+        $(#[$da])*
+        type Acc4 = $acc4;
+
+        $(#[$dz])*
+        #[inline]
+        #[target_feature(enable = $tf)]
+        unsafe fn zero_q4() -> Acc4 $zero_q4
+
+        $(#[$d4])*
+        #[inline]
+        #[target_feature(enable = $tf)]
+        unsafe fn acc_q4<const $l4: i32>($acc4v: Acc4, $w4: int8x16_t, $a4: int8x16_t) -> Acc4
+            $acc_q4
+
+        $(#[$df])*
+        #[inline]
+        #[target_feature(enable = $tf)]
+        unsafe fn finish_q4($accf: Acc4) -> int32x4_t $finish_q4
+
         panel_gemm!(@mmla $tf; $( $(#[$dm])* fn mmla($macc, $mw, $ma) $mmla )?);
 
         /// One Q4_1 weight word (`L` = 0..4, at `pw`) against lane `L` of
@@ -99,7 +126,7 @@ macro_rules! panel_gemm {
             pw: *const u8,
             xa: &[int8x16_t; T],
             xb: &[int8x16_t; T],
-            d: &mut [[int32x4_t; 2]; T],
+            d: &mut [[Acc4; 2]; T],
         ) {
             let mask = vdupq_n_u8(15);
             for hh in 0..2 {
@@ -107,8 +134,8 @@ macro_rules! panel_gemm {
                 let lo = vreinterpretq_s8_u8(vandq_u8(v, mask));
                 let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
                 for j in 0..T {
-                    d[j][hh] = dot_lane::<L>(d[j][hh], lo, xa[j]);
-                    d[j][hh] = dot_lane::<L>(d[j][hh], hi, xb[j]);
+                    d[j][hh] = acc_q4::<L>(d[j][hh], lo, xa[j]);
+                    d[j][hh] = acc_q4::<L>(d[j][hh], hi, xb[j]);
                 }
             }
         }
@@ -219,10 +246,14 @@ macro_rules! panel_gemm {
                 }
             } else {
                 let (xa, xb) = load_act::<T>(xq, k);
-                q4_1_word::<0, T>(pb, &xa, &xb, &mut d);
-                q4_1_word::<1, T>(pb.add(32), &xa, &xb, &mut d);
-                q4_1_word::<2, T>(pb.add(64), &xa, &xb, &mut d);
-                q4_1_word::<3, T>(pb.add(96), &xa, &xb, &mut d);
+                let mut a = [[zero_q4(); 2]; T];
+                q4_1_word::<0, T>(pb, &xa, &xb, &mut a);
+                q4_1_word::<1, T>(pb.add(32), &xa, &xb, &mut a);
+                q4_1_word::<2, T>(pb.add(64), &xa, &xb, &mut a);
+                q4_1_word::<3, T>(pb.add(96), &xa, &xb, &mut a);
+                for j in 0..T {
+                    d[j] = [finish_q4(a[j][0]), finish_q4(a[j][1])];
+                }
             }
             d
         }

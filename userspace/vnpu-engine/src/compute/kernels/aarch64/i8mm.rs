@@ -24,6 +24,23 @@ panel_gemm! {
         acc
     }
 
+    /// Q4_1 block accumulator: the rows' i32 dots themselves.
+    type Acc4 = int32x4_t;
+
+    fn zero_q4() {
+        vdupq_n_s32(0)
+    }
+
+    /// Q4_1 step: the same `sdot` (nibbles are valid signed bytes).
+    fn acc_q4<const L>(acc, w, a) {
+        dot_lane::<L>(acc, w, a)
+    }
+
+    /// Block end: already one i32 per row.
+    fn finish_q4(acc) {
+        acc
+    }
+
     /// `acc[2i + j] += sum_e w[8i + e] * a[8j + e]` (rows i, tokens j).
     fn mmla(acc, w, a) {
         let mut acc = acc;

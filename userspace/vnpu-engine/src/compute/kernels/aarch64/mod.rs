@@ -1,8 +1,8 @@
 //! aarch64 kernels. The int8 GEMM is written once (`gemm.rs`, the
 //! `panel_gemm!` macro) and stamped per ISA with its dot steps ([`neon`]:
-//! `smull` + `sadalp` widening; [`dotprod`]: `sdot`; [`i8mm`]: `smmla` for
-//! token pairs, `sdot` for a lone token); the f32 kernels ([`float`]) need
-//! only baseline ASIMD, so every aarch64 ISA runs them.
+//! `smlal`/`smull` + `sadalp` widening; [`dotprod`]: `sdot`; [`i8mm`]:
+//! `smmla` for token pairs, `sdot` for a lone token); the f32 kernels
+//! ([`float`]) need only baseline ASIMD, so every aarch64 ISA runs them.
 //!
 //! `sdot` and `smmla` are emitted with `asm!`: their intrinsics
 //! (`vdotq_laneq_s32`, `vmmlaq_s32`) are unstable in Rust 1.95, and the f16

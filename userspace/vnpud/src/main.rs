@@ -126,6 +126,8 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
     if let Some(mut ready) = ready {
         std::io::Write::write_all(&mut ready, b"ready\n").map_err(|e| format!("reporting readiness: {e}"))?;
     }
+    // Under systemd (Type=notify): the service is up.
+    sd_notify("READY=1").map_err(|e| format!("reporting readiness to systemd: {e}"))?;
 
     // Jobs fetched and not yet run, in the order the driver dispatched them.
     let mut held: Vec<HwJob<'_>> = Vec::new();
@@ -171,12 +173,30 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
         }
         if fds[1].any().unwrap_or(false) {
             println!("vnpud: signal received, stopping");
+            // Best effort: systemd stops the service either way.
+            let _ = sd_notify("STOPPING=1");
             // A clean stop: the jobs at hand are run, nothing waits for a
             // successor.
             dev.set_flags(HwFlags::empty()).map_err(|e| e.to_string())?;
             stopping = true;
         }
     }
+}
+
+/// Tells the service manager `state` (sd_notify(3)'s protocol: a datagram
+/// to the socket named by `$NOTIFY_SOCKET`, a path or `@` for an abstract
+/// name); nothing to do outside systemd.
+fn sd_notify(state: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return Ok(()) };
+    let addr = match path.as_encoded_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(&path)?,
+    };
+    let socket = UnixDatagram::unbound()?;
+    socket.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
 }
 
 fn ring_fd<'q>(queue: &'q HwBatchQueue<'_>) -> BorrowedFd<'q> {

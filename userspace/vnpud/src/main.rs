@@ -46,10 +46,23 @@ struct Args {
     /// if it dies: they fail with EIO at once.
     #[arg(long)]
     no_recovery: bool,
+    /// Print the man page (roff) and exit, for packagers.
+    #[arg(long, hide = true)]
+    manpage: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.manpage {
+        let man = clap_mangen::Man::new(<Args as clap::CommandFactory>::command()).section("8");
+        return match man.render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vnpud: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.background {
         return background(&args);
     }

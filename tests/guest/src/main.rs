@@ -89,6 +89,8 @@ const TESTS: &[Test] = &[
     Test::new("c_example_runs_a_job", c_api::c_example_runs_a_job),
     Test::new("jobs_need_a_model", jobs::refusals::jobs_need_a_model),
     Test::new("vnpud_runs_a_synthetic_model", vnpu::vnpud_runs_a_synthetic_model),
+    Test::new("c_library_classifies_on_vnpud", c_api::c_library_classifies_on_vnpud),
+    Test::new("dkms_module_loads", module::dkms_module_loads),
     Test::new("vnpud_runs_the_foundation_model", vnpu::vnpud_runs_the_foundation_model),
     Test::new("thousand_jobs_on_vnpud", jobs::on_vnpud::thousand_jobs_on_vnpud),
     Test::new("vnpud_killed_under_load", jobs::on_vnpud::vnpud_killed_under_load),

@@ -343,3 +343,23 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{arch::Arch, kernel::Flavour};
+
+    /// DKMS's build against a kernel built elsewhere (read only; the DKMS
+    /// tree is under target/): `M4NPU_KDIR=<kernel build dir> cargo test
+    /// -p xtask -- --ignored dkms`.
+    #[test]
+    #[ignore = "needs a Rust-enabled kernel build directory in M4NPU_KDIR, dkms, and root"]
+    fn dkms_builds_the_module() {
+        let dir = PathBuf::from(std::env::var("M4NPU_KDIR").expect("M4NPU_KDIR"));
+        let kernel =
+            Kernel { arch: Arch::X86_64, flavour: Flavour::Release, image: dir.join("arch/x86/boot/bzImage"), build_dir: dir, key: "test".into() };
+        let ko = dkms_build(&kernel).unwrap();
+        let info = cmd::output(Command::new("modinfo").arg("-F").arg("name").arg(&ko)).unwrap();
+        assert_eq!(info.trim(), "m4npu");
+    }
+}

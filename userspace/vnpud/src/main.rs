@@ -200,15 +200,18 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
 /// to the socket named by `$NOTIFY_SOCKET`, a path or `@` for an abstract
 /// name); nothing to do outside systemd.
 fn sd_notify(state: &str) -> std::io::Result<()> {
+    sd_notify_to(std::env::var_os("NOTIFY_SOCKET").as_deref(), state)
+}
+
+fn sd_notify_to(socket: Option<&std::ffi::OsStr>, state: &str) -> std::io::Result<()> {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return Ok(()) };
+    let Some(path) = socket else { return Ok(()) };
     let addr = match path.as_encoded_bytes().strip_prefix(b"@") {
         Some(name) => SocketAddr::from_abstract_name(name)?,
-        None => SocketAddr::from_pathname(&path)?,
+        None => SocketAddr::from_pathname(path)?,
     };
-    let socket = UnixDatagram::unbound()?;
-    socket.send_to_addr(state.as_bytes(), &addr)?;
+    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr)?;
     Ok(())
 }
 
@@ -389,4 +392,38 @@ fn run_batch<'m>(
         println!("vnpud: {} {what} in one batch", jobs.len());
     }
     jobs.drain(..).zip(results).map(|(j, r)| (j, r.unwrap_or(Err(Errno::EIO)))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+    use super::sd_notify_to;
+
+    fn received(socket: &UnixDatagram) -> String {
+        let mut buf = [0u8; 64];
+        let n = socket.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[test]
+    fn sd_notify_reaches_a_path_socket_and_an_abstract_one() {
+        let path = std::env::temp_dir().join(format!("vnpud-notify-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path).unwrap();
+        sd_notify_to(Some(path.as_os_str()), "READY=1").unwrap();
+        assert_eq!(received(&socket), "READY=1");
+        std::fs::remove_file(&path).unwrap();
+
+        let name = format!("vnpud-notify-test-{}", std::process::id());
+        let socket = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        sd_notify_to(Some(std::ffi::OsStr::new(&format!("@{name}"))), "STOPPING=1").unwrap();
+        assert_eq!(received(&socket), "STOPPING=1");
+    }
+
+    #[test]
+    fn sd_notify_outside_systemd_does_nothing() {
+        sd_notify_to(None, "READY=1").unwrap();
+    }
 }

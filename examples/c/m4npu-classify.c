@@ -6,7 +6,8 @@
  *   m4npu-classify ADAPTER.m4a TEXT                  classify TEXT
  *   m4npu-classify ADAPTER.m4a --features DIM V...   classify feature rows of DIM values
  *   m4npu-classify --embed TEXT                      embedding of TEXT
- *   m4npu-classify --generate PROMPT [ADAPTER.m4a]   generation, streamed
+ *   m4npu-classify --generate PROMPT [MAX_TOKENS [ADAPTER.m4a]]
+ *                                                    generation, streamed
  *
  * Build against the installed library:
  *   cc -o m4npu-classify m4npu-classify.c $(pkg-config --cflags --libs m4npu)
@@ -107,7 +108,7 @@ int main(int argc, char **argv)
 	int r, status = 0;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s ADAPTER.m4a TEXT | ADAPTER.m4a --features DIM V... | --embed TEXT | --generate PROMPT [ADAPTER.m4a]\n", argv[0]);
+		fprintf(stderr, "usage: %s ADAPTER.m4a TEXT | ADAPTER.m4a --features DIM V... | --embed TEXT | --generate PROMPT [MAX_TOKENS [ADAPTER.m4a]]\n", argv[0]);
 		return 2;
 	}
 	r = m4npu_open(NULL, &dev);
@@ -130,12 +131,14 @@ int main(int argc, char **argv)
 			printf("embedding of %d dimensions: %.6f %.6f %.6f ...\n", dim, v[0], v[1], v[2]);
 	} else if (strcmp(argv[1], "--generate") == 0) {
 		struct m4npu_adapter *adapter = NULL;
-		if (argc > 3 && (r = m4npu_adapter_load_file(dev, argv[3], &adapter)) < 0) {
+		/* Room for prompt and generated tokens together. */
+		size_t max_tokens = argc > 3 ? strtoul(argv[3], NULL, 10) : 64;
+		if (argc > 4 && (r = m4npu_adapter_load_file(dev, argv[4], &adapter)) < 0) {
 			m4npu_close(dev);
 			return fail("loading the adapter", r);
 		}
 		printf("%s", argv[2]);
-		int tokens = m4npu_generate(dev, adapter, argv[2], 64, print_token, NULL);
+		int tokens = m4npu_generate(dev, adapter, argv[2], max_tokens, print_token, NULL);
 		printf("\n");
 		if (tokens < 0)
 			status = fail("generating", tokens);

@@ -93,3 +93,39 @@ pub fn c_library_classifies_on_vnpud() -> Result<()> {
     std::fs::remove_file(path)?;
     Ok(())
 }
+
+/// The libm4npu example on the real foundation model: its embedding and
+/// its generation, streamed through the callback, are the Rust library's.
+pub fn c_library_embeds_and_generates() -> Result<()> {
+    module::reload("")?;
+    let vnpud = start_vnpud(4)?;
+    let dev = Device::open()?;
+    let text = "The NPU runs one foundation model for every app.";
+    let want = dev.embed(text)?;
+    let out = Command::new("/bin/m4npu-classify").args(["--embed", text]).output().context("running m4npu-classify --embed")?;
+    ensure!(out.status.success(), "m4npu-classify --embed failed: {}", said(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("embedding of ")).with_context(|| said(&out))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    ensure!(words.get(2) == Some(&want.len().to_string().as_str()), "dimensions: {line:?}, want {}", want.len());
+    for (w, v) in words.get(4..7).with_context(|| format!("{line:?}"))?.iter().zip(&want) {
+        let got: f32 = w.parse().with_context(|| format!("{line:?}"))?;
+        ensure!((got - v).abs() < 1e-5, "embedding {line:?}, want {:?}", &want[..3]);
+    }
+
+    let (prompt, room) = ("The capital of France is", 10);
+    let mut session = dev.generate(prompt, room)?;
+    let generated: String = session.by_ref().collect::<m4npu::Result<_>>()?;
+    let tokens = session.tokens().len();
+    ensure!(tokens > 0, "the Rust library generated nothing");
+    let out = Command::new("/bin/m4npu-classify")
+        .args(["--generate", prompt, &room.to_string()])
+        .output()
+        .context("running m4npu-classify --generate")?;
+    ensure!(out.status.success(), "m4npu-classify --generate failed: {}", said(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let body = stdout.split_once('\n').map(|(_, rest)| rest).unwrap_or_default();
+    let want = format!("{prompt}{generated}\n{tokens} tokens\n");
+    ensure!(body == want, "C generated {body:?}, want {want:?}");
+    stop(vnpud)
+}

@@ -92,6 +92,7 @@ const TESTS: &[Test] = &[
     Test::new("c_library_classifies_on_vnpud", c_api::c_library_classifies_on_vnpud),
     Test::new("dkms_module_loads", module::dkms_module_loads),
     Test::new("vnpud_runs_the_foundation_model", vnpu::vnpud_runs_the_foundation_model),
+    Test::new("c_library_embeds_and_generates", c_api::c_library_embeds_and_generates),
     Test::new("thousand_jobs_on_vnpud", jobs::on_vnpud::thousand_jobs_on_vnpud),
     Test::new("vnpud_killed_under_load", jobs::on_vnpud::vnpud_killed_under_load),
     Test::new("adapters_classify_on_vnpud", adapter_tasks::adapters_classify_on_vnpud),

@@ -16,10 +16,10 @@ use crate::module;
 use crate::vnpu::{max_abs_diff, start_vnpud, stop};
 
 const TINY: &str = "/lib/firmware/m4npu/tiny.m4fw";
-const FEATURE_DIM: usize = 6;
+pub const FEATURE_DIM: usize = 6;
 
 /// A classifier of 6-wide feature rows for the tiny backbone.
-fn feature_classifier(base: [u8; 32], head_rows: usize, d: usize, ff: usize) -> Result<Vec<u8>> {
+pub fn feature_classifier(base: [u8; 32], head_rows: usize, d: usize, ff: usize) -> Result<Vec<u8>> {
     let meta = AdapterMeta {
         task: AdapterTask::Classify,
         submodel: SubModel::Backbone,

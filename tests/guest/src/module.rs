@@ -17,7 +17,12 @@ pub fn load() -> std::io::Result<()> {
 
 /// Loads the module with a parameter string such as `"firmware=m4npu/x pool_mb=16"`.
 pub fn load_with(params: &str) -> std::io::Result<()> {
-    let f = std::fs::File::open(KO)?;
+    load_file(KO, params)
+}
+
+/// Loads the module from the `.ko` at `path` (the suite's own build, or DKMS's).
+pub fn load_file(path: &str, params: &str) -> std::io::Result<()> {
+    let f = std::fs::File::open(path)?;
     let params = std::ffi::CString::new(params)?;
     // SAFETY: finit_module(fd, params, flags) with a valid fd and a valid,
     // NUL-terminated parameter string.
@@ -55,4 +60,39 @@ pub fn unload_when_free() -> anyhow::Result<()> {
 
 pub fn is_loaded() -> bool {
     Path::new("/sys/module/m4npu").exists()
+}
+
+/// The module as DKMS built it from m4npu-dkms's source (xtask's
+/// package::dkms_build), against the same kernel.
+pub const DKMS_KO: &str = "/lib/modules/m4npu-dkms.ko";
+
+/// DKMS's build of the module loads, makes the device, pins the firmware
+/// and runs a job on vnpud; the suite's own build is back afterwards.
+pub fn dkms_module_loads() -> anyhow::Result<()> {
+    use anyhow::{ensure, Context};
+    use m4npu::model::TEXT_ENCODER;
+    if !Path::new(DKMS_KO).exists() && !cfg!(target_arch = "x86_64") {
+        println!("(no DKMS build of the module on this architecture)");
+        return Ok(());
+    }
+    if is_loaded() {
+        unload_when_free()?;
+    }
+    load_file(DKMS_KO, "firmware=m4npu/tiny.m4fw").with_context(|| format!("insmod {DKMS_KO}"))?;
+    let checks = || -> anyhow::Result<()> {
+        ensure!(Path::new("/dev/m4npu").exists() && Path::new("/dev/m4npu-hw").exists(), "no device nodes");
+        let dev = m4npu::Device::open()?;
+        let info = dev.info()?;
+        ensure!(info.model.as_ref().is_some_and(|m| m.name == "tiny-synthetic"), "firmware not pinned: {info:?}");
+        let vnpud = crate::vnpu::start_vnpud(2)?;
+        let d_model = dev.model_meta()?.shape(TEXT_ENCODER)?.d_model;
+        let v = dev.embed_tokens(&[1, 5, 9, 2], d_model)?;
+        ensure!(v.len() == d_model && v.iter().all(|x| x.is_finite()), "EMBED gave {} values", v.len());
+        drop(dev);
+        crate::vnpu::stop(vnpud)
+    };
+    let r = checks();
+    unload_when_free()?;
+    load_with("firmware=m4npu/tiny.m4fw").context("insmod the suite's m4npu.ko again")?;
+    r
 }

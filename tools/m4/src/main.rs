@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use m4npu::{Device, DeviceInfo};
 
 mod pack;
@@ -43,6 +43,12 @@ enum Cmd {
     /// Build blobs for the NPU.
     #[command(subcommand)]
     Pack(Pack),
+    /// Print the shell completion script for SHELL (as this program is
+    /// named: `m4npu` when installed from the distribution package).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (m4.1, m4-run.1, ...) into DIR, for packagers.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +159,13 @@ fn main() -> ExitCode {
         Cmd::Pack(Pack::Adapter { out, firmware, name, meta, tensors, peft }) => {
             pack_adapter(&out, &firmware, &name, meta.as_deref(), tensors.as_deref(), peft.as_deref(), cli.json)
         }
+        Cmd::Completions { shell } => {
+            let mut cmd = Cli::command().name(program_name());
+            clap_complete::generate(shell, &mut cmd, program_name(), &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Manpages { dir } => clap_mangen::generate_to(Cli::command().name(program_name()), &dir)
+            .map_err(|e| format!("cannot write man pages into {}: {e}", dir.display())),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -161,6 +174,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The name this program runs as (`m4`, or `m4npu` as the distribution
+/// package installs it, /usr/bin/m4 being GNU m4): what completions and
+/// man pages call it.
+fn program_name() -> &'static str {
+    let name = std::env::args_os()
+        .next()
+        .and_then(|a| std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "m4".into());
+    // Once per run; clap's names are &'static str.
+    Box::leak(name.into_boxed_str())
 }
 
 fn wrote(out: &std::path::Path, blob: &[u8], hash: &[u8; 32], json: bool) -> Result<(), String> {

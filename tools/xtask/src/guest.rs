@@ -104,8 +104,10 @@ impl Boot {
             let (example, lib) = package::c_library_example()?;
             bins.push(example);
             extra.push((Path::new("/usr/lib").join(package::MULTIARCH).join("libm4npu.so.0"), lib));
+        } else {
+            bins.push(package::c_library_example_static(arch)?);
         }
-        if arch.is_host() && flavour == Flavour::Debug {
+        if flavour == Flavour::Debug {
             // The module as DKMS builds it from m4npu-dkms's source, for the
             // suite's dkms_module_loads.
             extra.push((PathBuf::from("/lib/modules/m4npu-dkms.ko"), package::dkms_build(&kernel)?));

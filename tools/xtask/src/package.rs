@@ -15,7 +15,7 @@ use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::{cmd, guest, kernel::Kernel, kmod, paths, setup};
+use crate::{arch::Arch, cmd, guest, kernel::Kernel, kmod, paths, setup};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Debian's multiarch directory for x86-64 libraries.
@@ -71,6 +71,28 @@ fn check_symbol_versions(lib: &Path) -> Result<()> {
     ensure!(defined.len() >= 10, "{}: only {} functions exported:\n{table}", lib.display(), defined.len());
     ensure!(bad.is_empty(), "{}: exported without the M4NPU_0.1 version or not m4npu_*: {bad:?}", lib.display());
     Ok(())
+}
+
+/// The C example on libm4npu for another architecture's guest: linked
+/// statically with the target's libm4npu.a, as its other programs are (the
+/// versioned shared library is the host's, where it is packaged).
+pub fn c_library_example_static(arch: Arch) -> Result<PathBuf> {
+    let target = arch.rust_target().context("a cross target")?;
+    cmd::step(&format!("building the C example on libm4npu for {target} (static)"));
+    cmd::run(cmd::cargo().args(["build", "--release", "-p", "m4npu-c", "--target", target]))?;
+    let out = paths::target().join("guest").join(arch.name()).join("m4npu-classify");
+    std::fs::create_dir_all(out.parent().context("guest dir")?)?;
+    cmd::run(
+        Command::new(arch.cc())
+            .args(["-static", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])
+            .arg(paths::repo().join("userspace/libm4npu/include"))
+            .arg(paths::repo().join("examples/c/m4npu-classify.c"))
+            .arg("-o")
+            .arg(&out)
+            .arg(paths::target().join(target).join("release/libm4npu.a"))
+            .args(["-lpthread", "-lm", "-ldl"]),
+    )?;
+    Ok(out)
 }
 
 /// The C example on libm4npu (examples/c/m4npu-classify.c), compiled with
@@ -130,10 +152,17 @@ pub fn dkms_build(kernel: &Kernel) -> Result<PathBuf> {
         .context("the kernel's include/config/kernel.release")?;
     let release = release.trim();
     cmd::step(&format!("dkms build m4npu/{VERSION} -k {release} against the {} kernel", kernel.label()));
+    // Another architecture's kernel (arm64 from here): dkms names it with
+    // `-a`, and kbuild takes ARCH from the environment.
+    let dkms_arch = match kernel.arch {
+        Arch::X86_64 => "x86_64",
+        Arch::Arm64 => "aarch64",
+    };
     let dkms = |action: &str| {
         let mut c = Command::new("dkms");
         c.arg(action)
-            .args(["-m", "m4npu", "-v", VERSION, "-k", release, "--kernelsourcedir"])
+            .env("ARCH", kernel.arch.name())
+            .args(["-m", "m4npu", "-v", VERSION, "-k", release, "-a", dkms_arch, "--kernelsourcedir"])
             .arg(&kernel.build_dir)
             .arg("--dkmstree")
             .arg(&tree)
@@ -148,7 +177,7 @@ pub fn dkms_build(kernel: &Kernel) -> Result<PathBuf> {
         let log = std::fs::read_to_string(&log).unwrap_or_default();
         bail!("{e:#}\n{log}");
     }
-    let ko = tree.join(format!("m4npu/{VERSION}/{release}/x86_64/module/m4npu.ko"));
+    let ko = tree.join(format!("m4npu/{VERSION}/{release}/{dkms_arch}/module/m4npu.ko"));
     ensure!(ko.is_file(), "dkms left no {}", ko.display());
     Ok(ko)
 }

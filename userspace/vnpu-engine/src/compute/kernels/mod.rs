@@ -15,6 +15,11 @@
 use crate::compute::quant::{ActQ8, Q4_1Mat, Q8_0Mat};
 use std::sync::OnceLock;
 
+// First: its macros serve the arch modules' GEMMs.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[macro_use]
+mod tiling;
+
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
 pub mod scalar;

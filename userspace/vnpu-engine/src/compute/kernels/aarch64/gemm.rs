@@ -32,10 +32,6 @@
 
 use std::arch::aarch64::*;
 
-/// Software prefetch distance, in panel-blocks, of the single-token tiles
-/// (as x86: decode streams every weight once from DRAM).
-pub(super) const PREFETCH: usize = 16;
-
 /// Prefetch hint for the line holding `p` (any address: `prfm` never faults).
 #[inline(always)]
 pub(super) fn prefetch(p: *const u8) {
@@ -71,9 +67,10 @@ pub(super) unsafe fn f16x8(p: *const u8) -> [float32x4_t; 2] {
     [lo, hi]
 }
 
-/// Emits, into the invoking module, the ISA's dot steps and the panel GEMM
-/// entry points `gemm_q4_1` / `gemm_q8_0` (contract:
-/// [`crate::compute::kernels::gemm_q4_1`]), every function
+/// Emits, into the invoking module, the ISA's dot steps, the tiles and the
+/// panel GEMM entry points `gemm_q4_1` / `gemm_q8_0` (contract:
+/// [`crate::compute::kernels::gemm_q4_1`]; the tiling driver, the same as
+/// x86's, is the shared `tiled_gemm!` of `kernels/tiling.rs`), every function
 /// `#[target_feature(enable = $tf)]`. `dot_lane` is required; `mmla`
 /// (`smmla` semantics) is optional and turns on the token-pair shape.
 macro_rules! panel_gemm {
@@ -86,9 +83,10 @@ macro_rules! panel_gemm {
         $(#[$df:meta])* fn finish_q4($accf:ident) $finish_q4:block
         $( $(#[$dm:meta])* fn mmla($macc:ident, $mw:ident, $ma:ident) $mmla:block )?
     ) => {
-        use super::gemm::{f16x8, prefetch, PREFETCH};
+        use super::gemm::{f16x8, prefetch};
+        use $crate::compute::kernels::tiling::prefetch_ahead;
         use $crate::compute::kernels::OutMat;
-        use $crate::compute::quant::{ActQ8, Q4_1Mat, Q8_0Mat, PANEL, Q4_1_PB, Q8_0_PB, QK};
+        use $crate::compute::quant::{ActQ8, Q4_1Mat, Q8_0Mat, Q4_1_PB, Q8_0_PB, QK};
         use std::arch::aarch64::*;
 
         $(#[$dl])*
@@ -303,17 +301,10 @@ macro_rules! panel_gemm {
         #[inline]
         #[target_feature(enable = $tf)]
         unsafe fn store8(out: &OutMat, t: usize, p: usize, rows: usize, v: &[float32x4_t; 2]) {
-            let r = p * PANEL;
-            let dst = out.ptr.add(t * out.ldo + r);
-            if r + PANEL <= rows {
+            store_panel!(out, t, p, rows, |dst| {
                 vst1q_f32(dst, v[0]);
                 vst1q_f32(dst.add(4), v[1]);
-            } else {
-                let mut tmp = [0f32; 8];
-                vst1q_f32(tmp.as_mut_ptr(), v[0]);
-                vst1q_f32(tmp.as_mut_ptr().add(4), v[1]);
-                std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, rows - r);
-            }
+            });
         }
 
         /// P panels from `p0` x T tokens from `t`, Q4_1.
@@ -336,12 +327,7 @@ macro_rules! panel_gemm {
             let mut acc = [[[vdupq_n_f32(0.0); 2]; T]; P];
             for b in 0..nb {
                 if T == 1 {
-                    for p in 0..P {
-                        let a = base.wrapping_add(p * pstride + (b + PREFETCH) * Q4_1_PB);
-                        for l in 0..Q4_1_PB.div_ceil(64) {
-                            prefetch(a.wrapping_add(64 * l));
-                        }
-                    }
+                    prefetch_ahead::<P>(base, pstride, b, Q4_1_PB, prefetch);
                 }
                 for p in 0..P {
                     let pb = base.add(p * pstride + b * Q4_1_PB);
@@ -385,12 +371,7 @@ macro_rules! panel_gemm {
             let mut acc = [[[vdupq_n_f32(0.0); 2]; T]; P];
             for b in 0..nb {
                 if T == 1 {
-                    for p in 0..P {
-                        let a = base.wrapping_add(p * pstride + (b + PREFETCH) * Q8_0_PB);
-                        for l in 0..Q8_0_PB.div_ceil(64) {
-                            prefetch(a.wrapping_add(64 * l));
-                        }
-                    }
+                    prefetch_ahead::<P>(base, pstride, b, Q8_0_PB, prefetch);
                 }
                 for p in 0..P {
                     let pb = base.add(p * pstride + b * Q8_0_PB);
@@ -412,17 +393,7 @@ macro_rules! panel_gemm {
             }
         }
 
-        #[doc = concat!("# Safety\nSee [`crate::compute::kernels::gemm_q4_1`]; requires `", $tf, "`.")]
-        #[target_feature(enable = $tf)]
-        pub unsafe fn gemm_q4_1(w: &Q4_1Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
-            panel_gemm!(@tiled w, x, r0, r1, out, q4_1_tile)
-        }
-
-        #[doc = concat!("# Safety\nSee [`crate::compute::kernels::gemm_q4_1`]; requires `", $tf, "`.")]
-        #[target_feature(enable = $tf)]
-        pub unsafe fn gemm_q8_0(w: &Q8_0Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
-            panel_gemm!(@tiled w, x, r0, r1, out, q8_0_tile)
-        }
+        panel_gemm_entries!($tf);
     };
 
     // No `mmla` step: lanes shape only (the pair branch is compiled out).
@@ -443,44 +414,4 @@ macro_rules! panel_gemm {
         #[target_feature(enable = $tf)]
         unsafe fn mmla($macc: int32x4_t, $mw: int8x16_t, $ma: int8x16_t) -> int32x4_t $mmla
     };
-
-    // Same tiling as x86 (`x86/gemm.rs`): tokens in tiles of 4 inside each
-    // panel within ~128 KB token blocks; a single token takes 2 panels at a
-    // time for two independent dependency chains.
-    (@tiled $w:expr, $x:expr, $r0:expr, $r1:expr, $out:expr, $tile:ident) => {{
-        let (w, x, out) = ($w, $x, &$out);
-        debug_assert!($r0 % PANEL == 0 && ($r1 % PANEL == 0 || $r1 == w.rows));
-        let (p0, p1) = ($r0 / PANEL, $r1.div_ceil(PANEL));
-        let n = x.n;
-        if n == 1 {
-            let mut p = p0;
-            while p + 2 <= p1 {
-                $tile::<2, 1>(w, x, p, 0, out);
-                p += 2;
-            }
-            if p < p1 {
-                $tile::<1, 1>(w, x, p, 0, out);
-            }
-        } else {
-            let tb = ((128 << 10) / x.k.max(1)).max(4) / 4 * 4;
-            let mut t0 = 0;
-            while t0 < n {
-                let t1 = (t0 + tb).min(n);
-                for p in p0..p1 {
-                    let mut t = t0;
-                    while t + 4 <= t1 {
-                        $tile::<1, 4>(w, x, p, t, out);
-                        t += 4;
-                    }
-                    match t1 - t {
-                        3 => $tile::<1, 3>(w, x, p, t, out),
-                        2 => $tile::<1, 2>(w, x, p, t, out),
-                        1 => $tile::<1, 1>(w, x, p, t, out),
-                        _ => {}
-                    }
-                }
-                t0 = t1;
-            }
-        }
-    }};
 }

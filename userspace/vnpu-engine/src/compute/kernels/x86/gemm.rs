@@ -13,16 +13,11 @@
 //! `acc_q8`) and its features; the macro emits them and every tile, all
 //! compiled for those features, so the steps inline into the tiles' loops.
 
-/// Software prefetch distance, in panel-blocks (~2.5 KB), of the
-/// single-token tiles: decode streams every weight once from DRAM, and
-/// asking early measured ~10-15% more tokens per CPU-second than relying on
-/// the hardware prefetcher (16, 24, 48 alike; 0 and 4 worse). A prefetch
-/// past the end of the weights is only a hint, never a fault.
-pub(super) const PREFETCH: usize = 16;
-
-/// Emits, into the invoking module, the ISA's dot steps and the panel GEMM
-/// entry points `gemm_q4_1` / `gemm_q8_0` (contract: [`crate::compute::kernels::gemm_q4_1`]),
-/// every function `#[target_feature(enable = $tf)]`.
+/// Emits, into the invoking module, the ISA's dot steps, the tiles and the
+/// panel GEMM entry points `gemm_q4_1` / `gemm_q8_0` (contract:
+/// [`crate::compute::kernels::gemm_q4_1`]; the tiling driver is the shared
+/// `tiled_gemm!` of `kernels/tiling.rs`), every function
+/// `#[target_feature(enable = $tf)]`.
 macro_rules! panel_gemm {
     (
         target_feature = $tf:literal;
@@ -30,9 +25,9 @@ macro_rules! panel_gemm {
         $(#[$df:meta])* fn finish_q4($accf:ident) $finish_q4:block
         $(#[$d8:meta])* fn acc_q8($acc8:ident, $w8:ident, $a8:ident) $acc_q8:block
     ) => {
-        use super::gemm::PREFETCH;
+        use $crate::compute::kernels::tiling::prefetch_ahead;
         use $crate::compute::kernels::OutMat;
-        use $crate::compute::quant::{ActQ8, Q4_1Mat, Q8_0Mat, PANEL, Q4_1_PB, Q8_0_PB, QK};
+        use $crate::compute::quant::{ActQ8, Q4_1Mat, Q8_0Mat, Q4_1_PB, Q8_0_PB, QK};
         use std::arch::x86_64::*;
 
         $(#[$d4])*
@@ -61,15 +56,7 @@ macro_rules! panel_gemm {
         #[inline]
         #[target_feature(enable = $tf)]
         unsafe fn store8(out: &OutMat, t: usize, p: usize, rows: usize, v: __m256) {
-            let r = p * PANEL;
-            let dst = out.ptr.add(t * out.ldo + r);
-            if r + PANEL <= rows {
-                _mm256_storeu_ps(dst, v);
-            } else {
-                let mut tmp = [0f32; 8];
-                _mm256_storeu_ps(tmp.as_mut_ptr(), v);
-                std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, rows - r);
-            }
+            store_panel!(out, t, p, rows, |dst| _mm256_storeu_ps(dst, v));
         }
 
         /// P panels from `p0` x T tokens from `t`, Q4_1.
@@ -93,12 +80,9 @@ macro_rules! panel_gemm {
             let mut acc = [[_mm256_setzero_ps(); T]; P];
             for b in 0..nb {
                 if T == 1 {
-                    for p in 0..P {
-                        let a = base.wrapping_add(p * pstride + (b + PREFETCH) * Q4_1_PB) as *const i8;
-                        for l in 0..Q4_1_PB.div_ceil(64) {
-                            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(64 * l));
-                        }
-                    }
+                    prefetch_ahead::<P>(base, pstride, b, Q4_1_PB, |a| {
+                        _mm_prefetch::<_MM_HINT_T0>(a as *const i8)
+                    });
                 }
                 let mut a16 = [[_mm256_setzero_si256(); T]; P];
                 for h in 0..4 {
@@ -159,12 +143,9 @@ macro_rules! panel_gemm {
             let mut acc = [[_mm256_setzero_ps(); T]; P];
             for b in 0..nb {
                 if T == 1 {
-                    for p in 0..P {
-                        let a = base.wrapping_add(p * pstride + (b + PREFETCH) * Q8_0_PB) as *const i8;
-                        for l in 0..Q8_0_PB.div_ceil(64) {
-                            _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(64 * l));
-                        }
-                    }
+                    prefetch_ahead::<P>(base, pstride, b, Q8_0_PB, |a| {
+                        _mm_prefetch::<_MM_HINT_T0>(a as *const i8)
+                    });
                 }
                 let mut a32 = [[_mm256_setzero_si256(); T]; P];
                 for g in 0..8 {
@@ -200,64 +181,6 @@ macro_rules! panel_gemm {
             }
         }
 
-        #[doc = concat!("# Safety\nSee [`crate::compute::kernels::gemm_q4_1`]; requires `", $tf, "`.")]
-        #[target_feature(enable = $tf)]
-        pub unsafe fn gemm_q4_1(w: &Q4_1Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
-            panel_gemm!(@tiled w, x, r0, r1, out, q4_1_tile)
-        }
-
-        #[doc = concat!("# Safety\nSee [`crate::compute::kernels::gemm_q4_1`]; requires `", $tf, "`.")]
-        #[target_feature(enable = $tf)]
-        pub unsafe fn gemm_q8_0(w: &Q8_0Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
-            panel_gemm!(@tiled w, x, r0, r1, out, q8_0_tile)
-        }
+        panel_gemm_entries!($tf);
     };
-
-    // Tokens in tiles of 4 (register budget: 4 x 16-bit + 4 f32 accumulators,
-    // 2 unpacked weight vectors, 2 broadcasts) inside each panel, so a panel's
-    // weights stay in L1 while the activations stream; a single token (decode)
-    // takes 2 panels at a time for two independent dependency chains.
-    //
-    // (Tried and measured slower here: widening Q4_1 panels to a byte per quant
-    // in a per-thread buffer to drop the in-loop unpack, with 1 x 4 and 2 x 2
-    // tiles, from intrinsics and from asm: 140-147 GOPS against 160.)
-    (@tiled $w:expr, $x:expr, $r0:expr, $r1:expr, $out:expr, $tile:ident) => {{
-        let (w, x, out) = ($w, $x, &$out);
-        debug_assert!($r0 % PANEL == 0 && ($r1 % PANEL == 0 || $r1 == w.rows));
-        let (p0, p1) = ($r0 / PANEL, $r1.div_ceil(PANEL));
-        let n = x.n;
-        if n == 1 {
-            let mut p = p0;
-            while p + 2 <= p1 {
-                $tile::<2, 1>(w, x, p, 0, out);
-                p += 2;
-            }
-            if p < p1 {
-                $tile::<1, 1>(w, x, p, 0, out);
-            }
-        } else {
-            // Token blocks of ~128 KB of activations, so they stay in L2
-            // while every panel of the row range streams past them (a
-            // 32-sentence MiniLM batch has 1024 token rows).
-            let tb = ((128 << 10) / x.k.max(1)).max(4) / 4 * 4;
-            let mut t0 = 0;
-            while t0 < n {
-                let t1 = (t0 + tb).min(n);
-                for p in p0..p1 {
-                    let mut t = t0;
-                    while t + 4 <= t1 {
-                        $tile::<1, 4>(w, x, p, t, out);
-                        t += 4;
-                    }
-                    match t1 - t {
-                        3 => $tile::<1, 3>(w, x, p, t, out),
-                        2 => $tile::<1, 2>(w, x, p, t, out),
-                        1 => $tile::<1, 1>(w, x, p, t, out),
-                        _ => {}
-                    }
-                }
-                t0 = t1;
-            }
-        }
-    }};
 }

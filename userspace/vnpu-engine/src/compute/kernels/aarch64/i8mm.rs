@@ -2,44 +2,12 @@
 //! M2 on): `smmla` multiplies 2 weight rows x 8 bytes by 2 tokens x 8 bytes
 //! into a 2 x 2 i32 block (32 MACs, twice `sdot`), so even token counts run
 //! in pairs; a lone token (decode, odd tails) uses `sdot` (i8mm CPUs have
-//! FEAT_DotProd; detection requires both). Through `asm!`: `vmmlaq_s32`
-//! and `vdotq_laneq_s32` are unstable in Rust 1.95.
+//! FEAT_DotProd; detection requires both), with [`super::dotprod`]'s steps.
+//! Through `asm!`: `vmmlaq_s32` and `vdotq_laneq_s32` are unstable in Rust
+//! 1.95.
 
-panel_gemm! {
+sdot_panel_gemm! {
     target_feature = "dotprod,i8mm";
-
-    /// `acc[i] += sum_e w[4i + e] * a[4L + e]`.
-    fn dot_lane<const L>(acc, w, a) {
-        let mut acc = acc;
-        // SAFETY: SDOT (by element) is FEAT_DotProd, enabled on this
-        // function; registers only, `L` < 4 is the lane immediate.
-        std::arch::asm!(
-            "sdot {acc:v}.4s, {w:v}.16b, {a:v}.4b[{l}]",
-            acc = inout(vreg) acc,
-            w = in(vreg) w,
-            a = in(vreg) a,
-            l = const L,
-            options(pure, nomem, nostack, preserves_flags)
-        );
-        acc
-    }
-
-    /// Q4_1 block accumulator: the rows' i32 dots themselves.
-    type Acc4 = int32x4_t;
-
-    fn zero_q4() {
-        vdupq_n_s32(0)
-    }
-
-    /// Q4_1 step: the same `sdot` (nibbles are valid signed bytes).
-    fn acc_q4<const L>(acc, w, a) {
-        dot_lane::<L>(acc, w, a)
-    }
-
-    /// Block end: already one i32 per row.
-    fn finish_q4(acc) {
-        acc
-    }
 
     /// `acc[2i + j] += sum_e w[8i + e] * a[8j + e]` (rows i, tokens j).
     fn mmla(acc, w, a) {

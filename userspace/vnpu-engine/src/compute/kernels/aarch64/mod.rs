@@ -11,6 +11,7 @@
 
 #[macro_use]
 mod gemm;
+#[macro_use]
 pub mod dotprod;
 pub mod float;
 pub mod i8mm;

@@ -89,6 +89,24 @@ pub fn attend_row(
     }
 }
 
+/// `sc[j] = exp(sc[j] - m)` for `j in j0..len`, returning `total` plus
+/// them, added in order: the scalar remainder of the SIMD softmaxes in
+/// `attend_row` (`total` the sum of their vector part).
+///
+/// # Safety
+/// `sc..sc + len` valid for reads and writes.
+#[inline]
+pub(super) unsafe fn exp_sub_from(sc: *mut f32, j0: usize, len: usize, m: f32, total: f32) -> f32 {
+    let (mut total, mut j) = (total, j0);
+    while j < len {
+        let e = (*sc.add(j) - m).exp();
+        total += e;
+        *sc.add(j) = e;
+        j += 1;
+    }
+    total
+}
+
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }

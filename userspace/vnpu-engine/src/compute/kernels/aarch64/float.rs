@@ -6,6 +6,7 @@
 //! `aarch64-*` Rust target), so these are safe to call on any aarch64 CPU;
 //! they stay `unsafe fn` for the raw-pointer loops only.
 
+use crate::compute::kernels::scalar;
 use crate::compute::quant::QK;
 use std::arch::aarch64::*;
 
@@ -146,13 +147,13 @@ pub unsafe fn silu_mul(g: &mut [f32], u: &[f32]) {
         i += 4;
     }
     while i < n {
-        g[i] = crate::compute::kernels::scalar::silu(g[i]) * u[i];
+        g[i] = scalar::silu(g[i]) * u[i];
         i += 1;
     }
 }
 
 /// Exact-form GELU `0.5 x (1 + erf(x / sqrt 2))` in place; erf by
-/// Abramowitz & Stegun 7.1.26, as [`crate::compute::kernels::scalar::erf`].
+/// Abramowitz & Stegun 7.1.26, as [`scalar::erf`].
 ///
 /// # Safety
 /// None beyond ASIMD (always present on aarch64).
@@ -183,7 +184,7 @@ pub unsafe fn gelu(x: &mut [f32]) {
         i += 4;
     }
     while i < n {
-        x[i] = crate::compute::kernels::scalar::gelu(x[i]);
+        x[i] = scalar::gelu(x[i]);
         i += 1;
     }
 }
@@ -250,13 +251,7 @@ pub unsafe fn attend_row<const C: usize>(
         vst1q_f32(sp.add(j), e);
         j += 4;
     }
-    let mut total = vaddvq_f32(sum);
-    while j < len {
-        let e = (*sp.add(j) - m).exp();
-        total += e;
-        *sp.add(j) = e;
-        j += 1;
-    }
+    let total = scalar::exp_sub_from(sp, j, len, m, vaddvq_f32(sum));
     // Weighted sum of value rows, output kept in registers; normalized once.
     let mut o = [vdupq_n_f32(0.0); C];
     for j in 0..len {

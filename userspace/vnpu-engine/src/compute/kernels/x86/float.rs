@@ -1,6 +1,7 @@
 //! f32 kernels on AVX2 + FMA (attention, activations, activation
 //! quantization); the AVX-512 path runs these too.
 
+use crate::compute::kernels::scalar;
 use crate::compute::quant::QK;
 use std::arch::x86_64::*;
 
@@ -169,13 +170,13 @@ pub unsafe fn silu_mul(g: &mut [f32], u: &[f32]) {
         i += 8;
     }
     while i < n {
-        g[i] = crate::compute::kernels::scalar::silu(g[i]) * u[i];
+        g[i] = scalar::silu(g[i]) * u[i];
         i += 1;
     }
 }
 
 /// Exact-form GELU `0.5 x (1 + erf(x / sqrt 2))` in place; erf by
-/// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), as [`crate::compute::kernels::scalar::erf`].
+/// Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), as [`scalar::erf`].
 ///
 /// # Safety
 /// Requires AVX2 and FMA.
@@ -209,7 +210,7 @@ pub unsafe fn gelu(x: &mut [f32]) {
         i += 8;
     }
     while i < n {
-        x[i] = crate::compute::kernels::scalar::gelu(x[i]);
+        x[i] = scalar::gelu(x[i]);
         i += 1;
     }
 }
@@ -295,13 +296,7 @@ pub unsafe fn attend_row<const C: usize>(
         _mm256_storeu_ps(sp.add(j), e);
         j += 8;
     }
-    let mut total = hsum(sum);
-    while j < len {
-        let e = (*sp.add(j) - m).exp();
-        total += e;
-        *sp.add(j) = e;
-        j += 1;
-    }
+    let total = scalar::exp_sub_from(sp, j, len, m, hsum(sum));
     // Weighted sum of value rows, output kept in registers; normalized once.
     let mut o = [_mm256_setzero_ps(); C];
     for j in 0..len {

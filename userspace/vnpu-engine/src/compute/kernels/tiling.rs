@@ -19,6 +19,51 @@
 /// prefetch past the end of the weights is only a hint, never a fault.
 pub(super) const PREFETCH: usize = 16;
 
+use crate::compute::quant::{ActQ8, QK};
+
+/// Where a tile's operands start: panel-blocks of `pb` bytes, `nb` a
+/// panel (`pstride` bytes), from panel `p0` at `base`; token `t`'s
+/// activations (`k` apart), scales and sums at `xq`, `xd`, `xs`.
+pub(super) struct TileAt {
+    pub nb: usize,
+    pub k: usize,
+    pub pstride: usize,
+    pub base: *const u8,
+    pub xq: *const i8,
+    pub xd: *const f32,
+    pub xs: *const f32,
+}
+
+impl TileAt {
+    /// For a tile of panels from `p0` of weights of `wk` columns at `data`
+    /// (`pb` bytes a panel-block) x tokens from `t` of `x`.
+    ///
+    /// # Safety
+    /// Panel `p0` and token `t` inside the operands.
+    #[inline(always)]
+    pub(super) unsafe fn new(
+        wk: usize,
+        data: &[u8],
+        pb: usize,
+        x: &ActQ8,
+        p0: usize,
+        t: usize,
+    ) -> TileAt {
+        let nb = wk / QK;
+        let k = x.k;
+        let base = data.as_ptr().add(p0 * nb * pb);
+        TileAt {
+            nb,
+            k,
+            pstride: nb * pb,
+            base,
+            xq: x.qs.as_ptr().add(t * k),
+            xd: x.d.as_ptr().add(t * nb),
+            xs: x.s.as_ptr().add(t * nb),
+        }
+    }
+}
+
 /// Prefetches, for panels `0..P` from `base` (`pstride` bytes apart), the
 /// panel-block [`PREFETCH`] blocks past block `b` (`pb` bytes a block), a
 /// 64-byte line at a time through `prefetch` (the ISA's hint; addresses

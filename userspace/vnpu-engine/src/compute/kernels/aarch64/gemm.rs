@@ -84,7 +84,7 @@ macro_rules! panel_gemm {
         $( $(#[$dm:meta])* fn mmla($macc:ident, $mw:ident, $ma:ident) $mmla:block )?
     ) => {
         use super::gemm::{f16x8, prefetch};
-        use $crate::compute::kernels::tiling::prefetch_ahead;
+        use $crate::compute::kernels::tiling::{prefetch_ahead, TileAt};
         use $crate::compute::kernels::OutMat;
         use $crate::compute::quant::{ActQ8, Q4_1Mat, Q8_0Mat, Q4_1_PB, Q8_0_PB, QK};
         use std::arch::aarch64::*;
@@ -317,13 +317,8 @@ macro_rules! panel_gemm {
             t: usize,
             out: &OutMat,
         ) {
-            let nb = w.k / QK;
-            let k = x.k;
-            let pstride = nb * Q4_1_PB;
-            let base = w.data.as_ptr().add(p0 * pstride);
-            let xq = x.qs.as_ptr().add(t * k);
-            let xd = x.d.as_ptr().add(t * nb);
-            let xs = x.s.as_ptr().add(t * nb);
+            let TileAt { nb, k, pstride, base, xq, xd, xs } =
+                TileAt::new(w.k, w.data, Q4_1_PB, x, p0, t);
             let mut acc = [[[vdupq_n_f32(0.0); 2]; T]; P];
             for b in 0..nb {
                 if T == 1 {
@@ -362,12 +357,8 @@ macro_rules! panel_gemm {
             t: usize,
             out: &OutMat,
         ) {
-            let nb = w.k / QK;
-            let k = x.k;
-            let pstride = nb * Q8_0_PB;
-            let base = w.data.as_ptr().add(p0 * pstride);
-            let xq = x.qs.as_ptr().add(t * k);
-            let xd = x.d.as_ptr().add(t * nb);
+            let TileAt { nb, k, pstride, base, xq, xd, .. } =
+                TileAt::new(w.k, w.data, Q8_0_PB, x, p0, t);
             let mut acc = [[[vdupq_n_f32(0.0); 2]; T]; P];
             for b in 0..nb {
                 if T == 1 {

@@ -25,7 +25,7 @@ macro_rules! panel_gemm {
         $(#[$df:meta])* fn finish_q4($accf:ident) $finish_q4:block
         $(#[$d8:meta])* fn acc_q8($acc8:ident, $w8:ident, $a8:ident) $acc_q8:block
     ) => {
-        use $crate::compute::kernels::tiling::prefetch_ahead;
+        use $crate::compute::kernels::tiling::{prefetch_ahead, TileAt};
         use $crate::compute::kernels::OutMat;
         use $crate::compute::quant::{ActQ8, Q4_1Mat, Q8_0Mat, Q4_1_PB, Q8_0_PB, QK};
         use std::arch::x86_64::*;
@@ -69,13 +69,8 @@ macro_rules! panel_gemm {
             t: usize,
             out: &OutMat,
         ) {
-            let nb = w.k / QK;
-            let k = x.k;
-            let base = w.data.as_ptr().add(p0 * nb * Q4_1_PB);
-            let pstride = nb * Q4_1_PB;
-            let xq = x.qs.as_ptr().add(t * k);
-            let xd = x.d.as_ptr().add(t * nb);
-            let xs = x.s.as_ptr().add(t * nb);
+            let TileAt { nb, k, pstride, base, xq, xd, xs } =
+                TileAt::new(w.k, w.data, Q4_1_PB, x, p0, t);
             let mask = _mm256_set1_epi8(15);
             let mut acc = [[_mm256_setzero_ps(); T]; P];
             for b in 0..nb {
@@ -134,12 +129,8 @@ macro_rules! panel_gemm {
             t: usize,
             out: &OutMat,
         ) {
-            let nb = w.k / QK;
-            let k = x.k;
-            let base = w.data.as_ptr().add(p0 * nb * Q8_0_PB);
-            let pstride = nb * Q8_0_PB;
-            let xq = x.qs.as_ptr().add(t * k);
-            let xd = x.d.as_ptr().add(t * nb);
+            let TileAt { nb, k, pstride, base, xq, xd, .. } =
+                TileAt::new(w.k, w.data, Q8_0_PB, x, p0, t);
             let mut acc = [[_mm256_setzero_ps(); T]; P];
             for b in 0..nb {
                 if T == 1 {

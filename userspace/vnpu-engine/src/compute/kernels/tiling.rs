@@ -1,16 +1,17 @@
 //! What the int8 panel GEMMs of every architecture share (`x86/gemm.rs`,
 //! `aarch64/gemm.rs`, each a `panel_gemm!` macro stamped per ISA): the
-//! tiling driver, the entry points, the single-token prefetch and the
-//! partial-panel store.
+//! tiling driver, the entry points, a tile's operand pointers
+//! ([`TileAt`]), the single-token prefetch and the partial-panel store.
 //!
 //! A tile is P panels x T tokens, a `#[target_feature]` `unsafe fn` with
 //! const generics `<P, T>`, which no closure or fn pointer can carry; so the
 //! driver and the entry points are macros, expanded inside each ISA's
 //! `#[target_feature]` functions, where the tiles inline as before. The
-//! prefetch is an `#[inline(always)]` function taking the ISA's hint as a
-//! closure; the store is a macro (as a closure-taking function it changed
-//! the GEMMs' register allocation). Every ISA's GEMM compiles to the same
-//! instructions as when each macro had its own copy.
+//! operand pointers are an `#[inline(always)]` constructor, the prefetch an
+//! `#[inline(always)]` function taking the ISA's hint as a closure; the
+//! store is a macro (as a closure-taking function it changed the GEMMs'
+//! register allocation). Every ISA's GEMM compiles to the same instructions
+//! as when each macro had its own copy.
 
 /// Software prefetch distance, in panel-blocks (~2.5 KB), of the
 /// single-token tiles: decode streams every weight once from DRAM, and

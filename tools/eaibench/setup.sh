@@ -3,18 +3,27 @@
 # ${M4NPU_CACHE:-~/.cache/m4npu}/eaibench/, then train and score the baselines.
 # Idempotent: a second run only re-checks and prints the table again
 # (fetch.py skips tasks whose stamp matches; baselines are retrained, ~1 min).
+# --strong also trains the strong baselines (strong.py: CNNs, 1-D CNNs and a
+# fine-tuned MiniLM, ~20 min on 2 cores; needs the MiniLM weights package in
+# ${M4NPU_WEIGHTS_DIR:-~/.cache/m4npu/weights}); without it, strong entries
+# already in baselines.json are kept.
 #
-#   tools/eaibench/setup.sh [--no-baselines] [fetch.py args...]
+#   tools/eaibench/setup.sh [--no-baselines | --strong] [fetch.py args...]
 #
 # Environment: PYTHON (default python3), M4NPU_CACHE, EAIBENCH_SKLEARN
-# (pip requirement used when scikit-learn is missing; default pinned below).
+# (pip requirement used when scikit-learn is missing; default pinned below),
+# EAIBENCH_JAX / EAIBENCH_TOKENIZERS (the same for strong.py).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="${PYTHON:-python3}"
 SKLEARN_SPEC="${EAIBENCH_SKLEARN:-scikit-learn==1.9.1}"
+JAX_SPEC="${EAIBENCH_JAX:-jax[cpu]==0.10.2}"
+TOKENIZERS_SPEC="${EAIBENCH_TOKENIZERS:-tokenizers==0.23.3}"
 run_baselines=1
+run_strong=0
 if [[ "${1:-}" == "--no-baselines" ]]; then run_baselines=0; shift; fi
+if [[ "${1:-}" == "--strong" ]]; then run_strong=1; shift; fi
 
 say() { printf '[eaibench] %s\n' "$*" >&2; }
 start=$SECONDS
@@ -66,12 +75,20 @@ pip_install() {
 if [[ $run_baselines -eq 1 ]]; then
     "$PY" -c 'import sklearn, threadpoolctl' 2>/dev/null || pip_install "$SKLEARN_SPEC"
 fi
+if [[ $run_strong -eq 1 ]]; then
+    # jaxlib's PyPI wheels are CPU-only (torch's pull the CUDA stack, ~4 GB)
+    "$PY" -c 'import jax' 2>/dev/null || pip_install "$JAX_SPEC"
+    "$PY" -c 'import tokenizers' 2>/dev/null || pip_install "$TOKENIZERS_SPEC"
+fi
 
 # ---- data, then baselines
 fetch_rc=0
 "$PY" "$here/fetch.py" "$@" || fetch_rc=$?
 if [[ $run_baselines -eq 1 ]]; then
     "$PY" "$here/baselines.py"   # every task that has data
+fi
+if [[ $run_strong -eq 1 ]]; then
+    "$PY" "$here/strong.py"      # every task that has data; ~20 min on 2 cores
 fi
 say "done in $((SECONDS - start)) s"
 exit $fetch_rc

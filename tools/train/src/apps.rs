@@ -9,6 +9,7 @@ use m4npu::{Adapter, Device, Label};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Samples, Split, Task};
+use crate::eval::Score;
 
 /// What one app reports (a JSON line on stdout).
 #[derive(Debug, Serialize, Deserialize)]
@@ -17,6 +18,8 @@ pub struct AppResult {
     pub pid: u32,
     pub samples: usize,
     pub correct: usize,
+    /// [`Score::digest`] of the answers, to compare with the host path's.
+    pub digest: u64,
     pub adapter_bytes: u64,
     /// NPU memory of the app's context once its adapter is loaded.
     pub context_bytes: u64,
@@ -44,11 +47,10 @@ pub fn app(task_dir: &Path, adapter: &Path, n: usize) -> Result<AppResult, Strin
     let a = dev.load_adapter_file(adapter).map_err(e)?;
     let adapter_bytes = std::fs::metadata(adapter).map_err(|err| err.to_string())?.len();
     let context_bytes = dev.usage().map_err(e)?.memory_bytes;
-    let (mut correct, mut first_answers) = (0, Vec::new());
-    let n = n.min(test.len());
-    for i in 0..n {
+    let (mut score, mut first_answers) = (Score::new(), Vec::new());
+    for i in 0..n.min(test.len()) {
         let labels = classify_sample(&dev, &a, &test, i)?;
-        correct += usize::from(labels[0].index == test.y[i]);
+        score.record(labels[0].index, test.y[i]);
         if first_answers.len() < 3 {
             let truth = &task.meta.labels[test.y[i]];
             first_answers.push(format!("{} ({:.0}%), truth {truth}", labels[0].name, 100.0 * labels[0].score));
@@ -57,8 +59,9 @@ pub fn app(task_dir: &Path, adapter: &Path, n: usize) -> Result<AppResult, Strin
     Ok(AppResult {
         task: task.meta.task.clone(),
         pid: std::process::id(),
-        samples: n,
-        correct,
+        samples: score.total,
+        correct: score.correct,
+        digest: score.digest,
         adapter_bytes,
         context_bytes,
         first_answers,

@@ -38,6 +38,36 @@ impl Split {
         self.y.is_empty()
     }
 
+    /// The samples at `idx`, in that order.
+    pub fn subset(&self, idx: &[usize]) -> Split {
+        let samples = match &self.samples {
+            Samples::Text(t) => Samples::Text(idx.iter().map(|&i| t[i].clone()).collect()),
+            Samples::Features { t, d, .. } => {
+                Samples::Features { t: *t, d: *d, x: idx.iter().flat_map(|&i| self.features(i).iter().copied()).collect() }
+            }
+        };
+        Split { samples, y: idx.iter().map(|&i| self.y[i]).collect() }
+    }
+
+    /// A seeded, per-class hold-out: `(fit, validation)`, `fraction` of each
+    /// class in validation (at least one sample of a class with two).
+    /// Recipes are chosen on it; the test split is scored once, at the end.
+    pub fn holdout(&self, fraction: f64) -> (Split, Split) {
+        let (mut fit, mut val) = (Vec::new(), Vec::new());
+        let classes = self.y.iter().max().map_or(0, |m| m + 1);
+        for c in 0..classes {
+            let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.y[i] == c).collect();
+            // Fibonacci hashing of the index: a fixed, label-blind shuffle.
+            idx.sort_by_key(|&i| (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let n = if idx.len() >= 2 { ((idx.len() as f64 * fraction).round() as usize).clamp(1, idx.len() - 1) } else { 0 };
+            val.extend_from_slice(&idx[..n]);
+            fit.extend_from_slice(&idx[n..]);
+        }
+        fit.sort_unstable();
+        val.sort_unstable();
+        (self.subset(&fit), self.subset(&val))
+    }
+
     /// Sample `i`'s features (`T * D` values).
     pub fn features(&self, i: usize) -> &[f32] {
         match &self.samples {
@@ -113,5 +143,29 @@ impl Task {
             return Err(err(&p, "a label outside meta.json's labels"));
         }
         Ok(Split { samples: Samples::Features { t, d, x: xs }, y: ys })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holdout_is_per_class_disjoint_and_complete() {
+        let y: Vec<usize> = (0..50).map(|i| usize::from(i % 5 == 0)).collect();
+        let x: Vec<f32> = (0..50).map(|i| i as f32).collect();
+        let split = Split { samples: Samples::Features { t: 1, d: 1, x }, y };
+        let (fit, val) = split.holdout(0.2);
+        assert_eq!(fit.len() + val.len(), 50);
+        assert_eq!(val.y.iter().filter(|&&c| c == 1).count(), 2, "20% of the 10 in class 1");
+        assert_eq!(val.y.iter().filter(|&&c| c == 0).count(), 8, "20% of the 40 in class 0");
+        let mut seen: Vec<f32> = fit.features(0).to_vec();
+        for i in 1..fit.len() {
+            seen.extend_from_slice(fit.features(i));
+        }
+        for i in 0..val.len() {
+            assert!(!seen.contains(&val.features(i)[0]), "sample in both parts");
+        }
+        assert_eq!(split.holdout(0.2).1.y, val.y, "seeded: the same every time");
     }
 }

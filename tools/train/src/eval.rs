@@ -39,12 +39,29 @@ impl FirmwareFile {
     }
 }
 
+/// Answers on a test split: how many were right, and a digest of every
+/// answer in sample order, so two paths can be shown to agree on each one.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Score {
     pub correct: usize,
     pub total: usize,
+    /// FNV-1a over the predicted label indices.
+    pub digest: u64,
 }
 
 impl Score {
+    pub fn new() -> Self {
+        Score { digest: 0xcbf2_9ce4_8422_2325, ..Default::default() }
+    }
+
+    pub fn record(&mut self, predicted: usize, truth: usize) {
+        self.correct += usize::from(predicted == truth);
+        self.total += 1;
+        for b in (predicted as u32).to_le_bytes() {
+            self.digest = (self.digest ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
     pub fn accuracy(&self) -> f64 {
         self.correct as f64 / self.total.max(1) as f64
     }
@@ -80,22 +97,24 @@ pub fn accuracy(fw: &FirmwareFile, model: &Foundation<'_>, task: &crate::data::T
     if adapter.base_model_hash() != fw.hash {
         return Err("the adapter was trained for another firmware".into());
     }
+    score_split(fw, model, &task.split("test")?, blob, limit)
+}
+
+/// Answers of `blob` on the first `limit` samples of `split`.
+pub fn score_split(fw: &FirmwareFile, model: &Foundation<'_>, test: &crate::data::Split, blob: &[u8], limit: usize) -> Result<Score, String> {
+    let adapter = m4npu_format::Adapter::parse(blob).map_err(|e| e.to_string())?;
     let meta = m4npu_format::adapter_meta::AdapterMeta::parse(adapter.meta())?;
-    let test = task.split("test")?;
     let tok = match test.samples {
         crate::data::Samples::Text(_) => Some(fw.tokenizer("text_encoder")?),
         _ => None,
     };
     let max_tokens = model.text_encoder.as_ref().map_or(512, |b| b.cfg.max_pos);
     let blob = AlignedBytes::from_slice(blob);
-    let n = test.len().min(limit);
-    let mut correct = 0;
-    for i in 0..n {
-        let input = job_input(tok.as_ref(), &test, i, meta.feature_dim, max_tokens)?;
-        let logits = host_logits(model, &blob, &input, meta.labels.len()).map_err(|e| format!("test sample {i}: {e}"))?;
-        if vnpud::execute::argmax(&logits) as usize == test.y[i] {
-            correct += 1;
-        }
+    let mut score = Score::new();
+    for i in 0..test.len().min(limit) {
+        let input = job_input(tok.as_ref(), test, i, meta.feature_dim, max_tokens)?;
+        let logits = host_logits(model, &blob, &input, meta.labels.len()).map_err(|e| format!("sample {i}: {e}"))?;
+        score.record(vnpud::execute::argmax(&logits) as usize, test.y[i]);
     }
-    Ok(Score { correct, total: n })
+    Ok(score)
 }

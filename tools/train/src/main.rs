@@ -41,9 +41,17 @@ enum Cmd {
         /// LoRA rank (0: no LoRA, only the input projection and head).
         #[arg(long)]
         rank: Option<usize>,
+        /// Feature rows per backbone token (the task's recipe otherwise).
+        #[arg(long)]
+        group: Option<usize>,
         /// Projections the LoRA adapts: q,k,v,o,gate,up,down.
         #[arg(long, value_delimiter = ',')]
         targets: Option<Vec<String>>,
+        /// Hold out this fraction of each class of train and report the
+        /// adapter's accuracy on it (choosing a recipe; the adapter is then
+        /// trained without those samples).
+        #[arg(long)]
+        holdout: Option<f64>,
         /// Test samples to evaluate on the host (device code, engine) after training.
         #[arg(long, default_value_t = usize::MAX)]
         eval: usize,
@@ -86,6 +94,9 @@ enum Cmd {
         adapter: PathBuf,
         #[arg(long, default_value_t = usize::MAX)]
         limit: usize,
+        /// Print one JSON line (task, samples, correct, digest), as `app` does.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -114,19 +125,25 @@ fn run(cli: Cli) -> Result<(), String> {
     let fw = eval::FirmwareFile::read(&cli.firmware)?;
     match cli.cmd {
         Cmd::App { .. } | Cmd::Apps { .. } => unreachable!("handled above"),
-        Cmd::Train { task, out, max_steps, layers, epochs, rank, targets, eval } => {
+        Cmd::Train { task, out, max_steps, layers, epochs, rank, group, targets, holdout, eval } => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{task}.m4a")));
             let start = Instant::now();
-            let ov = recipe::Overrides { max_steps, layers, epochs, rank, targets };
+            let ov = recipe::Overrides { max_steps, layers, epochs, rank, group, targets, holdout };
             let blob = recipe::train(&fw, &cli.data.join(&task), &ov)?;
             std::fs::write(&out, &blob).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-            println!("{task}: wrote {} ({} bytes) in {:.0} s", out.display(), blob.len(), start.elapsed().as_secs_f64());
+            let seconds = start.elapsed().as_secs_f64();
+            println!("{task}: wrote {} ({} bytes) in {seconds:.0} s", out.display(), blob.len());
+            // Beside the adapter, for the report's training-time column.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let log = serde_json::json!({ "task": task, "train_seconds": seconds.round(), "cores": cores });
+            let log_path = out.with_extension("train.json");
+            std::fs::write(&log_path, format!("{log}\n")).map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
             if eval > 0 {
-                report(&fw, &cli.data.join(&task), &out, eval)?;
+                report(&fw, &cli.data.join(&task), &out, eval, false)?;
             }
             Ok(())
         }
-        Cmd::Eval { task, adapter, limit } => report(&fw, &cli.data.join(&task), &adapter, limit),
+        Cmd::Eval { task, adapter, limit, json } => report(&fw, &cli.data.join(&task), &adapter, limit, json),
         Cmd::Report { adapters, out, sets } => {
             let md = report::markdown(&fw, &cli.data, &adapters, &sets)?;
             print!("{md}");
@@ -138,13 +155,18 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-fn report(fw: &eval::FirmwareFile, dir: &Path, adapter: &Path, limit: usize) -> Result<(), String> {
+fn report(fw: &eval::FirmwareFile, dir: &Path, adapter: &Path, limit: usize, json: bool) -> Result<(), String> {
     let blob = std::fs::read(adapter).map_err(|e| format!("cannot read {}: {e}", adapter.display()))?;
     let task = data::Task::open(dir)?;
     let start = Instant::now();
     let subs = fw.sub_models()?;
     let model = vnpud::foundation::Foundation::build(&subs)?;
     let r = eval::accuracy(fw, &model, &task, &blob, limit)?;
+    if json {
+        let line = serde_json::json!({ "task": task.meta.task, "samples": r.total, "correct": r.correct, "digest": r.digest });
+        println!("{line}");
+        return Ok(());
+    }
     println!(
         "{}: accuracy {:.2}% on {} test samples (host: vnpud's job code on the engine, {:.1} s)",
         task.meta.task,

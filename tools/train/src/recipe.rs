@@ -34,8 +34,13 @@ pub struct Overrides {
     pub layers: Option<usize>,
     pub epochs: Option<usize>,
     pub rank: Option<usize>,
+    /// Feature rows per backbone token.
+    pub group: Option<usize>,
     /// LoRA target projections, by name.
     pub targets: Option<Vec<String>>,
+    /// Train on all but this fraction of each class of the train split and
+    /// report accuracy on the rest: how a recipe is chosen, never on test.
+    pub holdout: Option<f64>,
 }
 
 /// Target names as the static names of `adapter_meta::LORA_PROJS`.
@@ -51,7 +56,13 @@ fn targets(names: &[String]) -> Result<Vec<&'static str>, String> {
 pub fn train(fw: &FirmwareFile, dir: &Path, ov: &Overrides) -> Result<Vec<u8>, String> {
     let Overrides { max_steps, layers, epochs, .. } = *ov;
     let task = Task::open(dir)?;
-    let train_split = task.split("train")?;
+    let (train_split, validation) = match ov.holdout {
+        Some(f) => {
+            let (fit, val) = task.split("train")?.holdout(f);
+            (fit, Some(val))
+        }
+        None => (task.split("train")?, None),
+    };
     let subs = fw.sub_models()?;
     let (meta, tensors) = match &train_split.samples {
         Samples::Features { t, .. } => {
@@ -60,6 +71,7 @@ pub fn train(fw: &FirmwareFile, dir: &Path, ov: &Overrides) -> Result<Vec<u8>, S
             o.layers = layers.unwrap_or(o.layers);
             o.epochs = epochs.unwrap_or(o.epochs);
             o.rank = ov.rank.unwrap_or(o.rank);
+            o.group = ov.group.unwrap_or(o.group);
             if let Some(t) = &ov.targets {
                 o.targets = targets(t)?;
             }
@@ -88,5 +100,10 @@ pub fn train(fw: &FirmwareFile, dir: &Path, ov: &Overrides) -> Result<Vec<u8>, S
     let items = tensors.iter().map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()));
     let blob = build_adapter(&task.meta.task, fw.hash, &meta, items).map_err(|e| e.to_string())?;
     vnpud::adapter::check_blob(&fw.region, &blob)?;
+    if let Some(val) = validation {
+        let model = vnpud::foundation::Foundation::build(&subs)?;
+        let s = crate::eval::score_split(fw, &model, &val, &blob, usize::MAX)?;
+        println!("{}: validation accuracy {:.2}% on {} held-out train samples", task.meta.task, 100.0 * s.accuracy(), s.total);
+    }
     Ok(blob)
 }

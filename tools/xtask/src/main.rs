@@ -14,6 +14,9 @@
 //! - `bench apps`     many apps on the real model through the driver and vnpud
 //! - `eaibench [--train]`  the benchmark report (tools/eaibench/REPORT.md)
 //!   from the committed adapters; `--train` retrains them all first
+//! - `eaibench --guest [a,b,..]`  tasks' full test splits through the
+//!   module and vnpud on the release kernel, against the host path
+//!   (tools/eaibench/GUEST.md)
 //! - `vm`      boot a kernel and run a guest job by hand: `test`,
 //!   `test:<names>`, `kills:N` (vnpud killed N times under load), ...
 //!
@@ -22,6 +25,7 @@
 
 mod arch;
 mod cmd;
+mod eaibench;
 mod fuzz;
 mod guest;
 mod kernel;
@@ -35,7 +39,7 @@ use anyhow::{bail, Context, Result};
 use arch::Arch;
 use kernel::Flavour;
 
-const USAGE: &str = "usage: cargo xtask [--arch x86_64|arm64] <setup|kernel|test|demo|package|bench <handoff [--debug]|apps>|fuzz --calls N|fuzz-parsers [--seconds N]|eaibench [--train]|vm [debug|release] JOB>";
+const USAGE: &str = "usage: cargo xtask [--arch x86_64|arm64] <setup|kernel|test|demo|package|bench <handoff [--debug]|apps>|fuzz --calls N|fuzz-parsers [--seconds N]|eaibench [--train | --guest [TASKS]]|vm [debug|release] JOB>";
 
 fn main() {
     if let Err(e) = run(std::env::args().skip(1).collect()) {
@@ -74,8 +78,10 @@ fn run(mut args: Vec<String>) -> Result<()> {
         }
         ["fuzz-parsers"] => fuzz::parsers(60),
         ["fuzz-parsers", "--seconds", s] => fuzz::parsers(s.parse().context("--seconds takes a whole number")?),
-        ["eaibench"] => eaibench(false),
-        ["eaibench", "--train"] => eaibench(true),
+        ["eaibench"] => eaibench::report(false),
+        ["eaibench", "--train"] => eaibench::report(true),
+        ["eaibench", "--guest"] => eaibench::guest(arch, eaibench::GUEST_TASKS),
+        ["eaibench", "--guest", tasks] => eaibench::guest(arch, &tasks.split(',').collect::<Vec<_>>()),
         ["vm", flavour, job] => {
             setup::run(arch)?;
             let flavour = Flavour::parse(flavour)?;
@@ -132,33 +138,6 @@ fn test(arch: Arch) -> Result<()> {
     println!("{}", outcome.summary.trim());
     Ok(())
 }
-
-/// The benchmark report (tools/eaibench/REPORT.md): baselines, then each
-/// committed adapter on the host path; `--train` first retrains them all.
-fn eaibench(train: bool) -> Result<()> {
-    setup::run(Arch::X86_64)?;
-    setup::eaibench_baselines()?;
-    cmd::run(cmd::cargo().args(["build", "--release", "-p", "m4", "-p", "m4-train"]))?;
-    let fw = guest::foundation_firmware()?;
-    let adapters = paths::repo().join("tools/eaibench/adapters");
-    let trainer = || {
-        let mut c = cmd::cargo();
-        c.args(["run", "--release", "--quiet", "-p", "m4-train", "--", "--firmware"]).arg(&fw).arg("--data").arg(paths::cache().join("eaibench"));
-        c
-    };
-    if train {
-        for task in TASKS {
-            cmd::step(&format!("training the {task} adapter"));
-            cmd::run(trainer().args(["train", task, "--eval", "0", "--out"]).arg(adapters.join(format!("{task}.m4a"))))?;
-        }
-    }
-    cmd::step("the report: tools/eaibench/REPORT.md");
-    let report = paths::repo().join("tools/eaibench/REPORT.md");
-    cmd::run(trainer().arg("report").arg(&adapters).arg("--out").arg(report).arg("--sets").arg(paths::repo().join("tools/eaibench/sets")))
-}
-
-/// The benchmark's tasks with a committed adapter.
-const TASKS: &[&str] = &["sentiment", "spam", "digits", "mnist5k", "fashion", "basicmotions", "pickupgesture", "vowels", "keywords"];
 
 /// A benchmark in the guest: `bench-handoff` (the driver's cost per job
 /// against a NOP) or `bench-apps` (many apps on the real model through

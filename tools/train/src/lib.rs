@@ -3,6 +3,7 @@
 //! evaluation with the device's own job code.
 
 pub mod apps;
+pub mod augment;
 pub mod data;
 pub mod eval;
 pub mod frozen;

@@ -41,6 +41,9 @@ enum Cmd {
         /// LoRA rank (0: no LoRA, only the input projection and head).
         #[arg(long)]
         rank: Option<usize>,
+        /// Image tasks: largest random shift of a training image, in pixels (0: none).
+        #[arg(long)]
+        shift: Option<usize>,
         /// Feature rows per backbone token (the task's recipe otherwise).
         #[arg(long)]
         group: Option<usize>,
@@ -125,10 +128,10 @@ fn run(cli: Cli) -> Result<(), String> {
     let fw = eval::FirmwareFile::read(&cli.firmware)?;
     match cli.cmd {
         Cmd::App { .. } | Cmd::Apps { .. } => unreachable!("handled above"),
-        Cmd::Train { task, out, max_steps, layers, epochs, rank, group, targets, holdout, eval } => {
+        Cmd::Train { task, out, max_steps, layers, epochs, rank, group, targets, holdout, shift, eval } => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{task}.m4a")));
             let start = Instant::now();
-            let ov = recipe::Overrides { max_steps, layers, epochs, rank, group, targets, holdout };
+            let ov = recipe::Overrides { max_steps, layers, epochs, rank, group, targets, holdout, shift };
             let blob = recipe::train(&fw, &cli.data.join(&task), &ov)?;
             std::fs::write(&out, &blob).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
             let seconds = start.elapsed().as_secs_f64();

@@ -7,6 +7,7 @@ use std::path::Path;
 use candle_core::Device;
 use m4npu_format::adapter_meta::{build_adapter, LORA_PROJS};
 
+use crate::augment::ImageLayout;
 use crate::data::{Samples, Task};
 use crate::eval::{job_input, FirmwareFile};
 use crate::frozen::Frozen;
@@ -23,7 +24,12 @@ fn defaults(task: &str, t: usize) -> Options {
         "keywords" => (2, 4, 32),
         _ => ((1..=t).rev().find(|g| t.is_multiple_of(*g) && t / g >= 8).unwrap_or(1), 10, 32),
     };
-    Options { layers: 2, rank: 4, targets: vec!["q", "v"], epochs, batch, lr: 3e-3, group, max_steps: None, seed: 1 }
+    let shift = match task {
+        "digits" => Some((ImageLayout::rows(8, 8), 1)),
+        "mnist5k" | "fashion" => Some((ImageLayout::patches(4, 7), 2)),
+        _ => None,
+    };
+    Options { layers: 2, rank: 4, targets: vec!["q", "v"], epochs, batch, lr: 3e-3, group, shift, max_steps: None, seed: 1 }
 }
 
 /// Trains the adapter for the task in `dir`; returns the packed, checked blob.
@@ -41,6 +47,8 @@ pub struct Overrides {
     /// Train on all but this fraction of each class of the train split and
     /// report accuracy on the rest: how a recipe is chosen, never on test.
     pub holdout: Option<f64>,
+    /// Largest random shift in pixels for image tasks (0: none).
+    pub shift: Option<usize>,
 }
 
 /// Target names as the static names of `adapter_meta::LORA_PROJS`.
@@ -72,6 +80,10 @@ pub fn train(fw: &FirmwareFile, dir: &Path, ov: &Overrides) -> Result<Vec<u8>, S
             o.epochs = epochs.unwrap_or(o.epochs);
             o.rank = ov.rank.unwrap_or(o.rank);
             o.group = ov.group.unwrap_or(o.group);
+            if let (Some(max), Some((_, m))) = (ov.shift, o.shift.as_mut()) {
+                *m = max;
+            }
+            o.shift = o.shift.filter(|(_, m)| *m > 0);
             if let Some(t) = &ov.targets {
                 o.targets = targets(t)?;
             }

@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
 
+use crate::augment::ImageLayout;
 use crate::data::{Samples, Split, Task};
 use crate::frozen::Frozen;
 use crate::lora::Lora;
@@ -31,6 +32,9 @@ pub struct Options {
     pub lr: f64,
     /// Feature rows per backbone token (1: one row, one token).
     pub group: usize,
+    /// Image tasks: each training sample moved by up to this many pixels
+    /// in each direction, drawn anew every time it is seen.
+    pub shift: Option<(ImageLayout, usize)>,
     /// Stop after this many steps (CI: prove the path in seconds).
     pub max_steps: Option<usize>,
     pub seed: u64,
@@ -45,6 +49,10 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
+    }
+    /// Uniform in `-max..=max`.
+    fn offset(&mut self, max: usize) -> isize {
+        (self.next() % (2 * max as u64 + 1)) as isize - max as isize
     }
     fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
@@ -113,7 +121,15 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options) -> Result<(
             // Cosine decay: big steps first, settle at the end.
             let lr = o.lr * 0.5 * (1.0 + (std::f64::consts::PI * steps as f64 / total_steps as f64).cos());
             opt.set_learning_rate(lr);
-            let xb: Vec<f32> = chunk.iter().flat_map(|&i| train.features(i).iter().copied()).collect();
+            let mut xb: Vec<f32> = chunk.iter().flat_map(|&i| train.features(i).iter().copied()).collect();
+            if let Some((layout, max)) = o.shift.filter(|(l, _)| l.pixels() == t * fd0) {
+                let mut moved = vec![0f32; t * fd0];
+                for x in xb.chunks_exact_mut(t * fd0) {
+                    let (dy, dx) = (rng.offset(max), rng.offset(max));
+                    layout.shift(x, dy, dx, &mut moved);
+                    x.copy_from_slice(&moved);
+                }
+            }
             let yb: Vec<u32> = chunk.iter().map(|&i| train.y[i] as u32).collect();
             let x = Tensor::from_vec(xb, (chunk.len(), tokens, fd), &dev).map_err(ce)?;
             let y = Tensor::from_vec(yb.clone(), chunk.len(), &dev).map_err(ce)?;

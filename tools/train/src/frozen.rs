@@ -33,7 +33,7 @@ pub struct Frozen {
 }
 
 /// Dequantizes a packed matrix of the region (`[rows, k]`, row-major).
-fn matrix(reg: &Region<'_>, name: &str) -> std::result::Result<(usize, usize, Vec<f32>), String> {
+pub(crate) fn matrix(reg: &Region<'_>, name: &str) -> std::result::Result<(usize, usize, Vec<f32>), String> {
     let e = reg.entry(name).map_err(|e| e.to_string())?;
     let (rows, k) = match e.shape[..] {
         [r, k] => (r, k),
@@ -113,7 +113,7 @@ impl Frozen {
 
     /// `x [b, t, in] W^T` plus the LoRA delta when there is one, as 2-D
     /// matmuls (candle's batched broadcast path is several times slower).
-    fn proj(x: &Tensor, w: &Tensor, lora: Option<&(Tensor, Tensor, f64)>) -> Result<Tensor> {
+    pub(crate) fn proj(x: &Tensor, w: &Tensor, lora: Option<&(Tensor, Tensor, f64)>) -> Result<Tensor> {
         let (b, t, i) = x.dims3()?;
         let x2 = x.reshape((b * t, i))?;
         let mut y = x2.matmul(&w.t()?)?;

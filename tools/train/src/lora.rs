@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use candle_core::{Device, Result, Tensor, Var};
+use vnpu_engine::Proj;
 
 use crate::frozen::Frozen;
 
@@ -18,16 +19,28 @@ pub struct Lora {
 impl Lora {
     /// Rank-`rank` factors on `projs` of every loaded layer of `m`.
     pub fn new(m: &Frozen, projs: &[&'static str], rank: usize, alpha: f32, dev: &Device) -> Result<Self> {
-        let c = &m.cfg;
+        Self::on(0..m.layers.len(), projs, rank, alpha, |p| Some(m.cfg.proj_dims(p)), dev)
+    }
+
+    /// Rank-`rank` factors on `projs` of `layers` of a model whose
+    /// projections are `dims(p)` = (in, out) wide (`None`: it has no `p`).
+    pub fn on(
+        layers: impl IntoIterator<Item = usize>,
+        projs: &[&'static str],
+        rank: usize,
+        alpha: f32,
+        dims: impl Fn(Proj) -> Option<(usize, usize)>,
+        dev: &Device,
+    ) -> Result<Self> {
         let mut l = Lora { alpha, ..Default::default() };
         if rank == 0 {
             return Ok(l);
         }
-        for layer in 0..m.layers.len() {
+        for layer in layers {
             for &p in projs {
                 let proj = vnpud::adapter::proj_named(p)
                     .ok_or_else(|| candle_core::Error::Msg(format!("unknown LoRA target {p}")))?;
-                let (i, o) = c.proj_dims(proj);
+                let (i, o) = dims(proj).ok_or_else(|| candle_core::Error::Msg(format!("the model has no {p} projection")))?;
                 let a = Var::randn(0f32, (1.0 / i as f64).sqrt() as f32, (rank, i), dev)?;
                 let b = Var::zeros((o, rank), candle_core::DType::F32, dev)?;
                 l.factors.insert((layer, p), (a.as_tensor().clone(), b.as_tensor().clone(), f64::from(alpha) / rank as f64));

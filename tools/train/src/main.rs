@@ -33,7 +33,8 @@ enum Cmd {
         /// Stop after N optimizer steps (a quick check of the path).
         #[arg(long)]
         max_steps: Option<usize>,
-        /// Backbone layers to train through and run (the early exit).
+        /// Backbone layers to train through and run (the early exit); for
+        /// text tasks, the encoder's top layers the LoRA adapts.
         #[arg(long)]
         layers: Option<usize>,
         #[arg(long)]

@@ -11,6 +11,8 @@ use crate::augment::ImageLayout;
 use crate::data::{Samples, Task};
 use crate::eval::{job_input, FirmwareFile};
 use crate::frozen::Frozen;
+use crate::frozen_bert::FrozenBert;
+use crate::text::{text_lora, TextOptions};
 use crate::train::{self, Options};
 
 /// The defaults for a task: rows per token, epochs, batch.
@@ -32,7 +34,6 @@ fn defaults(task: &str, t: usize) -> Options {
     Options { layers: 2, rank: 4, targets: vec!["q", "v"], epochs, batch, lr: 3e-3, group, shift, max_steps: None, seed: 1 }
 }
 
-/// Trains the adapter for the task in `dir`; returns the packed, checked blob.
 /// What the command line may override in a task's recipe.
 #[derive(Default)]
 pub struct Overrides {
@@ -61,6 +62,7 @@ fn targets(names: &[String]) -> Result<Vec<&'static str>, String> {
         .collect()
 }
 
+/// Trains the adapter for the task in `dir`; returns the packed, checked blob.
 pub fn train(fw: &FirmwareFile, dir: &Path, ov: &Overrides) -> Result<Vec<u8>, String> {
     let Overrides { max_steps, layers, epochs, .. } = *ov;
     let task = Task::open(dir)?;
@@ -93,20 +95,25 @@ pub fn train(fw: &FirmwareFile, dir: &Path, ov: &Overrides) -> Result<Vec<u8>, S
             train::features(&task, &train_split, &m, &o)?
         }
         Samples::Text(_) => {
-            let model = vnpud::foundation::Foundation::build(&subs)?;
-            let bert = model.text_encoder.as_ref().ok_or("the firmware has no text encoder")?;
+            let sub = subs.iter().find(|s| s.name == "text_encoder").ok_or("the firmware has no text encoder")?;
+            let m = FrozenBert::load(&sub.table, sub.weights, &Device::Cpu)?;
             let tok = fw.tokenizer("text_encoder")?;
-            eprintln!("{}: embedding {} texts with the text encoder", task.meta.task, train_split.len());
-            let mut emb = Vec::with_capacity(train_split.len() * bert.cfg.d_model);
-            for i in 0..train_split.len() {
-                let Ok(m4npu_format::job_io::Input::Tokens(ids)) = job_input(Some(&tok), &train_split, i, None, bert.cfg.max_pos)
-                else {
-                    return Err("tokenizing".into());
-                };
-                emb.extend(bert.embed(&ids).map_err(|e| e.to_string())?);
+            // Exactly the device jobs' tokens.
+            let ids = (0..train_split.len())
+                .map(|i| match job_input(Some(&tok), &train_split, i, None, m.cfg.max_pos)? {
+                    m4npu_format::job_io::Input::Tokens(ids) => Ok(ids),
+                    _ => Err("tokenizing".to_string()),
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let mut o = TextOptions { max_steps, ..Default::default() };
+            o.top_layers = layers.unwrap_or(o.top_layers);
+            o.epochs = epochs.unwrap_or(o.epochs);
+            o.rank = ov.rank.unwrap_or(o.rank);
+            if let Some(t) = &ov.targets {
+                o.targets = targets(t)?;
             }
-            let o = Options { lr: 1e-2, max_steps, ..defaults("text", 1) };
-            train::text_head(&task, &emb, bert.cfg.d_model, &train_split, &o)?
+            eprintln!("{}: {} texts, {o:?}", task.meta.task, train_split.len());
+            text_lora(&task, &m, &ids, &train_split.y, &o)?
         }
     };
     let items = tensors.iter().map(|(n, s, v)| (n.as_str(), s.as_slice(), v.as_slice()));

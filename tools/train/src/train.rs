@@ -5,9 +5,8 @@
 //!   embedding, LoRA adapts the first `layers` layers (the adapter's early
 //!   exit), the final hidden states are mean-pooled into a task head. The
 //!   gradient flows through the frozen layers into all three.
-//! - Text tasks run through the text encoder: its sentence embedding
-//!   (computed once per sample by the engine, as the device computes it)
-//!   feeds a task head trained alone.
+//! - Text tasks run through the text encoder, LoRA on its top layers and
+//!   a head on its sentence embedding: see `text`.
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
@@ -41,10 +40,10 @@ pub struct Options {
 }
 
 /// Deterministic shuffling (xorshift; the split's order is data, not noise).
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -54,38 +53,38 @@ impl Rng {
     fn offset(&mut self, max: usize) -> isize {
         (self.next() % (2 * max as u64 + 1)) as isize - max as isize
     }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
+    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
         for i in (1..v.len()).rev() {
             v.swap(i, (self.next() % (i as u64 + 1)) as usize);
         }
     }
 }
 
-fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+pub(crate) fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.flatten_all()?.to_vec1()
 }
 
 /// A classification head `[labels, d]` trained with the rest.
-struct Head {
-    w: Var,
-    b: Var,
+pub(crate) struct Head {
+    pub(crate) w: Var,
+    pub(crate) b: Var,
 }
 
 impl Head {
-    fn new(labels: usize, d: usize, dev: &Device) -> candle_core::Result<Self> {
+    pub(crate) fn new(labels: usize, d: usize, dev: &Device) -> candle_core::Result<Self> {
         Ok(Head { w: Var::randn(0f32, 0.01, (labels, d), dev)?, b: Var::zeros(labels, DType::F32, dev)? })
     }
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x.matmul(&self.w.as_tensor().t()?)?.broadcast_add(self.b.as_tensor())
     }
-    fn export(&self, out: &mut Tensors) -> candle_core::Result<()> {
+    pub(crate) fn export(&self, out: &mut Tensors) -> candle_core::Result<()> {
         out.push(("head.weight".into(), self.w.dims().to_vec(), values(self.w.as_tensor())?));
         out.push(("head.bias".into(), self.b.dims().to_vec(), values(self.b.as_tensor())?));
         Ok(())
     }
 }
 
-fn log_epoch(task: &str, epoch: usize, steps: usize, loss: f64, correct: usize, seen: usize) {
+pub(crate) fn log_epoch(task: &str, epoch: usize, steps: usize, loss: f64, correct: usize, seen: usize) {
     eprintln!(
         "  {task}: epoch {epoch} step {steps}: loss {loss:.4}, train accuracy {:.1}%",
         100.0 * correct as f64 / seen.max(1) as f64
@@ -180,43 +179,6 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options) -> Result<(
             o.targets.join(","),
             m.layers.len()
         ),
-    };
-    Ok((meta, out))
-}
-
-/// Trains a head on fixed sentence embeddings (`[n, d]`, one row per sample).
-pub fn text_head(task: &Task, emb: &[f32], d: usize, train: &Split, o: &Options) -> Result<(AdapterMeta, Tensors), String> {
-    let ce = |e: candle_core::Error| e.to_string();
-    let dev = Device::Cpu;
-    let labels = task.meta.labels.len();
-    let x = Tensor::from_slice(emb, (train.len(), d), &dev).map_err(ce)?;
-    let y = Tensor::from_vec(train.y.iter().map(|&v| v as u32).collect::<Vec<_>>(), train.len(), &dev).map_err(ce)?;
-    let head = Head::new(labels, d, &dev).map_err(ce)?;
-    let mut opt = AdamW::new(vec![head.w.clone(), head.b.clone()], ParamsAdamW { lr: o.lr, weight_decay: 1e-3, ..Default::default() })
-        .map_err(ce)?;
-    // Full batch: the features are fixed, the problem is convex.
-    let steps = o.max_steps.unwrap_or(400);
-    for step in 0..steps {
-        let logits = head.forward(&x).map_err(ce)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y).map_err(ce)?;
-        opt.backward_step(&loss).map_err(ce)?;
-        if step % 100 == 99 || step + 1 == steps {
-            let pred: Vec<u32> = logits.argmax(D::Minus1).map_err(ce)?.to_vec1().map_err(ce)?;
-            let correct = pred.iter().zip(&train.y).filter(|(p, y)| **p as usize == **y).count();
-            log_epoch(&task.meta.task, 0, step + 1, f64::from(loss.to_scalar::<f32>().map_err(ce)?), correct, train.len());
-        }
-    }
-    let mut out = Tensors::new();
-    head.export(&mut out).map_err(ce)?;
-    let meta = AdapterMeta {
-        task: AdapterTask::Classify,
-        submodel: SubModel::TextEncoder,
-        labels: task.meta.labels.clone(),
-        pooling: Pooling::Mean,
-        feature_dim: None,
-        layers: None,
-        lora_alpha: 1.0,
-        description: format!("{}: {} ({}), head on the text encoder's sentence embedding, {steps} steps", task.meta.task, task.meta.modality, task.meta.source),
     };
     Ok((meta, out))
 }

@@ -4,8 +4,10 @@
 //!
 //! Tensors (all F32, row-major, `dims` innermost first as in every blob):
 //! - `lora.<layer>.<proj>.a` `[rank, in]` and `.b` `[out, rank]`, `proj` one
-//!   of [`LORA_PROJS`]: `y += (alpha / rank) · B (A x)` on the backbone's
-//!   projection, never merged into the shared weights;
+//!   of [`LORA_PROJS`]: `y += (alpha / rank) · B (A x)` on the sub-model's
+//!   projection, never merged into the shared weights. On the text encoder
+//!   (BERT) `q`, `k`, `v` are the parts of its stacked qkv, `up` and `down`
+//!   its two feed-forward layers; it has no `gate`;
 //! - `head.weight` `[labels, d]`, `head.bias` `[labels]`: the task head on
 //!   the pooled hidden state (classify);
 //! - `input.weight` `[d_model, feature_dim]`, `input.bias` `[d_model]`: the
@@ -62,7 +64,7 @@ pub struct AdapterMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature_dim: Option<u32>,
     /// Backbone layers to run, from the first: an adapter trained on an
-    /// early exit stops there. `None`: all.
+    /// early exit stops there. `None`: all (always so on the text encoder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<u32>,
     /// LoRA scale numerator (`alpha / rank`).

@@ -336,6 +336,43 @@ fn tiny_bert_pack_and_embed() {
     assert!(b.embed(&[60]).is_err(), "token out of vocab");
 }
 
+/// A LoRA on every BERT projection it may adapt: B = 0 is the base
+/// embedding bit for bit; random factors move it; a batch runs them on
+/// every sequence as they run alone.
+#[test]
+fn bert_lora_zero_is_base_and_nonzero_moves() {
+    let st = tiny_bert_safetensors(1);
+    let (table, blob) = crate::formats::pack::pack_bert(&st, 4, 1e-12).expect("pack");
+    let blob = AlignedBytes::from_slice(&blob);
+    let b = crate::models::bert::Bert::from_region(&table, &blob).expect("bert");
+    let s1: Vec<u32> = vec![1, 5, 9, 13, 2];
+    let s2: Vec<u32> = vec![1, 7, 2];
+    let base = b.embed_batch(&[&s1, &s2]).expect("base");
+    let lora_set = |b_scale: f32| {
+        let mut rng = Rng::new(4);
+        let mut set = LoraSet::default();
+        for l in 0..b.cfg.n_layer {
+            for p in [Proj::Q, Proj::K, Proj::V, Proj::O, Proj::Up, Proj::Down] {
+                let (i, o) = b.cfg.proj_dims(p).expect("a BERT projection");
+                set.add(l, p, 2, rng.vec(2 * i, 0.3), rng.vec(o * 2, b_scale), 2.0);
+            }
+        }
+        set
+    };
+    assert_eq!(b.cfg.proj_dims(Proj::Gate), None);
+    let zero = b.embed_batch_with(&[&s1, &s2], Some(&lora_set(0.0))).expect("zero");
+    assert_eq!(zero, base, "B = 0 must leave the embedding as it is");
+    let set = lora_set(0.3);
+    let moved = b.embed_batch_with(&[&s1, &s2], Some(&set)).expect("lora");
+    assert!(max_abs_diff(&moved[0], &base[0]) > 1e-2, "the LoRA changed nothing");
+    let alone = b.embed_batch_with(&[&s2], Some(&set)).expect("alone");
+    assert!(max_abs_diff(&alone[0], &moved[1]) < 1e-5);
+    // Factors that do not fit the projection: an error, not a panic.
+    let mut bad = LoraSet::default();
+    bad.add(0, Proj::Up, 2, vec![0.1; 2 * b.cfg.d_model], vec![0.1; 2 * b.cfg.d_model], 1.0);
+    assert!(b.embed_batch_with(&[&s1], Some(&bad)).is_err());
+}
+
 #[test]
 fn input_projection_feeds_the_model() {
     use crate::models::adapter::InputProjection;

@@ -93,25 +93,34 @@ impl<'a> TaskAdapter<'a> {
             factors.entry((layer, proj)).or_default()[usize::from(ab == "b")] = Some((data, dims));
         }
         if !factors.is_empty() {
-            let llama = match meta.submodel {
-                SubModel::Backbone => model.backbone.as_ref().expect("checked above"),
-                SubModel::TextEncoder => return Err("LoRA is supported on the backbone only".into()),
+            // Each sub-model's projection widths and depth.
+            let (dims, n_layer): (Box<dyn Fn(Proj) -> Option<(usize, usize)>>, usize) = match meta.submodel {
+                SubModel::Backbone => {
+                    let c = &model.backbone.as_ref().ok_or("the firmware has no backbone")?.cfg;
+                    (Box::new(|p| Some(c.proj_dims(p))), c.n_layer)
+                }
+                SubModel::TextEncoder => {
+                    let c = &model.text_encoder.as_ref().ok_or("the firmware has no text encoder")?.cfg;
+                    (Box::new(|p| c.proj_dims(p)), c.n_layer)
+                }
             };
-            let c = &llama.cfg;
             for ((layer, proj), [a, b]) in factors {
                 // parse_lora_name accepts only LORA_PROJS names.
                 let p = proj_named(proj).ok_or_else(|| format!("unknown projection {proj}"))?;
-                let (in_dim, out_dim) = c.proj_dims(p);
+                let (in_dim, out_dim) = dims(p).ok_or_else(|| format!("LoRA {layer}.{proj}: the sub-model has no {proj} projection"))?;
                 let (Some((a, ad)), Some((b, bd))) = (a, b) else {
                     return Err(format!("LoRA {layer}.{proj} lacks a factor"));
                 };
                 let rank = ad[0];
-                if layer >= c.n_layer || ad != [rank, in_dim] || bd != [out_dim, rank] || rank == 0 {
-                    return Err(format!("LoRA {layer}.{proj} {ad:?}x{bd:?} does not fit a {in_dim}->{out_dim} projection"));
+                if layer >= n_layer || ad != [rank, in_dim] || bd != [out_dim, rank] || rank == 0 {
+                    return Err(format!("LoRA {layer}.{proj} {ad:?}x{bd:?} does not fit a {in_dim}->{out_dim} projection of {n_layer} layers"));
                 }
                 let lora = Lora { rank, a: LoraMat::F32(a), b: LoraMat::F32(b), scale: meta.lora_alpha / rank as f32 };
                 loras.insert((layer, p), lora);
             }
+        }
+        if meta.submodel == SubModel::TextEncoder && meta.layers.is_some() {
+            return Err("the text encoder runs all its layers (no early exit)".into());
         }
 
         let head = match blob.get("head.weight") {
@@ -154,6 +163,12 @@ impl<'a> TaskAdapter<'a> {
     /// Forward options for this adapter's backbone jobs.
     pub fn forward_opts(&self, logits: Logits, all_hidden: bool) -> ForwardOpts<'_> {
         ForwardOpts { all_hidden, logits, adapter: Some(self), layers: self.meta.layers.map(|l| l as usize) }
+    }
+
+    /// Whether the adapter changes the sub-model itself (not only what
+    /// follows it): its jobs then batch only with its own.
+    pub fn has_lora(&self) -> bool {
+        !self.loras.is_empty()
     }
 
     pub fn pooling(&self) -> Pooling {

@@ -257,7 +257,8 @@ pub fn generate_batch_jobs(model: &Foundation<'_>, jobs: Vec<(JobBuffers<'_>, Op
 /// EMBED and CLASSIFY jobs of many apps at once, each through its
 /// sub-model as one batch: the ones that need the text encoder's sentence
 /// embedding (EMBED without an adapter or with a text-encoder adapter,
-/// CLASSIFY with a text-encoder adapter) packed through the encoder, the
+/// CLASSIFY with a text-encoder adapter) packed through the encoder (one
+/// batch per text-encoder LoRA, one for all jobs without), the
 /// ones on the backbone (feature or token classifiers, each with its own
 /// LoRA, input projection and exit layer) through `Llama::hidden_batch`;
 /// any other job runs as [`run_job`] runs it. A job alone is a batch of
@@ -265,23 +266,32 @@ pub fn generate_batch_jobs(model: &Foundation<'_>, jobs: Vec<(JobBuffers<'_>, Op
 /// buffers must not overlap one another.
 pub fn pooled_batch_jobs(model: &Foundation<'_>, jobs: Vec<(Option<Op>, JobBuffers<'_>, Option<&TaskAdapter<'_>>, u64)>) -> Vec<Result<usize, Errno>> {
     let mut results: Vec<Option<Result<usize, Errno>>> = Vec::with_capacity(jobs.len());
-    let mut sentences: Vec<Waiting<'_, '_, Vec<u32>>> = Vec::new();
+    let mut sentences: Vec<Waiting<'_, '_, Sentence<'_, '_>>> = Vec::new();
     let mut backbone: Vec<Waiting<'_, '_, (&TaskAdapter<'_>, BackboneRows)>> = Vec::new();
     for (i, (op, b, a, job)) in jobs.into_iter().enumerate() {
         results.push(None);
         match pooled_job(model, op, &b, a) {
-            Ok(Some((Pooled::Sentence(ids), then))) => sentences.push((i, ids, then, b.output)),
+            Ok(Some((Pooled::Sentence(ids, lora), then))) => sentences.push((i, (ids, lora), then, b.output)),
             Ok(Some((Pooled::Backbone(a, rows), then))) => backbone.push((i, (a, rows), then, b.output)),
             // Not a pooled job: not this function's to run.
             Ok(None) => results[i] = Some(run_job(model, job, op, b, a)),
             Err(e) => results[i] = Some(Err(e)),
         }
     }
-    if let (Some(bert), false) = (model.text_encoder.as_ref(), sentences.is_empty()) {
-        let seqs: Vec<&[u32]> = sentences.iter().map(|(_, ids, _, _)| &ids[..]).collect();
-        match bert.embed_batch(&seqs) {
-            Ok(vs) => sentences.into_iter().zip(vs).for_each(|((i, _, then, out), v)| results[i] = Some(then.write(v, out))),
-            Err(_) => sentences.into_iter().for_each(|(i, ..)| results[i] = Some(Err(Errno::EIO))),
+    if let Some(bert) = model.text_encoder.as_ref() {
+        // One encoder batch per LoRA (jobs without one share a batch): a
+        // batch runs one adapter's deltas on all its rows.
+        while let Some((_, (_, lora), ..)) = sentences.first() {
+            let key = lora.map(|a| a as *const TaskAdapter<'_>);
+            let (group, rest): (Vec<_>, Vec<_>) =
+                sentences.into_iter().partition(|(_, (_, l), ..)| l.map(|a| a as *const TaskAdapter<'_>) == key);
+            sentences = rest;
+            let lora = group[0].1 .1.map(|a| a as &dyn vnpu_engine::Adapter);
+            let seqs: Vec<&[u32]> = group.iter().map(|(_, (ids, _), _, _)| &ids[..]).collect();
+            match bert.embed_batch_with(&seqs, lora) {
+                Ok(vs) => group.into_iter().zip(vs).for_each(|((i, _, then, out), v)| results[i] = Some(then.write(v, out))),
+                Err(_) => group.into_iter().for_each(|(i, ..)| results[i] = Some(Err(Errno::EIO))),
+            }
         }
     }
     if let (Some(llama), false) = (model.backbone.as_ref(), backbone.is_empty()) {
@@ -298,9 +308,13 @@ pub fn pooled_batch_jobs(model: &Foundation<'_>, jobs: Vec<(Option<Op>, JobBuffe
 /// to make of its vector, its output.
 type Waiting<'h, 'o, I> = (usize, I, Then<'h>, &'o mut [u8]);
 
+/// A text-encoder job's tokens and the adapter whose LoRA it runs, if any.
+type Sentence<'a, 'm> = (Vec<u32>, Option<&'a TaskAdapter<'m>>);
+
 /// The sub-model a pooled job runs through, with its checked input.
 enum Pooled<'a, 'm> {
-    Sentence(Vec<u32>),
+    /// Tokens, and the adapter when it has a LoRA for the encoder.
+    Sentence(Vec<u32>, Option<&'a TaskAdapter<'m>>),
     Backbone(&'a TaskAdapter<'m>, BackboneRows),
 }
 
@@ -340,7 +354,7 @@ fn pooled_job<'a, 'm>(
             model.text_encoder.as_ref().ok_or(Errno::ENODEV)?;
             let ids = tokens(b.input)?;
             check_sentence(model, &ids)?;
-            (Pooled::Sentence(ids), Then::Embedding)
+            (Pooled::Sentence(ids, None), Then::Embedding)
         }
         (Some(Op::Embed), Some(a)) => (adapter_input(model, a, b.input)?, Then::Renormalized),
         (Some(Op::Classify), Some(a)) => {
@@ -353,7 +367,7 @@ fn pooled_job<'a, 'm>(
         _ => return Ok(None),
     };
     match &pooled {
-        Pooled::Sentence(ids) if ids.is_empty() => Err(Errno::EIO),
+        Pooled::Sentence(ids, _) if ids.is_empty() => Err(Errno::EIO),
         Pooled::Backbone(_, rows) if rows.len() == 0 => Err(Errno::EBADMSG),
         _ => Ok(Some((pooled, then))),
     }
@@ -366,7 +380,7 @@ fn adapter_input<'a, 'm>(model: &Foundation<'_>, a: &'a TaskAdapter<'m>, input: 
         SubModel::TextEncoder => {
             let Input::Tokens(ids) = input else { return Err(Errno::EOPNOTSUPP) };
             check_sentence(model, &ids)?;
-            Pooled::Sentence(ids)
+            Pooled::Sentence(ids, Some(a).filter(|a| a.has_lora()))
         }
         SubModel::Backbone => {
             let llama = model.backbone.as_ref().ok_or(Errno::ENODEV)?;

@@ -144,6 +144,138 @@ fn text_encoder_classifier_is_a_head_on_the_sentence_embedding() {
     assert_eq!(job(&f, Op::Classify, &blob, &Input::Features { dim: 2, data: vec![1.0; 2] }), Err(Errno::EOPNOTSUPP));
 }
 
+/// A text classifier with a rank-2 LoRA on q, up and down of layer `layer`
+/// of the text encoder: the blob and the same factors for the engine.
+fn text_lora_classifier(rng: &mut Rng, d: usize, ff: usize, layer: usize) -> (Vec<u8>, LoraSet, Vec<f32>) {
+    let m = meta(AdapterTask::Classify, SubModel::TextEncoder);
+    let mut b = AdapterBuilder::new("text-lora", [0; 32]);
+    b.meta(m.to_json());
+    let mut set = LoraSet::default();
+    for (proj, p, i, o) in [("q", Proj::Q, d, d), ("up", Proj::Up, d, ff), ("down", Proj::Down, ff, d)] {
+        let (a, bb) = (rng.vec(2 * i, 0.3), rng.vec(o * 2, 0.3));
+        b.tensor_f32(&lora_name(layer, proj, "a"), &[2, i], &a).unwrap();
+        b.tensor_f32(&lora_name(layer, proj, "b"), &[o, 2], &bb).unwrap();
+        set.add(layer, p, 2, a, bb, m.lora_alpha / 2.0);
+    }
+    let head = rng.vec(2 * d, 0.5);
+    b.tensor_f32("head.weight", &[2, d], &head).unwrap();
+    b.tensor_f32("head.bias", &[2], &[0.0, 1.0]).unwrap();
+    (b.build().unwrap(), set, head)
+}
+
+#[test]
+fn text_encoder_lora_adapts_the_encoder() {
+    let model = SyntheticWeights::new(3);
+    let subs = model.sub_models();
+    let f = Foundation::build(&subs).unwrap();
+    let bert = f.text_encoder.as_ref().unwrap();
+    let (d, ff) = (bert.cfg.d_model, bert.cfg.d_ff);
+    let (blob, set, head) = text_lora_classifier(&mut Rng::new(6), d, ff, 1);
+    let ids = [1u32, 7, 9, 2];
+    let got = job(&f, Op::Classify, &blob, &Input::Tokens(ids.to_vec())).unwrap();
+    let e = bert.embed_batch_with(&[&ids], Some(&set)).unwrap().remove(0);
+    let base = bert.embed(&ids).unwrap();
+    assert!(e.iter().zip(&base).any(|(a, b)| (a - b).abs() > 1e-3), "the LoRA changed nothing");
+    for (o, g) in got.iter().enumerate() {
+        let want = o as f32 + head[o * d..][..d].iter().zip(&e).map(|(a, b)| a * b).sum::<f32>();
+        assert!((g - want).abs() < 1e-5, "label {o}: {g} vs {want}");
+    }
+}
+
+#[test]
+fn unfit_text_encoder_loras_are_refused_with_the_reason() {
+    let model = SyntheticWeights::new(3);
+    let subs = model.sub_models();
+    let f = Foundation::build(&subs).unwrap();
+    let c = &f.text_encoder.as_ref().unwrap().cfg;
+    let (d, ff, layers) = (c.d_model, c.d_ff, c.n_layer);
+    let build = |m: &AdapterMeta, tensors: &[(String, Vec<usize>)]| {
+        let mut b = AdapterBuilder::new("bad", [0; 32]);
+        b.meta(m.to_json());
+        b.tensor_f32("head.weight", &[2, d], &vec![0.1; 2 * d]).unwrap();
+        b.tensor_f32("head.bias", &[2], &[0.0; 2]).unwrap();
+        for (n, s) in tensors {
+            b.tensor_f32(n, s, &vec![0.1; s.iter().product()]).unwrap();
+        }
+        AlignedBytes::from_slice(&b.build().unwrap())
+    };
+    let m = meta(AdapterTask::Classify, SubModel::TextEncoder);
+    let pair = |l: usize, p: &str, a: Vec<usize>, b: Vec<usize>| vec![(lora_name(l, p, "a"), a), (lora_name(l, p, "b"), b)];
+    let mut early = m.clone();
+    early.layers = Some(1);
+    let cases = [
+        ("does not fit", build(&m, &pair(0, "up", vec![2, d], vec![d, 2]))),
+        ("does not fit", build(&m, &pair(0, "down", vec![2, d], vec![d, 2]))),
+        ("does not fit", build(&m, &pair(layers, "q", vec![2, d], vec![d, 2]))),
+        ("no gate projection", build(&m, &pair(0, "gate", vec![2, d], vec![ff, 2]))),
+        ("lacks a factor", build(&m, &pair(0, "v", vec![2, d], vec![d, 2])[..1])),
+        ("no early exit", build(&early, &[])),
+    ];
+    for (why, blob) in &cases {
+        let e = vnpud::adapter::TaskAdapter::parse(blob, &f).err().unwrap_or_else(|| panic!("{why}: parsed"));
+        assert!(e.contains(why), "{why}: {e}");
+        assert_eq!(job(&f, Op::Classify, blob, &Input::Tokens(vec![1, 2])), Err(Errno::ENOEXEC), "{why}");
+    }
+    // The right shapes parse.
+    let ok = build(&m, &[pair(0, "up", vec![2, d], vec![ff, 2]), pair(layers - 1, "o", vec![3, d], vec![d, 3])].concat());
+    assert!(vnpud::adapter::TaskAdapter::parse(&ok, &f).unwrap().has_lora());
+}
+
+/// Text jobs of different LoRAs in one call: each runs with its own
+/// adapter's LoRA, as it runs alone, never another's.
+#[test]
+fn batched_text_loras_are_not_mixed() {
+    use vnpud::adapter::TaskAdapter;
+    use vnpud::execute::{pooled_batch_jobs, run_with};
+
+    let model = SyntheticWeights::new(3);
+    let subs = model.sub_models();
+    let f = Foundation::build(&subs).unwrap();
+    let bert = f.text_encoder.as_ref().unwrap();
+    let (d, ff) = (bert.cfg.d_model, bert.cfg.d_ff);
+    let mut rng = Rng::new(12);
+    let (one, _, _) = text_lora_classifier(&mut rng, d, ff, 0);
+    let (two, _, _) = text_lora_classifier(&mut rng, d, ff, 1);
+    let mut plain = AdapterBuilder::new("text", [0; 32]);
+    plain.meta(meta(AdapterTask::Classify, SubModel::TextEncoder).to_json());
+    plain.tensor_f32("head.weight", &[2, d], &rng.vec(2 * d, 0.5)).unwrap();
+    plain.tensor_f32("head.bias", &[2], &[0.0, 1.0]).unwrap();
+    let (one, two, plain) =
+        (AlignedBytes::from_slice(&one), AlignedBytes::from_slice(&two), AlignedBytes::from_slice(&plain.build().unwrap()));
+    let (one, two, plain) = (TaskAdapter::parse(&one, &f).unwrap(), TaskAdapter::parse(&two, &f).unwrap(), TaskAdapter::parse(&plain, &f).unwrap());
+    let toks = |v: &[u32]| Input::Tokens(v.to_vec()).encode();
+    let cases: Vec<(Op, Vec<u8>, Option<&TaskAdapter<'_>>)> = vec![
+        (Op::Classify, toks(&[1, 4, 4, 5, 6, 2]), Some(&one)),
+        (Op::Classify, toks(&[1, 4, 4, 5, 6, 2]), Some(&two)),
+        (Op::Embed, toks(&[1, 8, 2]), None),
+        (Op::Classify, toks(&[1, 8, 2]), Some(&plain)),
+        (Op::Embed, toks(&[1, 9, 3, 2]), Some(&one)),
+        (Op::Classify, toks(&[1, 4, 4, 5, 6, 2]), Some(&plain)),
+        (Op::Classify, toks(&[1, 3, 2]), Some(&two)),
+    ];
+    let solo: Vec<(Result<usize, Errno>, Vec<u8>)> = cases
+        .iter()
+        .map(|(op, input, a)| {
+            let mut out = vec![0u8; 4096];
+            let r = run_with(&f, Some(*op), JobBuffers { input, output: &mut out, state: None, adapter: None }, *a);
+            (r, out)
+        })
+        .collect();
+    let mut outs = vec![vec![0u8; 4096]; cases.len()];
+    let jobs = cases
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|((op, input, a), out)| (Some(*op), JobBuffers { input, output: out, state: None, adapter: None }, *a, 0))
+        .collect();
+    let batched = pooled_batch_jobs(&f, jobs);
+    for (i, (r, out)) in solo.iter().enumerate() {
+        assert!(r.is_ok(), "job {i}: {r:?}");
+        assert_eq!(&batched[i], r, "job {i}: result");
+        assert!(outs[i] == *out, "job {i}: output differs from the job run alone");
+    }
+    assert!(solo[0].1 != solo[1].1 && solo[1].1 != solo[5].1, "the LoRAs make no difference");
+}
+
 /// A generation adapter: rank-4 LoRA on `o` of `layer`; the blob and its
 /// A and B factors.
 fn o_lora(rng: &mut Rng, d: usize, layer: usize, base: [u8; 32]) -> (AlignedBytes, Vec<f32>, Vec<f32>) {

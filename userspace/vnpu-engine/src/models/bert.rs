@@ -1,15 +1,19 @@
 //! BERT sentence encoder (all-MiniLM-L6-v2): Q8_0 linear layers, f32
 //! LayerNorm/softmax/GELU, mean pooling + L2 normalization as
 //! sentence-transformers does. A batch is run as one stacked matrix through
-//! every linear layer (no padding); attention stays per sequence.
+//! every linear layer (no padding); attention stays per sequence. A batch
+//! may run one adapter's LoRA on Q, K, V (the parts of the stacked qkv),
+//! O, Up (ff1) and Down (ff2).
 
 use crate::compute::kernels;
+use crate::compute::lora::apply_lora;
 use crate::compute::norm::layer_norm_row as layer_norm;
 use crate::compute::quant::ActQ8;
 use crate::compute::rows::{ActRows, Rows};
 use crate::compute::{Exec, QMat};
 use crate::error::{Error, Result};
 use crate::formats::tensor::{Region, TensorTable};
+use crate::models::adapter::{Adapter, Proj};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -21,6 +25,20 @@ pub struct BertConfig {
     pub vocab: usize,
     pub max_pos: usize,
     pub ln_eps: f32,
+}
+
+impl BertConfig {
+    /// (input, output) width of a projection a LoRA may adapt; BERT has no
+    /// gate.
+    pub fn proj_dims(&self, p: Proj) -> Option<(usize, usize)> {
+        let (d, ff) = (self.d_model, self.d_ff);
+        match p {
+            Proj::Q | Proj::K | Proj::V | Proj::O => Some((d, d)),
+            Proj::Up => Some((d, ff)),
+            Proj::Down => Some((ff, d)),
+            Proj::Gate => None,
+        }
+    }
 }
 
 struct Dense<'a> {
@@ -140,7 +158,16 @@ impl<'a> Bert<'a> {
     }
 
     pub fn embed_batch(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        let h = self.encode_batch(seqs)?;
+        self.embed_batch_with(seqs, None)
+    }
+
+    /// As [`Bert::embed_batch`], every sequence with `adapter`'s LoRA.
+    pub fn embed_batch_with(
+        &self,
+        seqs: &[&[u32]],
+        adapter: Option<&dyn Adapter>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let h = self.encode_batch_with(seqs, adapter)?;
         let d = self.cfg.d_model;
         let mut out = Vec::with_capacity(seqs.len());
         let mut start = 0;
@@ -163,6 +190,15 @@ impl<'a> Bert<'a> {
 
     /// Last-layer token states of all sequences, stacked `[sum(len), d]`.
     pub fn encode_batch(&self, seqs: &[&[u32]]) -> Result<Vec<f32>> {
+        self.encode_batch_with(seqs, None)
+    }
+
+    /// As [`Bert::encode_batch`], every sequence with `adapter`'s LoRA.
+    pub fn encode_batch_with(
+        &self,
+        seqs: &[&[u32]],
+        adapter: Option<&dyn Adapter>,
+    ) -> Result<Vec<f32>> {
         let c = &self.cfg;
         let d = c.d_model;
         if seqs.is_empty() || seqs.iter().any(|s| s.is_empty() || s.len() > c.max_pos) {
@@ -242,8 +278,27 @@ impl<'a> Bert<'a> {
             );
         };
         ln_quant(act, &mut x, o, self.emb_ln, None);
-        for l in &self.layers {
+        // LoRA deltas `(proj, first column, width)` of layer `li` on input
+        // `xin` (`ldx` wide rows) into `y` (`ldy` wide rows), in f32.
+        let lora = |li: usize,
+                    parts: &[(Proj, usize, usize)],
+                    xin: &[f32],
+                    ldx: usize,
+                    y: &mut [f32],
+                    ldy: usize|
+         -> Result<()> {
+            let Some(a) = adapter else { return Ok(()) };
+            for &(p, c0, od) in parts {
+                if let Some(l) = a.lora(li, p) {
+                    apply_lora(&l, xin, ldx, n, ldx, &mut y[c0..], ldy, od)?;
+                }
+            }
+            Ok(())
+        };
+        for (li, l) in self.layers.iter().enumerate() {
             exec.matmul(&l.qkv.w, act, qkv);
+            let qkv_parts = [(Proj::Q, 0, d), (Proj::K, d, d), (Proj::V, 2 * d, d)];
+            lora(li, &qkv_parts, &x, d, qkv, 3 * d)?;
             exec.par_rows_mut(n, Rows::new(&mut *qkv, 3 * d), |_, r| {
                 r.iter_mut().zip(l.qkv.b).for_each(|(a, b)| *a += b);
             });
@@ -253,8 +308,10 @@ impl<'a> Bert<'a> {
                 ar.quantize(isa, &ctx[t * d..(t + 1) * d])
             });
             exec.matmul(&l.o.w, act, o);
+            lora(li, &[(Proj::O, 0, d)], ctx, d, o, d)?;
             ln_quant(act, &mut x, o, l.ln1, Some(l.o.b));
             exec.matmul(&l.ff1.w, act, f);
+            lora(li, &[(Proj::Up, 0, ff)], &x, d, f, ff)?;
             let rows = (Rows::new(&mut *f, ff), ActRows::new(act, n, ff));
             exec.par_rows_mut(n, rows, |_, (r, ar)| {
                 r.iter_mut().zip(l.ff1.b).for_each(|(a, b)| *a += b);
@@ -262,6 +319,7 @@ impl<'a> Bert<'a> {
                 ar.quantize(isa, r);
             });
             exec.matmul(&l.ff2.w, act, o);
+            lora(li, &[(Proj::Down, 0, d)], f, ff, o, d)?;
             // The last quantization feeds the next layer (unused after the last).
             ln_quant(act, &mut x, o, l.ln2, Some(l.ff2.b));
         }

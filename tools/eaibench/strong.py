@@ -220,6 +220,11 @@ SCHEDULE = {
     "pickupgesture": (300, 10, 8, 1e-3),
     "vowels": (100, 5, 16, 1e-3),
     "keywords": (30, 2, 64, 1e-3),
+    "gunpoint": (200, 10, 8, 1e-3),
+    "italypower": (100, 5, 16, 1e-3),
+    "arrowhead": (200, 10, 8, 1e-3),
+    "spokendigits": (30, 2, 64, 1e-3),
+    "captionmatch": (12, 1, 64, 1e-3),
 }
 
 
@@ -500,6 +505,215 @@ def run_text(task, meta, d, epochs=2, bs=32, lr=5e-5, wd=0.01):
 
 
 # --------------------------------------------------------------------------
+# tabular: gradient-boosted trees or an MLP (scikit-learn), chosen on validation
+
+def hgb_bytes(m) -> tuple[int, int]:
+    """What HistGradientBoostingClassifier's trees need to predict: per split
+    node the feature index (int32), threshold (f32), two child indices
+    (int32) and the missing-values direction (1 byte); per leaf its value
+    (f32); plus the per-class baseline. Returns (float params, bytes)."""
+    floats, nbytes = 0, 0
+    for it in m._predictors:
+        for tree in it:
+            nodes = tree.nodes
+            leaves = int(nodes["is_leaf"].sum())
+            splits = len(nodes) - leaves
+            floats += leaves + splits
+            nbytes += 4 * leaves + splits * (4 + 4 + 8 + 1)
+    base = int(np.size(m._baseline_prediction))
+    return floats + base, nbytes + 4 * base
+
+
+def run_tabular(task, meta, d):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.neural_network import MLPClassifier
+    tr, te = read_safetensors(d / "train.safetensors"), read_safetensors(d / "test.safetensors")
+    xtr, ytr = tr["x"].reshape(len(tr["x"]), -1), tr["y"]
+    xte, yte = te["x"].reshape(len(te["x"]), -1), te["y"]
+    cands = [
+        ("gradient-boosted trees (hist, 100 x <=31 leaves, lr 0.1)",
+         lambda: HistGradientBoostingClassifier(random_state=SEED)),
+        ("gradient-boosted trees (hist, 300 x <=15 leaves, lr 0.05)",
+         lambda: HistGradientBoostingClassifier(max_iter=300, max_leaf_nodes=15, learning_rate=0.05,
+                                                random_state=SEED)),
+        ("mlp(64-64)", lambda: MLPClassifier(hidden_layer_sizes=(64, 64), alpha=1e-3, max_iter=500,
+                                             random_state=SEED)),
+    ]
+    splits, how = splits_for(ytr)
+    val = {}
+    for name, mk in cands:
+        val[name] = float(np.mean([np.mean(mk().fit(xtr[a], ytr[a]).predict(xtr[b]) == ytr[b]) for a, b in splits]))
+        log(f"  {task} {name}: validation {val[name]:.4f}")
+    order = [n for n, _ in cands]
+    best = max(order, key=lambda k: (round(val[k], 6), -order.index(k)))
+    m = dict(cands)[best]().fit(xtr, ytr)
+    acc = float(np.mean(m.predict(xte) == yte))
+    if isinstance(m, HistGradientBoostingClassifier):
+        floats, nbytes = hgb_bytes(m)
+        best += f", {m.n_iter_} iterations"
+    else:
+        floats = sum(w.size for w in m.coefs_) + sum(b.size for b in m.intercepts_)
+        nbytes = 4 * floats
+    return {
+        "model": best,
+        "accuracy": round(acc, 4),
+        "bytes": int(nbytes),
+        "float_params": int(floats),
+        "selection": how,
+        "validation_accuracy": {k: round(v, 4) for k, v in val.items()},
+    }
+
+
+# --------------------------------------------------------------------------
+# captionmatch: two towers (image CNN, caption encoder) fused by an MLP
+
+CM_WORDS = 16  # caption words kept (the captions have at most ~10)
+
+
+def _words(t):
+    import re
+    return re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", t.lower())
+
+
+def run_captionmatch(task, meta, d):
+    tr, te = read_safetensors(d / "train.safetensors"), read_safetensors(d / "test.safetensors")
+    xtr, ytr = to_input(tr["x"].astype(np.float32), {**meta, "modality": "vision"}), tr["y"].astype(np.int32)
+    xte, yte = to_input(te["x"].astype(np.float32), {**meta, "modality": "vision"}), te["y"].astype(np.int32)
+    ttr, ytr2 = read_jsonl(d / "train.jsonl")
+    tte, yte2 = read_jsonl(d / "test.jsonl")
+    assert np.array_equal(ytr, ytr2) and np.array_equal(yte, yte2)
+    (a, b), = splits_for(ytr)[0]
+    how = "stratified 20% hold-out of train"
+
+    # text inputs of both kinds
+    vocab = {w: i + 2 for i, w in enumerate(sorted({w for t in ttr for w in _words(t)}))}  # 0 pad, 1 unknown
+
+    def bow_ids(texts):
+        ids = np.zeros((len(texts), CM_WORDS), np.int32)
+        for r, t in enumerate(texts):
+            w = [vocab.get(x, 1) for x in _words(t)][:CM_WORDS]
+            ids[r, :len(w)] = w
+        return ids
+    from tokenizers import Tokenizer
+    tok = Tokenizer.from_file(str(MINILM_DIR / "tokenizer.json"))
+    tok.no_padding()
+    enc = minilm_load()
+    embed = jax.jit(minilm_embed)
+    uniq = sorted(set(ttr) | set(tte))  # a frozen encoder: each distinct caption embedded once
+    cache = {}
+    for i in range(0, len(uniq), 64):
+        chunk = uniq[i:i + 64]
+        ids, mask = batch_arrays(tokenize(tok, chunk))
+        for t, e in zip(chunk, np.asarray(embed(enc, ids, mask))):
+            cache[t] = e
+    minilm_floats = count_floats(enc)
+    minilm_vocab = sum(len(t.encode("utf-8")) + 1 for t in tok.get_vocab())
+    del enc
+    text_in = {"bow": (bow_ids(ttr), bow_ids(tte)),
+               "minilm": (np.stack([cache[t] for t in ttr]), np.stack([cache[t] for t in tte]))}
+
+    img_spec = [("conv2d", 32, 3, "SAME"), ("bn",), ("relu",), ("pool2d",), ("conv2d", 64, 3, "SAME"), ("bn",),
+                ("relu",), ("pool2d",), ("flatten",), ("dense", 128), ("relu",)]
+    H, EMB = 128, 64
+
+    def init_all(kind, key):
+        k1, k2, k3, k4, k5 = jax.random.split(key, 5)
+        ip, ist = init(img_spec, xtr.shape[1:], k1)
+        if kind == "bow":
+            tp = {"emb": jax.random.normal(k2, (len(vocab) + 2, EMB)) * 0.1,
+                  "w": he(k3, (EMB, H), EMB), "b": jnp.zeros(H)}
+        else:
+            tp = {"w": he(k3, (384, H), 384), "b": jnp.zeros(H)}
+        fp = {"w1": he(k4, (3 * H, H), 3 * H), "b1": jnp.zeros(H), "w2": he(k5, (H, 2), H), "b2": jnp.zeros(2)}
+        return {"img": ip, "txt": tp, "fuse": fp}, ist
+
+    def forward(kind, params, state, x, t, train):
+        i, st = apply(img_spec, params["img"], state, x, train)
+        tp = params["txt"]
+        if kind == "bow":
+            m = (t > 0).astype(jnp.float32)[..., None]
+            e = (tp["emb"][t] * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+        else:
+            e = t
+        tv = jax.nn.relu(e @ tp["w"] + tp["b"])
+        fp = params["fuse"]
+        h = jax.nn.relu(jnp.concatenate([i, tv, i * tv], -1) @ fp["w1"] + fp["b1"])
+        return h @ fp["w2"] + fp["b2"], st
+
+    fns = {}
+
+    def get_fns(kind, lr, wd=1e-4):
+        if kind not in fns:
+            def loss(params, state, x, t, y):
+                logits, st = forward(kind, params, state, x, t, True)
+                return xent(logits, y), st
+
+            @jax.jit
+            def step(params, state, opt, x, t, y):
+                (l, st), g = jax.value_and_grad(loss, has_aux=True)(params, state, x, t, y)
+                params, opt = adamw_update(params, g, opt, lr, wd)
+                return params, st, opt, l
+
+            @jax.jit
+            def predict(params, state, x, t):
+                return jnp.argmax(forward(kind, params, state, x, t, False)[0], -1)
+            fns[kind] = (step, predict)
+        return fns[kind]
+
+    def predict_pairs(predict, params, state, x, t, bs=250):
+        return np.concatenate([np.asarray(predict(params, state, x[i:i + bs], t[i:i + bs]))
+                               for i in range(0, len(x), bs)])
+
+    epochs, every, bs, lr = SCHEDULE[task]
+
+    def train(kind, xa, ta, ya, xb=None, tb=None, yb=None, n_ep=epochs):
+        params, state = init_all(kind, jax.random.PRNGKey(SEED))
+        opt = adamw_init(params)
+        step, predict = get_fns(kind, lr)
+        rng = np.random.default_rng(SEED)
+        curve = {}
+        for ep in range(1, n_ep + 1):
+            perm = rng.permutation(len(xa))
+            for i in range(0, len(perm) - bs + 1, bs):
+                j = perm[i:i + bs]
+                params, state, opt, _ = step(params, state, opt, xa[j], ta[j], ya[j])
+            if xb is not None and ep % every == 0:
+                curve[ep] = float(np.mean(predict_pairs(predict, params, state, xb, tb) == yb))
+        return curve, params, state, predict
+
+    names = {"bow": "two-tower: cnn(32-64-128)+bn image, bag of learned word embeddings (64) caption, mlp fusion",
+             "minilm": "two-tower: cnn(32-64-128)+bn image, frozen all-MiniLM-L6-v2 sentence embedding caption, "
+                       "mlp fusion"}
+    val = {}
+    for kind in ("bow", "minilm"):
+        t_tr = text_in[kind][0]
+        curve = train(kind, xtr[a], t_tr[a], ytr[a], xtr[b], t_tr[b], ytr[b])[0]
+        for ep, v in curve.items():
+            val[(kind, ep)] = v
+        be = max(curve, key=lambda e: (round(curve[e], 6), -e))
+        log(f"  {task} {kind}: best validation {curve[be]:.4f} at epoch {be}")
+    order = ["bow", "minilm"]
+    kind, ep = max(val, key=lambda k: (round(val[k], 6), -k[1], -order.index(k[0])))
+    _, params, state, predict = train(kind, xtr, text_in[kind][0], ytr, n_ep=ep)
+    acc = float(np.mean(predict_pairs(predict, params, state, xte, text_in[kind][1]) == yte))
+    floats = count_floats(params) + count_floats(state)
+    nbytes = 4 * floats
+    if kind == "bow":
+        nbytes += sum(len(w.encode("utf-8")) + 1 for w in vocab)
+    else:
+        floats += minilm_floats
+        nbytes += 4 * minilm_floats + minilm_vocab
+    return {
+        "model": f"{names[kind]}, {ep} epochs",
+        "accuracy": round(acc, 4),
+        "bytes": int(nbytes),
+        "float_params": int(floats),
+        "selection": how,
+        "validation_accuracy": {f"{k} @{e}": round(v, 4) for (k, e), v in val.items()},
+    }
+
+
+# --------------------------------------------------------------------------
 
 def fmt_bytes(n: int) -> str:
     for unit, s in (("MB", 1e6), ("kB", 1e3)):
@@ -530,7 +744,14 @@ def main(argv=None) -> int:
             return 1
         meta = json.loads((d / "meta.json").read_text())
         t0 = time.time()
-        r = run_text(t, meta, d) if meta["input"] == "text" else run_features(t, meta, d)
+        if meta["input"] == "text":
+            r = run_text(t, meta, d)
+        elif meta["input"] == "features+text":
+            r = run_captionmatch(t, meta, d)
+        elif meta["modality"] == "tabular":
+            r = run_tabular(t, meta, d)
+        else:
+            r = run_features(t, meta, d)
         r["train_seconds"] = round(time.time() - t0, 1)
         r["threads"] = args.threads if args.threads <= 1 else os.cpu_count()
         r["jax"] = jax.__version__

@@ -23,7 +23,11 @@ fn defaults(task: &str, t: usize) -> Options {
         "basicmotions" => (5, 40, 8),
         "pickupgesture" => (8, 60, 8),
         "vowels" => (1, 12, 16),
-        "keywords" => (2, 4, 32),
+        "keywords" | "spokendigits" => (2, 4, 32),
+        // few samples (36-67): the generic 10 epochs would be 10-20 steps
+        "gunpoint" | "arrowhead" => (8, 60, 8),
+        "italypower" => (3, 40, 8),
+        "breastcancer" => (3, 20, 16),
         _ => ((1..=t).rev().find(|g| t.is_multiple_of(*g) && t / g >= 8).unwrap_or(1), 10, 32),
     };
     let shift = match task {

@@ -14,7 +14,10 @@ use crate::kernel::Flavour;
 use crate::{cmd, guest, paths, setup};
 
 /// The benchmark's tasks with a committed adapter.
-const TASKS: &[&str] = &["sentiment", "spam", "digits", "mnist5k", "fashion", "basicmotions", "pickupgesture", "vowels", "keywords"];
+const TASKS: &[&str] = &[
+    "sentiment", "spam", "party", "digits", "mnist5k", "fashion", "basicmotions", "pickupgesture", "gunpoint", "italypower", "arrowhead",
+    "vowels", "keywords", "spokendigits", "breastcancer",
+];
 
 /// The tasks `--guest` runs by default: every modality, about 15 minutes
 /// of TCG (spam's long mails alone would add ten).

@@ -60,6 +60,15 @@ struct Cached {
     emb: Vec<Vec<f32>>,
 }
 
+/// What a forward from the cache runs: the encoder from layer `first` on,
+/// with the LoRA and head being trained.
+struct Model<'a> {
+    m: &'a FrozenBert,
+    first: usize,
+    lora: &'a Lora,
+    head: &'a Head,
+}
+
 /// Sample indices in batches of similar length (little padding).
 fn by_length(idx: &[usize], len: impl Fn(usize) -> usize, batch: usize) -> Vec<Vec<usize>> {
     let mut v = idx.to_vec();
@@ -91,7 +100,8 @@ fn cache(m: &FrozenBert, ids: &[Vec<u32>], first: usize, dev: &Device) -> candle
 }
 
 /// The logits of the samples `b` from their cached hidden states.
-fn logits(m: &FrozenBert, c: &Cached, b: &[usize], first: usize, lora: &Lora, head: &Head, dev: &Device) -> candle_core::Result<Tensor> {
+fn logits(net: &Model, c: &Cached, b: &[usize], dev: &Device) -> candle_core::Result<Tensor> {
+    let Model { m, first, lora, head } = *net;
     let d = m.cfg.d_model;
     let lens: Vec<usize> = b.iter().map(|&i| c.h[i].len() / d).collect();
     let t = lens.iter().copied().max().unwrap_or(0);
@@ -110,10 +120,10 @@ fn correct(logits: &Tensor, b: &[usize], y: &[usize]) -> candle_core::Result<usi
     Ok(pred.iter().zip(b).filter(|(p, &i)| **p as usize == y[i]).count())
 }
 
-fn accuracy(m: &FrozenBert, c: &Cached, idx: &[usize], y: &[usize], first: usize, lora: &Lora, head: &Head, dev: &Device) -> candle_core::Result<f64> {
+fn accuracy(net: &Model, c: &Cached, idx: &[usize], y: &[usize], dev: &Device) -> candle_core::Result<f64> {
     let mut ok = 0;
     for b in by_length(idx, |i| c.h[i].len(), 64) {
-        ok += correct(&logits(m, c, &b, first, lora, head, dev)?, &b, y)?;
+        ok += correct(&logits(net, c, &b, dev)?, &b, y)?;
     }
     Ok(ok as f64 / idx.len().max(1) as f64)
 }
@@ -152,7 +162,8 @@ pub fn text_lora(task: &Task, m: &FrozenBert, ids: &[Vec<u32>], y: &[usize], o: 
     let head = probe(&c, &fit, y, labels, d, &dev).map_err(ce)?;
     let dims = |p| m.cfg.proj_dims(p);
     let lora = Lora::on(first..n_layer, &o.targets, o.rank, 2.0 * o.rank as f32, dims, &dev).map_err(ce)?;
-    let probe_acc = accuracy(m, &c, &val, y, first, &lora, &head, &dev).map_err(ce)?;
+    let net = Model { m, first, lora: &lora, head: &head };
+    let probe_acc = accuracy(&net, &c, &val, y, &dev).map_err(ce)?;
     eprintln!("  {name}: linear probe: hold-out accuracy {:.2}% ({} of {} held out)", 100.0 * probe_acc, val.len(), ids.len());
 
     let params = |lr| ParamsAdamW { lr, weight_decay: 1e-4, ..Default::default() };
@@ -173,7 +184,7 @@ pub fn text_lora(task: &Task, m: &FrozenBert, ids: &[Vec<u32>], y: &[usize], o: 
             let f = 0.5 * (1.0 + (std::f64::consts::PI * steps as f64 / total as f64).cos());
             opt_lora.set_learning_rate(o.lr * f);
             opt_head.set_learning_rate(o.head_lr * f);
-            let lg = logits(m, &c, b, first, &lora, &head, &dev).map_err(ce)?;
+            let lg = logits(&net, &c, b, &dev).map_err(ce)?;
             let yt = Tensor::from_vec(b.iter().map(|&i| y[i] as u32).collect::<Vec<_>>(), b.len(), &dev).map_err(ce)?;
             let loss = candle_nn::loss::cross_entropy(&lg, &yt).map_err(ce)?;
             let grads = loss.backward().map_err(ce)?;
@@ -190,7 +201,7 @@ pub fn text_lora(task: &Task, m: &FrozenBert, ids: &[Vec<u32>], y: &[usize], o: 
             }
         }
         log_epoch(name, epoch, steps, loss_sum / n_batches.max(1) as f64, ok, seen);
-        let acc = accuracy(m, &c, &val, y, first, &lora, &head, &dev).map_err(ce)?;
+        let acc = accuracy(&net, &c, &val, y, &dev).map_err(ce)?;
         eprintln!("  {name}: epoch {epoch}: hold-out accuracy {:.2}% ({:.0} s)", 100.0 * acc, te.elapsed().as_secs_f64());
         if acc > best {
             (best, best_epoch, kept) = (acc, Some(epoch), snapshot().map_err(ce)?);

@@ -60,6 +60,15 @@ pub fn proj_named(name: &str) -> Option<Proj> {
     })
 }
 
+/// The (input, output) width of projection `p` of `sub` and its number of
+/// layers; `None` if it has no such projection (BERT has no gate).
+fn lora_dims(model: &Foundation<'_>, sub: SubModel, p: Proj) -> Option<((usize, usize), usize)> {
+    match sub {
+        SubModel::Backbone => model.backbone.as_ref().map(|m| (m.cfg.proj_dims(p), m.cfg.n_layer)),
+        SubModel::TextEncoder => model.text_encoder.as_ref().and_then(|m| Some((m.cfg.proj_dims(p)?, m.cfg.n_layer))),
+    }
+}
+
 /// F32 data of tensor `name` with exactly `dims` (outermost first).
 fn f32s<'a>(blob: &Blob<'a>, name: &str, dims: &[usize]) -> Result<&'a [f32], String> {
     let (t, data) = blob.get(name).ok_or_else(|| format!("missing tensor {name}"))?;
@@ -92,32 +101,21 @@ impl<'a> TaskAdapter<'a> {
             let data = f32s(&blob, &t.name, &dims)?;
             factors.entry((layer, proj)).or_default()[usize::from(ab == "b")] = Some((data, dims));
         }
-        if !factors.is_empty() {
-            // Each sub-model's projection widths and depth.
-            let (dims, n_layer): (Box<dyn Fn(Proj) -> Option<(usize, usize)>>, usize) = match meta.submodel {
-                SubModel::Backbone => {
-                    let c = &model.backbone.as_ref().ok_or("the firmware has no backbone")?.cfg;
-                    (Box::new(|p| Some(c.proj_dims(p))), c.n_layer)
-                }
-                SubModel::TextEncoder => {
-                    let c = &model.text_encoder.as_ref().ok_or("the firmware has no text encoder")?.cfg;
-                    (Box::new(|p| c.proj_dims(p)), c.n_layer)
-                }
+        for ((layer, proj), [a, b]) in factors {
+            // parse_lora_name accepts only LORA_PROJS names.
+            let p = proj_named(proj).ok_or_else(|| format!("unknown projection {proj}"))?;
+            let ((in_dim, out_dim), n_layer) = lora_dims(model, meta.submodel, p)
+                .ok_or_else(|| format!("LoRA {layer}.{proj}: the sub-model has no {proj} projection"))?;
+            let (Some((a, ad)), Some((b, bd))) = (a, b) else {
+                return Err(format!("LoRA {layer}.{proj} lacks a factor"));
             };
-            for ((layer, proj), [a, b]) in factors {
-                // parse_lora_name accepts only LORA_PROJS names.
-                let p = proj_named(proj).ok_or_else(|| format!("unknown projection {proj}"))?;
-                let (in_dim, out_dim) = dims(p).ok_or_else(|| format!("LoRA {layer}.{proj}: the sub-model has no {proj} projection"))?;
-                let (Some((a, ad)), Some((b, bd))) = (a, b) else {
-                    return Err(format!("LoRA {layer}.{proj} lacks a factor"));
-                };
-                let rank = ad[0];
-                if layer >= n_layer || ad != [rank, in_dim] || bd != [out_dim, rank] || rank == 0 {
-                    return Err(format!("LoRA {layer}.{proj} {ad:?}x{bd:?} does not fit a {in_dim}->{out_dim} projection of {n_layer} layers"));
-                }
-                let lora = Lora { rank, a: LoraMat::F32(a), b: LoraMat::F32(b), scale: meta.lora_alpha / rank as f32 };
-                loras.insert((layer, p), lora);
+            // A 0-d tensor has no rank: refused below, not indexed.
+            let rank = ad.first().copied().unwrap_or(0);
+            if layer >= n_layer || ad != [rank, in_dim] || bd != [out_dim, rank] || rank == 0 {
+                return Err(format!("LoRA {layer}.{proj} {ad:?}x{bd:?} does not fit a {in_dim}->{out_dim} projection of {n_layer} layers"));
             }
+            let lora = Lora { rank, a: LoraMat::F32(a), b: LoraMat::F32(b), scale: meta.lora_alpha / rank as f32 };
+            loras.insert((layer, p), lora);
         }
         if meta.submodel == SubModel::TextEncoder && meta.layers.is_some() {
             return Err("the text encoder runs all its layers (no early exit)".into());

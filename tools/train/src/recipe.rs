@@ -19,7 +19,7 @@ use crate::train::{self, Options};
 fn defaults(task: &str, t: usize) -> Options {
     let (group, epochs, batch) = match task {
         "digits" => (1, 10, 32),
-        "mnist5k" | "fashion" => (7, 4, 32),
+        "mnist5k" | "fashion" => (7, 8, 32),
         "basicmotions" => (5, 40, 8),
         "pickupgesture" => (8, 60, 8),
         "vowels" => (1, 12, 16),

@@ -10,4 +10,5 @@ pub mod lora;
 pub mod recipe;
 pub mod report;
 pub mod sets;
+pub mod texts;
 pub mod train;

@@ -47,6 +47,10 @@ enum Cmd {
         /// Test samples to evaluate on the host (device code, engine) after training.
         #[arg(long, default_value_t = usize::MAX)]
         eval: usize,
+        /// Hold out N train samples and report their accuracy after each
+        /// epoch (to choose a recipe without the test split).
+        #[arg(long)]
+        holdout: Option<usize>,
     },
     /// The benchmark report: every task's baseline (tools/eaibench) next to
     /// its adapter from ADAPTERS/<task>.m4a, evaluated on the host path.
@@ -114,10 +118,10 @@ fn run(cli: Cli) -> Result<(), String> {
     let fw = eval::FirmwareFile::read(&cli.firmware)?;
     match cli.cmd {
         Cmd::App { .. } | Cmd::Apps { .. } => unreachable!("handled above"),
-        Cmd::Train { task, out, max_steps, layers, epochs, rank, targets, eval } => {
+        Cmd::Train { task, out, max_steps, layers, epochs, rank, targets, eval, holdout } => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{task}.m4a")));
             let start = Instant::now();
-            let ov = recipe::Overrides { max_steps, layers, epochs, rank, targets };
+            let ov = recipe::Overrides { max_steps, layers, epochs, rank, targets, holdout };
             let blob = recipe::train(&fw, &cli.data.join(&task), &ov)?;
             std::fs::write(&out, &blob).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
             println!("{task}: wrote {} ({} bytes) in {:.0} s", out.display(), blob.len(), start.elapsed().as_secs_f64());

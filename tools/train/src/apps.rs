@@ -27,12 +27,14 @@ pub struct AppResult {
 }
 
 /// Test sample `i` of `split` classified through the device as an app
-/// does it: text with `classify`, feature rows with `classify_features`.
+/// does it: text with `classify`, feature rows with `classify_features`,
+/// both with `classify_features_and_text`.
 pub fn classify_sample(dev: &Device, a: &Adapter<'_>, split: &Split, i: usize) -> Result<Vec<Label>, String> {
     let feature_dim = a.meta().and_then(|m| m.feature_dim).map(|d| d as usize);
     match (&split.samples, feature_dim) {
         (Samples::Text(t), None) => dev.classify(a, &t[i]),
         (Samples::Features { .. }, Some(fd)) => dev.classify_features(a, split.features(i), fd),
+        (Samples::Mixed { texts, .. }, Some(fd)) => dev.classify_features_and_text(a, split.features(i), fd, &texts[i]),
         _ => return Err(format!("adapter {} does not take this task's input", a.name())),
     }
     .map_err(|e| e.to_string())

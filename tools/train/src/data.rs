@@ -1,6 +1,8 @@
 //! The benchmark's task data as `tools/eaibench/fetch.py` writes it:
 //! `meta.json`, then `{train,test}.safetensors` (`x` F32 `[n, T, D]`, `y`
-//! I64 `[n]`) for feature tasks or `{train,test}.jsonl` for text tasks.
+//! I64 `[n]`) for feature tasks, `{train,test}.jsonl` (`{"text", "label"}`
+//! lines) for text tasks, or both, in the same order, for tasks with two
+//! inputs (an image and its caption).
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +13,7 @@ use serde::Deserialize;
 pub struct TaskMeta {
     pub task: String,
     pub modality: String,
-    /// `"text"` or `"features"`.
+    /// `"text"`, `"features"` or `"features+text"`.
     pub input: String,
     pub labels: Vec<String>,
     #[serde(default)]
@@ -22,6 +24,9 @@ pub enum Samples {
     Text(Vec<String>),
     /// `n` samples of `T x D` values each.
     Features { t: usize, d: usize, x: Vec<f32> },
+    /// `n` samples of `T x D` values and a text each (the text follows
+    /// the rows in the model's sequence).
+    Mixed { t: usize, d: usize, x: Vec<f32>, texts: Vec<String> },
 }
 
 pub struct Split {
@@ -45,6 +50,12 @@ impl Split {
             Samples::Features { t, d, .. } => {
                 Samples::Features { t: *t, d: *d, x: idx.iter().flat_map(|&i| self.features(i).iter().copied()).collect() }
             }
+            Samples::Mixed { t, d, texts, .. } => Samples::Mixed {
+                t: *t,
+                d: *d,
+                x: idx.iter().flat_map(|&i| self.features(i).iter().copied()).collect(),
+                texts: idx.iter().map(|&i| texts[i].clone()).collect(),
+            },
         };
         Split { samples, y: idx.iter().map(|&i| self.y[i]).collect() }
     }
@@ -71,8 +82,16 @@ impl Split {
     /// Sample `i`'s features (`T * D` values).
     pub fn features(&self, i: usize) -> &[f32] {
         match &self.samples {
-            Samples::Features { t, d, x } => &x[i * t * d..(i + 1) * t * d],
+            Samples::Features { t, d, x } | Samples::Mixed { t, d, x, .. } => &x[i * t * d..(i + 1) * t * d],
             Samples::Text(_) => &[],
+        }
+    }
+
+    /// Sample `i`'s text, if the task has texts.
+    pub fn text(&self, i: usize) -> Option<&str> {
+        match &self.samples {
+            Samples::Text(t) | Samples::Mixed { texts: t, .. } => t.get(i).map(String::as_str),
+            Samples::Features { .. } => None,
         }
     }
 }
@@ -107,23 +126,48 @@ impl Task {
     }
 
     pub fn split(&self, name: &str) -> Result<Split, String> {
-        if self.meta.input == "text" {
-            let p = self.dir.join(format!("{name}.jsonl"));
-            let text = std::fs::read_to_string(&p).map_err(|e| err(&p, e))?;
-            #[derive(Deserialize)]
-            struct Line {
-                text: String,
-                label: usize,
+        match self.meta.input.as_str() {
+            "text" => {
+                let (texts, y) = self.texts(name)?;
+                Ok(Split { samples: Samples::Text(texts), y })
             }
-            let mut xs = Vec::new();
-            let mut y = Vec::new();
-            for (i, l) in text.lines().enumerate() {
-                let l: Line = serde_json::from_str(l).map_err(|e| err(&p, format!("line {}: {e}", i + 1)))?;
-                xs.push(l.text);
-                y.push(l.label);
+            "features" => {
+                let (t, d, x, y) = self.features(name)?;
+                Ok(Split { samples: Samples::Features { t, d, x }, y })
             }
-            return Ok(Split { samples: Samples::Text(xs), y });
+            "features+text" => {
+                let (t, d, x, y) = self.features(name)?;
+                let (texts, text_y) = self.texts(name)?;
+                if text_y != y {
+                    return Err(format!("{}: {name}.jsonl and {name}.safetensors disagree on the samples' labels", self.dir.display()));
+                }
+                Ok(Split { samples: Samples::Mixed { t, d, x, texts }, y })
+            }
+            other => Err(format!("{}: unknown input {other:?}", self.dir.join("meta.json").display())),
         }
+    }
+
+    /// `{name}.jsonl`: texts and labels.
+    fn texts(&self, name: &str) -> Result<(Vec<String>, Vec<usize>), String> {
+        let p = self.dir.join(format!("{name}.jsonl"));
+        let text = std::fs::read_to_string(&p).map_err(|e| err(&p, e))?;
+        #[derive(Deserialize)]
+        struct Line {
+            text: String,
+            label: usize,
+        }
+        let mut xs = Vec::new();
+        let mut y = Vec::new();
+        for (i, l) in text.lines().enumerate() {
+            let l: Line = serde_json::from_str(l).map_err(|e| err(&p, format!("line {}: {e}", i + 1)))?;
+            xs.push(l.text);
+            y.push(l.label);
+        }
+        Ok((xs, y))
+    }
+
+    /// `{name}.safetensors`: `T`, `D`, the `[n, T, D]` values and the labels.
+    fn features(&self, name: &str) -> Result<(usize, usize, Vec<f32>, Vec<usize>), String> {
         let p = self.dir.join(format!("{name}.safetensors"));
         let buf = std::fs::read(&p).map_err(|e| err(&p, e))?;
         let st = SafeTensors::deserialize(&buf).map_err(|e| err(&p, e))?;
@@ -142,7 +186,7 @@ impl Task {
         if ys.iter().any(|&c| c >= self.meta.labels.len()) {
             return Err(err(&p, "a label outside meta.json's labels"));
         }
-        Ok(Split { samples: Samples::Features { t, d, x: xs }, y: ys })
+        Ok((t, d, xs, ys))
     }
 }
 

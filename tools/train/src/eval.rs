@@ -68,7 +68,10 @@ impl Score {
 }
 
 /// The job input of test sample `i`: tokens for text, feature rows as the
-/// adapter groups them.
+/// adapter groups them, or both: the rows, then the text in the backbone's
+/// tokens without special ones (as the app library's
+/// `classify_features_and_text` sends it), cut to what `max_tokens` leaves
+/// after the rows.
 pub fn job_input(tok: Option<&TextTokenizer>, split: &crate::data::Split, i: usize, feature_dim: Option<u32>, max_tokens: usize) -> Result<Input, String> {
     match (&split.samples, tok, feature_dim) {
         (crate::data::Samples::Text(t), Some(tok), None) => {
@@ -77,8 +80,31 @@ pub fn job_input(tok: Option<&TextTokenizer>, split: &crate::data::Split, i: usi
             Ok(Input::Tokens(ids))
         }
         (crate::data::Samples::Features { .. }, _, Some(fd)) => Ok(Input::Features { dim: fd as usize, data: split.features(i).to_vec() }),
+        (crate::data::Samples::Mixed { texts, .. }, Some(tok), Some(fd)) => {
+            let (dim, data) = (fd as usize, split.features(i).to_vec());
+            let mut tokens = tok.encode(&texts[i], false).map_err(|e| e.to_string())?;
+            tokens.truncate(max_tokens.saturating_sub(data.len() / dim.max(1)));
+            // No text left: the rows alone, as the app library sends them.
+            Ok(if tokens.is_empty() { Input::Features { dim, data } } else { Input::Mixed { dim, data, tokens } })
+        }
         _ => Err("the adapter's input does not match the task's".into()),
     }
+}
+
+/// The tokenizer a task's texts go through (none for feature tasks) and
+/// the tokens its sub-model takes: the text encoder's for text tasks, the
+/// backbone's for texts that follow feature rows.
+pub fn text_input(fw: &FirmwareFile, model: &Foundation<'_>, samples: &crate::data::Samples) -> Result<(Option<TextTokenizer>, usize), String> {
+    Ok(match samples {
+        crate::data::Samples::Text(_) => {
+            (Some(fw.tokenizer("text_encoder")?), model.text_encoder.as_ref().map_or(512, |b| b.cfg.max_pos))
+        }
+        crate::data::Samples::Mixed { .. } => {
+            let llama = model.backbone.as_ref().ok_or("the firmware has no backbone")?;
+            (Some(fw.tokenizer("backbone")?), llama.cfg.max_ctx)
+        }
+        crate::data::Samples::Features { .. } => (None, 0),
+    })
 }
 
 /// The logits of one CLASSIFY job on the host path: vnpud's job code on
@@ -104,11 +130,7 @@ pub fn accuracy(fw: &FirmwareFile, model: &Foundation<'_>, task: &crate::data::T
 pub fn score_split(fw: &FirmwareFile, model: &Foundation<'_>, test: &crate::data::Split, blob: &[u8], limit: usize) -> Result<Score, String> {
     let adapter = m4npu_format::Adapter::parse(blob).map_err(|e| e.to_string())?;
     let meta = m4npu_format::adapter_meta::AdapterMeta::parse(adapter.meta())?;
-    let tok = match test.samples {
-        crate::data::Samples::Text(_) => Some(fw.tokenizer("text_encoder")?),
-        _ => None,
-    };
-    let max_tokens = model.text_encoder.as_ref().map_or(512, |b| b.cfg.max_pos);
+    let (tok, max_tokens) = text_input(fw, model, &test.samples)?;
     let blob = AlignedBytes::from_slice(blob);
     let mut score = Score::new();
     for i in 0..test.len().min(limit) {

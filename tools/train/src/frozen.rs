@@ -7,7 +7,7 @@
 
 use candle_core::{Device, Result, Tensor, D};
 use vnpu_engine::compute::quant::{Q4_1Mat, Q8_0Mat};
-use vnpu_engine::{DType as EDType, Region};
+use vnpu_engine::{DType as EDType, QMat, Region};
 use vnpu_engine::{LlamaConfig, TensorTable};
 
 use crate::lora::Lora;
@@ -53,6 +53,24 @@ pub(crate) fn matrix(reg: &Region<'_>, name: &str) -> std::result::Result<(usize
         d => return Err(format!("{name}: dtype {d:?} not supported by the trainer")),
     }
     Ok((rows, k, out))
+}
+
+/// The backbone's token embeddings of `ids` (`[ids.len(), d_model]`), as
+/// the engine looks them up for the device (the same dequantizing rows of
+/// the firmware's packed table): only these rows, as the whole table is
+/// most of the backbone.
+pub fn token_embeddings(table: &TensorTable, weights: &[u8], ids: &[u32]) -> std::result::Result<Vec<f32>, String> {
+    let cfg = LlamaConfig::from_meta(table).map_err(|e| e.to_string())?;
+    let reg = Region::new(table, weights).map_err(|e| e.to_string())?;
+    let embd = QMat::from_region(&reg, "token_embd.weight", cfg.vocab, cfg.d_model).map_err(|e| e.to_string())?;
+    let mut out = vec![0f32; ids.len() * cfg.d_model];
+    for (&id, row) in ids.iter().zip(out.chunks_exact_mut(cfg.d_model)) {
+        if id as usize >= cfg.vocab {
+            return Err(format!("token {id} outside the backbone's vocabulary of {}", cfg.vocab));
+        }
+        embd.row_f32(id as usize, row);
+    }
+    Ok(out)
 }
 
 /// Rows `r0..r0+n` of a `[rows, k]` matrix, as a tensor.
@@ -176,5 +194,22 @@ impl Frozen {
             x = (x + Self::proj(&m, &l.wdown, lora.get(li, "down"))?)?;
         }
         self.rms_norm(&x, &self.out_norm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vnpu_engine::models::synthetic::tiny_llama;
+    use vnpu_engine::Llama;
+
+    #[test]
+    fn token_rows_are_the_engines() {
+        let t = tiny_llama(5);
+        let llama = Llama::from_region(&t.table, &t.blob).unwrap();
+        let ids = [3, 0, 95, 3, 41];
+        let ours = super::token_embeddings(&t.table, &t.blob, &ids).unwrap();
+        let engine = llama.token_embeddings(&ids).unwrap();
+        assert!(ours.iter().zip(&engine).all(|(a, b)| a.to_bits() == b.to_bits()) && ours.len() == engine.len());
+        assert!(super::token_embeddings(&t.table, &t.blob, &[96]).is_err());
     }
 }

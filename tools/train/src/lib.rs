@@ -13,4 +13,5 @@ pub mod recipe;
 pub mod report;
 pub mod sets;
 pub mod text;
+pub mod texts;
 pub mod train;

@@ -5,6 +5,9 @@
 //!   embedding, LoRA adapts the first `layers` layers (the adapter's early
 //!   exit), the final hidden states are mean-pooled into a task head. The
 //!   gradient flows through the frozen layers into all three.
+//! - Tasks with feature rows and a text (an image and its caption) run the
+//!   same way on one sequence: the projected rows, then the text's token
+//!   embeddings from the backbone's own table.
 //! - Text tasks run through the text encoder, LoRA on its top layers and
 //!   a head on its sentence embedding: see `text`.
 
@@ -16,6 +19,7 @@ use crate::augment::ImageLayout;
 use crate::data::{Samples, Split, Task};
 use crate::frozen::Frozen;
 use crate::lora::Lora;
+use crate::texts::Texts;
 
 /// Named F32 tensors (shape outermost first) ready to pack.
 pub type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
@@ -91,11 +95,24 @@ pub(crate) fn log_epoch(task: &str, epoch: usize, steps: usize, loss: f64, corre
     );
 }
 
-/// Trains a backbone adapter for a feature task.
-pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options) -> Result<(AdapterMeta, Tensors), String> {
+/// Mean over the positions `mask` (`[b, t]`, 1 or 0) keeps of `h`
+/// (`[b, t, d]`): the device pools a job's real positions only, and a
+/// batch's padding is not part of any job.
+fn masked_mean(h: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    h.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?.broadcast_div(&mask.sum_keepdim(1)?)
+}
+
+/// Trains a backbone adapter for a feature task, or, with `texts`, for a
+/// task whose samples are feature rows and a text.
+pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options, texts: Option<&Texts>) -> Result<(AdapterMeta, Tensors), String> {
     let ce = |e: candle_core::Error| e.to_string();
     let dev = Device::Cpu;
-    let Samples::Features { t, d: fd0, .. } = train.samples else { return Err("not a feature task".into()) };
+    let (Samples::Features { t, d: fd0, .. } | Samples::Mixed { t, d: fd0, .. }) = train.samples else {
+        return Err("not a feature task".into());
+    };
+    if matches!(train.samples, Samples::Mixed { .. }) != texts.is_some() {
+        return Err("texts are for the tasks with texts after the features".into());
+    }
     if t % o.group != 0 {
         return Err(format!("{t} rows do not group by {}", o.group));
     }
@@ -109,9 +126,27 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options) -> Result<(
     vars.extend(lora.vars().iter().cloned());
     let mut opt = AdamW::new(vars, ParamsAdamW { lr: o.lr, weight_decay: 1e-4, ..Default::default() }).map_err(ce)?;
 
+    // The samples' logits, as the device computes them.
+    let features_of = |chunk: &[usize]| -> Vec<f32> { chunk.iter().flat_map(|&i| train.features(i).iter().copied()).collect() };
+    let logits_of = |chunk: &[usize], xb: Vec<f32>| -> candle_core::Result<Tensor> {
+        let x = Tensor::from_vec(xb, (chunk.len(), tokens, fd), &dev)?;
+        let e = x.broadcast_matmul(&w_in.as_tensor().t()?)?.broadcast_add(b_in.as_tensor())?;
+        let pooled = match texts {
+            None => m.forward(&e, &lora)?.mean(1)?,
+            Some(texts) => {
+                // The rows first, then the text: causal attention keeps the
+                // right padding out of every real position.
+                let (te, text_mask) = texts.batch(chunk)?;
+                let mask = Tensor::cat(&[&Tensor::ones((chunk.len(), tokens), DType::F32, &dev)?, &text_mask], 1)?;
+                masked_mean(&m.forward(&Tensor::cat(&[&e, &te], 1)?, &lora)?, &mask)?
+            }
+        };
+        head.forward(&pooled)
+    };
+
     let mut rng = Rng(o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut order: Vec<usize> = (0..train.len()).collect();
-    let total_steps = o.epochs * train.len().div_ceil(o.batch);
+    let total_steps = o.epochs * order.len().div_ceil(o.batch);
     let mut steps = 0;
     'train: for epoch in 0..o.epochs {
         rng.shuffle(&mut order);
@@ -120,7 +155,7 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options) -> Result<(
             // Cosine decay: big steps first, settle at the end.
             let lr = o.lr * 0.5 * (1.0 + (std::f64::consts::PI * steps as f64 / total_steps as f64).cos());
             opt.set_learning_rate(lr);
-            let mut xb: Vec<f32> = chunk.iter().flat_map(|&i| train.features(i).iter().copied()).collect();
+            let mut xb = features_of(chunk);
             if let Some((layout, max)) = o.shift.filter(|(l, _)| l.pixels() == t * fd0) {
                 let mut moved = vec![0f32; t * fd0];
                 for x in xb.chunks_exact_mut(t * fd0) {
@@ -130,14 +165,8 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options) -> Result<(
                 }
             }
             let yb: Vec<u32> = chunk.iter().map(|&i| train.y[i] as u32).collect();
-            let x = Tensor::from_vec(xb, (chunk.len(), tokens, fd), &dev).map_err(ce)?;
             let y = Tensor::from_vec(yb.clone(), chunk.len(), &dev).map_err(ce)?;
-            let logits = (|| {
-                let e = x.broadcast_matmul(&w_in.as_tensor().t()?)?.broadcast_add(b_in.as_tensor())?;
-                let h = m.forward(&e, &lora)?;
-                head.forward(&h.mean(1)?)
-            })()
-            .map_err(ce)?;
+            let logits = logits_of(chunk, xb).map_err(ce)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y).map_err(ce)?;
             opt.backward_step(&loss).map_err(ce)?;
             loss_sum += f64::from(loss.to_scalar::<f32>().map_err(ce)?);
@@ -171,10 +200,11 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options) -> Result<(
         layers: Some(m.layers.len() as u32),
         lora_alpha: lora.alpha,
         description: format!(
-            "{}: {} ({}), {tokens} tokens of {fd} features, LoRA r{} on {} of {} layers, {steps} steps",
+            "{}: {} ({}), {tokens} tokens of {fd} features{}, LoRA r{} on {} of {} layers, {steps} steps",
             task.meta.task,
             task.meta.modality,
             task.meta.source,
+            if texts.is_some() { " then the text's backbone tokens" } else { "" },
             o.rank,
             o.targets.join(","),
             m.layers.len()

@@ -22,6 +22,9 @@ pub const HEADER_BYTES: usize = 16;
 /// [`Input`] kinds.
 const KIND_TOKENS: u32 = 1;
 const KIND_FEATURES: u32 = 2;
+/// Feature rows then token ids: the header counts the rows, the body
+/// starts with the token count.
+const KIND_MIXED: u32 = 3;
 
 /// Why a range could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,12 +39,15 @@ pub enum JobIoError {
     Empty,
 }
 
-/// A job's input: token ids for text, or rows of feature vectors for the
-/// other modalities (mapped into the model by the adapter's input projection).
+/// A job's input: token ids for text, rows of feature vectors for the
+/// other modalities (mapped into the model by the adapter's input
+/// projection), or both: feature rows followed by token ids, one sequence
+/// (an image and its caption).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     Tokens(Vec<u32>),
     Features { dim: usize, data: Vec<f32> },
+    Mixed { dim: usize, data: Vec<f32>, tokens: Vec<u32> },
 }
 
 impl Input {
@@ -51,6 +57,7 @@ impl Input {
             + 4 * match self {
                 Input::Tokens(t) => t.len(),
                 Input::Features { data, .. } => data.len(),
+                Input::Mixed { data, tokens, .. } => 1 + data.len() + tokens.len(),
             }
     }
 
@@ -63,6 +70,7 @@ impl Input {
         let (kind, count, dim) = match self {
             Input::Tokens(t) => (KIND_TOKENS, t.len(), 0),
             Input::Features { dim, data } => (KIND_FEATURES, data.len() / dim.max(&1), *dim),
+            Input::Mixed { dim, data, .. } => (KIND_MIXED, data.len() / dim.max(&1), *dim),
         };
         buf[..4].copy_from_slice(&INPUT_MAGIC);
         put_u32(buf, 4, kind);
@@ -71,6 +79,9 @@ impl Input {
         let words: Box<dyn Iterator<Item = u32> + '_> = match self {
             Input::Tokens(t) => Box::new(t.iter().copied()),
             Input::Features { data, .. } => Box::new(data.iter().map(|f| f.to_bits())),
+            Input::Mixed { data, tokens, .. } => Box::new(
+                std::iter::once(tokens.len() as u32).chain(data.iter().map(|f| f.to_bits())).chain(tokens.iter().copied()),
+            ),
         };
         for (i, w) in words.enumerate() {
             put_u32(buf, HEADER_BYTES + 4 * i, w);
@@ -91,20 +102,33 @@ impl Input {
             return Err(JobIoError::Magic("input"));
         }
         let (kind, count, dim) = (le_u32(buf, 4), le_u32(buf, 8) as usize, le_u32(buf, 12) as usize);
-        let words = match kind {
+        let too_long = JobIoError::Short { need: usize::MAX, have: buf.len() };
+        let values = match kind {
             KIND_TOKENS => count,
-            KIND_FEATURES => count.checked_mul(dim).ok_or(JobIoError::Short { need: usize::MAX, have: buf.len() })?,
+            KIND_FEATURES | KIND_MIXED => count.checked_mul(dim).ok_or(too_long.clone())?,
             k => return Err(JobIoError::Kind(k)),
         };
-        if words == 0 {
+        // A mixed input's body starts with its token count.
+        let (skip, n_tokens) = match kind {
+            KIND_MIXED => {
+                short(buf, HEADER_BYTES + 4)?;
+                (1, le_u32(buf, HEADER_BYTES) as usize)
+            }
+            _ => (0, 0),
+        };
+        // Both parts of a mixed input, or it would be one of the other kinds.
+        if values == 0 || (kind == KIND_MIXED && n_tokens == 0) {
             return Err(JobIoError::Empty);
         }
+        let words = values.checked_add(skip + n_tokens).ok_or(too_long)?;
         let need = words.checked_mul(4).and_then(|b| b.checked_add(HEADER_BYTES)).unwrap_or(usize::MAX);
         short(buf, need)?;
         let word = |i: usize| le_u32(buf, HEADER_BYTES + 4 * i);
+        let floats = |from: usize| (from..from + values).map(|i| f32::from_bits(word(i))).collect();
         Ok(match kind {
             KIND_TOKENS => Input::Tokens((0..words).map(word).collect()),
-            _ => Input::Features { dim, data: (0..words).map(|i| f32::from_bits(word(i))).collect() },
+            KIND_FEATURES => Input::Features { dim, data: floats(0) },
+            _ => Input::Mixed { dim, data: floats(1), tokens: (1 + values..words).map(word).collect() },
         })
     }
 }
@@ -213,6 +237,7 @@ mod tests {
         for input in [
             Input::Tokens(vec![1, 2, 49151]),
             Input::Features { dim: 3, data: vec![0.5, -1.0, 2.0, 3.0, 4.0, 5.0] },
+            Input::Mixed { dim: 2, data: vec![0.5, -1.0, 2.0, 3.0], tokens: vec![7, 0, 49151] },
         ] {
             let bytes = input.encode();
             assert_eq!(bytes.len(), input.encoded_len());
@@ -234,6 +259,56 @@ mod tests {
         put_u32(&mut huge, 8, u32::MAX);
         assert!(matches!(Input::decode(&huge), Err(JobIoError::Short { .. })));
         assert_eq!(Input::decode(&Input::Tokens(vec![]).encode()), Err(JobIoError::Empty));
+    }
+
+    #[test]
+    fn old_kinds_keep_their_bytes() {
+        let t = Input::Tokens(vec![5]).encode();
+        assert_eq!(t, [b"M4IN".as_slice(), &[1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0]].concat());
+        let f = Input::Features { dim: 1, data: vec![1.0] }.encode();
+        assert_eq!(f, [b"M4IN".as_slice(), &[2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0], &1f32.to_le_bytes()].concat());
+    }
+
+    #[test]
+    fn mixed_inputs_are_laid_out_rows_then_token_count_then_tokens() {
+        let m = Input::Mixed { dim: 2, data: vec![1.0, 2.0], tokens: vec![9, 10] };
+        let b = m.encode();
+        assert_eq!(b.len(), HEADER_BYTES + 4 * 5);
+        assert_eq!((le_u32(&b, 4), le_u32(&b, 8), le_u32(&b, 12)), (3, 1, 2));
+        assert_eq!(le_u32(&b, 16), 2);
+        assert_eq!((f32::from_bits(le_u32(&b, 20)), f32::from_bits(le_u32(&b, 24))), (1.0, 2.0));
+        assert_eq!((le_u32(&b, 28), le_u32(&b, 32)), (9, 10));
+    }
+
+    #[test]
+    fn bad_mixed_inputs_are_refused() {
+        let good = Input::Mixed { dim: 2, data: vec![1.0, 2.0, 3.0, 4.0], tokens: vec![9, 10, 11] }.encode();
+        // Every truncation, down to the header and into the token count.
+        for cut in 0..good.len() {
+            assert!(matches!(Input::decode(&good[..cut]), Err(JobIoError::Short { .. })), "cut at {cut}");
+        }
+        assert_eq!(Input::decode(&good[..good.len() - 1]), Err(JobIoError::Short { need: good.len(), have: good.len() - 1 }));
+        // A token count past the end, or one that overflows.
+        let mut bad = good.clone();
+        put_u32(&mut bad, 16, 4);
+        assert_eq!(Input::decode(&bad), Err(JobIoError::Short { need: good.len() + 4, have: good.len() }));
+        put_u32(&mut bad, 16, u32::MAX);
+        assert!(matches!(Input::decode(&bad), Err(JobIoError::Short { .. })));
+        let mut huge = good.clone();
+        put_u32(&mut huge, 8, u32::MAX);
+        put_u32(&mut huge, 12, u32::MAX);
+        assert!(matches!(Input::decode(&huge), Err(JobIoError::Short { .. })));
+        // Either part missing.
+        let no_tokens = Input::Mixed { dim: 2, data: vec![1.0, 2.0], tokens: vec![] }.encode();
+        assert_eq!(Input::decode(&no_tokens), Err(JobIoError::Empty));
+        let no_rows = Input::Mixed { dim: 2, data: vec![], tokens: vec![1] }.encode();
+        assert_eq!(Input::decode(&no_rows), Err(JobIoError::Empty));
+        let no_width = Input::Mixed { dim: 0, data: vec![], tokens: vec![1] }.encode();
+        assert_eq!(Input::decode(&no_width), Err(JobIoError::Empty));
+        // Trailing bytes are the range's slack, as for the other kinds.
+        let mut long = good.clone();
+        long.extend([0xff; 8]);
+        assert_eq!(Input::decode(&long), Input::decode(&good));
     }
 
     #[test]

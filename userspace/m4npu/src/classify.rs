@@ -1,6 +1,7 @@
 //! What a classification answers: every label of the adapter's head with
-//! its score, from a CLASSIFY job's logits ([`Device::classify`] and
-//! [`Device::classify_features`] run the job).
+//! its score, from a CLASSIFY job's logits ([`Device::classify`],
+//! [`Device::classify_features`] and [`Device::classify_features_and_text`]
+//! run the job).
 
 #[cfg(doc)]
 use crate::Device;

@@ -1,9 +1,9 @@
 //! Task calls: text embeddings and text generation on the foundation model
 //! alone (cargo feature `text`; embeddings of token ids without it), and
 //! classification through an app's adapter, of text (tokenized for the
-//! sub-model the adapter was trained on) or of feature vectors (image
+//! sub-model the adapter was trained on), of feature vectors (image
 //! patches, audio frames, sensor samples) mapped in by the adapter's input
-//! projection. Text is tokenized with the firmware's own tokenizers; each
+//! projection, or of both at once (an image and its caption). Text is tokenized with the firmware's own tokenizers; each
 //! call is one job (generation: a prefill job, then one job per token with
 //! the session's KV cache in a context buffer).
 
@@ -153,6 +153,57 @@ impl Device {
     /// # Ok::<(), m4npu::Error>(())
     /// ```
     pub fn classify_features(&self, adapter: &Adapter<'_>, features: &[f32], dim: usize) -> Result<Vec<Label>> {
+        let meta = self.feature_classifier(adapter, features, dim)?;
+        self.classify_input(adapter, &meta.labels, &Input::Features { dim, data: features.to_vec() })
+    }
+
+    /// Classifies feature vectors followed by token ids of the backbone's
+    /// tokenizer, one sequence (an image, then its caption), with a
+    /// backbone adapter that has an input projection for the vectors; for
+    /// apps that tokenize themselves. No tokens: [`Device::classify_features`].
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let captions = dev.load_adapter_file("captionmatch.m4a")?;
+    /// let patches = [0.0f32; 49 * 16]; // 7x7 patches of 4x4 pixels
+    /// let best = &dev.classify_features_and_tokens(&captions, &patches, 112, &[504, 5765])?[0];
+    /// println!("{}", best.name);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn classify_features_and_tokens(&self, adapter: &Adapter<'_>, features: &[f32], dim: usize, tokens: &[u32]) -> Result<Vec<Label>> {
+        let meta = self.feature_classifier(adapter, features, dim)?;
+        if meta.submodel != m4npu_format::adapter_meta::SubModel::Backbone {
+            return Err(Error::InvalidJob(format!("adapter {} is not on the backbone, whose tokens these are", adapter.name())));
+        }
+        let input = match tokens {
+            [] => Input::Features { dim, data: features.to_vec() },
+            _ => Input::Mixed { dim, data: features.to_vec(), tokens: tokens.to_vec() },
+        };
+        self.classify_input(adapter, &meta.labels, &input)
+    }
+
+    #[cfg(feature = "text")]
+    /// [`Device::classify_features_and_tokens`] with `text` tokenized by the
+    /// backbone's tokenizer (no special tokens, as [`Device::classify`] does
+    /// for the backbone), cut to what the context holds after the rows.
+    ///
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let captions = dev.load_adapter_file("captionmatch.m4a")?;
+    /// let patches = [0.0f32; 49 * 16];
+    /// let best = &dev.classify_features_and_text(&captions, &patches, 112, "a pair of sneakers")?[0];
+    /// println!("{}", best.name);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
+    pub fn classify_features_and_text(&self, adapter: &Adapter<'_>, features: &[f32], dim: usize, text: &str) -> Result<Vec<Label>> {
+        let model = self.model_meta()?;
+        let mut ids = encode(&model.tokenizer(BACKBONE)?, text, false)?;
+        ids.truncate(model.shape(BACKBONE)?.max_tokens.saturating_sub(features.len() / dim.max(1)));
+        self.classify_features_and_tokens(adapter, features, dim, &ids)
+    }
+
+    /// A classifier whose input projection takes `features` as rows of `dim`.
+    fn feature_classifier<'a>(&self, adapter: &'a Adapter<'_>, features: &[f32], dim: usize) -> Result<&'a AdapterMeta> {
         let meta = self.classifier(adapter)?;
         match meta.feature_dim {
             Some(d) if d as usize == dim => {}
@@ -164,7 +215,7 @@ impl Device {
         if dim == 0 || features.is_empty() || !features.len().is_multiple_of(dim) {
             return Err(Error::InvalidJob(format!("{} values are not rows of {dim}", features.len())));
         }
-        self.classify_input(adapter, &meta.labels, &Input::Features { dim, data: features.to_vec() })
+        Ok(meta)
     }
 
     fn classifier<'a>(&self, adapter: &'a Adapter<'_>) -> Result<&'a AdapterMeta> {

@@ -929,3 +929,26 @@ fn hidden_batch_equals_forward_bitwise() {
         assert!(err.to_string().contains("row 1"), "{err}");
     }
 }
+
+#[test]
+fn token_embeddings_are_what_the_forward_uses() {
+    let t = tiny_llama(12);
+    let m = Llama::from_region(&t.table, &t.blob).expect("model");
+    let d = m.cfg.d_model;
+    let e = m.token_embeddings(&TOKENS).expect("embeddings");
+    assert_eq!(e.len(), TOKENS.len() * d);
+    let opts = ForwardOpts {
+        all_hidden: true,
+        logits: Logits::All,
+        ..Default::default()
+    };
+    let mut kv = kv_for(&m, 8);
+    let by_tokens = m.forward(Input::Tokens(&TOKENS), 0, &mut kv, &opts).expect("tokens");
+    let by_rows = m.forward(Input::Embeddings(&e), 0, &mut kv, &opts).expect("rows");
+    assert!(same_bits(&by_tokens.hidden_all.unwrap(), &by_rows.hidden_all.unwrap()));
+    assert!(same_bits(&by_tokens.logits.unwrap(), &by_rows.logits.unwrap()));
+    // One row per id, in order; ids outside the vocabulary are refused.
+    let one = m.token_embeddings(&TOKENS[2..3]).expect("one");
+    assert!(same_bits(&one, &e[2 * d..3 * d]));
+    assert!(m.token_embeddings(&[m.cfg.vocab as u32]).is_err());
+}

@@ -82,6 +82,7 @@ fn main() -> Result<(), String> {
     }
     write("job_io", "tokens", &Input::Tokens(vec![1, 5, 9, 2]).encode())?;
     write("job_io", "features", &Input::Features { dim: 2, data: vec![0.5, -1.0, 2.0, 0.0] }.encode())?;
+    write("job_io", "mixed", &Input::Mixed { dim: 2, data: vec![0.5, -1.0, 2.0, 0.0], tokens: vec![1, 5] }.encode())?;
     let mut state = [0u8; 16];
     StateHeader { n_past: 3, last_job: 7 }.encode_into(&mut state).map_err(|e| e.to_string())?;
     write("job_io", "state", &state)?;

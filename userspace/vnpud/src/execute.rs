@@ -68,8 +68,8 @@ fn echo(b: JobBuffers<'_>) -> Result<usize, Errno> {
 fn tokens(input: &[u8]) -> Result<Vec<u32>, Errno> {
     match Input::decode(input) {
         Ok(Input::Tokens(t)) => Ok(t),
-        // Feature inputs need an adapter's input projection.
-        Ok(Input::Features { .. }) => Err(Errno::EOPNOTSUPP),
+        // Feature inputs (alone or with tokens) need an adapter's input projection.
+        Ok(Input::Features { .. } | Input::Mixed { .. }) => Err(Errno::EOPNOTSUPP),
         Err(_) => Err(Errno::EBADMSG),
     }
 }
@@ -80,7 +80,8 @@ fn normalize(v: &mut [f32]) {
 }
 
 /// A backbone job's input, checked as the job alone checks it: token ids,
-/// or feature rows through the adapter's input projection.
+/// feature rows through the adapter's input projection, or both (the
+/// projected rows, then the tokens' own embeddings).
 pub(crate) enum BackboneRows {
     Tokens(Vec<u32>),
     Embedded { x: Vec<f32>, n: usize },
@@ -95,12 +96,12 @@ impl BackboneRows {
                 }
                 Self::Tokens(ids)
             }
-            Input::Features { dim, data } => {
-                let proj = a.input.as_ref().ok_or(Errno::EOPNOTSUPP)?;
-                if dim != proj.in_dim || data.iter().any(|v| !v.is_finite()) {
-                    return Err(Errno::EBADMSG);
-                }
-                Self::Embedded { x: proj.project(&data).map_err(|_| Errno::EBADMSG)?, n: data.len() / dim }
+            Input::Features { dim, data } => Self::Embedded { x: projected(a, dim, &data)?, n: data.len() / dim },
+            Input::Mixed { dim, data, tokens } => {
+                let mut x = projected(a, dim, &data)?;
+                // The lookup refuses ids outside the vocabulary.
+                x.extend(llama.token_embeddings(&tokens).map_err(|_| Errno::EBADMSG)?);
+                Self::Embedded { x, n: data.len() / dim + tokens.len() }
             }
         };
         if rows.len() > llama.cfg.max_ctx {
@@ -122,6 +123,15 @@ impl BackboneRows {
             Self::Embedded { x, .. } => vnpu_engine::Input::Embeddings(x),
         }
     }
+}
+
+/// Feature rows of `dim` values through the adapter's input projection.
+fn projected(a: &TaskAdapter<'_>, dim: usize, data: &[f32]) -> Result<Vec<f32>, Errno> {
+    let proj = a.input.as_ref().ok_or(Errno::EOPNOTSUPP)?;
+    if dim != proj.in_dim || data.iter().any(|v| !v.is_finite()) {
+        return Err(Errno::EBADMSG);
+    }
+    proj.project(data).map_err(|_| Errno::EBADMSG)
 }
 
 /// The pooled backbone hidden states of many jobs at once, each with its

@@ -573,6 +573,7 @@ fn batched_pooled_jobs_equal_solo() {
         (Op::Classify, Input::Features { dim: 5, data: vec![] }.encode(), Some(&feat)),
         (Op::Classify, Input::Features { dim: 4, data: vec![1.0; 8] }.encode(), Some(&deep)),
         (Op::Classify, Input::Features { dim: 5, data: rng.vec(5, 1.0) }.encode(), Some(&feat)),
+        (Op::Classify, Input::Mixed { dim: 5, data: rng.vec(10, 1.0), tokens: vec![4, 5] }.encode(), Some(&feat)),
     ];
     let solo: Vec<(Result<usize, Errno>, Vec<u8>)> = cases
         .iter()
@@ -597,5 +598,80 @@ fn batched_pooled_jobs_equal_solo() {
     assert_eq!(batched[6], Err(Errno::EOPNOTSUPP));
     assert_eq!(batched[11], Err(Errno::EBADMSG), "no feature rows");
     assert_eq!(batched[12], Err(Errno::EBADMSG), "features of the wrong width");
-    assert!([4, 8, 9, 10, 13].iter().all(|&i| batched[i].is_ok()), "the backbone jobs: {batched:?}");
+    assert!([4, 8, 9, 10, 13, 14].iter().all(|&i| batched[i].is_ok()), "the backbone jobs: {batched:?}");
+}
+
+/// An image and its caption as one job: the feature rows through the
+/// adapter's input projection, then the caption's token embeddings (the
+/// backbone's own table), one sequence through the LoRA layers, mean-pooled
+/// over all of it into the head.
+#[test]
+fn mixed_input_is_projected_rows_then_token_embeddings() {
+    let model = SyntheticWeights::new(3);
+    let subs = model.sub_models();
+    let f = Foundation::build(&subs).unwrap();
+    let llama = f.backbone.as_ref().unwrap();
+    let (d, ff, kvd) = (llama.cfg.d_model, llama.cfg.d_ff, llama.cfg.kv_dim());
+    let mut m = meta(AdapterTask::Classify, SubModel::Backbone);
+    m.feature_dim = Some(5);
+    m.layers = Some(1);
+    m.labels = (0..LABELS).map(|i| format!("l{i}")).collect();
+    let mut rng = Rng::new(21);
+    let (blob, set, inw) = feature_classifier(&mut rng, d, ff, kvd, &m);
+    let (feats, tokens) = (rng.vec(3 * 5, 1.0), vec![4u32, 17, 2]);
+    let mixed = |dim: usize, data: Vec<f32>, tokens: Vec<u32>| Input::Mixed { dim, data, tokens };
+    let got = job(&f, Op::Classify, &blob, &mixed(5, feats.clone(), tokens.clone())).unwrap();
+
+    // By hand: the rows, then the tokens, as one sequence of embeddings.
+    let proj = InputProjection { w: &inw[..d * 5], b: Some(&inw[d * 5..]), in_dim: 5, d_model: d };
+    let mut x = proj.project(&feats).unwrap();
+    x.extend(llama.token_embeddings(&tokens).unwrap());
+    let n = 3 + tokens.len();
+    let mut kv = vec![0u8; llama.cfg.kv_bytes(n)];
+    let opts = ForwardOpts { all_hidden: true, logits: Logits::None, adapter: Some(&set), layers: Some(1) };
+    let h = llama.forward(vnpu_engine::Input::Embeddings(&x), 0, &mut kv, &opts).unwrap().hidden_all.unwrap();
+    let pooled: Vec<f32> = (0..d).map(|j| (0..n).map(|t| h[t * d + j]).sum::<f32>() / n as f32).collect();
+    let AdapterBuilderParts { head, bias } = parts(&blob);
+    let want: Vec<f32> =
+        (0..LABELS).map(|o| bias[o] + head[o * d..][..d].iter().zip(&pooled).map(|(a, b)| a * b).sum::<f32>()).collect();
+    assert_eq!(got.len(), LABELS);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
+    }
+    // The caption counts: the image alone answers otherwise.
+    let image_only = job(&f, Op::Classify, &blob, &Input::Features { dim: 5, data: feats.clone() }).unwrap();
+    assert!(image_only.iter().zip(&got).any(|(a, b)| (a - b).abs() > 1e-4));
+
+    // What the job holds is checked: width, values, vocabulary, length.
+    let bad = |input: Input| job(&f, Op::Classify, &blob, &input);
+    assert_eq!(bad(mixed(4, vec![0.5; 8], tokens.clone())), Err(Errno::EBADMSG));
+    assert_eq!(bad(mixed(5, vec![f32::INFINITY; 5], tokens.clone())), Err(Errno::EBADMSG));
+    assert_eq!(bad(mixed(5, feats.clone(), vec![1, llama.cfg.vocab as u32])), Err(Errno::EBADMSG));
+    let room = llama.cfg.max_ctx - 3;
+    assert!(bad(mixed(5, feats.clone(), vec![1; room])).is_ok(), "the context's length fits");
+    assert_eq!(bad(mixed(5, feats.clone(), vec![1; room + 1])), Err(Errno::EBADMSG), "one row more does not");
+
+    // Whoever has no input projection for the rows refuses them.
+    let mut b = AdapterBuilder::new("tokens", [0; 32]);
+    b.meta(meta(AdapterTask::Classify, SubModel::Backbone).to_json());
+    b.tensor_f32("head.weight", &[LABELS, d], &rng.vec(LABELS * d, 0.2)).unwrap();
+    b.tensor_f32("head.bias", &[LABELS], &[0.0; LABELS]).unwrap();
+    let token_classifier = b.build().unwrap();
+    assert!(job(&f, Op::Classify, &token_classifier, &Input::Tokens(tokens.clone())).is_ok());
+    assert_eq!(job(&f, Op::Classify, &token_classifier, &mixed(5, feats.clone(), tokens.clone())), Err(Errno::EOPNOTSUPP));
+    let bert_d = f.text_encoder.as_ref().unwrap().cfg.d_model;
+    let mut b = AdapterBuilder::new("text", [0; 32]);
+    b.meta(meta(AdapterTask::Classify, SubModel::TextEncoder).to_json());
+    b.tensor_f32("head.weight", &[2, bert_d], &rng.vec(2 * bert_d, 0.5)).unwrap();
+    b.tensor_f32("head.bias", &[2], &[0.0, 1.0]).unwrap();
+    let text = b.build().unwrap();
+    assert_eq!(job(&f, Op::Classify, &text, &mixed(5, feats.clone(), tokens.clone())), Err(Errno::EOPNOTSUPP));
+    // EMBED without an adapter (the text encoder) and GENERATE take tokens only.
+    let input = mixed(5, feats, tokens).encode();
+    let mut out = vec![0u8; 4096];
+    let embed = run(&f, Some(Op::Embed), JobBuffers { input: &input, output: &mut out, state: None, adapter: None });
+    assert_eq!(embed, Err(Errno::EOPNOTSUPP));
+    let mut state = AlignedBytes::zeroed(m4npu_format::job_io::STATE_KV_OFFSET + llama.cfg.kv_bytes(16));
+    let generate = run(&f, Some(Op::Generate), JobBuffers { input: &input, output: &mut out, state: Some(&mut state[..]), adapter: None });
+    assert_eq!(generate, Err(Errno::EOPNOTSUPP));
 }

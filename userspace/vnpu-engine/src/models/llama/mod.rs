@@ -405,6 +405,14 @@ impl<'a> Llama<'a> {
         out
     }
 
+    /// The token embedding rows (`[ids.len(), d_model]`) exactly as the
+    /// forward looks them up: for inputs that put token embeddings next to
+    /// other embeddings (feature rows and a caption) as
+    /// [`Input::Embeddings`].
+    pub fn token_embeddings(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.embed(Input::Tokens(ids))
+    }
+
     fn embed(&self, input: Input) -> Result<Vec<f32>> {
         let d = self.cfg.d_model;
         match input {

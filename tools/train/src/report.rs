@@ -290,7 +290,7 @@ mod tests {
             ("input.weight", &[8, 3][..], &iw[..]),
             ("input.bias", &[8][..], &ib[..]),
         ];
-        let blob = build_adapter("t", [0; 32], &meta, items.into_iter()).unwrap();
+        let blob = build_adapter("t", [0; 32], &meta, items).unwrap();
         assert_eq!(adapter_summary(&blob).unwrap(), "LoRA r4 on q,v × 2 backbone layers, input projection, head");
     }
 

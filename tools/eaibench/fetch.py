@@ -522,16 +522,32 @@ FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
-def task_fashion(out: Path) -> dict:
+FASHION_SUB = "usr/share/datasets/fashion-mnist"
+
+
+def fashion_images():
+    """The Debian package's root and the official (train images, train
+    labels, test images, test labels)."""
     root = deb_extract(DEB_FASHION)
-    sub = "usr/share/datasets/fashion-mnist"
-    d = root / sub
+    d = root / FASHION_SUB
     xi_tr = _idx((d / "train-images-idx3-ubyte.gz").read_bytes())
     yi_tr = _idx((d / "train-labels-idx1-ubyte.gz").read_bytes()).astype(np.int64)
     xi_te = _idx((d / "t10k-images-idx3-ubyte.gz").read_bytes())
     yi_te = _idx((d / "t10k-labels-idx1-ubyte.gz").read_bytes()).astype(np.int64)
+    return root, xi_tr, yi_tr, xi_te, yi_te
+
+
+def fashion_split(yi_tr, yi_te):
+    """The fashion task's (train, test) image indices, unshuffled."""
     tr, _ = split_per_class(yi_tr, 0, 600, seed=SEED)
     _, te = split_per_class(yi_te, 100, 0, seed=SEED + 1)
+    return tr, te
+
+
+def task_fashion(out: Path) -> dict:
+    root, xi_tr, yi_tr, xi_te, yi_te = fashion_images()
+    sub = FASHION_SUB
+    tr, te = fashion_split(yi_tr, yi_te)
     tr, te = shuffled(tr, 1), shuffled(te, 2)
     f = lambda a: image_patches((a / 255.0).astype(np.float32))
     deb = (root / ".extracted").read_text().strip()
@@ -867,16 +883,10 @@ def _cm_captions(y_img, split, rng):
 
 
 def task_captionmatch(out: Path) -> dict:
-    root = deb_extract(DEB_FASHION)
-    sub = "usr/share/datasets/fashion-mnist"
-    d = root / sub
-    xi_tr = _idx((d / "train-images-idx3-ubyte.gz").read_bytes())
-    yi_tr = _idx((d / "train-labels-idx1-ubyte.gz").read_bytes()).astype(np.int64)
-    xi_te = _idx((d / "t10k-images-idx3-ubyte.gz").read_bytes())
-    yi_te = _idx((d / "t10k-labels-idx1-ubyte.gz").read_bytes()).astype(np.int64)
-    # the images the fashion task uses (same calls as task_fashion), excluded here
-    f_tr, _ = split_per_class(yi_tr, 0, 600, seed=SEED)
-    _, f_te = split_per_class(yi_te, 100, 0, seed=SEED + 1)
+    root, xi_tr, yi_tr, xi_te, yi_te = fashion_images()
+    sub = FASHION_SUB
+    # the images the fashion task uses, excluded here
+    f_tr, f_te = fashion_split(yi_tr, yi_te)
     free_tr = np.setdiff1d(np.arange(len(yi_tr)), f_tr)
     free_te = np.setdiff1d(np.arange(len(yi_te)), f_te)
     a, _ = split_per_class(yi_tr[free_tr], 0, CM_TRAIN_PER_CLASS, seed=SEED + 10)

@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use vnpu_engine::models::synthetic::Rng;
 use vnpu_engine::LoraSet;
 use vnpu_engine::{AlignedBytes, ForwardOpts, InputProjection, Logits, Proj};
-use vnpud::execute::run;
+use vnpud::execute::{pooled_batch_jobs, run, run_with};
 use vnpud::foundation::{Foundation, SyntheticWeights};
 
 fn meta(task: AdapterTask, submodel: SubModel) -> AdapterMeta {
@@ -223,10 +223,35 @@ fn unfit_text_encoder_loras_are_refused_with_the_reason() {
 
 /// Text jobs of different LoRAs in one call: each runs with its own
 /// adapter's LoRA, as it runs alone, never another's.
+/// Runs `cases` one by one and as one pooled batch; asserts each job's
+/// result and output bytes are the same both ways; returns them.
+type Case<'a, 'm> = (Op, Vec<u8>, Option<&'a vnpud::adapter::TaskAdapter<'m>>);
+fn batched_equals_solo(f: &Foundation<'_>, cases: &[Case<'_, '_>]) -> (Vec<Result<usize, Errno>>, Vec<Vec<u8>>) {
+    let solo: Vec<(Result<usize, Errno>, Vec<u8>)> = cases
+        .iter()
+        .map(|(op, input, a)| {
+            let mut out = vec![0u8; 4096];
+            let r = run_with(f, Some(*op), JobBuffers { input, output: &mut out, state: None, adapter: None }, *a);
+            (r, out)
+        })
+        .collect();
+    let mut outs = vec![vec![0u8; 4096]; cases.len()];
+    let jobs = cases
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|((op, input, a), out)| (Some(*op), JobBuffers { input, output: out, state: None, adapter: None }, *a, 0))
+        .collect();
+    let batched = pooled_batch_jobs(f, jobs);
+    for (i, (r, out)) in solo.iter().enumerate() {
+        assert_eq!(&batched[i], r, "job {i}: result");
+        assert!(outs[i] == *out, "job {i}: output differs from the job run alone");
+    }
+    (batched, outs)
+}
+
 #[test]
 fn batched_text_loras_are_not_mixed() {
     use vnpud::adapter::TaskAdapter;
-    use vnpud::execute::{pooled_batch_jobs, run_with};
 
     let model = SyntheticWeights::new(3);
     let subs = model.sub_models();
@@ -253,27 +278,9 @@ fn batched_text_loras_are_not_mixed() {
         (Op::Classify, toks(&[1, 4, 4, 5, 6, 2]), Some(&plain)),
         (Op::Classify, toks(&[1, 3, 2]), Some(&two)),
     ];
-    let solo: Vec<(Result<usize, Errno>, Vec<u8>)> = cases
-        .iter()
-        .map(|(op, input, a)| {
-            let mut out = vec![0u8; 4096];
-            let r = run_with(&f, Some(*op), JobBuffers { input, output: &mut out, state: None, adapter: None }, *a);
-            (r, out)
-        })
-        .collect();
-    let mut outs = vec![vec![0u8; 4096]; cases.len()];
-    let jobs = cases
-        .iter()
-        .zip(outs.iter_mut())
-        .map(|((op, input, a), out)| (Some(*op), JobBuffers { input, output: out, state: None, adapter: None }, *a, 0))
-        .collect();
-    let batched = pooled_batch_jobs(&f, jobs);
-    for (i, (r, out)) in solo.iter().enumerate() {
-        assert!(r.is_ok(), "job {i}: {r:?}");
-        assert_eq!(&batched[i], r, "job {i}: result");
-        assert!(outs[i] == *out, "job {i}: output differs from the job run alone");
-    }
-    assert!(solo[0].1 != solo[1].1 && solo[1].1 != solo[5].1, "the LoRAs make no difference");
+    let (batched, outs) = batched_equals_solo(&f, &cases);
+    assert!(batched.iter().all(Result::is_ok), "{batched:?}");
+    assert!(outs[0] != outs[1] && outs[1] != outs[5], "the LoRAs make no difference");
 }
 
 /// A generation adapter: rank-4 LoRA on `o` of `layer`; the blob and its
@@ -367,7 +374,6 @@ fn unfit_adapters_are_refused() {
 fn adapter_cache_parses_once_and_follows_unloads() {
     use m4npu_uapi::HwRange;
     use vnpud::adapter_cache::AdapterCache;
-    use vnpud::execute::run_with;
 
     let model = SyntheticWeights::new(3);
     let subs = model.sub_models();
@@ -531,7 +537,6 @@ fn generation_steps_are_safe_to_run_twice() {
 #[test]
 fn batched_pooled_jobs_equal_solo() {
     use vnpud::adapter::TaskAdapter;
-    use vnpud::execute::{pooled_batch_jobs, run_with};
 
     let model = SyntheticWeights::new(3);
     let subs = model.sub_models();
@@ -575,25 +580,7 @@ fn batched_pooled_jobs_equal_solo() {
         (Op::Classify, Input::Features { dim: 5, data: rng.vec(5, 1.0) }.encode(), Some(&feat)),
         (Op::Classify, Input::Mixed { dim: 5, data: rng.vec(10, 1.0), tokens: vec![4, 5] }.encode(), Some(&feat)),
     ];
-    let solo: Vec<(Result<usize, Errno>, Vec<u8>)> = cases
-        .iter()
-        .map(|(op, input, a)| {
-            let mut out = vec![0u8; 4096];
-            let r = run_with(&f, Some(*op), JobBuffers { input, output: &mut out, state: None, adapter: None }, *a);
-            (r, out)
-        })
-        .collect();
-    let mut outs = vec![vec![0u8; 4096]; cases.len()];
-    let jobs = cases
-        .iter()
-        .zip(outs.iter_mut())
-        .map(|((op, input, a), out)| (Some(*op), JobBuffers { input, output: out, state: None, adapter: None }, *a, 0))
-        .collect();
-    let batched = pooled_batch_jobs(&f, jobs);
-    for (i, (r, out)) in solo.iter().enumerate() {
-        assert_eq!(&batched[i], r, "job {i}: result");
-        assert!(outs[i] == *out, "job {i}: output differs from the job run alone");
-    }
+    let (batched, _) = batched_equals_solo(&f, &cases);
     assert_eq!(batched[5], Err(Errno::EBADMSG));
     assert_eq!(batched[6], Err(Errno::EOPNOTSUPP));
     assert_eq!(batched[11], Err(Errno::EBADMSG), "no feature rows");

@@ -61,6 +61,15 @@ fn feature_classifier(rng: &mut Rng, d: usize, ff: usize, kvd: usize, m: &Adapte
     (b.build().unwrap(), set, inw)
 }
 
+/// A classifier of 5-wide feature rows with an early exit after layer 0.
+fn feature_meta() -> AdapterMeta {
+    let mut m = meta(AdapterTask::Classify, SubModel::Backbone);
+    m.feature_dim = Some(5);
+    m.layers = Some(1);
+    m.labels = (0..LABELS).map(|i| format!("l{i}")).collect();
+    m
+}
+
 #[test]
 fn feature_classifier_matches_the_engine() {
     let model = SyntheticWeights::new(3);
@@ -68,10 +77,7 @@ fn feature_classifier_matches_the_engine() {
     let f = Foundation::build(&subs).unwrap();
     let llama = f.backbone.as_ref().unwrap();
     let (d, ff, kvd) = (llama.cfg.d_model, llama.cfg.d_ff, llama.cfg.kv_dim());
-    let mut m = meta(AdapterTask::Classify, SubModel::Backbone);
-    m.feature_dim = Some(5);
-    m.layers = Some(1);
-    m.labels = (0..LABELS).map(|i| format!("l{i}")).collect();
+    let m = feature_meta();
     let mut rng = Rng::new(11);
     let (blob, set, inw) = feature_classifier(&mut rng, d, ff, kvd, &m);
     let feats = rng.vec(4 * 5, 1.0);
@@ -549,10 +555,7 @@ fn batched_pooled_jobs_equal_solo() {
     b.tensor_f32("head.weight", &[2, d], &rng.vec(2 * d, 0.5)).unwrap();
     b.tensor_f32("head.bias", &[2], &[0.0, 1.0]).unwrap();
     let text = AlignedBytes::from_slice(&b.build().unwrap());
-    let mut m = meta(AdapterTask::Classify, SubModel::Backbone);
-    m.feature_dim = Some(5);
-    m.layers = Some(1);
-    m.labels = (0..LABELS).map(|i| format!("l{i}")).collect();
+    let mut m = feature_meta();
     let (feat, _, _) = feature_classifier(&mut rng, llama.cfg.d_model, llama.cfg.d_ff, llama.cfg.kv_dim(), &m);
     let feat = AlignedBytes::from_slice(&feat);
     // Another app's: its own LoRA, every layer, the last position.
@@ -599,10 +602,7 @@ fn mixed_input_is_projected_rows_then_token_embeddings() {
     let f = Foundation::build(&subs).unwrap();
     let llama = f.backbone.as_ref().unwrap();
     let (d, ff, kvd) = (llama.cfg.d_model, llama.cfg.d_ff, llama.cfg.kv_dim());
-    let mut m = meta(AdapterTask::Classify, SubModel::Backbone);
-    m.feature_dim = Some(5);
-    m.layers = Some(1);
-    m.labels = (0..LABELS).map(|i| format!("l{i}")).collect();
+    let m = feature_meta();
     let mut rng = Rng::new(21);
     let (blob, set, inw) = feature_classifier(&mut rng, d, ff, kvd, &m);
     let (feats, tokens) = (rng.vec(3 * 5, 1.0), vec![4u32, 17, 2]);

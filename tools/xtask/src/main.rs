@@ -12,6 +12,7 @@
 //!   tools, libm4npu) in target/debian/, lintian, an install test
 //! - `bench handoff`  the driver's cost per job against an io_uring NOP
 //! - `bench apps`     many apps on the real model through the driver and vnpud
+//! - `bench engine`   the engine against llama.cpp and ONNX Runtime (host, no VM)
 //! - `eaibench [--train]`  the benchmark report (tools/eaibench/REPORT.md)
 //!   from the committed adapters; `--train` retrains them all first
 //! - `eaibench --guest [a,b,..]`  tasks' full test splits through the
@@ -39,7 +40,7 @@ use anyhow::{bail, Context, Result};
 use arch::Arch;
 use kernel::Flavour;
 
-const USAGE: &str = "usage: cargo xtask [--arch x86_64|arm64] <setup|kernel|test|demo|package|bench <handoff [--debug]|apps>|fuzz --calls N|fuzz-parsers [--seconds N]|eaibench [--train | --guest [TASKS]]|vm [debug|release] JOB>";
+const USAGE: &str = "usage: cargo xtask [--arch x86_64|arm64] <setup|kernel|test|demo|package|bench <handoff [--debug]|apps|engine [--rounds N]>|fuzz --calls N|fuzz-parsers [--seconds N]|eaibench [--train | --guest [TASKS]]|vm [debug|release] JOB>";
 
 fn main() {
     if let Err(e) = run(std::env::args().skip(1).collect()) {
@@ -70,6 +71,8 @@ fn run(mut args: Vec<String>) -> Result<()> {
         ["bench", "handoff"] => bench(arch, Flavour::Release, "bench-handoff"),
         ["bench", "handoff", "--debug"] => bench(arch, Flavour::Debug, "bench-handoff"),
         ["bench", "apps"] => bench(arch, Flavour::Release, "bench-apps"),
+        ["bench", "engine"] => bench_engine(7),
+        ["bench", "engine", "--rounds", n] => bench_engine(n.parse().context("--rounds takes a whole number")?),
         ["fuzz", "--calls", n] => {
             let calls: u64 = n.parse().context("--calls takes a whole number")?;
             setup::run(arch)?;
@@ -148,6 +151,16 @@ fn bench(arch: Arch, flavour: Flavour, job: &str) -> Result<()> {
     let boot = guest::Boot::prepare(arch, flavour)?;
     guest::run(&boot, job)?;
     Ok(())
+}
+
+/// The engine against llama.cpp and ONNX Runtime on this machine (no VM):
+/// installs the peers once, then runs the engine's bench example with
+/// `--compare` on 2 threads (the phone-class budget the targets are set for).
+fn bench_engine(rounds: usize) -> Result<()> {
+    setup::weights()?;
+    setup::bench_peers()?;
+    cmd::step("cargo run -p vnpu-engine --release --example bench -- 2 --compare");
+    cmd::run(cmd::cargo().args(["run", "--release", "-p", "vnpu-engine", "--example", "bench", "--", "2", "--compare", "--rounds"]).arg(rounds.to_string()))
 }
 
 /// The main job: the release kernel boots, loads the module and reports.

@@ -84,6 +84,45 @@ pub fn eaibench_baselines() -> Result<()> {
     cmd::run(Command::new("bash").arg(paths::repo().join("tools/eaibench/setup.sh")).env("M4NPU_CACHE", paths::cache()))
 }
 
+/// The engine bench's peers (tools/fixtures/bench_*.py): (module, pip
+/// requirement). llama-cpp-python builds llama.cpp from source for this
+/// CPU (about 15 minutes on 2 cores, once).
+const PEER_PACKAGES: &[(&str, &str)] = &[
+    ("numpy", "numpy"),
+    ("onnx", "onnx==1.23.2"),
+    ("onnxruntime", "onnxruntime==1.32.0"),
+    ("llama_cpp", "llama-cpp-python==0.3.36"),
+];
+
+/// Installs the missing peers with pip, for the user (on Debian's own
+/// python3, PEP 668 then needs `--break-system-packages`; a --user install
+/// still stays apart from apt's files).
+pub fn bench_peers() -> Result<()> {
+    let missing: Vec<&str> = PEER_PACKAGES
+        .iter()
+        .filter(|(module, _)| {
+            !Command::new("python3")
+                .args(["-c", &format!("import {module}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|p| p.1)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    cmd::step(&format!("pip install {}", missing.join(" ")));
+    let pip = |extra: &[&str]| {
+        let mut c = Command::new("python3");
+        c.args(["-m", "pip", "install", "--user", "--disable-pip-version-check"])
+            .args(extra)
+            .args(&missing)
+            .env("CMAKE_BUILD_PARALLEL_LEVEL", std::thread::available_parallelism().map_or(1, |n| n.get()).to_string());
+        c
+    };
+    cmd::run(&mut pip(&[])).or_else(|_| cmd::run(&mut pip(&["--break-system-packages"])))
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid() has no preconditions.
     unsafe { libc::geteuid() == 0 }

@@ -138,7 +138,7 @@ impl Exec {
         // builds share this machine) does not stall the whole step. Chunks
         // are whole pairs of 8-row panels (the SIMD kernels' unit).
         let unit = 2 * crate::compute::quant::PANEL;
-        let chunks = (self.threads() * 4).min(rows.div_ceil(unit)).max(1);
+        let chunks = (self.threads() * if x.n > 1 { 8 } else { 4 }).min(rows.div_ceil(unit)).max(1);
         let per = rows.div_ceil(chunks).div_ceil(unit) * unit;
         let n = rows.div_ceil(per);
         let isa = self.isa;
@@ -173,6 +173,13 @@ impl<'a> QMat<'a> {
         match self {
             QMat::Q4_1(m) => m.k,
             QMat::Q8_0(m) => m.k,
+        }
+    }
+    /// Bytes of the packed matrix: what one pass over it reads.
+    pub fn bytes(&self) -> usize {
+        match self {
+            QMat::Q4_1(m) => m.data.len(),
+            QMat::Q8_0(m) => m.data.len(),
         }
     }
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {

@@ -270,6 +270,9 @@ pub struct ActQ8 {
     pub d: Vec<f32>,
     /// Per block d * sum(qs): applies Q4_1's offset in one multiply.
     pub s: Vec<f32>,
+    /// Per block -128 * sum(qs): where an i32 dot against weights offset
+    /// by +128 (u8, for `vpdpbusd`) starts, so it ends at the exact dot.
+    pub off: Vec<i32>,
 }
 
 impl ActQ8 {
@@ -281,6 +284,7 @@ impl ActQ8 {
         self.qs.resize(n * k, 0);
         self.d.resize(n * k / QK, 0.0);
         self.s.resize(n * k / QK, 0.0);
+        self.off.resize(n * k / QK, 0);
     }
 
     pub fn quantize(&mut self, x: &[f32], n: usize, k: usize) {
@@ -293,6 +297,14 @@ impl ActQ8 {
             &mut self.d,
             &mut self.s[..nb],
         );
+        block_offsets(&self.qs[..n * k], &mut self.off[..nb]);
+    }
+}
+
+/// [`ActQ8::off`] of quantized blocks `qs`.
+pub fn block_offsets(qs: &[i8], off: &mut [i32]) {
+    for (o, b) in off.iter_mut().zip(qs.chunks_exact(QK)) {
+        *o = -128 * b.iter().map(|&q| q as i32).sum::<i32>();
     }
 }
 

@@ -83,6 +83,7 @@ pub struct ActRows<'a> {
     qs: &'a mut [i8],
     d: &'a mut [f32],
     s: &'a mut [f32],
+    off: &'a mut [i32],
     k: usize,
 }
 
@@ -95,6 +96,7 @@ impl<'a> ActRows<'a> {
             qs: &mut act.qs[..n * k],
             d: &mut act.d[..nb],
             s: &mut act.s[..nb],
+            off: &mut act.off[..nb],
             k,
         }
     }
@@ -105,6 +107,7 @@ pub struct ActRow<'a> {
     qs: &'a mut [i8],
     d: &'a mut [f32],
     s: &'a mut [f32],
+    off: &'a mut [i32],
 }
 
 impl ActRow<'_> {
@@ -112,6 +115,7 @@ impl ActRow<'_> {
     pub fn quantize(self, isa: Isa, x: &[f32]) {
         assert!(x.len() == self.qs.len());
         kernels::quantize_row_q8_with(isa, x, self.qs, self.d, self.s);
+        crate::compute::quant::block_offsets(self.qs, self.off);
     }
 }
 
@@ -122,17 +126,20 @@ impl<'a> RowSplit for ActRows<'a> {
         let (q0, q1) = self.qs.split_at_mut(at * k);
         let (d0, d1) = self.d.split_at_mut(nb);
         let (s0, s1) = self.s.split_at_mut(nb);
+        let (o0, o1) = self.off.split_at_mut(nb);
         (
             ActRows {
                 qs: q0,
                 d: d0,
                 s: s0,
+                off: o0,
                 k,
             },
             ActRows {
                 qs: q1,
                 d: d1,
                 s: s1,
+                off: o1,
                 k,
             },
         )
@@ -144,6 +151,7 @@ impl<'a> RowSplit for ActRows<'a> {
                 qs: r.qs,
                 d: r.d,
                 s: r.s,
+                off: r.off,
             },
             rest,
         )

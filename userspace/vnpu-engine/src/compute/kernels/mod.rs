@@ -326,9 +326,10 @@ pub fn axpy_f32(isa: Isa, a: f32, x: &[f32], y: &mut [f32]) {
 #[derive(Clone, Copy, Debug)]
 pub struct PeakProbe {
     pub ghz: f64,
-    /// Int8 multiply instructions retired per cycle (AVX2: `vpmaddubsw ymm`).
+    /// Int8 multiply instructions retired per cycle (AVX2: `vpmaddubsw ymm`,
+    /// AVX-512 VNNI: `vpdpbusd zmm`).
     pub mul_per_cycle: f64,
-    /// Int8 multiply-accumulates per instruction (AVX2: 32).
+    /// Int8 multiply-accumulates per instruction (AVX2: 32; VNNI zmm: 64).
     pub macs_per_mul: f64,
 }
 
@@ -340,8 +341,7 @@ impl PeakProbe {
 }
 
 /// Measures [`PeakProbe`] for `isa` (None where no probe exists yet:
-/// scalar, AVX-512 VNNI whose `vpdpbusd` probe is not written, and the
-/// aarch64 ISAs).
+/// scalar and the aarch64 ISAs).
 pub fn probe_peak(isa: Isa) -> Option<PeakProbe> {
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -353,6 +353,17 @@ pub fn probe_peak(isa: Isa) -> Option<PeakProbe> {
                 ghz,
                 mul_per_cycle,
                 macs_per_mul: 32.0,
+            })
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => {
+            let ghz = x86::probe::probe_ghz();
+            // SAFETY: AVX-512 F and VNNI were checked available when `isa` was chosen.
+            let mul_per_cycle = unsafe { x86::probe::probe_dpbusd_zmm_per_cycle(ghz) };
+            Some(PeakProbe {
+                ghz,
+                mul_per_cycle,
+                macs_per_mul: 64.0,
             })
         }
         _ => None,

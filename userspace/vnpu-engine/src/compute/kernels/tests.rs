@@ -94,6 +94,41 @@ fn gemm_simd_matches_scalar() {
 }
 
 #[test]
+fn gemm_row_of_a_batch_is_bitwise_its_single_token_gemm() {
+    // What batched jobs rely on (decode_batch = forward per row, vnpud's
+    // cross-app batches = solo jobs): a token's outputs do not depend on how
+    // many tokens share the GEMM, whichever tiles the count selects.
+    let mut rng = Rng::new(5);
+    let (rows, k) = (43usize, 96usize); // an odd last panel, partly filled
+    let wf: Vec<f32> = (0..rows * k).map(|_| rng.normal()).collect();
+    for n in [2usize, 5, 8, 15, 19] {
+        let xf: Vec<f32> = (0..n * k).map(|_| rng.normal() * 2.0).collect();
+        let mut x = ActQ8::default();
+        x.quantize(&xf, n, k);
+        for q4 in [true, false] {
+            let wb = crate::formats::tensor::AlignedBytes::from_slice(&if q4 {
+                quantize_q4_1(&wf, rows, k)
+            } else {
+                quantize_q8_0(&wf, rows, k)
+            });
+            for isa in simd_isas().into_iter().chain([Isa::Scalar]) {
+                let all = run(isa, q4, &wb, rows, k, &x);
+                for t in 0..n {
+                    let mut one = ActQ8::default();
+                    one.quantize(&xf[t * k..(t + 1) * k], 1, k);
+                    let solo = run(isa, q4, &wb, rows, k, &one);
+                    let batched = &all[t * rows..(t + 1) * rows];
+                    assert!(
+                        solo.iter().zip(batched).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa:?} q4={q4} n={n} token {t}: batched differs from solo"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn gemm_panel_ranges_cover_rows() {
     // Threads split rows at panel boundaries; the last range ends at `rows`.
     let mut rng = Rng::new(11);
@@ -136,7 +171,7 @@ fn gemm_panel_ranges_cover_rows() {
 fn q4_1_extremes_do_not_saturate() {
     // All-15 weights against all +-127 activations: the 16-bit block sums
     // reach 8 * 2 * 15 * 127 = 30480, just inside i16.
-    let (rows, k, n) = (8usize, 64usize, 2usize);
+    let (rows, k, n) = (16usize, 64usize, 2usize); // two panels: the wide tiles too
     let wb = crate::compute::quant::pack_q4_1(rows, k, |_, _| ([0xff; 16], 0x3c00, 0));
     let wb = crate::formats::tensor::AlignedBytes::from_slice(&wb);
     let mut x = ActQ8::default();
@@ -153,7 +188,7 @@ fn q4_1_extremes_do_not_saturate() {
 fn q8_0_extremes_do_not_saturate() {
     // -128 weights (possible in a GGUF Q8_0 block) against +-127
     // activations: plain NEON's i16 pair sums reach 2 x 128 x 127 = 32512.
-    let (rows, k) = (8usize, 64usize);
+    let (rows, k) = (16usize, 64usize); // two panels: the wide tiles too
     let wb = crate::compute::quant::pack_q8_0(rows, k, |_, _| ([-128; 32], 0x3c00));
     let wb = crate::formats::tensor::AlignedBytes::from_slice(&wb);
     for n in [1usize, 2, 3, 4] {

@@ -109,21 +109,51 @@ macro_rules! store_panel {
 
 /// Emits the panel GEMM entry points `gemm_q4_1` / `gemm_q8_0` (contract:
 /// [`crate::compute::kernels::gemm_q4_1`]), `#[target_feature(enable =
-/// $tf)]`, over the invoking module's tiles `q4_1_tile` / `q8_0_tile`.
+/// $tf)]`, over the invoking module's tiles `q4_1_tile` / `q8_0_tile` and,
+/// when given, its two-panel wide tiles for several tokens (`wide:`).
 macro_rules! panel_gemm_entries {
     ($tf:literal) => {
+        panel_gemm_entries!(@emit $tf, (q4_1_tile), (q8_0_tile));
+    };
+    ($tf:literal, wide: $q4w:ident, $q8w:ident) => {
+        panel_gemm_entries!(@emit $tf, (q4_1_tile, $q4w), (q8_0_tile, $q8w));
+    };
+    (@emit $tf:literal, ($($q4:ident),+), ($($q8:ident),+)) => {
         #[doc = concat!("# Safety\nSee [`crate::compute::kernels::gemm_q4_1`]; requires `", $tf, "`.")]
         #[target_feature(enable = $tf)]
         pub unsafe fn gemm_q4_1(w: &Q4_1Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
-            tiled_gemm!(w, x, r0, r1, out, q4_1_tile)
+            tiled_gemm!(w, x, r0, r1, out, $($q4),+)
         }
 
         #[doc = concat!("# Safety\nSee [`crate::compute::kernels::gemm_q4_1`]; requires `", $tf, "`.")]
         #[target_feature(enable = $tf)]
         pub unsafe fn gemm_q8_0(w: &Q8_0Mat, x: &ActQ8, r0: usize, r1: usize, out: OutMat) {
-            tiled_gemm!(w, x, r0, r1, out, q8_0_tile)
+            tiled_gemm!(w, x, r0, r1, out, $($q8),+)
         }
     };
+}
+
+/// Tokens `t0..t1` through `$wide::<Q, T>` (tiles of `$t` tokens, the
+/// rest in halves) for the `2 Q` panels from `p`.
+macro_rules! wide_tokens {
+    ($wide:ident, $q:literal, $t:literal, $w:expr, $x:expr, $p:expr, $t0:expr, $t1:expr, $out:expr) => {{
+        let (mut t, t1) = ($t0, $t1);
+        while t + $t <= t1 {
+            $wide::<$q, $t>($w, $x, $p, t, $out);
+            t += $t;
+        }
+        if $t >= 8 && t + 4 <= t1 {
+            $wide::<$q, 4>($w, $x, $p, t, $out);
+            t += 4;
+        }
+        if t + 2 <= t1 {
+            $wide::<$q, 2>($w, $x, $p, t, $out);
+            t += 2;
+        }
+        if t < t1 {
+            $wide::<$q, 1>($w, $x, $p, t, $out);
+        }
+    }};
 }
 
 /// The tiling driver: rows `r0..r1` of `w` against every token of `x`
@@ -139,7 +169,10 @@ macro_rules! panel_gemm_entries {
 /// quant in a per-thread buffer to drop the in-loop unpack, with 1 x 4 and
 /// 2 x 2 tiles, from intrinsics and from asm: 140-147 GOPS against 160.)
 macro_rules! tiled_gemm {
-    ($w:expr, $x:expr, $r0:expr, $r1:expr, $out:expr, $tile:ident) => {{
+    // `$wide`, when given: `$wide::<Q, T>(w, x, p, t, out)` computes 2 Q
+    // panels x T tokens: four panels at a time, then a pair, a last odd
+    // panel the narrow tiles.
+    ($w:expr, $x:expr, $r0:expr, $r1:expr, $out:expr, $tile:ident $(, $wide:ident)?) => {{
         use $crate::compute::quant::PANEL;
         let (w, x, out) = ($w, $x, &$out);
         debug_assert!($r0 % PANEL == 0 && ($r1 % PANEL == 0 || $r1 == w.rows));
@@ -158,11 +191,24 @@ macro_rules! tiled_gemm {
             // Token blocks of ~128 KB of activations, so they stay in L2
             // while every panel of the row range streams past them (a
             // 32-sentence MiniLM batch has 1024 token rows).
-            let tb = ((128 << 10) / x.k.max(1)).max(4) / 4 * 4;
+            let tb = ((128 << 10) / x.k.max(1)).max(8) / 8 * 8;
             let mut t0 = 0;
             while t0 < n {
                 let t1 = (t0 + tb).min(n);
-                for p in p0..p1 {
+                let mut p = p0;
+                while p < p1 {
+                    $(
+                        if p + 4 <= p1 {
+                            wide_tokens!($wide, 2, 4, w, x, p, t0, t1, out);
+                            p += 4;
+                            continue;
+                        }
+                        if p + 2 <= p1 {
+                            wide_tokens!($wide, 1, 8, w, x, p, t0, t1, out);
+                            p += 2;
+                            continue;
+                        }
+                    )?
                     let mut t = t0;
                     while t + 4 <= t1 {
                         $tile::<1, 4>(w, x, p, t, out);
@@ -174,6 +220,7 @@ macro_rules! tiled_gemm {
                         1 => $tile::<1, 1>(w, x, p, t, out),
                         _ => {}
                     }
+                    p += 1;
                 }
                 t0 = t1;
             }

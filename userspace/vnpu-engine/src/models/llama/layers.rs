@@ -46,6 +46,13 @@ impl<'a> Stacked<'a> {
         }
     }
 
+    pub(super) fn bytes(&self) -> usize {
+        match self {
+            Stacked::Fused(m) => m.bytes(),
+            Stacked::Split(ms) => ms.iter().map(|m| m.bytes()).sum(),
+        }
+    }
+
     /// Runs all parts on `act` into `out` `[n, rows]`, parts side by side.
     fn matmul(&self, exec: &Exec, act: &ActQ8, out: &mut [f32]) {
         match self {
@@ -82,6 +89,17 @@ pub(super) struct Scratch {
     o: Vec<f32>,
     /// gate | up side by side `[n, 2 ff]`; silu(gate) * up lands in the gate half.
     gu: Vec<f32>,
+}
+
+impl Layer<'_> {
+    /// Bytes of the layer's weights (norm vectors included).
+    pub(super) fn bytes(&self) -> usize {
+        self.qkv.bytes()
+            + self.wo.bytes()
+            + self.gate_up.bytes()
+            + self.w_down.bytes()
+            + 4 * (self.attn_norm.len() + self.ffn_norm.len())
+    }
 }
 
 impl Llama<'_> {

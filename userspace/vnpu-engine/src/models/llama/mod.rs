@@ -141,6 +141,19 @@ impl<'a> Llama<'a> {
         self.exec = exec;
     }
 
+    /// Bytes one decode step at position `pos` reads from memory: every
+    /// layer's weights, the LM head, one embedding row and the KV cache of
+    /// positions `0..=pos` (the floor a memory-bound step cannot beat).
+    pub fn decode_read_bytes(&self, pos: usize) -> usize {
+        let layers: usize = self.layers.iter().map(|l| l.bytes()).sum();
+        let embd_row = self.embd.bytes() / self.cfg.vocab;
+        layers
+            + self.lm_head.bytes()
+            + embd_row
+            + 4 * self.out_norm.len()
+            + self.cfg.kv_bytes_per_token() * (pos + 1)
+    }
+
     /// Token positions the buffer can hold.
     pub fn kv_capacity(&self, kv: &[u8]) -> usize {
         kv.len() / self.cfg.kv_bytes_per_token()

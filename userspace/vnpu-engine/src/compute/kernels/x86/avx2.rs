@@ -22,3 +22,5 @@ panel_gemm! {
         _mm256_add_epi32(acc, p)
     }
 }
+
+panel_gemm_entries!("avx2,fma,f16c");

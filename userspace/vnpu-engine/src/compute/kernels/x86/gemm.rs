@@ -171,7 +171,5 @@ macro_rules! panel_gemm {
                 }
             }
         }
-
-        panel_gemm_entries!($tf);
     };
 }

@@ -6,7 +6,9 @@ use crate::{best_of, machine};
 use std::sync::Arc;
 use vnpu_engine::models::synthetic::Rng;
 use vnpu_engine::LoraSet;
-use vnpu_engine::{weights, Adapter, AlignedBytes, BatchRow, Exec, ForwardOpts, Input, Llama, Proj};
+use vnpu_engine::{
+    weights, Adapter, AlignedBytes, BatchRow, Exec, ForwardOpts, Input, Llama, Proj,
+};
 
 /// `-- batch`: decode_batch against sequential forward steps, per model.
 pub fn run(exec: &Arc<Exec>, runs: usize) -> Result<(), Box<dyn std::error::Error>> {

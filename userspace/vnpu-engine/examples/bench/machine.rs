@@ -12,7 +12,9 @@ pub fn loadavg() -> Option<[f64; 3]> {
 }
 
 pub fn loadavg_text(l: Option<[f64; 3]>) -> String {
-    l.map_or("?".into(), |l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]))
+    l.map_or("?".into(), |l| {
+        format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
+    })
 }
 
 pub fn logical_cpus() -> usize {

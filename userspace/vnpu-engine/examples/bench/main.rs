@@ -380,24 +380,25 @@ fn print_speed(rec: &Record, peers: &[Peer], models: &Models, w: &Workload) {
             .map_or(name.to_string(), |p| p.engine().to_string())
     };
     let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut row = |what: &str, ours: &str, peer: String, theirs: Samples, target: f64, pct: bool| {
-        let us = rec.get(ours);
-        let q = us.ratio(&theirs);
-        let (scale, suffix, prec) = if pct { (100.0, "%", 0) } else { (1.0, "x", 2) };
-        rows.push(vec![
-            what.into(),
-            us.cell(1, 1.0, ""),
-            peer,
-            theirs.cell(1, 1.0, ""),
-            q.cell(prec, scale, suffix),
-            format!(">= {:.p$}{suffix}", target * scale, p = prec),
-            match q.median() {
-                Some(m) if m >= target => "met".into(),
-                Some(_) => "NOT met".into(),
-                None => "n/a".into(),
-            },
-        ]);
-    };
+    let mut row =
+        |what: &str, ours: &str, peer: String, theirs: Samples, target: f64, pct: bool| {
+            let us = rec.get(ours);
+            let q = us.ratio(&theirs);
+            let (scale, suffix, prec) = if pct { (100.0, "%", 0) } else { (1.0, "x", 2) };
+            rows.push(vec![
+                what.into(),
+                us.cell(1, 1.0, ""),
+                peer,
+                theirs.cell(1, 1.0, ""),
+                q.cell(prec, scale, suffix),
+                format!(">= {:.p$}{suffix}", target * scale, p = prec),
+                match q.median() {
+                    Some(m) if m >= target => "met".into(),
+                    Some(_) => "NOT met".into(),
+                    None => "n/a".into(),
+                },
+            ]);
+        };
     let llama = engine_of("llama.cpp");
     let ort = engine_of("ONNX Runtime");
     for (what, ours, metric, targets) in [
@@ -416,7 +417,14 @@ fn print_speed(rec: &Record, peers: &[Peer], models: &Models, w: &Workload) {
     ] {
         for (variant, target) in ["Q4_1", "Q4_0"].into_iter().zip(targets) {
             let theirs = rec.get(&format!("llama.cpp.{variant}.{metric}"));
-            row(what, ours, format!("{llama} {variant}"), theirs, target, false);
+            row(
+                what,
+                ours,
+                format!("{llama} {variant}"),
+                theirs,
+                target,
+                false,
+            );
         }
     }
     for (what, ours, metric) in [
@@ -433,7 +441,14 @@ fn print_speed(rec: &Record, peers: &[Peer], models: &Models, w: &Workload) {
     ] {
         for (variant, target) in [("float", 1.5), ("int8", 1.2)] {
             let theirs = rec.get(&format!("ONNX Runtime.{variant}.{metric}"));
-            row(what, ours, format!("{ort} {variant}"), theirs, target, false);
+            row(
+                what,
+                ours,
+                format!("{ort} {variant}"),
+                theirs,
+                target,
+                false,
+            );
         }
     }
     row(
@@ -446,9 +461,7 @@ fn print_speed(rec: &Record, peers: &[Peer], models: &Models, w: &Workload) {
     );
     // Decode as bandwidth: bytes a step reads (weights + KV at the middle
     // position) times steps/s, against the machine's read bandwidth.
-    let step_bytes = models
-        .llama
-        .decode_read_bytes(w.prompt.len() + STEPS / 2) as f64;
+    let step_bytes = models.llama.decode_read_bytes(w.prompt.len() + STEPS / 2) as f64;
     let engine_bw = rec.get("engine.decode").map(|d| d * step_bytes / 1e9);
     let machine_bw = rec.get("machine.read_bw").map(|b| b / 1e9);
     let q = engine_bw.ratio(&machine_bw);

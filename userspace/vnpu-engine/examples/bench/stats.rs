@@ -73,7 +73,11 @@ pub struct Record(BTreeMap<String, Samples>);
 
 impl Record {
     pub fn push(&mut self, key: &str, round: usize, v: f64) {
-        self.0.entry(key.to_string()).or_default().0.push((round, v));
+        self.0
+            .entry(key.to_string())
+            .or_default()
+            .0
+            .push((round, v));
     }
 
     pub fn get(&self, key: &str) -> Samples {

@@ -342,20 +342,21 @@ impl<'a> Bert<'a> {
         self.exec.par_blocks_mut(out, nh, hd, &lens, &|task, oh| {
             let (s0, len) = seqs[task / nh];
             let h = task % nh;
-            let mut sc = vec![0f32; len];
-            for (t, oh) in oh.iter_mut().enumerate() {
-                kernels::attend_row(
-                    isa,
-                    &qkv[(s0 + t) * w + h * hd..][..hd],
-                    &qkv[s0 * w + d + h * hd..],
-                    &qkv[s0 * w + 2 * d + h * hd..],
-                    w,
-                    len,
-                    scale,
-                    &mut sc,
-                    oh,
-                );
-            }
+            let qs: Vec<&[f32]> = (0..len)
+                .map(|t| &qkv[(s0 + t) * w + h * hd..][..hd])
+                .collect();
+            let mut sc = Vec::new();
+            kernels::attend_rows(
+                isa,
+                &qs,
+                &qkv[s0 * w + d + h * hd..],
+                &qkv[s0 * w + 2 * d + h * hd..],
+                w,
+                &vec![len; len],
+                scale,
+                &mut sc,
+                oh,
+            );
         });
     }
 }

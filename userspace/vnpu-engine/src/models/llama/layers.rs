@@ -332,21 +332,23 @@ impl Llama<'_> {
                 let (h, (si, tc)) = (task % c.n_head, units[task / c.n_head]);
                 let (s, (kc, vc)) = (spans[si], &kv[si]);
                 let g = h / group;
-                let mut sc = vec![0f32; s.pos0 + s.n];
-                for (t, oh) in (tc * TCHUNK..).zip(oh.iter_mut()) {
-                    let (row, len) = (s.t0 + t, s.pos0 + t + 1);
-                    kernels::attend_row(
-                        isa,
-                        &q[row * ldq + h * hd..][..hd],
-                        &kc[g * hd..],
-                        &vc[g * hd..],
-                        kvd,
-                        len,
-                        scale,
-                        &mut sc,
-                        oh,
-                    );
-                }
+                let t0 = tc * TCHUNK;
+                let qs: Vec<&[f32]> = (t0..t0 + oh.len())
+                    .map(|t| &q[(s.t0 + t) * ldq + h * hd..][..hd])
+                    .collect();
+                let lens: Vec<usize> = (t0..t0 + oh.len()).map(|t| s.pos0 + t + 1).collect();
+                let mut sc = Vec::new();
+                kernels::attend_rows(
+                    isa,
+                    &qs,
+                    &kc[g * hd..],
+                    &vc[g * hd..],
+                    kvd,
+                    &lens,
+                    scale,
+                    &mut sc,
+                    oh,
+                );
             });
     }
 }

@@ -73,7 +73,15 @@ unsafe fn q4_1_wide<const Q: usize, const T: usize>(
     t: usize,
     out: &OutMat,
 ) {
-    let TileAt { nb, k, pstride, base, xq, xd, xs } = TileAt::new(w.k, w.data, Q4_1_PB, x, p0, t);
+    let TileAt {
+        nb,
+        k,
+        pstride,
+        base,
+        xq,
+        xd,
+        xs,
+    } = TileAt::new(w.k, w.data, Q4_1_PB, x, p0, t);
     let mask = _mm512_set1_epi8(15);
     let mut acc = [[_mm512_setzero_ps(); T]; Q];
     for b in 0..nb {
@@ -128,7 +136,15 @@ unsafe fn q8_0_wide<const Q: usize, const T: usize>(
     t: usize,
     out: &OutMat,
 ) {
-    let TileAt { nb, k, pstride, base, xq, xd, .. } = TileAt::new(w.k, w.data, Q8_0_PB, x, p0, t);
+    let TileAt {
+        nb,
+        k,
+        pstride,
+        base,
+        xq,
+        xd,
+        ..
+    } = TileAt::new(w.k, w.data, Q8_0_PB, x, p0, t);
     let xo = x.off.as_ptr().add(t * nb);
     let bias = _mm512_set1_epi8(-128);
     let mut acc = [[_mm512_setzero_ps(); T]; Q];

@@ -218,7 +218,7 @@ pub unsafe fn gelu(x: &mut [f32]) {
 /// Horizontal sums of 8 vectors at once -> `[sum(v0), .., sum(v7)]`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hsum8(v: &[__m256; 8]) -> __m256 {
+pub(super) unsafe fn hsum8(v: &[__m256; 8]) -> __m256 {
     let h01 = _mm256_hadd_ps(v[0], v[1]);
     let h23 = _mm256_hadd_ps(v[2], v[3]);
     let h45 = _mm256_hadd_ps(v[4], v[5]);

@@ -7,4 +7,5 @@ mod gemm;
 pub mod avx2;
 pub mod avx512;
 pub mod float;
+pub mod float512;
 pub(super) mod probe;

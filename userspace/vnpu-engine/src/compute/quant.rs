@@ -296,8 +296,8 @@ impl ActQ8 {
             &mut self.qs,
             &mut self.d,
             &mut self.s[..nb],
+            &mut self.off[..nb],
         );
-        block_offsets(&self.qs[..n * k], &mut self.off[..nb]);
     }
 }
 

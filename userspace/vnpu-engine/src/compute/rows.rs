@@ -114,8 +114,7 @@ impl ActRow<'_> {
     /// Quantizes `x` (the row's `k` floats) into this row.
     pub fn quantize(self, isa: Isa, x: &[f32]) {
         assert!(x.len() == self.qs.len());
-        kernels::quantize_row_q8_with(isa, x, self.qs, self.d, self.s);
-        crate::compute::quant::block_offsets(self.qs, self.off);
+        kernels::quantize_row_q8_with(isa, x, self.qs, self.d, self.s, self.off);
     }
 }
 

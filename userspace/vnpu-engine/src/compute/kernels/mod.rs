@@ -190,26 +190,38 @@ pub unsafe fn gemm_q8_0(isa: Isa, w: &Q8_0Mat, x: &ActQ8, r0: usize, r1: usize, 
 }
 
 /// Per-32-block int8 quantization of activations (see [`crate::compute::quant::ActQ8`]).
-pub fn quantize_row_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
-    quantize_row_q8_with(detect(), x, qs, d, s)
+pub fn quantize_row_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32], off: &mut [i32]) {
+    quantize_row_q8_with(detect(), x, qs, d, s, off)
 }
 
-pub fn quantize_row_q8_with(isa: Isa, x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+/// Quantizes `x` per 32-block into the parts of an [`crate::compute::quant::ActQ8`].
+pub fn quantize_row_q8_with(
+    isa: Isa,
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+    off: &mut [i32],
+) {
     assert!(
         x.len() % crate::compute::quant::QK == 0
             && qs.len() >= x.len()
             && d.len() * crate::compute::quant::QK >= x.len()
     );
-    assert!(s.len() == d.len());
+    assert!(s.len() == d.len() && off.len() == d.len());
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: ISA checked by the caller's Isa value; sizes asserted above.
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::quantize_q8(x, qs, d, s) },
+        Isa::Avx512Vnni => return unsafe { x86::float512::quantize_q8(x, qs, d, s, off) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { x86::float::quantize_q8(x, qs, d, s) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: ASIMD is aarch64's baseline; sizes asserted above.
         i if i.is_neon() => unsafe { aarch64::float::quantize_q8(x, qs, d, s) },
         _ => crate::compute::quant::quantize_q8_scalar(x, qs, d, s),
     }
+    crate::compute::quant::block_offsets(&qs[..x.len()], off);
 }
 
 /// f32 dot product (attention scores).
@@ -231,7 +243,10 @@ pub fn silu_mul(isa: Isa, g: &mut [f32], u: &[f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the Isa value was checked available when the Exec was built.
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::silu_mul(g, u) },
+        Isa::Avx512Vnni => unsafe { x86::float512::silu_mul(g, u) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { x86::float::silu_mul(g, u) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: ASIMD is aarch64's baseline.
         i if i.is_neon() => unsafe { aarch64::float::silu_mul(g, u) },
@@ -244,7 +259,10 @@ pub fn gelu(isa: Isa, x: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the Isa value was checked available when the Exec was built.
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { x86::float::gelu(x) },
+        Isa::Avx512Vnni => unsafe { x86::float512::gelu(x) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2 => unsafe { x86::float::gelu(x) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: ASIMD is aarch64's baseline.
         i if i.is_neon() => unsafe { aarch64::float::gelu(x) },

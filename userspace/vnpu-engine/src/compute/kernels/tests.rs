@@ -265,8 +265,13 @@ fn quantize_simd_matches_scalar() {
     crate::compute::quant::quantize_q8_scalar(&x, &mut q1, &mut d1, &mut s1);
     for isa in simd_isas() {
         let (mut q2, mut d2, mut s2) = (vec![0i8; x.len()], vec![0f32; nb], vec![0f32; nb]);
-        quantize_row_q8_with(isa, &x, &mut q2, &mut d2, &mut s2);
+        let mut off = vec![0i32; nb];
+        quantize_row_q8_with(isa, &x, &mut q2, &mut d2, &mut s2, &mut off);
         assert_eq!(d1, d2);
+        for (b, o) in off.iter().enumerate() {
+            let sum: i32 = q2[b * 32..(b + 1) * 32].iter().map(|&q| q as i32).sum();
+            assert_eq!(*o, -128 * sum, "{isa:?} block {b}");
+        }
         assert!(
             q1.iter()
                 .zip(&q2)

@@ -9,7 +9,8 @@
 //! every peer variant: llama.cpp on the packaged Q4_1 GGUF and on its own
 //! Q4_0 requantization, ONNX Runtime on the float MiniLM graph and on its
 //! own int8 dynamic quantization (tools/fixtures/bench_*.py, kept running
-//! between rounds). The table gives the median and min–max of each side and
+//! between rounds). Each side's turn opens with an untimed run, so neither
+//! is timed while the other's idle threads still spin. The table gives the median and min–max of each side and
 //! of the per-round ratio, and each variant's accuracy against a float
 //! reference. A run whose load average exceeds the core count is flagged.
 //!
@@ -149,6 +150,10 @@ impl Models<'_> {
     /// One sample of every engine number, into `rec` under `engine.*`.
     fn round(&mut self, w: &Workload, want: &dyn Fn(&str) -> bool, rec: &mut Record, r: usize) {
         let Models { llama, bert, kv } = self;
+        // An untimed prompt first: a peer's idle threads (OpenMP, ONNX
+        // Runtime's pool) spin for a while after its turn, and the peers'
+        // turns open the same way.
+        llama.prefill(&w.prompt, kv).expect("prefill");
         if want("prefill") {
             let t = timed(|| drop(llama.prefill(&w.prompt, kv).expect("prefill")));
             rec.push("engine.prefill", r, w.prompt.len() as f64 / t);

@@ -288,66 +288,13 @@ pub fn attend_row(
     out: &mut [f32],
 ) {
     let hd = q.len();
-    assert!(out.len() == hd && sc.len() >= len.next_multiple_of(8) && hd <= stride);
+    assert!(out.len() == hd && sc.len() >= len && hd <= stride);
     assert!(len == 0 || ((len - 1) * stride + hd <= k.len() && (len - 1) * stride + hd <= v.len()));
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && matches!(hd, 32 | 64 | 128) {
+        return x86_attend_rows(isa, &[q], k, v, stride, &[len], scale, sc, &mut [out]);
+    }
     match (isa, hd) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: ISA checked when the Exec was built; bounds asserted above.
-        (Isa::Avx512Vnni, 32) => unsafe {
-            x86::float512::attend_rows::<2, 1>(
-                [q.as_ptr()],
-                k.as_ptr(),
-                v.as_ptr(),
-                stride,
-                [len],
-                scale,
-                sc,
-                [out.as_mut_ptr()],
-            )
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        (Isa::Avx512Vnni, 64) => unsafe {
-            x86::float512::attend_rows::<4, 1>(
-                [q.as_ptr()],
-                k.as_ptr(),
-                v.as_ptr(),
-                stride,
-                [len],
-                scale,
-                sc,
-                [out.as_mut_ptr()],
-            )
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        (Isa::Avx512Vnni, 128) => unsafe {
-            x86::float512::attend_rows::<8, 1>(
-                [q.as_ptr()],
-                k.as_ptr(),
-                v.as_ptr(),
-                stride,
-                [len],
-                scale,
-                sc,
-                [out.as_mut_ptr()],
-            )
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        (Isa::Avx2, 32) => unsafe {
-            x86::float::attend_row::<4>(q, k, v, stride, len, scale, sc, out)
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        (Isa::Avx2, 64) => unsafe {
-            x86::float::attend_row::<8>(q, k, v, stride, len, scale, sc, out)
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        (Isa::Avx2, 128) => unsafe {
-            x86::float::attend_row::<16>(q, k, v, stride, len, scale, sc, out)
-        },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: ASIMD is aarch64's baseline; bounds asserted above.
         (i, 32) if i.is_neon() => unsafe {
@@ -405,42 +352,72 @@ pub fn attend_rows(
     assert!(hd <= stride && qs.iter().all(|q| q.len() == hd) && outs.iter().all(|o| o.len() == hd));
     assert!(maxlen == 0 || ((maxlen - 1) * stride + hd <= k.len() && (maxlen - 1) * stride + hd <= v.len()));
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni && matches!(hd, 32 | 64 | 128) && lens.iter().all(|&l| l > 0) {
-        use x86::float512::{attend_rows as rows, ROWS};
-        let ld = maxlen.next_multiple_of(8);
-        sc.resize(sc.len().max(ROWS * ld), 0.0);
-        for ((q, l), o) in qs.chunks(ROWS).zip(lens.chunks(ROWS)).zip(outs.chunks_mut(ROWS)) {
-            let (kp, vp) = (k.as_ptr(), v.as_ptr());
-            macro_rules! go {
-                ($c:literal, $r:literal) => {{
-                    let qp: [*const f32; $r] = std::array::from_fn(|i| q[i].as_ptr());
-                    let op: [*mut f32; $r] = std::array::from_fn(|i| o[i].as_mut_ptr());
-                    let ls: [usize; $r] = std::array::from_fn(|i| l[i]);
-                    // SAFETY: AVX-512 checked when the Exec was built; row
-                    // and key bounds asserted above; `sc` sized for ROWS rows.
-                    unsafe { rows::<$c, $r>(qp, kp, vp, stride, ls, scale, sc, op) }
-                }};
-            }
-            match (hd, q.len()) {
-                (32, 1) => go!(2, 1),
-                (32, 2) => go!(2, 2),
-                (32, 3) => go!(2, 3),
-                (32, _) => go!(2, 4),
-                (64, 1) => go!(4, 1),
-                (64, 2) => go!(4, 2),
-                (64, 3) => go!(4, 3),
-                (64, _) => go!(4, 4),
-                (128, 1) => go!(8, 1),
-                (128, 2) => go!(8, 2),
-                (128, 3) => go!(8, 3),
-                (_, _) => go!(8, 4),
-            }
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && matches!(hd, 32 | 64 | 128) {
+        let need = qs.len().min(x86::attention::ROWS) * maxlen;
+        if sc.len() < need {
+            sc.resize(need, 0.0);
         }
-        return;
+        return x86_attend_rows(isa, qs, k, v, stride, lens, scale, sc, outs);
     }
-    sc.resize(sc.len().max(maxlen.next_multiple_of(8)), 0.0);
+    if sc.len() < maxlen {
+        sc.resize(maxlen, 0.0);
+    }
     for ((q, &len), o) in qs.iter().zip(lens).zip(outs.iter_mut()) {
         attend_row(isa, q, k, v, stride, len, scale, sc, o);
+    }
+}
+
+/// The x86 kernels of [`attend_rows`], in groups of their `ROWS` rows
+/// (head dims 32, 64, 128; `isa` AVX2 or AVX-512; operand bounds checked
+/// by the callers; `sc` at least `min(rows, ROWS) * max(lens)`).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn x86_attend_rows(
+    isa: Isa,
+    qs: &[&[f32]],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    lens: &[usize],
+    scale: f32,
+    sc: &mut [f32],
+    outs: &mut [&mut [f32]],
+) {
+    use x86::attention::{attend_rows_avx2 as ymm, attend_rows_avx512 as zmm, ROWS};
+    let (hd, maxlen) = (qs[0].len(), lens.iter().copied().max().unwrap_or(0));
+    assert!(sc.len() >= qs.len().min(ROWS) * maxlen);
+    let (kp, vp, wide) = (k.as_ptr(), v.as_ptr(), isa == Isa::Avx512Vnni);
+    for ((q, l), o) in qs.chunks(ROWS).zip(lens.chunks(ROWS)).zip(outs.chunks_mut(ROWS)) {
+        macro_rules! go {
+            ($c:literal, $z:literal, $r:literal) => {{
+                let qp: [*const f32; $r] = std::array::from_fn(|i| q[i].as_ptr());
+                let op: [*mut f32; $r] = std::array::from_fn(|i| o[i].as_mut_ptr());
+                let ls: [usize; $r] = std::array::from_fn(|i| l[i]);
+                // SAFETY: the ISA was checked when the Exec was built;
+                // row and key bounds asserted above; `sc` holds ROWS rows.
+                unsafe {
+                    if wide {
+                        zmm::<$c, $z, $r>(qp, kp, vp, stride, ls, scale, sc, op)
+                    } else {
+                        ymm::<$c, $r>(qp, kp, vp, stride, ls, scale, sc, op)
+                    }
+                }
+            }};
+        }
+        match (hd, q.len()) {
+            (32, 1) => go!(4, 2, 1),
+            (32, 2) => go!(4, 2, 2),
+            (32, 3) => go!(4, 2, 3),
+            (32, _) => go!(4, 2, 4),
+            (64, 1) => go!(8, 4, 1),
+            (64, 2) => go!(8, 4, 2),
+            (64, 3) => go!(8, 4, 3),
+            (64, _) => go!(8, 4, 4),
+            (128, 1) => go!(16, 8, 1),
+            (128, 2) => go!(16, 8, 2),
+            (128, 3) => go!(16, 8, 3),
+            (_, _) => go!(16, 8, 4),
+        }
     }
 }
 

@@ -410,3 +410,71 @@ fn attend_row_simd_matches_scalar() {
         }
     }
 }
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn x86_isas_compute_the_same_bits() {
+    // The guest (QEMU TCG: AVX2) and the host (AVX-512) must give equal
+    // answers (the eaibench guest test compares them), so every kernel of
+    // a forward pass is bitwise the same on both.
+    if !(Isa::Avx2.available() && Isa::Avx512Vnni.available()) {
+        eprintln!("note: AVX2 and AVX-512 VNNI not both available; not compared");
+        return;
+    }
+    let mut rng = Rng::new(31);
+    let (rows, k, n) = (43usize, 96usize, 11usize);
+    let wf: Vec<f32> = (0..rows * k).map(|_| rng.normal()).collect();
+    let xf: Vec<f32> = (0..n * k).map(|_| rng.normal() * 3.0).collect();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mut acts = Vec::new();
+    for isa in [Isa::Avx2, Isa::Avx512Vnni] {
+        let nb = n * k / 32;
+        let (mut q, mut d, mut s, mut o) = (vec![0i8; n * k], vec![0f32; nb], vec![0f32; nb], vec![0i32; nb]);
+        quantize_row_q8_with(isa, &xf, &mut q, &mut d, &mut s, &mut o);
+        acts.push((q, bits(&d), bits(&s), o));
+    }
+    assert!(acts[0] == acts[1], "quantize_q8");
+    let mut x = ActQ8::default();
+    x.quantize(&xf, n, k);
+    for q4 in [true, false] {
+        let wb = crate::formats::tensor::AlignedBytes::from_slice(&if q4 {
+            quantize_q4_1(&wf, rows, k)
+        } else {
+            quantize_q8_0(&wf, rows, k)
+        });
+        for xs in [&x, &{
+            let mut one = ActQ8::default();
+            one.quantize(&xf[..k], 1, k);
+            one
+        }] {
+            let a = run(Isa::Avx2, q4, &wb, rows, k, xs);
+            let b = run(Isa::Avx512Vnni, q4, &wb, rows, k, xs);
+            assert_eq!(bits(&a), bits(&b), "gemm q4={q4} n={}", xs.n);
+        }
+    }
+    let u: Vec<f32> = (0..100).map(|_| rng.normal() * 4.0).collect();
+    let (mut g2, mut g5) = (u.clone(), u.clone());
+    silu_mul(Isa::Avx2, &mut g2, &xf[..100]);
+    silu_mul(Isa::Avx512Vnni, &mut g5, &xf[..100]);
+    assert_eq!(bits(&g2), bits(&g5), "silu_mul");
+    let (mut e2, mut e5) = (u.clone(), u);
+    gelu(Isa::Avx2, &mut e2);
+    gelu(Isa::Avx512Vnni, &mut e5);
+    assert_eq!(bits(&e2), bits(&e5), "gelu");
+    for hd in [32usize, 64] {
+        let stride = 3 * hd;
+        let kv: Vec<f32> = (0..40 * stride).map(|_| rng.normal()).collect();
+        let vv: Vec<f32> = (0..40 * stride).map(|_| rng.normal()).collect();
+        let qs: Vec<Vec<f32>> = (0..6).map(|_| (0..hd).map(|_| rng.normal()).collect()).collect();
+        let lens = [30usize, 31, 32, 33, 34, 35];
+        let mut res = Vec::new();
+        for isa in [Isa::Avx2, Isa::Avx512Vnni] {
+            let mut outs = vec![vec![0f32; hd]; 6];
+            let qr: Vec<&[f32]> = qs.iter().map(|q| q.as_slice()).collect();
+            let mut or: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
+            attend_rows(isa, &qr, &kv, &vv, stride, &lens, 0.125, &mut Vec::new(), &mut or);
+            res.push(outs.concat().iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        }
+        assert!(res[0] == res[1], "attend_rows hd={hd}");
+    }
+}

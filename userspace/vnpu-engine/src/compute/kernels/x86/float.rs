@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -119,7 +119,7 @@ pub unsafe fn quantize_q8(x: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]
 /// exp(x) for 8 lanes (Cephes expf polynomial, ~2 ulp; clamped to the f32 range).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn exp8(x: __m256) -> __m256 {
+pub(super) unsafe fn exp8(x: __m256) -> __m256 {
     let x = _mm256_min_ps(
         _mm256_max_ps(x, _mm256_set1_ps(-87.3)),
         _mm256_set1_ps(88.3),
@@ -229,84 +229,4 @@ pub(super) unsafe fn hsum8(v: &[__m256; 8]) -> __m256 {
         _mm256_permute2f128_ps(a, b, 0x20),
         _mm256_permute2f128_ps(a, b, 0x31),
     )
-}
-
-/// One query row of attention, head dim `8 * C`
-/// (see [`crate::compute::kernels::attend_row`]).
-///
-/// # Safety
-/// Requires AVX2 and FMA; `q.len() == out.len() == 8 * C`, rows
-/// `j * stride .. j * stride + 8 * C` of `k` and `v` in bounds for `j < len`,
-/// `sc.len() >= len`.
-#[target_feature(enable = "avx2,fma")]
-pub unsafe fn attend_row<const C: usize>(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    stride: usize,
-    len: usize,
-    scale: f32,
-    sc: &mut [f32],
-    out: &mut [f32],
-) {
-    let (qp, kp, vp, sp) = (q.as_ptr(), k.as_ptr(), v.as_ptr(), sc.as_mut_ptr());
-    // Scores, 8 keys at a time: 8 accumulators, one horizontal-sum tree.
-    let vs = _mm256_set1_ps(scale);
-    let mut mx = _mm256_set1_ps(f32::NEG_INFINITY);
-    let mut j = 0;
-    while j + 8 <= len {
-        let mut acc = [_mm256_setzero_ps(); 8];
-        for c in 0..C {
-            let qv = _mm256_loadu_ps(qp.add(8 * c));
-            for (i, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp.add((j + i) * stride + 8 * c)), *a);
-            }
-        }
-        let s = _mm256_mul_ps(hsum8(&acc), vs);
-        mx = _mm256_max_ps(mx, s);
-        _mm256_storeu_ps(sp.add(j), s);
-        j += 8;
-    }
-    let mut m = {
-        let m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
-        let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)))
-    };
-    while j < len {
-        let mut a = _mm256_setzero_ps();
-        for c in 0..C {
-            a = _mm256_fmadd_ps(
-                _mm256_loadu_ps(qp.add(8 * c)),
-                _mm256_loadu_ps(kp.add(j * stride + 8 * c)),
-                a,
-            );
-        }
-        let s = hsum(a) * scale;
-        m = m.max(s);
-        *sp.add(j) = s;
-        j += 1;
-    }
-    // exp(s - max) in place, and its sum.
-    let vm = _mm256_set1_ps(m);
-    let mut sum = _mm256_setzero_ps();
-    let mut j = 0;
-    while j + 8 <= len {
-        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sp.add(j)), vm));
-        sum = _mm256_add_ps(sum, e);
-        _mm256_storeu_ps(sp.add(j), e);
-        j += 8;
-    }
-    let total = scalar::exp_sub_from(sp, j, len, m, hsum(sum));
-    // Weighted sum of value rows, output kept in registers; normalized once.
-    let mut o = [_mm256_setzero_ps(); C];
-    for j in 0..len {
-        let p = _mm256_broadcast_ss(&*sp.add(j));
-        for (c, oc) in o.iter_mut().enumerate() {
-            *oc = _mm256_fmadd_ps(p, _mm256_loadu_ps(vp.add(j * stride + 8 * c)), *oc);
-        }
-    }
-    let inv = _mm256_set1_ps(1.0 / total);
-    for (c, oc) in o.iter().enumerate() {
-        _mm256_storeu_ps(out.as_mut_ptr().add(8 * c), _mm256_mul_ps(*oc, inv));
-    }
 }

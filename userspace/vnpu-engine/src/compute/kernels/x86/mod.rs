@@ -6,6 +6,7 @@
 mod gemm;
 pub mod avx2;
 pub mod avx512;
+pub mod attention;
 pub mod float;
 pub mod float512;
 pub(super) mod probe;

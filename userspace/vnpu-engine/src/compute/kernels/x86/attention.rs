@@ -1,0 +1,191 @@
+//! Attention over a few query rows at once (x86): a block of 8 keys is
+//! loaded from L2 once for every row of the group, as are the value rows
+//! (attention over a long prompt is bound by those loads).
+//!
+//! Every row's arithmetic is that of the one-row kernel, operation for
+//! operation: scores of a row's whole 8-key blocks from 8 FMA chains and one
+//! horizontal-sum tree, its last `len % 8` keys one by one; its softmax over
+//! its own keys; its weighted sum in key order. So a row's result does not
+//! depend on the rows beside it (prefill groups a chunk's rows, decode has
+//! one), and both ISAs compute the same bits: the AVX-512 build only widens
+//! the weighted sum, whose every element is the same FMA sequence — the
+//! guest (QEMU TCG: AVX2) and the host (AVX-512) give equal answers.
+
+use super::float::{exp8, hsum, hsum8};
+use crate::compute::kernels::scalar;
+use std::arch::x86_64::*;
+
+/// Query rows per group.
+pub const ROWS: usize = 4;
+
+/// Emits `$name::<C, R>`: the scores and softmax of R rows (head dim
+/// `8 * C`), probabilities into row r of `sc` (`ld` apart); returns each
+/// row's `1 / sum`.
+macro_rules! scores_softmax {
+    ($name:ident, $tf:literal) => {
+        /// # Safety
+        /// The target features; see [`attend_rows_avx2`].
+        #[inline]
+        #[target_feature(enable = $tf)]
+        unsafe fn $name<const C: usize, const R: usize>(
+            q: [*const f32; R],
+            k: *const f32,
+            stride: usize,
+            lens: [usize; R],
+            scale: f32,
+            sc: *mut f32,
+            ld: usize,
+        ) -> [f32; R] {
+            let maxlen = lens.iter().copied().max().unwrap_or(0);
+            let vs = _mm256_set1_ps(scale);
+            let mut mx = [_mm256_set1_ps(f32::NEG_INFINITY); R];
+            let mut m = [f32::NEG_INFINITY; R];
+            let mut j = 0;
+            while j < maxlen {
+                for r in 0..R {
+                    let (qp, sp) = (q[r], sc.add(r * ld));
+                    if j + 8 <= lens[r] {
+                        let mut acc = [_mm256_setzero_ps(); 8];
+                        for c in 0..C {
+                            let qv = _mm256_loadu_ps(qp.add(8 * c));
+                            for (i, a) in acc.iter_mut().enumerate() {
+                                *a = _mm256_fmadd_ps(
+                                    qv,
+                                    _mm256_loadu_ps(k.add((j + i) * stride + 8 * c)),
+                                    *a,
+                                );
+                            }
+                        }
+                        let s = _mm256_mul_ps(hsum8(&acc), vs);
+                        mx[r] = _mm256_max_ps(mx[r], s);
+                        _mm256_storeu_ps(sp.add(j), s);
+                    } else {
+                        for jj in j..lens[r].min(j + 8) {
+                            let mut a = _mm256_setzero_ps();
+                            for c in 0..C {
+                                a = _mm256_fmadd_ps(
+                                    _mm256_loadu_ps(qp.add(8 * c)),
+                                    _mm256_loadu_ps(k.add(jj * stride + 8 * c)),
+                                    a,
+                                );
+                            }
+                            let s = hsum(a) * scale;
+                            m[r] = m[r].max(s);
+                            *sp.add(jj) = s;
+                        }
+                    }
+                }
+                j += 8;
+            }
+            let mut inv = [0f32; R];
+            for r in 0..R {
+                let v = mx[r];
+                let m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+                let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+                let m = m[r].max(_mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4))));
+                // exp(s - max) in place, and its sum.
+                let (sp, len) = (sc.add(r * ld), lens[r]);
+                let vm = _mm256_set1_ps(m);
+                let mut sum = _mm256_setzero_ps();
+                let mut j = 0;
+                while j + 8 <= len {
+                    let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(sp.add(j)), vm));
+                    sum = _mm256_add_ps(sum, e);
+                    _mm256_storeu_ps(sp.add(j), e);
+                    j += 8;
+                }
+                inv[r] = 1.0 / scalar::exp_sub_from(sp, j, len, m, hsum(sum));
+            }
+            inv
+        }
+    };
+}
+
+scores_softmax!(scores_avx2, "avx2,fma");
+scores_softmax!(scores_avx512, "avx2,fma,avx512f");
+
+/// R query rows of attention (head dim `8 * C`), row r over keys
+/// `0..lens[r]` (see [`crate::compute::kernels::attend_rows`]); the
+/// weighted sums row by row (16 ymm registers hold one row's output).
+///
+/// # Safety
+/// Requires AVX2 and FMA; each of `q`, `out` `8 * C` floats; rows
+/// `j * stride .. j * stride + 8 * C` of `k` and `v` in bounds for
+/// `j < max(lens)`; `sc` at least `R * max(lens)`.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn attend_rows_avx2<const C: usize, const R: usize>(
+    q: [*const f32; R],
+    k: *const f32,
+    v: *const f32,
+    stride: usize,
+    lens: [usize; R],
+    scale: f32,
+    sc: &mut [f32],
+    out: [*mut f32; R],
+) {
+    let ld = lens.iter().copied().max().unwrap_or(0);
+    let inv = scores_avx2::<C, R>(q, k, stride, lens, scale, sc.as_mut_ptr(), ld);
+    for r in 0..R {
+        let sp = sc.as_ptr().add(r * ld);
+        let mut o = [_mm256_setzero_ps(); C];
+        for j in 0..lens[r] {
+            let p = _mm256_broadcast_ss(&*sp.add(j));
+            for (c, oc) in o.iter_mut().enumerate() {
+                *oc = _mm256_fmadd_ps(p, _mm256_loadu_ps(v.add(j * stride + 8 * c)), *oc);
+            }
+        }
+        let iv = _mm256_set1_ps(inv[r]);
+        for (c, oc) in o.iter().enumerate() {
+            _mm256_storeu_ps(out[r].add(8 * c), _mm256_mul_ps(*oc, iv));
+        }
+    }
+}
+
+/// [`attend_rows_avx2`] with the weighted sums on 512-bit registers, all
+/// rows of the group at once: a value row is loaded once for the group
+/// (`Z` = `C / 2` registers a row, `C` even).
+///
+/// # Safety
+/// As [`attend_rows_avx2`], plus AVX-512 F.
+#[target_feature(enable = "avx2,fma,avx512f")]
+pub unsafe fn attend_rows_avx512<const C: usize, const Z: usize, const R: usize>(
+    q: [*const f32; R],
+    k: *const f32,
+    v: *const f32,
+    stride: usize,
+    lens: [usize; R],
+    scale: f32,
+    sc: &mut [f32],
+    out: [*mut f32; R],
+) {
+    debug_assert_eq!(2 * Z, C);
+    let ld = lens.iter().copied().max().unwrap_or(0);
+    let minlen = lens.iter().copied().min().unwrap_or(0);
+    let inv = scores_avx512::<C, R>(q, k, stride, lens, scale, sc.as_mut_ptr(), ld);
+    let sp = sc.as_ptr();
+    let mut o = [[_mm512_setzero_ps(); Z]; R];
+    for j in 0..minlen {
+        let mut vj = [_mm512_setzero_ps(); Z];
+        for (c, x) in vj.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(v.add(j * stride + 16 * c));
+        }
+        for r in 0..R {
+            let p = _mm512_set1_ps(*sp.add(r * ld + j));
+            for c in 0..Z {
+                o[r][c] = _mm512_fmadd_ps(p, vj[c], o[r][c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for j in minlen..lens[r] {
+            let p = _mm512_set1_ps(*sp.add(r * ld + j));
+            for c in 0..Z {
+                o[r][c] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v.add(j * stride + 16 * c)), o[r][c]);
+            }
+        }
+        let iv = _mm512_set1_ps(inv[r]);
+        for c in 0..Z {
+            _mm512_storeu_ps(out[r].add(16 * c), _mm512_mul_ps(o[r][c], iv));
+        }
+    }
+}

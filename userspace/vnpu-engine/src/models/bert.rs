@@ -339,6 +339,8 @@ impl<'a> Bert<'a> {
         let isa = self.exec.isa;
         // Tasks are (sequence, head): that head's columns of the sequence's rows.
         let lens: Vec<usize> = seqs.iter().map(|&(_, len)| len).collect();
+        // Every query row of a sequence attends over all its keys.
+        let lens_all: Vec<Vec<usize>> = lens.iter().map(|&l| vec![l; l]).collect();
         self.exec.par_blocks_mut(out, nh, hd, &lens, &|task, oh| {
             let (s0, len) = seqs[task / nh];
             let h = task % nh;
@@ -352,7 +354,7 @@ impl<'a> Bert<'a> {
                 &qkv[s0 * w + d + h * hd..],
                 &qkv[s0 * w + 2 * d + h * hd..],
                 w,
-                &vec![len; len],
+                &lens_all[task / nh],
                 scale,
                 &mut sc,
                 oh,

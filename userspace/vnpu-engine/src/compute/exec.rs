@@ -46,16 +46,31 @@ impl Exec {
         S: RowSplit,
         F: Fn(usize, S::Row) + Sync,
     {
+        self.par_row_groups_mut(n, rows, 1, |t, _, part| f(t, part.split_first_row().0));
+    }
+
+    /// As [`Exec::par_rows_mut`], but `f(t0, m, part)` gets up to `g`
+    /// consecutive rows at once (`m` of them, from row `t0`): for row passes
+    /// that interleave independent rows to hide an operation's latency.
+    pub fn par_row_groups_mut<S, F>(&self, n: usize, rows: S, g: usize, f: F)
+    where
+        S: RowSplit,
+        F: Fn(usize, usize, S) + Sync,
+    {
         if n == 0 {
             return;
         }
         let chunks = (self.threads() * 2).min(n);
         let per = n.div_ceil(chunks);
         let run = |t0: usize, mut part: S| {
-            for t in t0..(t0 + per).min(n) {
-                let (row, rest) = part.split_first_row();
-                f(t, row);
+            let end = (t0 + per).min(n);
+            let mut t = t0;
+            while t < end {
+                let m = g.max(1).min(end - t);
+                let (head, rest) = part.split_rows(m);
+                f(t, m, head);
                 part = rest;
+                t += m;
             }
         };
         if per >= n {

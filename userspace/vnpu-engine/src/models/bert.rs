@@ -7,9 +7,9 @@
 
 use crate::compute::kernels;
 use crate::compute::lora::apply_lora;
-use crate::compute::norm::layer_norm_row as layer_norm;
+use crate::compute::norm::{layer_norm_apply, layer_norm_row, layer_norm_stats};
 use crate::compute::quant::ActQ8;
-use crate::compute::rows::{ActRows, Rows};
+use crate::compute::rows::{ActRows, RowSplit, Rows};
 use crate::compute::{Exec, QMat};
 use crate::error::{Error, Result};
 use crate::formats::tensor::{Region, TensorTable};
@@ -263,19 +263,41 @@ impl<'a> Bert<'a> {
                         o: &[f32],
                         ln: (&[f32], &[f32]),
                         res: Option<&[f32]>| {
-            exec.par_rows_mut(
-                n,
-                (Rows::new(x, d), ActRows::new(act, n, d)),
-                |t, (xr, ar)| {
-                    if let Some(b) = res {
-                        for ((a, &r), &bb) in xr.iter_mut().zip(&o[t * d..][..d]).zip(b) {
-                            *a += r + bb;
-                        }
+            let residual = |t: usize, xr: &mut [f32]| {
+                if let Some(b) = res {
+                    for ((a, &r), &bb) in xr.iter_mut().zip(&o[t * d..][..d]).zip(b) {
+                        *a += r + bb;
                     }
-                    layer_norm(xr, ln.0, ln.1, eps);
+                }
+            };
+            let rows = (Rows::new(x, d), ActRows::new(act, n, d));
+            // Four rows at a time: their LayerNorm sums run side by side.
+            exec.par_row_groups_mut(n, rows, 4, |t0, m, part| {
+                if m < 4 {
+                    let mut part = part;
+                    for t in t0..t0 + m {
+                        let ((xr, ar), rest) = part.split_first_row();
+                        residual(t, xr);
+                        layer_norm_row(xr, ln.0, ln.1, eps);
+                        ar.quantize(isa, xr);
+                        part = rest;
+                    }
+                    return;
+                }
+                let ((x0, a0), p) = part.split_first_row();
+                let ((x1, a1), p) = p.split_first_row();
+                let ((x2, a2), p) = p.split_first_row();
+                let ((x3, a3), _) = p.split_first_row();
+                let mut xs = [x0, x1, x2, x3];
+                for (i, xr) in xs.iter_mut().enumerate() {
+                    residual(t0 + i, xr);
+                }
+                let st = layer_norm_stats([&*xs[0], &*xs[1], &*xs[2], &*xs[3]], eps);
+                for ((xr, ar), st) in xs.into_iter().zip([a0, a1, a2, a3]).zip(st) {
+                    layer_norm_apply(xr, st, ln.0, ln.1);
                     ar.quantize(isa, xr);
-                },
-            );
+                }
+            });
         };
         ln_quant(act, &mut x, o, self.emb_ln, None);
         // LoRA deltas `(proj, first column, width)` of layer `li` on input

@@ -22,7 +22,7 @@ pub const ROWS: usize = 4;
 /// `8 * C`), probabilities into row r of `sc` (`ld` apart); returns each
 /// row's `1 / sum`.
 macro_rules! scores_softmax {
-    ($name:ident, $tf:literal) => {
+    ($name:ident, $tf:literal $(, pairs: $pair:ident)?) => {
         /// # Safety
         /// The target features; see [`attend_rows_avx2`].
         #[inline]
@@ -42,7 +42,20 @@ macro_rules! scores_softmax {
             let mut m = [f32::NEG_INFINITY; R];
             let mut j = 0;
             while j < maxlen {
-                for r in 0..R {
+                let mut r = 0;
+                while r < R {
+                    $(
+                        // Two rows' whole blocks at once, when the ISA can.
+                        if r + 1 < R && j + 8 <= lens[r] && j + 8 <= lens[r + 1] {
+                            let (s0, s1) = $pair::<C>(q[r], q[r + 1], k, stride, j, scale);
+                            mx[r] = _mm256_max_ps(mx[r], s0);
+                            mx[r + 1] = _mm256_max_ps(mx[r + 1], s1);
+                            _mm256_storeu_ps(sc.add(r * ld + j), s0);
+                            _mm256_storeu_ps(sc.add((r + 1) * ld + j), s1);
+                            r += 2;
+                            continue;
+                        }
+                    )?
                     let (qp, sp) = (q[r], sc.add(r * ld));
                     if j + 8 <= lens[r] {
                         let mut acc = [_mm256_setzero_ps(); 8];
@@ -74,6 +87,7 @@ macro_rules! scores_softmax {
                             *sp.add(jj) = s;
                         }
                     }
+                    r += 1;
                 }
                 j += 8;
             }
@@ -102,7 +116,61 @@ macro_rules! scores_softmax {
 }
 
 scores_softmax!(scores_avx2, "avx2,fma");
-scores_softmax!(scores_avx512, "avx2,fma,avx512f");
+scores_softmax!(scores_avx512, "avx2,fma,avx512f", pairs: pair_block);
+
+/// `hadd` of AVX2 on each 128-bit lane of 512-bit registers: the same
+/// additions, operand for operand.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f")]
+unsafe fn hadd512(x: __m512, y: __m512) -> __m512 {
+    _mm512_add_ps(
+        _mm512_shuffle_ps::<0b10_00_10_00>(x, y),
+        _mm512_shuffle_ps::<0b11_01_11_01>(x, y),
+    )
+}
+
+/// One whole 8-key block for two query rows at once: each 256-bit half of
+/// a register runs one row's AVX2 block (the same FMA chains and [`hsum8`]
+/// tree, lane for lane), so both rows' scores are the bits the one-row code
+/// gives them. Returns the two rows' 8 scaled scores.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f")]
+unsafe fn pair_block<const C: usize>(
+    q0: *const f32,
+    q1: *const f32,
+    k: *const f32,
+    stride: usize,
+    j: usize,
+    scale: f32,
+) -> (__m256, __m256) {
+    let mut acc = [_mm512_setzero_ps(); 8];
+    for c in 0..C {
+        let lo = _mm512_castps256_ps512(_mm256_loadu_ps(q0.add(8 * c)));
+        let qv = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castps_pd(lo),
+            _mm256_castps_pd(_mm256_loadu_ps(q1.add(8 * c))),
+        ));
+        for (i, a) in acc.iter_mut().enumerate() {
+            let kv = _mm256_loadu_pd(k.add((j + i) * stride + 8 * c) as *const f64);
+            *a = _mm512_fmadd_ps(qv, _mm512_castpd_ps(_mm512_broadcast_f64x4(kv)), *a);
+        }
+    }
+    // hsum8 on both halves.
+    let h01 = hadd512(acc[0], acc[1]);
+    let h23 = hadd512(acc[2], acc[3]);
+    let h45 = hadd512(acc[4], acc[5]);
+    let h67 = hadd512(acc[6], acc[7]);
+    let (a, b) = (hadd512(h01, h23), hadd512(h45, h67));
+    let lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+    let hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    let s = _mm512_add_ps(
+        _mm512_permutex2var_ps(a, lo, b),
+        _mm512_permutex2var_ps(a, hi, b),
+    );
+    let s = _mm512_mul_ps(s, _mm512_set1_ps(scale));
+    let s1 = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)));
+    (_mm512_castps512_ps256(s), s1)
+}
 
 /// R query rows of attention (head dim `8 * C`), row r over keys
 /// `0..lens[r]` (see [`crate::compute::kernels::attend_rows`]); the

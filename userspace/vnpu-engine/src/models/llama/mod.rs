@@ -28,6 +28,8 @@ pub struct Llama<'a> {
     out_norm: &'a [f32],
     lm_head: QMat<'a>,
     exec: Arc<Exec>,
+    /// Tokens a prompt is processed in at a time (see `forward`).
+    prefill_chunk: usize,
 }
 
 /// Rows `t0..t0 + n` of a job's activations, at positions `pos0..pos0 + n`.
@@ -66,6 +68,12 @@ const PROJS: [Proj; 7] = [
 
 /// Query rows per attention task.
 const TCHUNK: usize = 16;
+
+/// Prompt tokens per pass through the layers: the activations of 128
+/// tokens (~3 MB for SmolLM2) stay in cache between the layers. A 512-token
+/// prompt measured ~4% faster in chunks of 128 than in one pass (Zen 5, 2
+/// threads); 256 alike, 64 slower (each pass streams all the weights).
+const PREFILL_CHUNK: usize = 128;
 
 /// Names the batch row in a per-row error.
 fn in_row(i: usize, e: Error) -> Error {
@@ -131,6 +139,7 @@ impl<'a> Llama<'a> {
             out_norm,
             lm_head,
             exec,
+            prefill_chunk: PREFILL_CHUNK,
         })
     }
 
@@ -139,6 +148,12 @@ impl<'a> Llama<'a> {
     }
     pub fn set_exec(&mut self, exec: Arc<Exec>) {
         self.exec = exec;
+    }
+
+    /// Tokens per pass of a long prompt (default 128; results do not
+    /// depend on it, only speed does).
+    pub fn set_prefill_chunk(&mut self, tokens: usize) {
+        self.prefill_chunk = tokens.max(1);
     }
 
     /// Bytes one decode step at position `pos` reads from memory: every
@@ -186,14 +201,28 @@ impl<'a> Llama<'a> {
         }
         let (kv, slots) = self.kv_view(kv, pos0, n)?;
         let n_layers = opts.layers.map_or(c.n_layer, |l| l.clamp(1, c.n_layer));
-        let mut seq = [Seq {
-            span: Span { t0: 0, n, pos0 },
-            slots,
-            kv,
-            adapter: opts.adapter,
-        }];
-        let groups = self.lora_groups(&seq, n_layers).map_err(|(_, e)| e)?;
-        self.run_layers(&mut x, &mut seq, &groups, n_layers)?;
+        // A long prompt runs in chunks, each through every layer before the
+        // next (its K/V are in the cache by then): a chunk's activations
+        // stay in cache between the layers. Every step is per row, so the
+        // result is bitwise that of one pass (`tests::chunked_prefill_*`).
+        let chunk = self.prefill_chunk.max(1);
+        let mut t0 = 0;
+        for xc in x.chunks_mut(chunk * d) {
+            let m = xc.len() / d;
+            let mut seq = [Seq {
+                span: Span {
+                    t0: 0,
+                    n: m,
+                    pos0: pos0 + t0,
+                },
+                slots,
+                kv: &mut *kv,
+                adapter: opts.adapter,
+            }];
+            let groups = self.lora_groups(&seq, n_layers).map_err(|(_, e)| e)?;
+            self.run_layers(xc, &mut seq, &groups, n_layers)?;
+            t0 += m;
+        }
 
         rms_norm(&x.clone(), self.out_norm, c.rms_eps, &mut x);
         let last = x[(n - 1) * d..].to_vec();

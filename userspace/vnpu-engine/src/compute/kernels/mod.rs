@@ -330,8 +330,8 @@ pub fn axpy_f32(isa: Isa, a: f32, x: &[f32], y: &mut [f32]) {
 
 /// [`attend_row`] for several query rows against the same keys and
 /// values, row r over keys `0..lens[r]`; each row's result is bitwise
-/// what [`attend_row`] gives it alone. On AVX-512 the rows go through the
-/// keys together, a few at a time (see `x86::float512::attend_rows`).
+/// what [`attend_row`] gives it alone. On x86 the rows go through the keys
+/// in groups, sharing the loads (see `x86::attention`).
 /// `sc` is scratch, resized as needed.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_rows(
@@ -445,25 +445,20 @@ impl PeakProbe {
 pub fn probe_peak(isa: Isa) -> Option<PeakProbe> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
+        Isa::Avx2 | Isa::Avx512Vnni => {
             let ghz = x86::probe::probe_ghz();
-            // SAFETY: AVX2 was checked available when `isa` was chosen.
-            let mul_per_cycle = unsafe { x86::probe::probe_maddubs_per_cycle(ghz) };
+            // SAFETY: the ISA's features were checked available when `isa` was chosen.
+            let (mul_per_cycle, macs_per_mul) = unsafe {
+                if isa == Isa::Avx2 {
+                    (x86::probe::probe_maddubs_per_cycle(ghz), 32.0)
+                } else {
+                    (x86::probe::probe_dpbusd_zmm_per_cycle(ghz), 64.0)
+                }
+            };
             Some(PeakProbe {
                 ghz,
                 mul_per_cycle,
-                macs_per_mul: 32.0,
-            })
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => {
-            let ghz = x86::probe::probe_ghz();
-            // SAFETY: AVX-512 F and VNNI were checked available when `isa` was chosen.
-            let mul_per_cycle = unsafe { x86::probe::probe_dpbusd_zmm_per_cycle(ghz) };
-            Some(PeakProbe {
-                ghz,
-                mul_per_cycle,
-                macs_per_mul: 64.0,
+                macs_per_mul,
             })
         }
         _ => None,

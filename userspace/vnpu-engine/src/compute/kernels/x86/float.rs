@@ -5,6 +5,29 @@ use crate::compute::kernels::scalar;
 use crate::compute::quant::QK;
 use std::arch::x86_64::*;
 
+/// Cephes expf: ln 2 split in two (exact high part, then the rest).
+pub(super) const LN2_HI: f32 = 0.693_359_4;
+pub(super) const LN2_LO: f32 = -2.121_944_4e-4;
+/// Cephes expf polynomial, highest power first.
+pub(super) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+/// erf, Abramowitz & Stegun 7.1.26: t = 1 / (1 + P z), then the
+/// polynomial in t, highest power first (as [`scalar::erf`]).
+pub(super) const ERF_P: f32 = 0.327_591_1;
+pub(super) const ERF_POLY: [f32; 5] = [
+    1.061_405_4,
+    -1.453_152_1,
+    1.421_413_7,
+    -0.284_496_74,
+    0.254_829_6,
+];
+
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn hsum(v: __m256) -> f32 {
@@ -129,17 +152,11 @@ pub(super) unsafe fn exp8(x: __m256) -> __m256 {
         _mm256_set1_ps(std::f32::consts::LOG2_E),
         _mm256_set1_ps(0.5),
     ));
-    let x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693_359_4), x);
-    let x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.121_944_4e-4), x);
-    let mut y = _mm256_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ] {
-        y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(c));
+    let x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(LN2_HI), x);
+    let x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(LN2_LO), x);
+    let mut y = _mm256_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(*c));
     }
     let y = _mm256_add_ps(
         _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), x),
@@ -191,10 +208,10 @@ pub unsafe fn gelu(x: &mut [f32]) {
         let v = _mm256_loadu_ps(p.add(i));
         let u = _mm256_mul_ps(v, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
         let z = _mm256_andnot_ps(sign, u);
-        let t = _mm256_div_ps(one, _mm256_fmadd_ps(z, _mm256_set1_ps(0.327_591_1), one));
-        let mut poly = _mm256_set1_ps(1.061_405_4);
-        for c in [-1.453_152_1, 1.421_413_7, -0.284_496_74, 0.254_829_6] {
-            poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(c));
+        let t = _mm256_div_ps(one, _mm256_fmadd_ps(z, _mm256_set1_ps(ERF_P), one));
+        let mut poly = _mm256_set1_ps(ERF_POLY[0]);
+        for c in &ERF_POLY[1..] {
+            poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(*c));
         }
         poly = _mm256_mul_ps(poly, t);
         let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(z, z)));

@@ -1,6 +1,7 @@
 //! f32 element-wise kernels on 512-bit registers for the AVX-512 ISA, each
 //! lane the same operations as [`super::float`]'s.
 
+use super::float::{ERF_P, ERF_POLY, EXP_POLY, LN2_HI, LN2_LO};
 use crate::compute::kernels::scalar;
 use crate::compute::quant::QK;
 use std::arch::x86_64::*;
@@ -19,17 +20,11 @@ unsafe fn exp16(x: __m512) -> __m512 {
             _mm512_set1_ps(std::f32::consts::LOG2_E),
             _mm512_set1_ps(0.5),
         ));
-    let x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693_359_4), x);
-    let x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.121_944_4e-4), x);
-    let mut y = _mm512_set1_ps(1.987_569_1e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ] {
-        y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(c));
+    let x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(LN2_HI), x);
+    let x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(LN2_LO), x);
+    let mut y = _mm512_set1_ps(EXP_POLY[0]);
+    for c in &EXP_POLY[1..] {
+        y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(*c));
     }
     let y = _mm512_add_ps(
         _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), x),
@@ -106,10 +101,10 @@ pub unsafe fn gelu(x: &mut [f32]) {
         let v = _mm512_loadu_ps(p.add(i));
         let u = _mm512_mul_ps(v, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
         let z = _mm512_abs_ps(u);
-        let t = _mm512_div_ps(one, _mm512_fmadd_ps(z, _mm512_set1_ps(0.327_591_1), one));
-        let mut poly = _mm512_set1_ps(1.061_405_4);
-        for c in [-1.453_152_1, 1.421_413_7, -0.284_496_74, 0.254_829_6] {
-            poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(c));
+        let t = _mm512_div_ps(one, _mm512_fmadd_ps(z, _mm512_set1_ps(ERF_P), one));
+        let mut poly = _mm512_set1_ps(ERF_POLY[0]);
+        for c in &ERF_POLY[1..] {
+            poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(*c));
         }
         poly = _mm512_mul_ps(poly, t);
         let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(z, z)));

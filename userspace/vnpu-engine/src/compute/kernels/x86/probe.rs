@@ -31,19 +31,30 @@ pub fn probe_ghz() -> f64 {
     best
 }
 
-/// Sustained `vpmaddubsw ymm` (the int8 multiply every AVX2 GEMM kernel
-/// here is built on: 32 u8 x i8 products summed in pairs) per cycle on one
-/// core: 12 independent ones per loop iteration, timed against `ghz`.
-///
-/// # Safety
-/// Requires AVX2.
-#[target_feature(enable = "avx2")]
-pub unsafe fn probe_maddubs_per_cycle(ghz: f64) -> f64 {
+/// Instructions per cycle of a hand-written loop: `run(n)` executes `n`
+/// iterations of `per_iter` independent instructions; best of many runs,
+/// timed against `ghz`.
+fn per_cycle(ghz: f64, per_iter: u64, run: impl Fn(u64)) -> f64 {
     let mut best = 0f64;
     for _ in 0..200 {
         let iters: u64 = 50_000;
-        let mut n = iters;
         let t = std::time::Instant::now();
+        run(iters);
+        let secs = t.elapsed().as_secs_f64();
+        best = best.max((iters * per_iter) as f64 / (secs * ghz * 1e9));
+    }
+    best
+}
+
+/// Sustained `vpmaddubsw ymm` (the int8 multiply every AVX2 GEMM kernel
+/// here is built on: 32 u8 x i8 products summed in pairs) per cycle on one
+/// core: 12 independent ones per loop iteration.
+///
+/// # Safety
+/// Requires AVX2.
+pub unsafe fn probe_maddubs_per_cycle(ghz: f64) -> f64 {
+    #[target_feature(enable = "avx2")]
+    unsafe fn run(mut n: u64) {
         std::arch::asm!(
             "vpxor ymm0, ymm0, ymm0",
             "vpxor ymm1, ymm1, ymm1",
@@ -64,25 +75,20 @@ pub unsafe fn probe_maddubs_per_cycle(ghz: f64) -> f64 {
             options(nomem, nostack),
         );
         std::hint::black_box(n);
-        let secs = t.elapsed().as_secs_f64();
-        best = best.max((iters * 12) as f64 / (secs * ghz * 1e9));
     }
-    best
+    // SAFETY: the caller guarantees AVX2.
+    per_cycle(ghz, 12, |n| unsafe { run(n) })
 }
 
 /// Sustained `vpdpbusd zmm` (the AVX-512 VNNI GEMMs' multiply: 64 u8 x i8
-/// products summed in fours into i32) per cycle on one core: 12 independent
-/// accumulators per loop iteration, timed against `ghz`.
+/// products summed in fours into i32) per cycle on one core: 12
+/// independent accumulators per loop iteration.
 ///
 /// # Safety
 /// Requires AVX-512 F and VNNI.
-#[target_feature(enable = "avx512f,avx512vnni")]
 pub unsafe fn probe_dpbusd_zmm_per_cycle(ghz: f64) -> f64 {
-    let mut best = 0f64;
-    for _ in 0..200 {
-        let iters: u64 = 50_000;
-        let mut n = iters;
-        let t = std::time::Instant::now();
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn run(mut n: u64) {
         std::arch::asm!(
             "vpxord zmm0, zmm0, zmm0",
             "vpxord zmm1, zmm1, zmm1",
@@ -103,8 +109,7 @@ pub unsafe fn probe_dpbusd_zmm_per_cycle(ghz: f64) -> f64 {
             options(nomem, nostack),
         );
         std::hint::black_box(n);
-        let secs = t.elapsed().as_secs_f64();
-        best = best.max((iters * 12) as f64 / (secs * ghz * 1e9));
     }
-    best
+    // SAFETY: the caller guarantees AVX-512 F and VNNI.
+    per_cycle(ghz, 12, |n| unsafe { run(n) })
 }

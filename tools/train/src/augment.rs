@@ -46,9 +46,91 @@ impl ImageLayout {
     }
 }
 
+/// Random changes of a sensor series while training: how one recording of
+/// a gesture differs from the next (a little earlier or later, a little
+/// stronger, with some noise). 36-67 train samples are too few to learn
+/// that from the data alone.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SeriesAug {
+    /// Largest move in time, in rows, either way (the ends repeat).
+    pub shift: usize,
+    /// Largest change of amplitude around each feature's mean, as a fraction.
+    pub scale: f32,
+    /// Gaussian noise, its sigma a fraction of each feature's spread.
+    pub jitter: f32,
+}
+
+impl SeriesAug {
+    /// Parses `shift,scale,jitter` (e.g. `10,0.1,0.05`).
+    pub fn parse(s: &str) -> Result<SeriesAug, String> {
+        let p: Vec<&str> = s.split(',').collect();
+        let bad = || format!("series augmentation {s:?}: want shift,scale,jitter (e.g. 10,0.1,0.05)");
+        let [a, b, c] = p[..] else { return Err(bad()) };
+        Ok(SeriesAug {
+            shift: a.trim().parse().map_err(|_| bad())?,
+            scale: b.trim().parse().map_err(|_| bad())?,
+            jitter: c.trim().parse().map_err(|_| bad())?,
+        })
+    }
+
+    /// Changes `x` (`t` rows of `d` features) in place; `u` draws uniform
+    /// numbers in [0, 1).
+    pub fn apply(&self, x: &mut [f32], t: usize, d: usize, mut u: impl FnMut() -> f32) {
+        let src = x.to_vec();
+        let s = (u() * (2 * self.shift + 1) as f32) as isize - self.shift as isize;
+        for r in 0..t {
+            let from = (r as isize - s).clamp(0, t as isize - 1) as usize;
+            x[r * d..(r + 1) * d].copy_from_slice(&src[from * d..(from + 1) * d]);
+        }
+        for f in 0..d {
+            let col = || (0..t).map(move |r| r * d + f);
+            let mean = col().map(|i| x[i]).sum::<f32>() / t as f32;
+            let sd = (col().map(|i| (x[i] - mean).powi(2)).sum::<f32>() / t as f32).sqrt();
+            let gain = 1.0 + self.scale * (2.0 * u() - 1.0);
+            for i in col() {
+                // Box-Muller: a standard normal from two uniforms.
+                let n = (-2.0 * (1.0 - u()).ln()).sqrt() * (std::f32::consts::TAU * u()).cos();
+                x[i] = mean + (x[i] - mean) * gain + self.jitter * sd * n;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_aug_shifts_in_time_and_keeps_the_ends() {
+        // One feature, 6 rows 0..6; a draw of 0.99 is the largest shift.
+        let aug = SeriesAug { shift: 2, scale: 0.0, jitter: 0.0 };
+        let mut x: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        aug.apply(&mut x, 6, 1, || 0.99);
+        assert_eq!(x, [0.0, 0.0, 0.0, 1.0, 2.0, 3.0]);
+        let mut x: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        aug.apply(&mut x, 6, 1, || 0.0);
+        assert_eq!(x, [2.0, 3.0, 4.0, 5.0, 5.0, 5.0]);
+        assert_eq!(SeriesAug::parse("10,0.1,0.05"), Ok(SeriesAug { shift: 10, scale: 0.1, jitter: 0.05 }));
+        assert!(SeriesAug::parse("10,0.1").is_err());
+    }
+
+    #[test]
+    fn series_aug_scales_around_the_mean_and_adds_noise() {
+        let aug = SeriesAug { shift: 0, scale: 0.5, jitter: 0.0 };
+        // u = 0.5 then 1.0 - epsilon: no shift, gain 1 + 0.5 * (2 * 1 - 1).
+        let mut draws = [0.5f32, 0.999_999].into_iter().chain(std::iter::repeat(0.5));
+        let mut x = vec![1.0, 3.0];
+        aug.apply(&mut x, 2, 1, || draws.next().unwrap_or(0.5));
+        assert!((x[0] - 0.5).abs() < 1e-4 && (x[1] - 3.5).abs() < 1e-4, "{x:?}");
+        let noisy = SeriesAug { shift: 0, scale: 0.0, jitter: 0.1 };
+        let mut y = vec![1.0, 3.0, 1.0, 3.0];
+        let mut k = 0u32;
+        noisy.apply(&mut y, 4, 1, || {
+            k += 1;
+            (k as f32 * 0.37).fract()
+        });
+        assert!(y.iter().zip([1.0, 3.0, 1.0, 3.0]).any(|(a, b)| (a - b).abs() > 1e-3));
+    }
 
     #[test]
     fn a_shift_moves_pixels_across_patch_borders() {

@@ -4,6 +4,7 @@
 
 pub mod apps;
 pub mod augment;
+pub mod init;
 pub mod data;
 pub mod eval;
 pub mod frozen;

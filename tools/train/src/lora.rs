@@ -41,7 +41,7 @@ impl Lora {
                 let proj = vnpud::adapter::proj_named(p)
                     .ok_or_else(|| candle_core::Error::Msg(format!("unknown LoRA target {p}")))?;
                 let (i, o) = dims(proj).ok_or_else(|| candle_core::Error::Msg(format!("the model has no {p} projection")))?;
-                let a = Var::randn(0f32, (1.0 / i as f64).sqrt() as f32, (rank, i), dev)?;
+                let a = crate::init::normal((1.0 / i as f64).sqrt() as f32, (rank, i), dev)?;
                 let b = Var::zeros((o, rank), candle_core::DType::F32, dev)?;
                 l.factors.insert((layer, p), (a.as_tensor().clone(), b.as_tensor().clone(), f64::from(alpha) / rank as f64));
                 l.vars.extend([a, b]);

@@ -48,6 +48,11 @@ enum Cmd {
         /// Feature rows per backbone token (the task's recipe otherwise).
         #[arg(long)]
         group: Option<usize>,
+        /// Sensor tasks: augment each training series anew every time it is
+        /// seen: `shift,scale,jitter` (rows, amplitude fraction, noise as a
+        /// fraction of the spread), or `none`.
+        #[arg(long, value_parser = parse_series_aug)]
+        series_aug: Option<SeriesAugArg>,
         /// Projections the LoRA adapts: q,k,v,o,gate,up,down.
         #[arg(long, value_delimiter = ',')]
         targets: Option<Vec<String>>,
@@ -129,10 +134,11 @@ fn run(cli: Cli) -> Result<(), String> {
     let fw = eval::FirmwareFile::read(&cli.firmware)?;
     match cli.cmd {
         Cmd::App { .. } | Cmd::Apps { .. } => unreachable!("handled above"),
-        Cmd::Train { task, out, max_steps, layers, epochs, rank, group, targets, holdout, shift, eval } => {
+        Cmd::Train { task, out, max_steps, layers, epochs, rank, group, series_aug, targets, holdout, shift, eval } => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{task}.m4a")));
             let start = Instant::now();
-            let ov = recipe::Overrides { max_steps, layers, epochs, rank, group, targets, holdout, shift };
+            let series = series_aug.map(|a| a.0);
+            let ov = recipe::Overrides { max_steps, layers, epochs, rank, group, targets, holdout, shift, series };
             let blob = recipe::train(&fw, &cli.data.join(&task), &ov)?;
             std::fs::write(&out, &blob).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
             let seconds = start.elapsed().as_secs_f64();
@@ -179,4 +185,15 @@ fn report(fw: &eval::FirmwareFile, dir: &Path, adapter: &Path, limit: usize, jso
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `--series-aug`: an augmentation or `none`.
+#[derive(Clone, Copy, Debug)]
+struct SeriesAugArg(Option<m4_train::augment::SeriesAug>);
+
+fn parse_series_aug(s: &str) -> Result<SeriesAugArg, String> {
+    if s == "none" {
+        return Ok(SeriesAugArg(None));
+    }
+    m4_train::augment::SeriesAug::parse(s).map(|a| SeriesAugArg(Some(a)))
 }

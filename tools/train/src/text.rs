@@ -152,6 +152,7 @@ pub fn text_lora(task: &Task, m: &FrozenBert, ids: &[Vec<u32>], y: &[usize], o: 
     let first = n_layer - o.top_layers.clamp(1, n_layer);
     let mut order: Vec<usize> = (0..ids.len()).collect();
     let mut rng = Rng(o.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    crate::init::seed(o.seed);
     rng.shuffle(&mut order);
     let (val, fit) = order.split_at((ids.len() as f64 * o.holdout) as usize);
     let (val, fit) = (val.to_vec(), fit.to_vec());

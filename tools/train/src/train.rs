@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
 
-use crate::augment::ImageLayout;
+use crate::augment::{ImageLayout, SeriesAug};
 use crate::data::{Samples, Split, Task};
 use crate::frozen::Frozen;
 use crate::lora::Lora;
@@ -38,6 +38,9 @@ pub struct Options {
     /// Image tasks: each training sample moved by up to this many pixels
     /// in each direction, drawn anew every time it is seen.
     pub shift: Option<(ImageLayout, usize)>,
+    /// Sensor tasks: each training series moved, scaled and jittered anew
+    /// every time it is seen.
+    pub series: Option<SeriesAug>,
     /// Stop after this many steps (CI: prove the path in seconds).
     pub max_steps: Option<usize>,
     pub seed: u64,
@@ -52,6 +55,10 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
     }
     /// Uniform in `-max..=max`.
     fn offset(&mut self, max: usize) -> isize {
@@ -76,7 +83,7 @@ pub(crate) struct Head {
 
 impl Head {
     pub(crate) fn new(labels: usize, d: usize, dev: &Device) -> candle_core::Result<Self> {
-        Ok(Head { w: Var::randn(0f32, 0.01, (labels, d), dev)?, b: Var::zeros(labels, DType::F32, dev)? })
+        Ok(Head { w: crate::init::normal(0.01, (labels, d), dev)?, b: Var::zeros(labels, DType::F32, dev)? })
     }
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         x.matmul(&self.w.as_tensor().t()?)?.broadcast_add(self.b.as_tensor())
@@ -118,7 +125,8 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options, texts: Opti
     }
     let (tokens, fd) = (t / o.group, fd0 * o.group);
     let (d, labels) = (m.cfg.d_model, task.meta.labels.len());
-    let w_in = Var::randn(0f32, (1.0 / fd as f64).sqrt() as f32, (d, fd), &dev).map_err(ce)?;
+    crate::init::seed(o.seed);
+    let w_in = crate::init::normal((1.0 / fd as f64).sqrt() as f32, (d, fd), &dev).map_err(ce)?;
     let b_in = Var::zeros(d, DType::F32, &dev).map_err(ce)?;
     let head = Head::new(labels, d, &dev).map_err(ce)?;
     let lora = Lora::new(m, &o.targets, o.rank, 2.0 * o.rank as f32, &dev).map_err(ce)?;
@@ -162,6 +170,11 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options, texts: Opti
                     let (dy, dx) = (rng.offset(max), rng.offset(max));
                     layout.shift(x, dy, dx, &mut moved);
                     x.copy_from_slice(&moved);
+                }
+            }
+            if let Some(aug) = o.series {
+                for x in xb.chunks_exact_mut(t * fd0) {
+                    aug.apply(x, t, fd0, || rng.unit());
                 }
             }
             let yb: Vec<u32> = chunk.iter().map(|&i| train.y[i] as u32).collect();

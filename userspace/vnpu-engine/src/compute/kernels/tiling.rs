@@ -135,29 +135,6 @@ macro_rules! panel_gemm_entries {
     };
 }
 
-/// Tokens `t0..t1` through `$wide::<Q, T>` (tiles of `$t` tokens, the
-/// rest in halves) for the `2 Q` panels from `p`.
-macro_rules! wide_tokens {
-    ($wide:ident, $q:literal, $t:literal, $w:expr, $x:expr, $p:expr, $t0:expr, $t1:expr, $out:expr) => {{
-        let (mut t, t1) = ($t0, $t1);
-        while t + $t <= t1 {
-            $wide::<$q, $t>($w, $x, $p, t, $out);
-            t += $t;
-        }
-        if $t >= 8 && t + 4 <= t1 {
-            $wide::<$q, 4>($w, $x, $p, t, $out);
-            t += 4;
-        }
-        if t + 2 <= t1 {
-            $wide::<$q, 2>($w, $x, $p, t, $out);
-            t += 2;
-        }
-        if t < t1 {
-            $wide::<$q, 1>($w, $x, $p, t, $out);
-        }
-    }};
-}
-
 /// The tiling driver: rows `r0..r1` of `w` against every token of `x`
 /// through `$tile::<P, T>(w, x, first panel, first token, &out)`.
 ///

@@ -24,7 +24,10 @@ use crate::train::{self, Options};
 fn defaults(task: &str, t: usize) -> Options {
     let (group, epochs, batch) = match task {
         "digits" => (1, 10, 32),
-        "mnist5k" | "fashion" => (7, 8, 32),
+        "mnist5k" => (7, 8, 32),
+        // Fashion's 10% hold-out (600 samples, seeded): 87.83% without
+        // shifts in 4 epochs, 83.50% with mnist5k's 2-pixel shifts in 8.
+        "fashion" => (7, 4, 32),
         "captionmatch" => (7, 4, 32),
         "basicmotions" => (5, 40, 8),
         "pickupgesture" => (8, 60, 8),
@@ -38,7 +41,7 @@ fn defaults(task: &str, t: usize) -> Options {
     };
     let shift = match task {
         "digits" => Some((ImageLayout::rows(8, 8), 1)),
-        "mnist5k" | "fashion" | "captionmatch" => Some((ImageLayout::patches(4, 7), 2)),
+        "mnist5k" | "captionmatch" => Some((ImageLayout::patches(4, 7), 2)),
         _ => None,
     };
     // Sensor series: random time shifts, amplitude changes and noise.

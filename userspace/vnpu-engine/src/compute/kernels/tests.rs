@@ -36,6 +36,15 @@ fn detect_picks_the_best_available() {
     assert!(!Isa::Neon.available() && !Isa::NeonDot.available() && !Isa::NeonI8mm.available());
 }
 
+/// `wf` (`[rows, k]`) packed as Q4_1 or Q8_0 panels.
+fn packed(q4: bool, wf: &[f32], rows: usize, k: usize) -> crate::formats::tensor::AlignedBytes {
+    crate::formats::tensor::AlignedBytes::from_slice(&if q4 {
+        quantize_q4_1(wf, rows, k)
+    } else {
+        quantize_q8_0(wf, rows, k)
+    })
+}
+
 fn run(isa: Isa, q4: bool, wb: &[u8], rows: usize, k: usize, x: &ActQ8) -> Vec<f32> {
     let mut out = vec![0f32; x.n * rows];
     let o = OutMat::new(&mut out, x.n, rows);
@@ -73,12 +82,7 @@ fn gemm_simd_matches_scalar() {
         let mut x = ActQ8::default();
         x.quantize(&xf, n, k);
         for q4 in [true, false] {
-            let wb = if q4 {
-                quantize_q4_1(&wf, rows, k)
-            } else {
-                quantize_q8_0(&wf, rows, k)
-            };
-            let wb = crate::formats::tensor::AlignedBytes::from_slice(&wb);
+            let wb = packed(q4, &wf, rows, k);
             let want = run(Isa::Scalar, q4, &wb, rows, k, &x);
             for isa in simd_isas() {
                 let got = run(isa, q4, &wb, rows, k, &x);
@@ -106,11 +110,7 @@ fn gemm_row_of_a_batch_is_bitwise_its_single_token_gemm() {
         let mut x = ActQ8::default();
         x.quantize(&xf, n, k);
         for q4 in [true, false] {
-            let wb = crate::formats::tensor::AlignedBytes::from_slice(&if q4 {
-                quantize_q4_1(&wf, rows, k)
-            } else {
-                quantize_q8_0(&wf, rows, k)
-            });
+            let wb = packed(q4, &wf, rows, k);
             for isa in simd_isas().into_iter().chain([Isa::Scalar]) {
                 let all = run(isa, q4, &wb, rows, k, &x);
                 for t in 0..n {
@@ -138,11 +138,7 @@ fn gemm_panel_ranges_cover_rows() {
     let mut x = ActQ8::default();
     x.quantize(&xf, n, k);
     for q4 in [true, false] {
-        let wb = crate::formats::tensor::AlignedBytes::from_slice(&if q4 {
-            quantize_q4_1(&wf, rows, k)
-        } else {
-            quantize_q8_0(&wf, rows, k)
-        });
+        let wb = packed(q4, &wf, rows, k);
         let want = run(Isa::Scalar, q4, &wb, rows, k, &x);
         for isa in simd_isas() {
             let mut out = vec![f32::NAN; n * rows];
@@ -437,11 +433,7 @@ fn x86_isas_compute_the_same_bits() {
     let mut x = ActQ8::default();
     x.quantize(&xf, n, k);
     for q4 in [true, false] {
-        let wb = crate::formats::tensor::AlignedBytes::from_slice(&if q4 {
-            quantize_q4_1(&wf, rows, k)
-        } else {
-            quantize_q8_0(&wf, rows, k)
-        });
+        let wb = packed(q4, &wf, rows, k);
         for xs in [&x, &{
             let mut one = ActQ8::default();
             one.quantize(&xf[..k], 1, k);

@@ -7,9 +7,11 @@
 //! horizontal-sum tree, its last `len % 8` keys one by one; its softmax over
 //! its own keys; its weighted sum in key order. So a row's result does not
 //! depend on the rows beside it (prefill groups a chunk's rows, decode has
-//! one), and both ISAs compute the same bits: the AVX-512 build only widens
-//! the weighted sum, whose every element is the same FMA sequence — the
-//! guest (QEMU TCG: AVX2) and the host (AVX-512) give equal answers.
+//! one), and both ISAs compute the same bits: the AVX-512 build runs two
+//! rows' whole blocks in the halves of one register (`pair_block`, each
+//! half the AVX2 operations) and widens the weighted sum, whose every
+//! element is the same FMA sequence — the guest (QEMU TCG: AVX2) and the
+//! host (AVX-512) give equal answers.
 
 use super::float::{exp8, hsum, hsum8};
 use crate::compute::kernels::scalar;

@@ -1,9 +1,10 @@
 //! AVX-512 VNNI int8 GEMM: `vpdpbusd` accumulates the u8 x i8 dots straight
 //! into i32 (no 16-bit stage). Single tokens (decode) run the shared
-//! 256-bit panel tiles; several tokens run two-panel tiles on 512-bit
-//! registers ([`q4_1_wide`], [`q8_0_wide`]): one `vpdpbusd zmm` serves 16
-//! rows, so a token's broadcast activations feed twice the rows per
-//! instruction, and 32 registers hold 8 tokens' accumulators.
+//! 256-bit panel tiles; several tokens run wide tiles on 512-bit registers
+//! ([`q4_1_wide`], [`q8_0_wide`]: 4 panels x 4 tokens, or 2 x 8): one
+//! `vpdpbusd zmm` serves two 8-row panels, so a token's broadcast
+//! activations feed twice the rows per instruction, and 32 registers hold
+//! the accumulators.
 //!
 //! A wide tile's lane computes exactly what the 256-bit tile's lane does
 //! (the same i32 block sum, converted and scaled by the same float ops in

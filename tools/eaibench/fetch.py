@@ -308,6 +308,13 @@ def save_features(out: Path, xtr, ytr, xte, yte, meta: dict) -> dict:
     return meta
 
 
+def save_train_groups(out: Path, by: str, groups) -> None:
+    """`train_groups.json`: which group (a speaker) each train sample comes
+    from, in train order, so a trainer can hold out whole groups when the
+    test split is by group too (`m4-train train --holdout`)."""
+    (out / "train_groups.json").write_text(json.dumps({"by": by, "groups": [str(g) for g in groups]}) + "\n")
+
+
 def save_text(out: Path, ttr, ytr, tte, yte, meta: dict) -> dict:
     write_jsonl(out / "train.jsonl", ttr, ytr)
     write_jsonl(out / "test.jsonl", tte, yte)
@@ -795,6 +802,7 @@ def task_keywords(out: Path) -> dict:
     y = np.array([j[1] for j in jobs], dtype=np.int64)
     is_tr = np.array([j[0] == "train" for j in jobs])
     tr, te = shuffled(np.nonzero(is_tr)[0], 1), shuffled(np.nonzero(~is_tr)[0], 2)
+    save_train_groups(out, "espeak-ng voice variant", [jobs[i][2].split("+")[1] for i in tr])
     xtr, xte, norm = standardize_channels(x[tr], x[te])
     hop = int(round(KW_HOP_S * sr))
     meta = {
@@ -1034,6 +1042,7 @@ def task_spokendigits(out: Path) -> dict:
     y = np.array([j[1] for j in jobs], dtype=np.int64)
     is_tr = np.array([j[0] == "train" for j in jobs])
     tr, te = shuffled(np.nonzero(is_tr)[0], 1), shuffled(np.nonzero(~is_tr)[0], 2)
+    save_train_groups(out, "espeak-ng voice variant", [jobs[i][2].split("+")[1] for i in tr])
     xtr, xte, norm = standardize_channels(x[tr], x[te])
     meta = {
         "task": "spokendigits",

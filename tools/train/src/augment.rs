@@ -58,18 +58,28 @@ pub struct SeriesAug {
     pub scale: f32,
     /// Gaussian noise, its sigma a fraction of each feature's spread.
     pub jitter: f32,
+    /// Largest move across the features, either way (the ends repeat),
+    /// for spectrogram rows whose features are frequency bands: a voice's
+    /// formants sit a little higher or lower than another's. 0 for
+    /// sensor channels.
+    pub bands: usize,
 }
 
 impl SeriesAug {
-    /// Parses `shift,scale,jitter` (e.g. `10,0.1,0.05`).
+    /// Parses `shift,scale,jitter[,bands]` (e.g. `10,0.1,0.05`).
     pub fn parse(s: &str) -> Result<SeriesAug, String> {
         let p: Vec<&str> = s.split(',').collect();
-        let bad = || format!("series augmentation {s:?}: want shift,scale,jitter (e.g. 10,0.1,0.05)");
-        let [a, b, c] = p[..] else { return Err(bad()) };
+        let bad = || format!("series augmentation {s:?}: want shift,scale,jitter[,bands] (e.g. 10,0.1,0.05)");
+        let (a, b, c, bands) = match p[..] {
+            [a, b, c] => (a, b, c, "0"),
+            [a, b, c, d] => (a, b, c, d),
+            _ => return Err(bad()),
+        };
         Ok(SeriesAug {
             shift: a.trim().parse().map_err(|_| bad())?,
             scale: b.trim().parse().map_err(|_| bad())?,
             jitter: c.trim().parse().map_err(|_| bad())?,
+            bands: bands.trim().parse().map_err(|_| bad())?,
         })
     }
 
@@ -78,9 +88,15 @@ impl SeriesAug {
     pub fn apply(&self, x: &mut [f32], t: usize, d: usize, mut u: impl FnMut() -> f32) {
         let src = x.to_vec();
         let s = (u() * (2 * self.shift + 1) as f32) as isize - self.shift as isize;
+        let b = match self.bands {
+            0 => 0,
+            m => (u() * (2 * m + 1) as f32) as isize - m as isize,
+        };
         for r in 0..t {
             let from = (r as isize - s).clamp(0, t as isize - 1) as usize;
-            x[r * d..(r + 1) * d].copy_from_slice(&src[from * d..(from + 1) * d]);
+            for f in 0..d {
+                x[r * d + f] = src[from * d + (f as isize - b).clamp(0, d as isize - 1) as usize];
+            }
         }
         for f in 0..d {
             let col = || (0..t).map(move |r| r * d + f);
@@ -103,26 +119,38 @@ mod tests {
     #[test]
     fn series_aug_shifts_in_time_and_keeps_the_ends() {
         // One feature, 6 rows 0..6; a draw of 0.99 is the largest shift.
-        let aug = SeriesAug { shift: 2, scale: 0.0, jitter: 0.0 };
+        let aug = SeriesAug { shift: 2, scale: 0.0, jitter: 0.0, bands: 0 };
         let mut x: Vec<f32> = (0..6).map(|v| v as f32).collect();
         aug.apply(&mut x, 6, 1, || 0.99);
         assert_eq!(x, [0.0, 0.0, 0.0, 1.0, 2.0, 3.0]);
         let mut x: Vec<f32> = (0..6).map(|v| v as f32).collect();
         aug.apply(&mut x, 6, 1, || 0.0);
         assert_eq!(x, [2.0, 3.0, 4.0, 5.0, 5.0, 5.0]);
-        assert_eq!(SeriesAug::parse("10,0.1,0.05"), Ok(SeriesAug { shift: 10, scale: 0.1, jitter: 0.05 }));
+        assert_eq!(SeriesAug::parse("10,0.1,0.05"), Ok(SeriesAug { shift: 10, scale: 0.1, jitter: 0.05, bands: 0 }));
+        assert_eq!(SeriesAug::parse("4,0,0,2"), Ok(SeriesAug { shift: 4, scale: 0.0, jitter: 0.0, bands: 2 }));
         assert!(SeriesAug::parse("10,0.1").is_err());
     }
 
     #[test]
+    fn series_aug_moves_bands_and_keeps_the_edge_bands() {
+        // Two rows of 5 bands; the first draw (time) picks no shift, the
+        // second the largest move up.
+        let aug = SeriesAug { shift: 1, scale: 0.0, jitter: 0.0, bands: 2 };
+        let mut x: Vec<f32> = (0..10).map(|v| v as f32).collect();
+        let mut draws = [0.5, 0.99].into_iter().chain(std::iter::repeat(0.5));
+        aug.apply(&mut x, 2, 5, || draws.next().unwrap());
+        assert_eq!(x, [0.0, 0.0, 0.0, 1.0, 2.0, 5.0, 5.0, 5.0, 6.0, 7.0]);
+    }
+
+    #[test]
     fn series_aug_scales_around_the_mean_and_adds_noise() {
-        let aug = SeriesAug { shift: 0, scale: 0.5, jitter: 0.0 };
+        let aug = SeriesAug { shift: 0, scale: 0.5, jitter: 0.0, bands: 0 };
         // u = 0.5 then 1.0 - epsilon: no shift, gain 1 + 0.5 * (2 * 1 - 1).
         let mut draws = [0.5f32, 0.999_999].into_iter().chain(std::iter::repeat(0.5));
         let mut x = vec![1.0, 3.0];
         aug.apply(&mut x, 2, 1, || draws.next().unwrap_or(0.5));
         assert!((x[0] - 0.5).abs() < 1e-4 && (x[1] - 3.5).abs() < 1e-4, "{x:?}");
-        let noisy = SeriesAug { shift: 0, scale: 0.0, jitter: 0.1 };
+        let noisy = SeriesAug { shift: 0, scale: 0.0, jitter: 0.1, bands: 0 };
         let mut y = vec![1.0, 3.0, 1.0, 3.0];
         let mut k = 0u32;
         noisy.apply(&mut y, 4, 1, || {

@@ -79,6 +79,68 @@ impl Split {
         (self.subset(&fit), self.subset(&val))
     }
 
+    /// Fold `i` of `k` for cross-validation: `(fit, validation)`. Each
+    /// class's samples go round the folds in `holdout`'s fixed order, or,
+    /// with `groups`, whole groups go round them in name order. Every
+    /// sample is validated in exactly one fold.
+    pub fn fold(&self, groups: Option<&[String]>, k: usize, i: usize) -> Result<(Split, Split), String> {
+        if k < 2 || i >= k {
+            return Err(format!("fold {i} of {k}: want 2 or more folds"));
+        }
+        let mut in_fold = vec![false; self.len()];
+        match groups {
+            Some(groups) => {
+                if groups.len() != self.len() {
+                    return Err(format!("{} groups for {} samples", groups.len(), self.len()));
+                }
+                let mut names: Vec<&str> = groups.iter().map(String::as_str).collect();
+                names.sort_unstable();
+                names.dedup();
+                if names.len() < k {
+                    return Err(format!("{} groups cannot make {k} folds", names.len()));
+                }
+                for (s, g) in in_fold.iter_mut().zip(groups) {
+                    *s = names.binary_search(&g.as_str()).is_ok_and(|j| j % k == i);
+                }
+            }
+            None => {
+                let classes = self.y.iter().max().map_or(0, |m| m + 1);
+                for c in 0..classes {
+                    let mut idx: Vec<usize> = (0..self.len()).filter(|&j| self.y[j] == c).collect();
+                    idx.sort_by_key(|&j| (j as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    for (n, &j) in idx.iter().enumerate() {
+                        in_fold[j] = n % k == i;
+                    }
+                }
+            }
+        }
+        let (val, fit): (Vec<usize>, Vec<usize>) = (0..self.len()).partition(|&j| in_fold[j]);
+        Ok((self.subset(&fit), self.subset(&val)))
+    }
+
+    /// A hold-out of whole groups (`groups[i]` is sample `i`'s, a speaker
+    /// say): `(fit, validation, the held-out groups)`, `fraction` of the
+    /// groups (at least one, never all) in validation. For tasks whose test
+    /// split is by group, where a per-class hold-out would share every group
+    /// with the fit part. The held-out groups are evenly spaced in name
+    /// order, so kinds named alike (m1, m2, f1, ...) land on both sides.
+    pub fn holdout_groups(&self, groups: &[String], fraction: f64) -> Result<(Split, Split, Vec<String>), String> {
+        if groups.len() != self.len() {
+            return Err(format!("{} groups for {} samples", groups.len(), self.len()));
+        }
+        let mut names: Vec<&str> = groups.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.len() < 2 {
+            return Err("a group hold-out needs at least two groups".into());
+        }
+        let n = ((names.len() as f64 * fraction).round() as usize).clamp(1, names.len() - 1);
+        let held: Vec<&str> = (0..n).map(|k| names[(2 * k + 1) * names.len() / (2 * n)]).collect();
+        let (val, fit): (Vec<usize>, Vec<usize>) = (0..self.len()).partition(|&i| held.contains(&groups[i].as_str()));
+        let held = held.iter().map(|s| s.to_string()).collect();
+        Ok((self.subset(&fit), self.subset(&val), held))
+    }
+
     /// Sample `i`'s features (`T * D` values).
     pub fn features(&self, i: usize) -> &[f32] {
         match &self.samples {
@@ -147,6 +209,22 @@ impl Task {
         }
     }
 
+    /// `train_groups.json`, if the task has one: each train sample's group.
+    pub fn train_groups(&self) -> Result<Option<Vec<String>>, String> {
+        let p = self.dir.join("train_groups.json");
+        let text = match std::fs::read(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(&p, e)),
+        };
+        #[derive(Deserialize)]
+        struct Groups {
+            groups: Vec<String>,
+        }
+        let g: Groups = serde_json::from_slice(&text).map_err(|e| err(&p, e))?;
+        Ok(Some(g.groups))
+    }
+
     /// `{name}.jsonl`: texts and labels.
     fn texts(&self, name: &str) -> Result<(Vec<String>, Vec<usize>), String> {
         let p = self.dir.join(format!("{name}.jsonl"));
@@ -211,5 +289,42 @@ mod tests {
             assert!(!seen.contains(&val.features(i)[0]), "sample in both parts");
         }
         assert_eq!(split.holdout(0.2).1.y, val.y, "seeded: the same every time");
+    }
+
+    #[test]
+    fn folds_validate_every_sample_once() {
+        let y: Vec<usize> = (0..23).map(|i| usize::from(i % 3 == 0)).collect();
+        let split = Split { samples: Samples::Features { t: 1, d: 1, x: (0..23).map(|i| i as f32).collect() }, y };
+        let mut seen = Vec::new();
+        for i in 0..4 {
+            let (fit, val) = split.fold(None, 4, i).unwrap();
+            assert_eq!(fit.len() + val.len(), 23);
+            assert!(val.y.contains(&0) && val.y.contains(&1), "every fold sees both classes");
+            seen.extend((0..val.len()).map(|j| val.features(j)[0] as usize));
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..23).collect::<Vec<_>>());
+        let groups: Vec<String> = (0..23).map(|i| format!("g{}", i % 5)).collect();
+        let (_, val) = split.fold(Some(&groups), 2, 1).unwrap();
+        let held: Vec<usize> = (0..val.len()).map(|j| val.features(j)[0] as usize % 5).collect();
+        assert!(held.iter().all(|&g| g == 1 || g == 3), "fold 1 of 2 holds groups g1 and g3: {held:?}");
+        assert!(split.fold(Some(&groups), 6, 0).is_err(), "5 groups, 6 folds");
+    }
+
+    #[test]
+    fn group_holdout_keeps_each_group_on_one_side() {
+        let groups: Vec<String> = (0..40).map(|i| format!("voice{}", i % 8)).collect();
+        let split = Split { samples: Samples::Features { t: 1, d: 1, x: (0..40).map(|i| i as f32).collect() }, y: vec![0; 40] };
+        let (fit, val, held) = split.holdout_groups(&groups, 0.25).unwrap();
+        assert_eq!(held, ["voice2", "voice6"], "a quarter of 8 groups, evenly spaced");
+        assert_eq!((fit.len(), val.len()), (30, 10));
+        for i in 0..val.len() {
+            let g = &groups[val.features(i)[0] as usize];
+            assert!(held.contains(g), "validation sample of a group not held out");
+        }
+        for i in 0..fit.len() {
+            assert!(!held.contains(&groups[fit.features(i)[0] as usize]), "a held-out group in the fit part");
+        }
+        assert!(split.holdout_groups(&groups[..39], 0.25).is_err(), "one group per sample");
     }
 }

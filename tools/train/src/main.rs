@@ -49,18 +49,25 @@ enum Cmd {
         #[arg(long)]
         group: Option<usize>,
         /// Sensor tasks: augment each training series anew every time it is
-        /// seen: `shift,scale,jitter` (rows, amplitude fraction, noise as a
-        /// fraction of the spread), or `none`.
+        /// seen: `shift,scale,jitter[,bands]` (rows, amplitude fraction,
+        /// noise as a fraction of the spread, moves across frequency
+        /// bands), or `none`.
         #[arg(long, value_parser = parse_series_aug)]
         series_aug: Option<SeriesAugArg>,
         /// Projections the LoRA adapts: q,k,v,o,gate,up,down.
         #[arg(long, value_delimiter = ',')]
         targets: Option<Vec<String>>,
-        /// Hold out this fraction of each class of train and report the
+        /// Hold out this fraction of each class of train (of its groups,
+        /// speakers say, for a task with `train_groups.json`) and report the
         /// adapter's accuracy on it (choosing a recipe; the adapter is then
         /// trained without those samples).
         #[arg(long)]
         holdout: Option<f64>,
+        /// Cross-validate the recipe on train in this many folds (by group
+        /// for a task with `train_groups.json`) and print its accuracy;
+        /// writes no adapter.
+        #[arg(long, conflicts_with = "holdout")]
+        folds: Option<usize>,
         /// Test samples to evaluate on the host (device code, engine) after training.
         #[arg(long, default_value_t = usize::MAX)]
         eval: usize,
@@ -134,11 +141,16 @@ fn run(cli: Cli) -> Result<(), String> {
     let fw = eval::FirmwareFile::read(&cli.firmware)?;
     match cli.cmd {
         Cmd::App { .. } | Cmd::Apps { .. } => unreachable!("handled above"),
-        Cmd::Train { task, out, max_steps, layers, epochs, rank, group, series_aug, targets, holdout, shift, eval } => {
+        Cmd::Train { task, out, max_steps, layers, epochs, rank, group, series_aug, targets, holdout, folds, shift, eval } => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{task}.m4a")));
             let start = Instant::now();
             let series = series_aug.map(|a| a.0);
             let ov = recipe::Overrides { max_steps, layers, epochs, rank, group, targets, holdout, shift, series };
+            if let Some(k) = folds {
+                recipe::cross_validate(&fw, &cli.data.join(&task), &ov, k)?;
+                println!("{task}: cross-validated in {:.0} s", start.elapsed().as_secs_f64());
+                return Ok(());
+            }
             let blob = recipe::train(&fw, &cli.data.join(&task), &ov)?;
             std::fs::write(&out, &blob).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
             let seconds = start.elapsed().as_secs_f64();

@@ -874,7 +874,7 @@ def _cm_captions(y_img, split, rng):
     for c in range(len(CM_NOUNS)):
         idx = np.nonzero(y_img == c)[0]
         match[idx[rng.permutation(len(idx))[: len(idx) // 2]]] = 1
-    texts, cap_class, hard = [], [], []
+    texts, cap_class, hard, noun = [], [], [], []
     for yi, m in zip(y_img, match):
         yi = int(yi)
         if m:
@@ -883,11 +883,13 @@ def _cm_captions(y_img, split, rng):
             c, h = int(rng.choice(CM_CONFUSABLE[yi])), True
         else:
             c, h = int(rng.choice([k for k in range(len(CM_NOUNS)) if k != yi])), False
-        t = tpl[int(rng.integers(len(tpl)))].format(nouns[c][int(rng.integers(len(nouns[c])))])
+        t = tpl[int(rng.integers(len(tpl)))]
+        noun.append(nouns[c][int(rng.integers(len(nouns[c])))])
+        t = t.format(noun[-1])
         texts.append(t[0].upper() + t[1:] if rng.random() < 0.5 else t)
         cap_class.append(c)
         hard.append(h)
-    return texts, match, np.array(cap_class), np.array(hard)
+    return texts, match, np.array(cap_class), np.array(hard), noun
 
 
 def task_captionmatch(out: Path) -> dict:
@@ -901,8 +903,11 @@ def task_captionmatch(out: Path) -> dict:
     _, b = split_per_class(yi_te[free_te], CM_TEST_PER_CLASS, 0, seed=SEED + 11)
     tr, te = shuffled(free_tr[a], 1), shuffled(free_te[b], 2)
     rng = np.random.default_rng(SEED)
-    ttr, ytr, ctr, htr = _cm_captions(yi_tr[tr], "train", rng)
-    tte, yte, cte, hte = _cm_captions(yi_te[te], "test", rng)
+    ttr, ytr, ctr, htr, ntr = _cm_captions(yi_tr[tr], "train", rng)
+    tte, yte, cte, hte, _ = _cm_captions(yi_te[te], "test", rng)
+    # Test captions use synonyms train never has: a hold-out by noun
+    # phrase asks the same of a recipe.
+    save_train_groups(out, "the caption's noun phrase", ntr)
     f = lambda a: image_patches((a / 255.0).astype(np.float32))
     deb = (root / ".extracted").read_text().strip()
     meta = {

@@ -39,6 +39,9 @@ enum Cmd {
         layers: Option<usize>,
         #[arg(long)]
         epochs: Option<usize>,
+        /// Peak learning rate (the recipe's otherwise).
+        #[arg(long)]
+        lr: Option<f64>,
         /// LoRA rank (0: no LoRA, only the input projection and head).
         #[arg(long)]
         rank: Option<usize>,
@@ -141,11 +144,11 @@ fn run(cli: Cli) -> Result<(), String> {
     let fw = eval::FirmwareFile::read(&cli.firmware)?;
     match cli.cmd {
         Cmd::App { .. } | Cmd::Apps { .. } => unreachable!("handled above"),
-        Cmd::Train { task, out, max_steps, layers, epochs, rank, group, series_aug, targets, holdout, folds, shift, eval } => {
+        Cmd::Train { task, out, max_steps, layers, epochs, lr, rank, group, series_aug, targets, holdout, folds, shift, eval } => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{task}.m4a")));
             let start = Instant::now();
             let series = series_aug.map(|a| a.0);
-            let ov = recipe::Overrides { max_steps, layers, epochs, rank, group, targets, holdout, shift, series };
+            let ov = recipe::Overrides { max_steps, layers, epochs, lr, rank, group, targets, holdout, shift, series };
             if let Some(k) = folds {
                 recipe::cross_validate(&fw, &cli.data.join(&task), &ov, k)?;
                 println!("{task}: cross-validated in {:.0} s", start.elapsed().as_secs_f64());

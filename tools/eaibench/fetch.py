@@ -1120,7 +1120,7 @@ def task_party(out: Path) -> dict:
                 break
             test_speakers.add(sp[i])
             n += len(by_speaker[sp[i]])
-    seen, texts, labels, is_te = set(), [], [], []
+    seen, texts, labels, is_te, speakers = set(), [], [], [], []
     for k in sorted(by_speaker):
         for t in by_speaker[k]:
             if t in seen:
@@ -1129,6 +1129,7 @@ def task_party(out: Path) -> dict:
             texts.append(t)
             labels.append(parties.index(k[0]))
             is_te.append(k in test_speakers)
+            speakers.append(k[1])
     labels, is_te = np.array(labels), np.array(is_te)
     # balance each split by the smaller party
     sel_tr, sel_te = [], []
@@ -1138,6 +1139,7 @@ def task_party(out: Path) -> dict:
         for c, i in enumerate(idx):
             sel.extend(i[np.random.default_rng([SEED, int(split), c]).permutation(len(i))[:n]])
     tr, te = shuffled(sel_tr, 1), shuffled(sel_te, 2)
+    save_train_groups(out, "speaker", [speakers[i] for i in tr])
     n_sp = {p: sum(1 for k in by_speaker if k[0] == p) for p in parties}
     n_sp_te = {p: sum(1 for k in test_speakers if k[0] == p) for p in parties}
     meta = {

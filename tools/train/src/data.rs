@@ -67,9 +67,7 @@ impl Split {
         let (mut fit, mut val) = (Vec::new(), Vec::new());
         let classes = self.y.iter().max().map_or(0, |m| m + 1);
         for c in 0..classes {
-            let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.y[i] == c).collect();
-            // Fibonacci hashing of the index: a fixed, label-blind shuffle.
-            idx.sort_by_key(|&i| (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let idx = self.class_order(c);
             let n = if idx.len() >= 2 { ((idx.len() as f64 * fraction).round() as usize).clamp(1, idx.len() - 1) } else { 0 };
             val.extend_from_slice(&idx[..n]);
             fit.extend_from_slice(&idx[n..]);
@@ -90,12 +88,7 @@ impl Split {
         let mut in_fold = vec![false; self.len()];
         match groups {
             Some(groups) => {
-                if groups.len() != self.len() {
-                    return Err(format!("{} groups for {} samples", groups.len(), self.len()));
-                }
-                let mut names: Vec<&str> = groups.iter().map(String::as_str).collect();
-                names.sort_unstable();
-                names.dedup();
+                let names = self.group_names(groups)?;
                 if names.len() < k {
                     return Err(format!("{} groups cannot make {k} folds", names.len()));
                 }
@@ -106,9 +99,7 @@ impl Split {
             None => {
                 let classes = self.y.iter().max().map_or(0, |m| m + 1);
                 for c in 0..classes {
-                    let mut idx: Vec<usize> = (0..self.len()).filter(|&j| self.y[j] == c).collect();
-                    idx.sort_by_key(|&j| (j as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                    for (n, &j) in idx.iter().enumerate() {
+                    for (n, &j) in self.class_order(c).iter().enumerate() {
                         in_fold[j] = n % k == i;
                     }
                 }
@@ -125,12 +116,7 @@ impl Split {
     /// with the fit part. The held-out groups are evenly spaced in name
     /// order, so kinds named alike (m1, m2, f1, ...) land on both sides.
     pub fn holdout_groups(&self, groups: &[String], fraction: f64) -> Result<(Split, Split, Vec<String>), String> {
-        if groups.len() != self.len() {
-            return Err(format!("{} groups for {} samples", groups.len(), self.len()));
-        }
-        let mut names: Vec<&str> = groups.iter().map(String::as_str).collect();
-        names.sort_unstable();
-        names.dedup();
+        let names = self.group_names(groups)?;
         if names.len() < 2 {
             return Err("a group hold-out needs at least two groups".into());
         }
@@ -139,6 +125,25 @@ impl Split {
         let (val, fit): (Vec<usize>, Vec<usize>) = (0..self.len()).partition(|&i| held.contains(&groups[i].as_str()));
         let held = held.iter().map(|s| s.to_string()).collect();
         Ok((self.subset(&fit), self.subset(&val), held))
+    }
+
+    /// Class `c`'s samples in a fixed, label-blind order (Fibonacci hashing
+    /// of the index), shared by `holdout` and `fold`.
+    fn class_order(&self, c: usize) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..self.len()).filter(|&i| self.y[i] == c).collect();
+        idx.sort_by_key(|&i| (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        idx
+    }
+
+    /// The distinct names in `groups`, one per sample, sorted.
+    fn group_names<'g>(&self, groups: &'g [String]) -> Result<Vec<&'g str>, String> {
+        if groups.len() != self.len() {
+            return Err(format!("{} groups for {} samples", groups.len(), self.len()));
+        }
+        let mut names: Vec<&str> = groups.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
     }
 
     /// Sample `i`'s features (`T * D` values).

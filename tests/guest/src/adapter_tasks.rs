@@ -4,10 +4,10 @@
 //! on the same firmware; and the messages developers get when it goes wrong.
 
 use anyhow::{bail, ensure, Context, Result};
-use m4_train::eval::host_logits;
+use m4_train::eval::{host_embedding, host_logits, FirmwareFile};
 use m4npu::{Device, Error, JobDesc, Op};
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
-use m4npu_format::job_io::{f32s, Input};
+use m4npu_format::job_io::{f32s, rows_with_embedding, Input};
 use m4npu_format::AdapterBuilder;
 use vnpu_engine::models::synthetic::Rng;
 use vnpud::foundation::{sub_models, Foundation};
@@ -26,6 +26,7 @@ pub fn feature_classifier(base: [u8; 32], head_rows: usize, d: usize, ff: usize)
         labels: ["walk", "run", "sit"].map(String::from).to_vec(),
         pooling: Pooling::Mean,
         feature_dim: Some(FEATURE_DIM as u32),
+        text_embedding: None,
         layers: Some(1),
         lora_alpha: 4.0,
         description: "guest test".into(),
@@ -40,6 +41,31 @@ pub fn feature_classifier(base: [u8; 32], head_rows: usize, d: usize, ff: usize)
     b.tensor_f32("head.weight", &[head_rows, d], &rng.vec(head_rows * d, 0.3))?;
     b.tensor_f32("head.bias", &[head_rows], &rng.vec(head_rows, 0.1))?;
     b.tensor_f32("input.weight", &[d, FEATURE_DIM], &rng.vec(d * FEATURE_DIM, 0.4))?;
+    b.tensor_f32("input.bias", &[d], &rng.vec(d, 0.1))?;
+    Ok(b.build()?)
+}
+
+/// A classifier of 6-wide feature rows and a text the text encoder embeds
+/// (`w` wide): an input projection and a head, no LoRA.
+fn captioned_classifier(base: [u8; 32], d: usize, w: usize) -> Result<Vec<u8>> {
+    let width = FEATURE_DIM + w;
+    let meta = AdapterMeta {
+        task: AdapterTask::Classify,
+        submodel: SubModel::Backbone,
+        labels: ["mismatch", "match"].map(String::from).to_vec(),
+        pooling: Pooling::Mean,
+        feature_dim: Some(width as u32),
+        text_embedding: Some(w as u32),
+        layers: Some(1),
+        lora_alpha: 1.0,
+        description: "guest test".into(),
+    };
+    let mut rng = Rng::new(22);
+    let mut b = AdapterBuilder::new("caption-test", base);
+    b.meta(meta.to_json());
+    b.tensor_f32("head.weight", &[2, d], &rng.vec(2 * d, 0.3))?;
+    b.tensor_f32("head.bias", &[2], &rng.vec(2, 0.1))?;
+    b.tensor_f32("input.weight", &[d, width], &rng.vec(d * width, 0.4))?;
     b.tensor_f32("input.bias", &[d], &rng.vec(d, 0.1))?;
     Ok(b.build()?)
 }
@@ -83,6 +109,29 @@ pub fn adapters_classify_on_vnpud() -> Result<()> {
     // Wrong input shapes are the library's to refuse, with words.
     expect_msg(dev.classify_features(&adapter, &features, 4), "takes 6-wide feature vectors, not 4")?;
     expect_msg(dev.classify(&adapter, "hello"), "takes feature vectors, not text")?;
+    // One that also takes a text's sentence embedding: never without it.
+    let w = reference.text_encoder.as_ref().context("text encoder")?.cfg.d_model;
+    let captioned_blob = captioned_classifier(hash, cfg.d_model, w)?;
+    let captioned = dev.load_adapter(&captioned_blob)?;
+    // The app's rows and a caption: an EMBED job, then the CLASSIFY job,
+    // as the host path runs them.
+    let caption = "a pair of sneakers";
+    let got = dev.classify_features_and_text(&captioned, &features, FEATURE_DIM, caption)?;
+    let fw_file = FirmwareFile::read(std::path::Path::new(TINY)).map_err(anyhow::Error::msg)?;
+    let tok = fw_file.tokenizer("text_encoder").map_err(anyhow::Error::msg)?;
+    let max_pos = reference.text_encoder.as_ref().context("text encoder")?.cfg.max_pos;
+    let emb = host_embedding(&reference, &tok, caption, max_pos).map_err(anyhow::Error::msg)?;
+    let input = Input::Features { dim: FEATURE_DIM + w, data: rows_with_embedding(&features, FEATURE_DIM, &emb) };
+    let want = host_logits(&reference, &vnpu_engine::AlignedBytes::from_slice(&captioned_blob), &input, 2)
+        .map_err(|e| anyhow::anyhow!("reference: {e}"))?;
+    for l in &got {
+        ensure!((l.logit - want[l.index]).abs() < 1e-4, "captioned: label {} logit {} != {}", l.name, l.logit, want[l.index]);
+    }
+    expect_msg(dev.classify_features(&captioned, &features, FEATURE_DIM), "also takes a text, embedded by the text encoder")?;
+    expect_msg(
+        dev.classify_features_and_text(&captioned, &features, 4, "a caption"),
+        &format!("takes 6-wide feature vectors and a {w}-wide text embedding, not 4-wide vectors"),
+    )?;
 
     // An adapter that loads (right base model, valid blob) but that the
     // device cannot run: ENOEXEC, worded, and vnpud serves on.
@@ -146,6 +195,7 @@ pub fn generation_adapter(base: [u8; 32], seed: u64, d: usize, rank: usize, targ
         labels: vec![],
         pooling: Pooling::Mean,
         feature_dim: None,
+        text_embedding: None,
         layers: None,
         lora_alpha: 2.0 * rank as f32,
         description: "guest test".into(),

@@ -8,7 +8,7 @@
 use anyhow::{ensure, Context, Result};
 use m4_train::apps::classify_sample;
 use m4_train::data::Task;
-use m4_train::eval::{host_logits, job_input, text_input, FirmwareFile};
+use m4_train::eval::{host_logits, FirmwareFile, Jobs};
 use m4npu::Device;
 use m4npu_format::adapter_meta::AdapterMeta;
 use vnpud::foundation::Foundation;
@@ -44,12 +44,13 @@ pub fn eaibench_adapters_agree_with_the_host_path() -> Result<()> {
         let task = Task::open(&std::path::Path::new(ROOT).join(name)).map_err(anyhow::Error::msg)?;
         let test = task.split("test").map_err(anyhow::Error::msg)?;
         let aligned = vnpu_engine::AlignedBytes::from_slice(&blob);
-        // Each task's texts in its sub-model's tokens (a caption: the backbone's).
-        let (tok, max_tokens) = text_input(&fw, &reference, &test.samples).map_err(anyhow::Error::msg)?;
+        // Each sample as the app library makes its jobs (a caption: the
+        // backbone's tokens, or the text encoder's embedding).
+        let jobs = Jobs::new(&fw, &reference, &test.samples, meta.clone()).map_err(anyhow::Error::msg)?;
         let mut right = 0;
         for i in 0..SAMPLES.min(test.len()) {
             let labels = classify_sample(&dev, &adapter, &test, i).map_err(|e| anyhow::anyhow!("{name} sample {i}: {e}"))?;
-            let input = job_input(tok.as_ref(), &test, i, meta.feature_dim, max_tokens).map_err(anyhow::Error::msg)?;
+            let input = jobs.input(&test, i).map_err(anyhow::Error::msg)?;
             let want = host_logits(&reference, &aligned, &input, meta.labels.len())
                 .map_err(|e| anyhow::anyhow!("{name} host path: {e}"))?;
             ensure!(want.len() == labels.len(), "{name} sample {i}: {} logits on the host path, {} labels on the real path", want.len(), labels.len());

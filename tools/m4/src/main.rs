@@ -55,16 +55,18 @@ enum Cmd {
 enum Run {
     /// Sentence embedding of TEXT by the text encoder.
     Embed { text: String },
-    /// Classify TEXT, or the feature vectors of a file, with an adapter.
+    /// Classify TEXT, the feature vectors of a file, or both (an image and
+    /// its caption), with an adapter.
     Classify {
         /// The classify adapter (`.m4a`).
         #[arg(long)]
         adapter: PathBuf,
         /// Text to classify.
-        #[arg(required_unless_present = "features", conflicts_with = "features")]
+        #[arg(required_unless_present = "features")]
         text: Option<String>,
-        /// A file of feature vectors instead: one vector per line, values
-        /// separated by spaces or commas (the adapter's feature_dim each).
+        /// A file of feature vectors: one vector per line, values separated
+        /// by spaces or commas (the adapter's feature_dim each, less the
+        /// width of a text embedding it takes).
         #[arg(long)]
         features: Option<PathBuf>,
         /// Labels to print, best first.
@@ -252,10 +254,14 @@ fn task(path: &std::path::Path, json: bool, run: Run) -> m4npu::Result<()> {
         Run::Classify { adapter, text, features, top } => {
             let adapter = dev.load_adapter_file(&adapter)?;
             let labels = match (text, features) {
-                (Some(text), _) => dev.classify(&adapter, &text)?,
+                (Some(text), None) => dev.classify(&adapter, &text)?,
                 (None, Some(path)) => {
                     let (values, dim) = read_features(&path)?;
                     dev.classify_features(&adapter, &values, dim)?
+                }
+                (Some(text), Some(path)) => {
+                    let (values, dim) = read_features(&path)?;
+                    dev.classify_features_and_text(&adapter, &values, dim, &text)?
                 }
                 (None, None) => unreachable!("clap requires one"),
             };

@@ -98,6 +98,7 @@ pub fn from_peft(dir: &Path, fw: &Firmware<'_>) -> Result<(AdapterMeta, Tensors)
         labels: vec![],
         pooling: Default::default(),
         feature_dim: None,
+        text_embedding: None,
         layers: None,
         lora_alpha: alpha as f32,
         description: format!("imported from PEFT {}", dir.display()),

@@ -6,11 +6,14 @@
 use std::path::Path;
 
 use m4npu::Op;
-use m4npu_format::job_io::{f32s, Input};
+use m4npu_format::adapter_meta::AdapterMeta;
+use m4npu_format::job_io::{f32s, rows_with_embedding, Input};
 use m4npu_format::Firmware;
 use vnpu_engine::TextTokenizer;
 use vnpu_engine::AlignedBytes;
 use vnpud::foundation::{sub_models, Foundation, SubModel};
+
+use crate::data::{Samples, Split, Task};
 
 /// A firmware file read into aligned memory, as NPU memory holds it.
 pub struct FirmwareFile {
@@ -72,15 +75,15 @@ impl Score {
 /// tokens without special ones (as the app library's
 /// `classify_features_and_text` sends it), cut to what `max_tokens` leaves
 /// after the rows.
-pub fn job_input(tok: Option<&TextTokenizer>, split: &crate::data::Split, i: usize, feature_dim: Option<u32>, max_tokens: usize) -> Result<Input, String> {
+pub fn job_input(tok: Option<&TextTokenizer>, split: &Split, i: usize, feature_dim: Option<u32>, max_tokens: usize) -> Result<Input, String> {
     match (&split.samples, tok, feature_dim) {
-        (crate::data::Samples::Text(t), Some(tok), None) => {
+        (Samples::Text(t), Some(tok), None) => {
             let mut ids = tok.encode(&t[i], true).map_err(|e| e.to_string())?;
             ids.truncate(max_tokens);
             Ok(Input::Tokens(ids))
         }
-        (crate::data::Samples::Features { .. }, _, Some(fd)) => Ok(Input::Features { dim: fd as usize, data: split.features(i).to_vec() }),
-        (crate::data::Samples::Mixed { texts, .. }, Some(tok), Some(fd)) => {
+        (Samples::Features { .. }, _, Some(fd)) => Ok(Input::Features { dim: fd as usize, data: split.features(i).to_vec() }),
+        (Samples::Mixed { texts, .. }, Some(tok), Some(fd)) => {
             let (dim, data) = (fd as usize, split.features(i).to_vec());
             let mut tokens = tok.encode(&texts[i], false).map_err(|e| e.to_string())?;
             tokens.truncate(max_tokens.saturating_sub(data.len() / dim.max(1)));
@@ -92,19 +95,66 @@ pub fn job_input(tok: Option<&TextTokenizer>, split: &crate::data::Split, i: usi
 }
 
 /// The tokenizer a task's texts go through (none for feature tasks) and
-/// the tokens its sub-model takes: the text encoder's for text tasks, the
-/// backbone's for texts that follow feature rows.
-pub fn text_input(fw: &FirmwareFile, model: &Foundation<'_>, samples: &crate::data::Samples) -> Result<(Option<TextTokenizer>, usize), String> {
-    Ok(match samples {
-        crate::data::Samples::Text(_) => {
+/// the tokens its sub-model takes: the text encoder's for text tasks and
+/// for captions it embeds (`embedded`), the backbone's for texts that
+/// follow feature rows as tokens.
+pub fn text_input(fw: &FirmwareFile, model: &Foundation<'_>, samples: &Samples, embedded: bool) -> Result<(Option<TextTokenizer>, usize), String> {
+    Ok(match (samples, embedded) {
+        (Samples::Text(_), _) | (Samples::Mixed { .. }, true) => {
             (Some(fw.tokenizer("text_encoder")?), model.text_encoder.as_ref().map_or(512, |b| b.cfg.max_pos))
         }
-        crate::data::Samples::Mixed { .. } => {
+        (Samples::Mixed { .. }, false) => {
             let llama = model.backbone.as_ref().ok_or("the firmware has no backbone")?;
             (Some(fw.tokenizer("backbone")?), llama.cfg.max_ctx)
         }
-        crate::data::Samples::Features { .. } => (None, 0),
+        (Samples::Features { .. }, _) => (None, 0),
     })
+}
+
+/// How one adapter's samples become jobs on the host path, exactly as the
+/// app library makes them: `job_input`, or for an adapter that takes the
+/// text encoder's sentence embedding of a caption, that embedding by an
+/// EMBED job, then the rows and it (`rows_with_embedding`).
+pub struct Jobs<'m, 'f> {
+    model: &'m Foundation<'f>,
+    meta: AdapterMeta,
+    tok: Option<TextTokenizer>,
+    max_tokens: usize,
+}
+
+impl<'m, 'f> Jobs<'m, 'f> {
+    pub fn new(fw: &FirmwareFile, model: &'m Foundation<'f>, samples: &Samples, meta: AdapterMeta) -> Result<Self, String> {
+        let (tok, max_tokens) = text_input(fw, model, samples, meta.text_embedding.is_some())?;
+        Ok(Jobs { model, meta, tok, max_tokens })
+    }
+
+    pub fn meta(&self) -> &AdapterMeta {
+        &self.meta
+    }
+
+    /// The job input of sample `i` of `split`.
+    pub fn input(&self, split: &Split, i: usize) -> Result<Input, String> {
+        let (Some(w), Samples::Mixed { texts, .. }) = (self.meta.text_embedding, &split.samples) else {
+            return job_input(self.tok.as_ref(), split, i, self.meta.feature_dim, self.max_tokens);
+        };
+        let fd = self.meta.feature_dim.ok_or("text_embedding without feature_dim")?;
+        let dim = fd.checked_sub(w).filter(|&d| d > 0).ok_or("text_embedding leaves no feature columns")?;
+        let embedding = host_embedding(self.model, self.tok.as_ref().ok_or("no tokenizer")?, &texts[i], self.max_tokens)?;
+        Ok(Input::Features { dim: fd as usize, data: rows_with_embedding(split.features(i), dim as usize, &embedding) })
+    }
+}
+
+/// The text encoder's sentence embedding of `text` on the host path: the
+/// EMBED job `Device::embed` runs (special tokens, cut to `max_tokens`).
+pub fn host_embedding(model: &Foundation<'_>, tok: &TextTokenizer, text: &str, max_tokens: usize) -> Result<Vec<f32>, String> {
+    let mut ids = tok.encode(text, true).map_err(|e| e.to_string())?;
+    ids.truncate(max_tokens);
+    let d = model.text_encoder.as_ref().ok_or("the firmware has no text encoder")?.cfg.d_model;
+    let input = Input::Tokens(ids).encode();
+    let mut out = vec![0u8; 4 * d];
+    let jb = m4npu_hw::JobBuffers { input: &input, output: &mut out, state: None, adapter: None };
+    let n = vnpud::execute::run(model, Some(Op::Embed), jb).map_err(|e| e.to_string())?;
+    Ok(f32s(&out[..n]))
 }
 
 /// The logits of one CLASSIFY job on the host path: vnpud's job code on
@@ -118,7 +168,7 @@ pub fn host_logits(model: &Foundation<'_>, blob: &AlignedBytes, input: &Input, l
 }
 
 /// Accuracy of `blob` on the task's test split (first `limit` samples).
-pub fn accuracy(fw: &FirmwareFile, model: &Foundation<'_>, task: &crate::data::Task, blob: &[u8], limit: usize) -> Result<Score, String> {
+pub fn accuracy(fw: &FirmwareFile, model: &Foundation<'_>, task: &Task, blob: &[u8], limit: usize) -> Result<Score, String> {
     let adapter = m4npu_format::Adapter::parse(blob).map_err(|e| e.to_string())?;
     if adapter.base_model_hash() != fw.hash {
         return Err("the adapter was trained for another firmware".into());
@@ -127,15 +177,15 @@ pub fn accuracy(fw: &FirmwareFile, model: &Foundation<'_>, task: &crate::data::T
 }
 
 /// Answers of `blob` on the first `limit` samples of `split`.
-pub fn score_split(fw: &FirmwareFile, model: &Foundation<'_>, test: &crate::data::Split, blob: &[u8], limit: usize) -> Result<Score, String> {
+pub fn score_split(fw: &FirmwareFile, model: &Foundation<'_>, test: &Split, blob: &[u8], limit: usize) -> Result<Score, String> {
     let adapter = m4npu_format::Adapter::parse(blob).map_err(|e| e.to_string())?;
-    let meta = m4npu_format::adapter_meta::AdapterMeta::parse(adapter.meta())?;
-    let (tok, max_tokens) = text_input(fw, model, &test.samples)?;
+    let meta = AdapterMeta::parse(adapter.meta())?;
+    let jobs = Jobs::new(fw, model, &test.samples, meta)?;
     let blob = AlignedBytes::from_slice(blob);
     let mut score = Score::new();
     for i in 0..test.len().min(limit) {
-        let input = job_input(tok.as_ref(), test, i, meta.feature_dim, max_tokens)?;
-        let logits = host_logits(model, &blob, &input, meta.labels.len()).map_err(|e| format!("sample {i}: {e}"))?;
+        let input = jobs.input(test, i)?;
+        let logits = host_logits(model, &blob, &input, jobs.meta().labels.len()).map_err(|e| format!("sample {i}: {e}"))?;
         score.record(vnpud::execute::argmax(&logits) as usize, test.y[i]);
     }
     Ok(score)

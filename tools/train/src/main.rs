@@ -22,6 +22,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per run: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Train TASK's adapter and write it.
@@ -57,6 +59,13 @@ enum Cmd {
         /// bands), or `none`.
         #[arg(long, value_parser = parse_series_aug)]
         series_aug: Option<SeriesAugArg>,
+        /// Tasks with feature rows and a text: the text as `tokens` of the
+        /// backbone or as the text encoder's sentence `embedding`.
+        #[arg(long, value_parser = ["tokens", "embedding"])]
+        text: Option<String>,
+        /// Seed of the initial weights and sample order (1 otherwise).
+        #[arg(long)]
+        seed: Option<u64>,
         /// Projections the LoRA adapts: q,k,v,o,gate,up,down.
         #[arg(long, value_delimiter = ',')]
         targets: Option<Vec<String>>,
@@ -144,11 +153,12 @@ fn run(cli: Cli) -> Result<(), String> {
     let fw = eval::FirmwareFile::read(&cli.firmware)?;
     match cli.cmd {
         Cmd::App { .. } | Cmd::Apps { .. } => unreachable!("handled above"),
-        Cmd::Train { task, out, max_steps, layers, epochs, lr, rank, group, series_aug, targets, holdout, folds, shift, eval } => {
+        Cmd::Train { task, out, max_steps, layers, epochs, lr, rank, group, series_aug, text, seed, targets, holdout, folds, shift, eval } => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("{task}.m4a")));
             let start = Instant::now();
             let series = series_aug.map(|a| a.0);
-            let ov = recipe::Overrides { max_steps, layers, epochs, lr, rank, group, targets, holdout, shift, series };
+            let text_embedding = text.map(|t| t == "embedding");
+            let ov = recipe::Overrides { max_steps, layers, epochs, lr, rank, group, targets, holdout, shift, series, text_embedding, seed };
             if let Some(k) = folds {
                 recipe::cross_validate(&fw, &cli.data.join(&task), &ov, k)?;
                 println!("{task}: cross-validated in {:.0} s", start.elapsed().as_secs_f64());

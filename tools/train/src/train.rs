@@ -6,14 +6,17 @@
 //!   exit), the final hidden states are mean-pooled into a task head. The
 //!   gradient flows through the frozen layers into all three.
 //! - Tasks with feature rows and a text (an image and its caption) run the
-//!   same way on one sequence: the projected rows, then the text's token
-//!   embeddings from the backbone's own table.
+//!   same way on one sequence: the projected rows, then the text, either
+//!   as its token embeddings from the backbone's own table or as one more
+//!   token, the text encoder's sentence embedding through its own columns
+//!   of the input projection.
 //! - Text tasks run through the text encoder, LoRA on its top layers and
 //!   a head on its sentence embedding: see `text`.
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
+use m4npu_format::job_io::rows_with_embedding;
 
 use crate::augment::{ImageLayout, SeriesAug};
 use crate::data::{Samples, Split, Task};
@@ -41,6 +44,9 @@ pub struct Options {
     /// Sensor tasks: each training series moved, scaled and jittered anew
     /// every time it is seen.
     pub series: Option<SeriesAug>,
+    /// Tasks with a text: the text encoder's sentence embedding of it as
+    /// one token, not the backbone's tokens of it.
+    pub text_embedding: bool,
     /// Stop after this many steps (CI: prove the path in seconds).
     pub max_steps: Option<usize>,
     pub seed: u64,
@@ -109,15 +115,25 @@ fn masked_mean(h: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
     h.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?.broadcast_div(&mask.sum_keepdim(1)?)
 }
 
-/// Trains a backbone adapter for a feature task, or, with `texts`, for a
+/// The text of a task whose samples are feature rows and a text, as the
+/// device gets it.
+#[derive(Clone, Copy)]
+pub enum TextPart<'a> {
+    /// The backbone's tokens of each sample's text.
+    Tokens(&'a Texts),
+    /// Each sample's text encoder sentence embedding (`rows_with_embedding`).
+    Embedding(&'a [Vec<f32>]),
+}
+
+/// Trains a backbone adapter for a feature task, or, with `text`, for a
 /// task whose samples are feature rows and a text.
-pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options, texts: Option<&Texts>) -> Result<(AdapterMeta, Tensors), String> {
+pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options, text: Option<TextPart<'_>>) -> Result<(AdapterMeta, Tensors), String> {
     let ce = |e: candle_core::Error| e.to_string();
     let dev = Device::Cpu;
     let (Samples::Features { t, d: fd0, .. } | Samples::Mixed { t, d: fd0, .. }) = train.samples else {
         return Err("not a feature task".into());
     };
-    if matches!(train.samples, Samples::Mixed { .. }) != texts.is_some() {
+    if matches!(train.samples, Samples::Mixed { .. }) != text.is_some() {
         return Err("texts are for the tasks with texts after the features".into());
     }
     if t % o.group != 0 {
@@ -125,8 +141,22 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options, texts: Opti
     }
     let (tokens, fd) = (t / o.group, fd0 * o.group);
     let (d, labels) = (m.cfg.d_model, task.meta.labels.len());
+    // An embedded text: one more token, through columns of its own.
+    let w = match &text {
+        Some(TextPart::Embedding(e)) => e.first().map_or(0, Vec::len),
+        _ => 0,
+    };
+    let (n_in, width) = (tokens + usize::from(w > 0), fd + w);
     crate::init::seed(o.seed);
     let w_in = crate::init::normal((1.0 / fd as f64).sqrt() as f32, (d, fd), &dev).map_err(ce)?;
+    // A unit-length embedding starts at about the rows' scale.
+    let w_in = match w {
+        0 => w_in,
+        _ => {
+            let cols = crate::init::normal(0.5, (d, w), &dev).map_err(ce)?;
+            Var::from_tensor(&Tensor::cat(&[w_in.as_tensor(), cols.as_tensor()], 1).map_err(ce)?).map_err(ce)?
+        }
+    };
     let b_in = Var::zeros(d, DType::F32, &dev).map_err(ce)?;
     let head = Head::new(labels, d, &dev).map_err(ce)?;
     let lora = Lora::new(m, &o.targets, o.rank, 2.0 * o.rank as f32, &dev).map_err(ce)?;
@@ -137,11 +167,12 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options, texts: Opti
     // The samples' logits, as the device computes them.
     let features_of = |chunk: &[usize]| -> Vec<f32> { chunk.iter().flat_map(|&i| train.features(i).iter().copied()).collect() };
     let logits_of = |chunk: &[usize], xb: Vec<f32>| -> candle_core::Result<Tensor> {
-        let x = Tensor::from_vec(xb, (chunk.len(), tokens, fd), &dev)?;
+        let x = Tensor::from_vec(xb, (chunk.len(), n_in, width), &dev)?;
         let e = x.broadcast_matmul(&w_in.as_tensor().t()?)?.broadcast_add(b_in.as_tensor())?;
-        let pooled = match texts {
+        let pooled = match text {
             None => m.forward(&e, &lora)?.mean(1)?,
-            Some(texts) => {
+            Some(TextPart::Embedding(_)) => m.forward(&e, &lora)?.mean(1)?,
+            Some(TextPart::Tokens(texts)) => {
                 // The rows first, then the text: causal attention keeps the
                 // right padding out of every real position.
                 let (te, text_mask) = texts.batch(chunk)?;
@@ -177,6 +208,9 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options, texts: Opti
                     aug.apply(x, t, fd0, || rng.unit());
                 }
             }
+            if let Some(TextPart::Embedding(emb)) = text {
+                xb = chunk.iter().zip(xb.chunks_exact(t * fd0)).flat_map(|(&i, x)| rows_with_embedding(x, fd, &emb[i])).collect();
+            }
             let yb: Vec<u32> = chunk.iter().map(|&i| train.y[i] as u32).collect();
             let y = Tensor::from_vec(yb.clone(), chunk.len(), &dev).map_err(ce)?;
             let logits = logits_of(chunk, xb).map_err(ce)?;
@@ -198,7 +232,7 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options, texts: Opti
 
     let mut out = Tensors::new();
     head.export(&mut out).map_err(ce)?;
-    out.push(("input.weight".into(), vec![d, fd], values(w_in.as_tensor()).map_err(ce)?));
+    out.push(("input.weight".into(), vec![d, width], values(w_in.as_tensor()).map_err(ce)?));
     out.push(("input.bias".into(), vec![d], values(b_in.as_tensor()).map_err(ce)?));
     for (layer, proj, a, b) in lora.export().map_err(ce)? {
         out.push((lora_name(layer, proj, "a"), a.dims().to_vec(), values(&a).map_err(ce)?));
@@ -209,7 +243,8 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options, texts: Opti
         submodel: SubModel::Backbone,
         labels: task.meta.labels.clone(),
         pooling: Pooling::Mean,
-        feature_dim: Some(fd as u32),
+        feature_dim: Some(width as u32),
+        text_embedding: (w > 0).then_some(w as u32),
         layers: Some(m.layers.len() as u32),
         lora_alpha: lora.alpha,
         description: format!(
@@ -217,7 +252,11 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options, texts: Opti
             task.meta.task,
             task.meta.modality,
             task.meta.source,
-            if texts.is_some() { " then the text's backbone tokens" } else { "" },
+            match text {
+                Some(TextPart::Tokens(_)) => " then the text's backbone tokens",
+                Some(TextPart::Embedding(_)) => " then the text's sentence embedding from the text encoder",
+                None => "",
+            },
             o.rank,
             o.targets.join(","),
             m.layers.len()

@@ -11,7 +11,9 @@
 //! - `head.weight` `[labels, d]`, `head.bias` `[labels]`: the task head on
 //!   the pooled hidden state (classify);
 //! - `input.weight` `[d_model, feature_dim]`, `input.bias` `[d_model]`: the
-//!   input projection from feature vectors to backbone embeddings.
+//!   input projection from feature vectors to backbone embeddings. With
+//!   `text_embedding` its last columns take a text's sentence embedding
+//!   (see [`crate::job_io::rows_with_embedding`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +65,13 @@ pub struct AdapterMeta {
     /// input projection instead of tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature_dim: Option<u32>,
+    /// Width of the text encoder's sentence embedding, set when the adapter
+    /// classifies feature rows together with a text that the text encoder
+    /// embeds (an EMBED job before the CLASSIFY): the last this many of
+    /// `feature_dim`'s columns take the embedding, the others the rows
+    /// ([`crate::job_io::rows_with_embedding`] lays them out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_embedding: Option<u32>,
     /// Backbone layers to run, from the first: an adapter trained on an
     /// early exit stops there. `None`: all (always so on the text encoder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +144,7 @@ mod tests {
             labels: vec!["a".into(), "b".into()],
             pooling: Pooling::Last,
             feature_dim: Some(8),
+            text_embedding: Some(3),
             layers: Some(4),
             lora_alpha: 16.0,
             description: String::new(),

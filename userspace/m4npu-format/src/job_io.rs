@@ -133,6 +133,29 @@ impl Input {
     }
 }
 
+/// The feature rows of a job whose adapter takes a text's sentence
+/// embedding (`AdapterMeta::text_embedding`): each of the app's rows of
+/// `dim` values, then zeros in the embedding's columns; last, zeros in the
+/// rows' columns, then the embedding. Each row, one token, thus meets only
+/// its own part of the input projection: the image and the caption enter
+/// the backbone as tokens of their own, each through its own projection.
+///
+/// ```
+/// let rows = m4npu_format::job_io::rows_with_embedding(&[1.0, 2.0, 3.0, 4.0], 2, &[9.0]);
+/// assert_eq!(rows, [1.0, 2.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 9.0]);
+/// ```
+pub fn rows_with_embedding(features: &[f32], dim: usize, embedding: &[f32]) -> Vec<f32> {
+    let width = dim + embedding.len();
+    let mut out = Vec::with_capacity(features.len() / dim.max(1) * width + width);
+    for row in features.chunks(dim.max(1)) {
+        out.extend_from_slice(row);
+        out.resize(out.len() + embedding.len(), 0.0);
+    }
+    out.resize(out.len() + dim, 0.0);
+    out.extend_from_slice(embedding);
+    out
+}
+
 fn short(buf: &[u8], need: usize) -> Result<(), JobIoError> {
     if buf.len() < need {
         return Err(JobIoError::Short { need, have: buf.len() });

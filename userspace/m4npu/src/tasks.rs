@@ -12,6 +12,8 @@ use m4npu_format::adapter_meta::SubModel;
 use m4npu_format::adapter_meta::{AdapterMeta, AdapterTask};
 use m4npu_format::job_io::{f32s, Input};
 #[cfg(feature = "text")]
+use m4npu_format::job_io::rows_with_embedding;
+#[cfg(feature = "text")]
 use m4npu_format::job_io::{GenerateOutput, HEADER_BYTES, STATE_KV_OFFSET};
 #[cfg(feature = "text")]
 use tokenizers::Tokenizer;
@@ -195,7 +197,28 @@ impl Device {
     /// println!("{}", best.name);
     /// # Ok::<(), m4npu::Error>(())
     /// ```
+    ///
+    /// An adapter with `text_embedding` in its metadata takes the text as
+    /// the text encoder's sentence embedding instead: an EMBED job first,
+    /// then the rows and the embedding as
+    /// [`m4npu_format::job_io::rows_with_embedding`] lays them out.
     pub fn classify_features_and_text(&self, adapter: &Adapter<'_>, features: &[f32], dim: usize, text: &str) -> Result<Vec<Label>> {
+        if let Some(w) = adapter.meta().and_then(|m| m.text_embedding) {
+            let meta = self.classifier(adapter)?;
+            let width = dim + w as usize;
+            if meta.feature_dim != Some(width as u32) {
+                return Err(Error::InvalidJob(format!(
+                    "adapter {} takes {}-wide feature vectors and a {w}-wide text embedding, not {dim}-wide vectors",
+                    adapter.name(),
+                    meta.feature_dim.unwrap_or(0).saturating_sub(w)
+                )));
+            }
+            if dim == 0 || features.is_empty() || !features.len().is_multiple_of(dim) {
+                return Err(Error::InvalidJob(format!("{} values are not rows of {dim}", features.len())));
+            }
+            let data = rows_with_embedding(features, dim, &self.embed(text)?);
+            return self.classify_input(adapter, &meta.labels, &Input::Features { dim: width, data });
+        }
         let model = self.model_meta()?;
         let mut ids = encode(&model.tokenizer(BACKBONE)?, text, false)?;
         ids.truncate(model.shape(BACKBONE)?.max_tokens.saturating_sub(features.len() / dim.max(1)));
@@ -205,6 +228,12 @@ impl Device {
     /// A classifier whose input projection takes `features` as rows of `dim`.
     fn feature_classifier<'a>(&self, adapter: &'a Adapter<'_>, features: &[f32], dim: usize) -> Result<&'a AdapterMeta> {
         let meta = self.classifier(adapter)?;
+        if meta.text_embedding.is_some() {
+            return Err(Error::InvalidJob(format!(
+                "adapter {} also takes a text, embedded by the text encoder: classify_features_and_text",
+                adapter.name()
+            )));
+        }
         match meta.feature_dim {
             Some(d) if d as usize == dim => {}
             Some(d) => {

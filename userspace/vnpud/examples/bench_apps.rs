@@ -96,6 +96,7 @@ fn meta(task: AdapterTask) -> AdapterMeta {
         labels: vec![],
         pooling: Pooling::Mean,
         feature_dim: None,
+        text_embedding: None,
         layers: None,
         lora_alpha: 2.0 * RANK as f32,
         description: String::new(),

@@ -17,6 +17,7 @@ fn meta(task: AdapterTask, submodel: SubModel) -> AdapterMeta {
         labels: vec!["no".into(), "yes".into()],
         pooling: Pooling::Mean,
         feature_dim: None,
+        text_embedding: None,
         layers: None,
         lora_alpha: 8.0,
         description: "fuzz seed".into(),

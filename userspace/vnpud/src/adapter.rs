@@ -146,6 +146,16 @@ impl<'a> TaskAdapter<'a> {
                     return Err("feature input needs the backbone and feature_dim > 0".into());
                 }
                 let fd = fd as usize;
+                // The rows are laid out by the app; the device checks only
+                // that the embedding columns fit and are the encoder's.
+                if let Some(w) = meta.text_embedding {
+                    let enc = model.text_encoder.as_ref().map(|m| m.cfg.d_model);
+                    if enc != Some(w as usize) || w as usize >= fd {
+                        return Err(format!(
+                            "text_embedding {w} is not the text encoder's width ({enc:?}) below feature_dim {fd}"
+                        ));
+                    }
+                }
                 Some(InputProjection {
                     w: f32s(&blob, "input.weight", &[d, fd])?,
                     b: Some(f32s(&blob, "input.bias", &[d])?),
@@ -153,6 +163,7 @@ impl<'a> TaskAdapter<'a> {
                     d_model: d,
                 })
             }
+            None if meta.text_embedding.is_some() => return Err("text_embedding needs feature_dim".into()),
             None => None,
         };
         Ok(TaskAdapter { meta, loras, head, input })

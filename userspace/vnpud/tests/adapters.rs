@@ -21,6 +21,7 @@ fn meta(task: AdapterTask, submodel: SubModel) -> AdapterMeta {
         labels: vec![],
         pooling: Pooling::Mean,
         feature_dim: None,
+        text_embedding: None,
         layers: None,
         lora_alpha: 8.0,
         description: String::new(),
@@ -351,6 +352,22 @@ fn unfit_adapters_are_refused() {
     named.labels = vec!["a".into(), "b".into(), "c".into()];
     let mut feats = cls.clone();
     feats.feature_dim = Some(3);
+    // Rows of 3 plus the text encoder's sentence embedding.
+    let w = f.text_encoder.as_ref().unwrap().cfg.d_model;
+    let mut captioned = feats.clone();
+    (captioned.feature_dim, captioned.text_embedding) = (Some(3 + w as u32), Some(w as u32));
+    let projection = |m: &AdapterMeta| {
+        let fd = m.feature_dim.unwrap() as usize;
+        [head(2)[0].clone(), head(2)[1].clone(), ("input.weight", vec![d, fd]), ("input.bias", vec![d])]
+    };
+    let rows = Input::Features { dim: 3 + w, data: m4npu_format::job_io::rows_with_embedding(&[0.5; 6], 3, &vec![0.1; w]) };
+    assert!(job(&f, Op::Classify, &build(&captioned, &projection(&captioned)), &rows).is_ok());
+    let mut narrow = captioned.clone();
+    narrow.text_embedding = Some(w as u32 - 1);
+    let mut no_rows = captioned.clone();
+    no_rows.feature_dim = Some(w as u32);
+    let mut no_features = cls.clone();
+    no_features.text_embedding = Some(w as u32);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("no head", build(&cls, &[])),
         ("head width", build(&cls, &[("head.weight", vec![2, d + 1]), ("head.bias", vec![2])])),
@@ -359,6 +376,9 @@ fn unfit_adapters_are_refused() {
         ("LoRA layer", build(&cls, &[head(2)[0].clone(), head(2)[1].clone(), ("lora.9.q.a", vec![2, d]), ("lora.9.q.b", vec![d, 2])])),
         ("LoRA half", build(&cls, &[head(2)[0].clone(), head(2)[1].clone(), ("lora.0.q.a", vec![2, d])])),
         ("no input projection", build(&feats, &head(2))),
+        ("not the encoder's embedding", build(&narrow, &projection(&narrow))),
+        ("an embedding and no rows", build(&no_rows, &projection(&no_rows))),
+        ("an embedding without features", build(&no_features, &head(2))),
         ("not JSON", {
             let mut b = AdapterBuilder::new("bad", [0; 32]);
             b.meta(b"{".to_vec());

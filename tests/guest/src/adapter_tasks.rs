@@ -127,7 +127,9 @@ pub fn adapters_classify_on_vnpud() -> Result<()> {
     for l in &got {
         ensure!((l.logit - want[l.index]).abs() < 1e-4, "captioned: label {} logit {} != {}", l.name, l.logit, want[l.index]);
     }
-    expect_msg(dev.classify_features(&captioned, &features, FEATURE_DIM), "also takes a text, embedded by the text encoder")?;
+    expect_msg(dev.classify_features(&captioned, &features, FEATURE_DIM), "needs a text as well as feature vectors")?;
+    expect_msg(dev.classify(&captioned, caption), "needs feature vectors as well as the text")?;
+    expect_msg(dev.classify_features_and_embedding(&captioned, &features, FEATURE_DIM, &emb[1..]), &format!("a text embedding of {} values, not the adapter's {w}", w - 1))?;
     expect_msg(
         dev.classify_features_and_text(&captioned, &features, 4, "a caption"),
         &format!("takes 6-wide feature vectors and a {w}-wide text embedding, not 4-wide vectors"),

@@ -61,7 +61,8 @@ enum Run {
         /// The classify adapter (`.m4a`).
         #[arg(long)]
         adapter: PathBuf,
-        /// Text to classify.
+        /// Text to classify (with --features: the text that goes with
+        /// them, an image's caption say).
         #[arg(required_unless_present = "features")]
         text: Option<String>,
         /// A file of feature vectors: one vector per line, values separated
@@ -121,8 +122,9 @@ enum Pack {
         /// Adapter name recorded in the blob.
         #[arg(long)]
         name: String,
-        /// Metadata JSON (task, submodel, labels, feature_dim, layers,
-        /// lora_alpha; see m4npu_format::adapter_meta).
+        /// Metadata JSON (task, submodel, labels, feature_dim,
+        /// text_embedding, layers, lora_alpha; see
+        /// m4npu_format::adapter_meta).
         #[arg(long, requires = "tensors", conflicts_with = "peft")]
         meta: Option<PathBuf>,
         /// Safetensors with the adapter's F32 tensors (lora.<layer>.<proj>.a/b,

@@ -30,8 +30,7 @@ pub struct AppResult {
 /// does it: text with `classify`, feature rows with `classify_features`,
 /// both with `classify_features_and_text`.
 pub fn classify_sample(dev: &Device, a: &Adapter<'_>, split: &Split, i: usize) -> Result<Vec<Label>, String> {
-    // The app's rows: the adapter's feature columns less an embedded text's.
-    let feature_dim = a.meta().and_then(|m| Some(m.feature_dim?.saturating_sub(m.text_embedding.unwrap_or(0)))).map(|d| d as usize);
+    let feature_dim = a.meta().and_then(|m| m.row_dim()).map(|d| d as usize);
     match (&split.samples, feature_dim) {
         (Samples::Text(t), None) => dev.classify(a, &t[i]),
         (Samples::Features { .. }, Some(fd)) => dev.classify_features(a, split.features(i), fd),

@@ -137,10 +137,12 @@ impl<'m, 'f> Jobs<'m, 'f> {
         let (Some(w), Samples::Mixed { texts, .. }) = (self.meta.text_embedding, &split.samples) else {
             return job_input(self.tok.as_ref(), split, i, self.meta.feature_dim, self.max_tokens);
         };
-        let fd = self.meta.feature_dim.ok_or("text_embedding without feature_dim")?;
-        let dim = fd.checked_sub(w).filter(|&d| d > 0).ok_or("text_embedding leaves no feature columns")?;
+        let dim = self.meta.row_dim().ok_or("text_embedding leaves no feature columns")? as usize;
         let embedding = host_embedding(self.model, self.tok.as_ref().ok_or("no tokenizer")?, &texts[i], self.max_tokens)?;
-        Ok(Input::Features { dim: fd as usize, data: rows_with_embedding(split.features(i), dim as usize, &embedding) })
+        if embedding.len() != w as usize {
+            return Err(format!("a text embedding of {} values, not the adapter's {w}", embedding.len()));
+        }
+        Ok(Input::Features { dim: dim + embedding.len(), data: rows_with_embedding(split.features(i), dim, &embedding) })
     }
 }
 

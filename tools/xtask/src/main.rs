@@ -124,17 +124,20 @@ fn test(arch: Arch) -> Result<()> {
     let boot = guest::Boot::prepare(arch, Flavour::Debug)?;
     // The training path on real data and the real firmware, a few steps:
     // that it runs end to end and packs an adapter the device accepts.
-    cmd::step("training a digits adapter for 5 steps (m4-train)");
-    let out = paths::target().join("guest").join("ci-digits.m4a");
-    cmd::run(
-        cmd::cargo()
-            .args(["run", "--release", "--quiet", "-p", "m4-train", "--", "train", "digits", "--max-steps", "5", "--eval", "40", "--firmware"])
-            .arg(paths::target().join("guest").join("foundation.m4fw"))
-            .arg("--data")
-            .arg(paths::cache().join("eaibench"))
-            .arg("--out")
-            .arg(&out),
-    )?;
+    // captionmatch: its captions through the text encoder's EMBED job.
+    for (task, steps, eval) in [("digits", "5", "40"), ("captionmatch", "2", "8")] {
+        cmd::step(&format!("training a {task} adapter for {steps} steps (m4-train)"));
+        let out = paths::target().join("guest").join(format!("ci-{task}.m4a"));
+        cmd::run(
+            cmd::cargo()
+                .args(["run", "--release", "--quiet", "-p", "m4-train", "--", "train", task, "--max-steps", steps, "--eval", eval, "--firmware"])
+                .arg(paths::target().join("guest").join("foundation.m4fw"))
+                .arg("--data")
+                .arg(paths::cache().join("eaibench"))
+                .arg("--out")
+                .arg(&out),
+        )?;
+    }
     let outcome = guest::run(&boot, "test")?;
     // The suite's own `N passed, N failed` line closes the run, alone.
     println!("xtask: guest suite passed on the {} debug kernel, no kernel splats, no leaks", arch.name());

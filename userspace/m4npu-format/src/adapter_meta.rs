@@ -101,6 +101,13 @@ impl AdapterMeta {
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("plain data serializes")
     }
+
+    /// Width of the rows an app sends: `feature_dim` less an embedded
+    /// text's columns. `None` for an adapter without features, or whose
+    /// embedding leaves no columns for rows (the device refuses it).
+    pub fn row_dim(&self) -> Option<u32> {
+        self.feature_dim?.checked_sub(self.text_embedding.unwrap_or(0)).filter(|&d| d > 0)
+    }
 }
 
 /// Assembles an adapter from named F32 tensors (shapes outermost first).
@@ -150,6 +157,11 @@ mod tests {
             description: String::new(),
         };
         assert_eq!(AdapterMeta::parse(&m.to_json()).unwrap(), m);
+        assert_eq!(m.row_dim(), Some(5));
+        let rows_only = AdapterMeta { text_embedding: None, ..m.clone() };
+        assert_eq!(rows_only.row_dim(), Some(8));
+        let no_rows = AdapterMeta { text_embedding: Some(8), ..m.clone() };
+        assert_eq!(no_rows.row_dim(), None);
         let min = AdapterMeta::parse(br#"{"task":"embed","submodel":"text_encoder"}"#).unwrap();
         assert_eq!((min.pooling, min.lora_alpha, min.layers), (Pooling::Mean, 1.0, None));
         assert!(AdapterMeta::parse(br#"{"task":"dance","submodel":"backbone"}"#).is_err());

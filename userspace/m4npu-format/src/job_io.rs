@@ -140,11 +140,16 @@ impl Input {
 /// its own part of the input projection: the image and the caption enter
 /// the backbone as tokens of their own, each through its own projection.
 ///
+/// `features` must be whole rows of `dim > 0` and `embedding` non-empty;
+/// callers check both against the adapter first (the device then refuses
+/// any other width).
+///
 /// ```
 /// let rows = m4npu_format::job_io::rows_with_embedding(&[1.0, 2.0, 3.0, 4.0], 2, &[9.0]);
 /// assert_eq!(rows, [1.0, 2.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 9.0]);
 /// ```
 pub fn rows_with_embedding(features: &[f32], dim: usize, embedding: &[f32]) -> Vec<f32> {
+    debug_assert!(dim > 0 && features.len().is_multiple_of(dim) && !embedding.is_empty());
     let width = dim + embedding.len();
     let mut out = Vec::with_capacity(features.len() / dim.max(1) * width + width);
     for row in features.chunks(dim.max(1)) {

@@ -46,9 +46,10 @@ fn classify(path: &str, query: Query<'_>) -> Result<()> {
     let dev = Device::open()?;
     let adapter = dev.load_adapter_file(path)?;
     if let Some(meta) = adapter.meta() {
-        let takes = match meta.feature_dim {
-            Some(dim) => format!("{dim}-wide feature vectors"),
-            None => "text".to_string(),
+        let takes = match (meta.row_dim(), meta.text_embedding) {
+            (Some(dim), Some(_)) => format!("{dim}-wide feature vectors and a text"),
+            (Some(dim), None) => format!("{dim}-wide feature vectors"),
+            _ => "text".to_string(),
         };
         println!(
             "{}: {:?} on the {:?}, {} labels, takes {takes}",

@@ -10,9 +10,7 @@
 #[cfg(feature = "text")]
 use m4npu_format::adapter_meta::SubModel;
 use m4npu_format::adapter_meta::{AdapterMeta, AdapterTask};
-use m4npu_format::job_io::{f32s, Input};
-#[cfg(feature = "text")]
-use m4npu_format::job_io::rows_with_embedding;
+use m4npu_format::job_io::{f32s, rows_with_embedding, Input};
 #[cfg(feature = "text")]
 use m4npu_format::job_io::{GenerateOutput, HEADER_BYTES, STATE_KV_OFFSET};
 #[cfg(feature = "text")]
@@ -129,6 +127,12 @@ impl Device {
     /// ```
     pub fn classify(&self, adapter: &Adapter<'_>, text: &str) -> Result<Vec<Label>> {
         let meta = self.classifier(adapter)?;
+        if meta.text_embedding.is_some() {
+            return Err(Error::InvalidJob(format!(
+                "adapter {} needs feature vectors as well as the text (classify_features_and_text)",
+                adapter.name()
+            )));
+        }
         if meta.feature_dim.is_some() {
             return Err(Error::InvalidJob(format!("adapter {} takes feature vectors, not text", adapter.name())));
         }
@@ -166,9 +170,10 @@ impl Device {
     ///
     /// ```no_run
     /// let dev = m4npu::Device::open()?;
-    /// let captions = dev.load_adapter_file("captionmatch.m4a")?;
-    /// let patches = [0.0f32; 49 * 16]; // 7x7 patches of 4x4 pixels
-    /// let best = &dev.classify_features_and_tokens(&captions, &patches, 112, &[504, 5765])?[0];
+    /// // An adapter trained with `m4-train train <task> --text tokens`.
+    /// let captions = dev.load_adapter_file("captions-in-tokens.m4a")?;
+    /// let image = [0.0f32; 784]; // one row: the whole image
+    /// let best = &dev.classify_features_and_tokens(&captions, &image, 784, &[504, 5765])?[0];
     /// println!("{}", best.name);
     /// # Ok::<(), m4npu::Error>(())
     /// ```
@@ -184,40 +189,71 @@ impl Device {
         self.classify_input(adapter, &meta.labels, &input)
     }
 
-    #[cfg(feature = "text")]
-    /// [`Device::classify_features_and_tokens`] with `text` tokenized by the
-    /// backbone's tokenizer (no special tokens, as [`Device::classify`] does
-    /// for the backbone), cut to what the context holds after the rows.
+    /// Classifies feature vectors together with a text's sentence
+    /// embedding from the text encoder ([`Device::embed`] or
+    /// [`Device::embed_tokens`]), with an adapter whose metadata sets
+    /// `text_embedding`: the rows and the embedding as
+    /// [`m4npu_format::job_io::rows_with_embedding`] lays them out, one
+    /// CLASSIFY job.
     ///
     /// ```no_run
     /// let dev = m4npu::Device::open()?;
     /// let captions = dev.load_adapter_file("captionmatch.m4a")?;
-    /// let patches = [0.0f32; 49 * 16];
-    /// let best = &dev.classify_features_and_text(&captions, &patches, 112, "a pair of sneakers")?[0];
+    /// let image = [0.0f32; 784];
+    /// let caption = dev.embed("a pair of sneakers")?;
+    /// let best = &dev.classify_features_and_embedding(&captions, &image, 784, &caption)?[0];
     /// println!("{}", best.name);
     /// # Ok::<(), m4npu::Error>(())
     /// ```
+    pub fn classify_features_and_embedding(&self, adapter: &Adapter<'_>, features: &[f32], dim: usize, embedding: &[f32]) -> Result<Vec<Label>> {
+        let meta = self.classifier(adapter)?;
+        let Some(w) = meta.text_embedding else {
+            return Err(Error::InvalidJob(format!("adapter {} takes no text embedding", adapter.name())));
+        };
+        let Some(rows) = meta.row_dim() else {
+            return Err(Error::InvalidJob(format!(
+                "adapter {}: its text_embedding ({w}) leaves no feature columns in feature_dim {:?}",
+                adapter.name(),
+                meta.feature_dim
+            )));
+        };
+        if u32::try_from(dim) != Ok(rows) {
+            return Err(Error::InvalidJob(format!(
+                "adapter {} takes {rows}-wide feature vectors and a {w}-wide text embedding, not {dim}-wide vectors",
+                adapter.name()
+            )));
+        }
+        if features.is_empty() || !features.len().is_multiple_of(dim) {
+            return Err(Error::InvalidJob(format!("{} values are not rows of {dim}", features.len())));
+        }
+        if embedding.len() != w as usize {
+            return Err(Error::InvalidJob(format!("a text embedding of {} values, not the adapter's {w}", embedding.len())));
+        }
+        let data = rows_with_embedding(features, dim, embedding);
+        self.classify_input(adapter, &meta.labels, &Input::Features { dim: dim + embedding.len(), data })
+    }
+
+    #[cfg(feature = "text")]
+    /// Classifies feature vectors and a text, one input (an image and its
+    /// caption), as the adapter takes the text:
+    /// - as the text encoder's sentence embedding if its metadata sets
+    ///   `text_embedding`: an EMBED job, then
+    ///   [`Device::classify_features_and_embedding`];
+    /// - otherwise in the backbone's tokens (no special tokens, as
+    ///   [`Device::classify`] does for the backbone), cut to what the
+    ///   context holds after the rows: [`Device::classify_features_and_tokens`].
     ///
-    /// An adapter with `text_embedding` in its metadata takes the text as
-    /// the text encoder's sentence embedding instead: an EMBED job first,
-    /// then the rows and the embedding as
-    /// [`m4npu_format::job_io::rows_with_embedding`] lays them out.
+    /// ```no_run
+    /// let dev = m4npu::Device::open()?;
+    /// let captions = dev.load_adapter_file("captionmatch.m4a")?;
+    /// let image = [0.0f32; 784];
+    /// let best = &dev.classify_features_and_text(&captions, &image, 784, "a pair of sneakers")?[0];
+    /// println!("{}", best.name);
+    /// # Ok::<(), m4npu::Error>(())
+    /// ```
     pub fn classify_features_and_text(&self, adapter: &Adapter<'_>, features: &[f32], dim: usize, text: &str) -> Result<Vec<Label>> {
-        if let Some(w) = adapter.meta().and_then(|m| m.text_embedding) {
-            let meta = self.classifier(adapter)?;
-            let width = dim + w as usize;
-            if meta.feature_dim != Some(width as u32) {
-                return Err(Error::InvalidJob(format!(
-                    "adapter {} takes {}-wide feature vectors and a {w}-wide text embedding, not {dim}-wide vectors",
-                    adapter.name(),
-                    meta.feature_dim.unwrap_or(0).saturating_sub(w)
-                )));
-            }
-            if dim == 0 || features.is_empty() || !features.len().is_multiple_of(dim) {
-                return Err(Error::InvalidJob(format!("{} values are not rows of {dim}", features.len())));
-            }
-            let data = rows_with_embedding(features, dim, &self.embed(text)?);
-            return self.classify_input(adapter, &meta.labels, &Input::Features { dim: width, data });
+        if adapter.meta().is_some_and(|m| m.text_embedding.is_some()) {
+            return self.classify_features_and_embedding(adapter, features, dim, &self.embed(text)?);
         }
         let model = self.model_meta()?;
         let mut ids = encode(&model.tokenizer(BACKBONE)?, text, false)?;
@@ -230,7 +266,8 @@ impl Device {
         let meta = self.classifier(adapter)?;
         if meta.text_embedding.is_some() {
             return Err(Error::InvalidJob(format!(
-                "adapter {} also takes a text, embedded by the text encoder: classify_features_and_text",
+                "adapter {} needs a text as well as feature vectors (classify_features_and_text; \
+                 `m4 run classify --features FILE TEXT`)",
                 adapter.name()
             )));
         }

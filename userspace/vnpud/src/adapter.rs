@@ -149,11 +149,15 @@ impl<'a> TaskAdapter<'a> {
                 // The rows are laid out by the app; the device checks only
                 // that the embedding columns fit and are the encoder's.
                 if let Some(w) = meta.text_embedding {
-                    let enc = model.text_encoder.as_ref().map(|m| m.cfg.d_model);
-                    if enc != Some(w as usize) || w as usize >= fd {
-                        return Err(format!(
-                            "text_embedding {w} is not the text encoder's width ({enc:?}) below feature_dim {fd}"
-                        ));
+                    match model.text_encoder.as_ref().map(|m| m.cfg.d_model) {
+                        None => return Err("text_embedding: the firmware has no text encoder".into()),
+                        Some(enc) if enc != w as usize => {
+                            return Err(format!("text_embedding {w} is not the text encoder's width {enc}"))
+                        }
+                        Some(_) if w as usize >= fd => {
+                            return Err(format!("text_embedding {w} leaves no feature columns in feature_dim {fd}"))
+                        }
+                        Some(_) => {}
                     }
                 }
                 Some(InputProjection {

@@ -4,7 +4,7 @@
 //! on the same firmware; and the messages developers get when it goes wrong.
 
 use anyhow::{bail, ensure, Context, Result};
-use m4_train::eval::{host_embedding, host_logits, FirmwareFile};
+use m4_train::eval::host_logits;
 use m4npu::{Device, Error, JobDesc, Op};
 use m4npu_format::adapter_meta::{lora_name, AdapterMeta, AdapterTask, Pooling, SubModel};
 use m4npu_format::job_io::{f32s, rows_with_embedding, Input};
@@ -113,25 +113,25 @@ pub fn adapters_classify_on_vnpud() -> Result<()> {
     let w = reference.text_encoder.as_ref().context("text encoder")?.cfg.d_model;
     let captioned_blob = captioned_classifier(hash, cfg.d_model, w)?;
     let captioned = dev.load_adapter(&captioned_blob)?;
-    // The app's rows and a caption: an EMBED job, then the CLASSIFY job,
-    // as the host path runs them.
-    let caption = "a pair of sneakers";
-    let got = dev.classify_features_and_text(&captioned, &features, FEATURE_DIM, caption)?;
-    let fw_file = FirmwareFile::read(std::path::Path::new(TINY)).map_err(anyhow::Error::msg)?;
-    let tok = fw_file.tokenizer("text_encoder").map_err(anyhow::Error::msg)?;
-    let max_pos = reference.text_encoder.as_ref().context("text encoder")?.cfg.max_pos;
-    let emb = host_embedding(&reference, &tok, caption, max_pos).map_err(anyhow::Error::msg)?;
-    let input = Input::Features { dim: FEATURE_DIM + w, data: rows_with_embedding(&features, FEATURE_DIM, &emb) };
+    // The app's rows and a text's embedding by an EMBED job (the tiny
+    // firmware has no tokenizer: token ids), then the CLASSIFY job, each
+    // equal to vnpud's code in this process.
+    let ids = [1u32, 5, 9, 2];
+    let emb = dev.embed_tokens(&ids, w)?;
+    let want_emb = reference.text_encoder.as_ref().context("text encoder")?.embed(&ids)?;
+    ensure!(max_abs_diff(&emb, &want_emb) < 1e-5, "the text embedding differs from the host path's");
+    let got = dev.classify_features_and_embedding(&captioned, &features, FEATURE_DIM, &emb)?;
+    let input = Input::Features { dim: FEATURE_DIM + w, data: rows_with_embedding(&features, FEATURE_DIM, &want_emb) };
     let want = host_logits(&reference, &vnpu_engine::AlignedBytes::from_slice(&captioned_blob), &input, 2)
         .map_err(|e| anyhow::anyhow!("reference: {e}"))?;
     for l in &got {
         ensure!((l.logit - want[l.index]).abs() < 1e-4, "captioned: label {} logit {} != {}", l.name, l.logit, want[l.index]);
     }
     expect_msg(dev.classify_features(&captioned, &features, FEATURE_DIM), "needs a text as well as feature vectors")?;
-    expect_msg(dev.classify(&captioned, caption), "needs feature vectors as well as the text")?;
+    expect_msg(dev.classify(&captioned, "a caption"), "needs feature vectors as well as the text")?;
     expect_msg(dev.classify_features_and_embedding(&captioned, &features, FEATURE_DIM, &emb[1..]), &format!("a text embedding of {} values, not the adapter's {w}", w - 1))?;
     expect_msg(
-        dev.classify_features_and_text(&captioned, &features, 4, "a caption"),
+        dev.classify_features_and_text(&captioned, &features[..4], 4, "a caption"),
         &format!("takes 6-wide feature vectors and a {w}-wide text embedding, not 4-wide vectors"),
     )?;
 

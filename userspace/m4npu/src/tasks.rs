@@ -206,6 +206,17 @@ impl Device {
     /// # Ok::<(), m4npu::Error>(())
     /// ```
     pub fn classify_features_and_embedding(&self, adapter: &Adapter<'_>, features: &[f32], dim: usize, embedding: &[f32]) -> Result<Vec<Label>> {
+        let (meta, w) = self.embedding_classifier(adapter, features, dim)?;
+        if embedding.len() != w as usize {
+            return Err(Error::InvalidJob(format!("a text embedding of {} values, not the adapter's {w}", embedding.len())));
+        }
+        let data = rows_with_embedding(features, dim, embedding);
+        self.classify_input(adapter, &meta.labels, &Input::Features { dim: dim + embedding.len(), data })
+    }
+
+    /// A classifier that takes `features` as rows of `dim` and a text
+    /// embedding, and the embedding's width.
+    fn embedding_classifier<'a>(&self, adapter: &'a Adapter<'_>, features: &[f32], dim: usize) -> Result<(&'a AdapterMeta, u32)> {
         let meta = self.classifier(adapter)?;
         let Some(w) = meta.text_embedding else {
             return Err(Error::InvalidJob(format!("adapter {} takes no text embedding", adapter.name())));
@@ -226,11 +237,7 @@ impl Device {
         if features.is_empty() || !features.len().is_multiple_of(dim) {
             return Err(Error::InvalidJob(format!("{} values are not rows of {dim}", features.len())));
         }
-        if embedding.len() != w as usize {
-            return Err(Error::InvalidJob(format!("a text embedding of {} values, not the adapter's {w}", embedding.len())));
-        }
-        let data = rows_with_embedding(features, dim, embedding);
-        self.classify_input(adapter, &meta.labels, &Input::Features { dim: dim + embedding.len(), data })
+        Ok((meta, w))
     }
 
     #[cfg(feature = "text")]
@@ -253,6 +260,8 @@ impl Device {
     /// ```
     pub fn classify_features_and_text(&self, adapter: &Adapter<'_>, features: &[f32], dim: usize, text: &str) -> Result<Vec<Label>> {
         if adapter.meta().is_some_and(|m| m.text_embedding.is_some()) {
+            // The rows checked before the EMBED job, not after it.
+            self.embedding_classifier(adapter, features, dim)?;
             return self.classify_features_and_embedding(adapter, features, dim, &self.embed(text)?);
         }
         let model = self.model_meta()?;

@@ -170,8 +170,8 @@ pub fn features(task: &Task, train: &Split, m: &Frozen, o: &Options, text: Optio
         let x = Tensor::from_vec(xb, (chunk.len(), n_in, width), &dev)?;
         let e = x.broadcast_matmul(&w_in.as_tensor().t()?)?.broadcast_add(b_in.as_tensor())?;
         let pooled = match text {
-            None => m.forward(&e, &lora)?.mean(1)?,
-            Some(TextPart::Embedding(_)) => m.forward(&e, &lora)?.mean(1)?,
+            // An embedded text is one more row: no padding to mask.
+            None | Some(TextPart::Embedding(_)) => m.forward(&e, &lora)?.mean(1)?,
             Some(TextPart::Tokens(texts)) => {
                 // The rows first, then the text: causal attention keeps the
                 // right padding out of every real position.

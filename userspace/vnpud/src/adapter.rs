@@ -154,7 +154,7 @@ impl<'a> TaskAdapter<'a> {
                         Some(enc) if enc != w as usize => {
                             return Err(format!("text_embedding {w} is not the text encoder's width {enc}"))
                         }
-                        Some(_) if w as usize >= fd => {
+                        Some(_) if meta.row_dim().is_none() => {
                             return Err(format!("text_embedding {w} leaves no feature columns in feature_dim {fd}"))
                         }
                         Some(_) => {}
